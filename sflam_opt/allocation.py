@@ -1,0 +1,144 @@
+"""The decision: each device's quantization bits, bandwidth and transmit power (formulation §1)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from sflam_opt.errors import AllocationError
+from sflam_opt.io import atomic_write_text
+
+__all__ = ["Allocation"]
+
+
+@dataclass(frozen=True, eq=False)
+class Allocation:
+    """Per-device decision vectors.
+
+    Parameters
+    ----------
+    bits : ndarray of int, shape (N,)
+        Quantization bit width b_n of the uplink activations.
+    bandwidth_hz : ndarray, shape (N,)
+        Uplink bandwidth B_n in Hz.
+    power_w : ndarray, shape (N,)
+        Transmit power p_n in W.
+    ids : tuple, optional
+        Device ids, in scenario order; checked against the scenario when given.
+    """
+
+    bits: NDArray[np.int64]
+    bandwidth_hz: NDArray[np.float64]
+    power_w: NDArray[np.float64]
+    ids: tuple[Any, ...] | None = None
+
+    def __post_init__(self) -> None:
+        bits = np.asarray(self.bits)
+        bw = np.asarray(self.bandwidth_hz, dtype=np.float64)
+        pw = np.asarray(self.power_w, dtype=np.float64)
+        if bits.ndim != 1 or bw.shape != bits.shape or pw.shape != bits.shape:
+            raise AllocationError(
+                f"bits, bandwidth_hz and power_w must be 1-D of equal length, got shapes "
+                f"{bits.shape}, {bw.shape}, {pw.shape}")
+        if bits.size and not np.all(np.isfinite(bits.astype(np.float64))):
+            raise AllocationError("bits: must be finite whole numbers")
+        if bits.size and not np.array_equal(bits, np.round(bits)):
+            raise AllocationError("bits: must be whole numbers")
+        for name, arr in (("bandwidth_hz", bw), ("power_w", pw)):
+            if not np.all(np.isfinite(arr)):
+                raise AllocationError(f"{name}: must be finite numbers")
+        if self.ids is not None and len(self.ids) != bits.size:
+            raise AllocationError(f"ids: {len(self.ids)} ids for {bits.size} devices")
+        object.__setattr__(self, "bits", bits.astype(np.int64))
+        object.__setattr__(self, "bandwidth_hz", bw)
+        object.__setattr__(self, "power_w", pw)
+        if self.ids is not None:
+            object.__setattr__(self, "ids", tuple(self.ids))
+
+    def __len__(self) -> int:
+        return int(self.bits.size)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Allocation):
+            return NotImplemented
+        return (np.array_equal(self.bits, other.bits)
+                and np.array_equal(self.bandwidth_hz, other.bandwidth_hz)
+                and np.array_equal(self.power_w, other.power_w)
+                and self.ids == other.ids)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    # ------------------------------------------------------------------ JSON
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data: ``{"devices": [{"id", "bits", "bandwidth_hz", "power_w"}, ...]}``."""
+        ids = self.ids if self.ids is not None else tuple(range(len(self)))
+        return {"devices": [
+            {"id": i, "bits": b, "bandwidth_hz": w, "power_w": p}
+            for i, b, w, p in zip(ids, self.bits.tolist(), self.bandwidth_hz.tolist(),
+                                  self.power_w.tolist(), strict=True)
+        ]}
+
+    def to_json(self) -> str:
+        """JSON text; floats are written with full precision so the round trip is exact."""
+        return json.dumps(self.to_dict(), indent=1) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "<allocation>") -> Allocation:
+        """Build from :meth:`to_dict` output (also accepts a ``sflam-opt solve --json`` object)."""
+        if not isinstance(data, dict) or not isinstance(data.get("devices"), list):
+            raise AllocationError(f"{source}: expected a JSON object with a \"devices\" list "
+                                  "(as written by `sflam-opt solve --out`)")
+        rows = data["devices"]
+        if not rows:
+            raise AllocationError(f"{source}: \"devices\" is empty")
+        ids, bits, bw, pw = [], [], [], []
+        for k, row in enumerate(rows):
+            where = f"{source}: devices[{k}]"
+            if not isinstance(row, dict):
+                raise AllocationError(f"{where}: expected an object")
+            for key in ("bits", "bandwidth_hz", "power_w"):
+                if key not in row:
+                    raise AllocationError(f"{where}: missing key {key!r}")
+                v = row[key]
+                if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+                    raise AllocationError(f"{where}.{key}: expected a finite number, got {v!r}")
+            if isinstance(row["bits"], float) and not row["bits"].is_integer():
+                raise AllocationError(f"{where}.bits: expected a whole number, got {row['bits']!r}")
+            ids.append(row.get("id", k))
+            bits.append(int(row["bits"]))
+            bw.append(float(row["bandwidth_hz"]))
+            pw.append(float(row["power_w"]))
+        return cls(np.array(bits), np.array(bw), np.array(pw), tuple(ids))
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "<allocation>") -> Allocation:
+        """Parse JSON text written by :meth:`to_json`."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise AllocationError(f"{source}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
+        return cls.from_dict(data, source)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Allocation:
+        """Read an allocation JSON file."""
+        p = Path(path)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise AllocationError(f"{p}: no such allocation file (write one with "
+                                  "`sflam-opt solve SCENARIO --out FILE`)") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise AllocationError(f"{p}: cannot read allocation file: {exc}") from None
+        return cls.from_json(text, str(p))
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write atomically as JSON."""
+        return atomic_write_text(path, self.to_json())

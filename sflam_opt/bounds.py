@@ -1,0 +1,88 @@
+"""Convergence bound of SFL with quantized uplink activations and the rounds it implies.
+
+Formulation §4: after K rounds,
+``(1/K) sum_k E||grad F(w_k)||^2 <= A / (eta tau K) + Phi0 + Phi_q(b)`` with
+``Phi_q(b) = sum_n rho_n q / (2^{b_n} - 1)^2``, so reaching a target eps takes
+``K(b) = A / (eta tau (eps - Phi0 - Phi_q(b)))`` rounds, defined only when eps > Phi0 + Phi_q(b).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from sflam_opt.scenario import Scenario
+
+__all__ = [
+    "bound",
+    "margin",
+    "min_epsilon",
+    "phi_q",
+    "quantization_penalty",
+    "rounds_needed",
+    "target_infeasibility",
+]
+
+
+def quantization_penalty(bits: ArrayLike) -> NDArray[np.float64]:
+    """Per-device factor ``1 / (2^b - 1)^2`` of the quantization term (q and rho_n excluded)."""
+    b = np.asarray(bits, dtype=np.float64)
+    return 1.0 / np.square(np.exp2(b) - 1.0)
+
+
+def phi_q(scenario: Scenario, bits: ArrayLike) -> float | NDArray[np.float64]:
+    """Quantization term ``Phi_q(b) = sum_n rho_n q / (2^{b_n} - 1)^2``.
+
+    Parameters
+    ----------
+    bits : array_like, shape (N,) or (..., N)
+        Bit widths; leading axes are batches of bit vectors.
+
+    Returns
+    -------
+    float or ndarray, shape (...)
+    """
+    pen = quantization_penalty(bits)
+    val = scenario.convergence.q * (pen @ scenario.rho)
+    return float(val) if np.ndim(val) == 0 else val
+
+
+def margin(scenario: Scenario, bits: ArrayLike) -> float | NDArray[np.float64]:
+    """``eps - Phi0 - Phi_q(b)``; positive exactly when the target is reachable with ``bits``."""
+    c = scenario.convergence
+    return c.epsilon - c.phi0 - phi_q(scenario, bits)
+
+
+def rounds_needed(scenario: Scenario, bits: ArrayLike) -> float | NDArray[np.float64]:
+    """Real-valued rounds ``K(b)`` to reach eps; ``inf`` where the target is unreachable."""
+    c, t = scenario.convergence, scenario.training
+    m = np.asarray(margin(scenario, bits), dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        k = np.where(m > 0, c.a / (t.learning_rate * t.local_iters * np.where(m > 0, m, 1.0)),
+                     np.inf)
+    return float(k) if k.ndim == 0 else k
+
+
+def bound(scenario: Scenario, bits: ArrayLike, rounds: ArrayLike) -> NDArray[np.float64] | float:
+    """Right-hand side ``A / (eta tau K) + Phi0 + Phi_q(b)`` of the bound after ``rounds`` rounds."""
+    c, t = scenario.convergence, scenario.training
+    k = np.asarray(rounds, dtype=np.float64)
+    val = c.a / (t.learning_rate * t.local_iters * k) + c.phi0 + phi_q(scenario, bits)
+    return float(val) if np.ndim(val) == 0 else val
+
+
+def min_epsilon(scenario: Scenario) -> float:
+    """``Phi0 + Phi_q(max L)``: any target eps strictly above this is reachable."""
+    n = scenario.n_devices
+    return scenario.convergence.phi0 + float(phi_q(scenario, np.full(n, scenario.bits.max)))
+
+
+def target_infeasibility(scenario: Scenario) -> str | None:
+    """A one-line explanation if eps cannot be reached even at the largest bit width, else None."""
+    need = min_epsilon(scenario)
+    eps = scenario.convergence.epsilon
+    if eps > need:
+        return None
+    return (f"convergence target unreachable: [convergence] epsilon = {eps:g} must exceed "
+            f"phi0 + Phi_q(max bits = {scenario.bits.max}) = {need:.6g}; raise epsilon above "
+            f"{need:.6g}, lower phi0/q, or allow more bits")

@@ -1,0 +1,257 @@
+"""Common result type, solver registry and the ``solve`` dispatcher.
+
+Modelled on :func:`scipy.optimize.minimize`: one entry point picks a method by name, every method
+returns the same :class:`SolveResult`, and failure to converge or infeasibility is a *status* with a
+message, never an exception. Only invalid arguments raise (:class:`SolverArgumentError`).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from sflam_opt.allocation import Allocation
+from sflam_opt.bounds import target_infeasibility
+from sflam_opt.costs import Evaluation, evaluate
+from sflam_opt.errors import SolverArgumentError
+from sflam_opt.scenario import Scenario
+
+__all__ = [
+    "STATUSES",
+    "SolveResult",
+    "SolverFunc",
+    "available_solvers",
+    "get_solver",
+    "register_solver",
+    "solve",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Every status a solver may return. "optimal": proven global optimum (exact methods);
+#: "converged": a stationary point / stopping rule met; "infeasible": no allocation satisfies the
+#: constraints (message names the binding one and the smallest relaxation); "max_iter": iteration
+#: cap reached (allocation is the best found, feasible); "failed": numerical failure.
+STATUSES = ("optimal", "converged", "infeasible", "max_iter", "failed")
+
+
+@dataclass
+class SolveResult:
+    """What every solver returns.
+
+    Attributes
+    ----------
+    allocation : Allocation or None
+        The decision (None only when infeasible or failed without any feasible point).
+    status : str
+        One of :data:`STATUSES`.
+    message : str
+        One line explaining the status.
+    solver : str
+        Registered solver name.
+    backend : str or None
+        Numerical backend actually used (e.g. "CLARABEL", "numpy", "HiGHS").
+    objective : float
+        J of the allocation (1 = equal baseline); inf when there is none.
+    iterations : list of float
+        J after each outer iteration (one entry for one-shot methods).
+    solve_time_s : float
+        Wall time spent in the solver (scenario loading excluded).
+    timings : dict
+        Optional finer wall-time split, seconds.
+    evaluation : Evaluation or None
+        Full cost breakdown and constraint check of ``allocation``.
+    info : dict
+        Solver-specific diagnostics (e.g. stall escapes, Dinkelbach steps, fallbacks).
+    """
+
+    allocation: Allocation | None
+    status: str
+    message: str
+    solver: str = ""
+    backend: str | None = None
+    objective: float = float("inf")
+    iterations: list[float] = field(default_factory=list)
+    solve_time_s: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
+    evaluation: Evaluation | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def success(self) -> bool:
+        """True when a feasible allocation was returned."""
+        return self.status in ("optimal", "converged", "max_iter") and self.allocation is not None
+
+    def to_dict(self, scenario: Scenario) -> dict[str, Any]:
+        """The ``sflam-opt solve --json`` object (CLI contract of issue 5)."""
+        out: dict[str, Any] = {
+            "status": self.status,
+            "message": self.message,
+            "solver": self.solver,
+            "backend": self.backend,
+            "objective": _num(self.objective),
+            "rounds": None,
+            "rounds_ceil": None,
+            "round_latency_s": None,
+            "round_energy_j": None,
+            "total_latency_s": None,
+            "total_energy_j": None,
+            "solve_time_s": self.solve_time_s,
+            "iterations": [_num(j) for j in self.iterations],
+            "devices": [],
+        }
+        ev, alloc = self.evaluation, self.allocation
+        if ev is not None and alloc is not None:
+            out.update(
+                rounds=_num(ev.rounds),
+                rounds_ceil=_num(ev.rounds_ceil),
+                round_latency_s=_num(ev.round_latency_s),
+                round_energy_j=_num(ev.round_energy_j),
+                total_latency_s=_num(ev.total_latency_s),
+                total_energy_j=_num(ev.total_energy_j),
+                violations=list(ev.violations),
+            )
+            bd = ev.breakdown
+            out["devices"] = [
+                {"id": i, "bits": b, "bandwidth_hz": w, "power_w": p, "rate_bps": r,
+                 "upload_s": u, "latency_s": t, "energy_j": e}
+                for i, b, w, p, r, u, t, e in zip(
+                    scenario.devices.ids, alloc.bits.tolist(), alloc.bandwidth_hz.tolist(),
+                    alloc.power_w.tolist(), bd.rate_bps.tolist(), bd.upload_s.tolist(),
+                    bd.latency_s.tolist(), bd.energy_j.tolist(), strict=True)
+            ]
+        if self.info:
+            out["info"] = _jsonable(self.info)
+        return out
+
+
+def _num(x: float) -> float | None:
+    x = float(x)
+    return x if np.isfinite(x) else None
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, float | np.floating):
+        return _num(float(obj))
+    return obj
+
+
+class SolverFunc(Protocol):
+    """Signature of a registered solver: ``f(scenario, **options) -> SolveResult``."""
+
+    def __call__(self, scenario: Scenario, **options: Any) -> SolveResult: ...
+
+
+_REGISTRY: dict[str, SolverFunc] = {}
+_DESCRIPTIONS: dict[str, str] = {}
+
+
+def register_solver(name: str, description: str = "") -> Callable[[SolverFunc], SolverFunc]:
+    """Decorator registering a solver under ``name`` (used by ``solve`` and ``--solver``)."""
+
+    def deco(func: SolverFunc) -> SolverFunc:
+        if name in _REGISTRY and _REGISTRY[name] is not func:
+            raise RuntimeError(f"solver name {name!r} registered twice")
+        _REGISTRY[name] = func
+        doc = (inspect.getdoc(func) or "").splitlines()
+        _DESCRIPTIONS[name] = description or (doc[0] if doc else "")
+        return func
+
+    return deco
+
+
+def available_solvers() -> dict[str, str]:
+    """Registered solver names with a one-line description each."""
+    _load_all()
+    return dict(sorted(_DESCRIPTIONS.items()))
+
+
+def get_solver(name: str) -> SolverFunc:
+    """The solver registered as ``name``; SolverArgumentError listing valid names otherwise."""
+    _load_all()
+    if not isinstance(name, str) or name not in _REGISTRY:
+        raise SolverArgumentError(f"solver={name!r}: unknown solver; choose one of "
+                                  f"{', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+def _load_all() -> None:
+    # Importing the modules registers their solvers; done lazily so that importing sflam_opt
+    # stays cheap and the registry has no import cycle with the solver modules.
+    import importlib
+
+    for mod in ("baselines", "fast", "exact", "bcd"):
+        try:
+            importlib.import_module(f"sflam_opt.solvers.{mod}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"sflam_opt.solvers.{mod}":
+                raise
+
+
+def solve(scenario: Scenario, solver: str = "bcd", **options: Any) -> SolveResult:
+    """Minimize J of formulation §5 over bits, bandwidth and power with the named method.
+
+    Parameters
+    ----------
+    scenario : Scenario
+        The problem instance.
+    solver : str
+        Registered method name (see :func:`available_solvers`), default ``"bcd"``.
+    **options
+        Passed to the solver; unknown options raise :class:`SolverArgumentError`.
+
+    Returns
+    -------
+    SolveResult
+        With ``evaluation`` filled in and ``solve_time_s`` measured here.
+    """
+    if not isinstance(scenario, Scenario):
+        raise SolverArgumentError(f"scenario: expected a Scenario, got {type(scenario).__name__}")
+    func = get_solver(solver)
+    _check_options(solver, func, options)
+    t0 = time.perf_counter()
+    why = target_infeasibility(scenario)
+    if why is not None:
+        res = SolveResult(None, "infeasible", why, solver=solver)
+    else:
+        res = func(scenario, **options)
+    res.solve_time_s = time.perf_counter() - t0
+    res.solver = solver
+    if res.allocation is not None:
+        res.evaluation = evaluate(scenario, res.allocation)
+        res.objective = res.evaluation.objective
+        if res.status not in ("infeasible", "failed") and res.evaluation.violations:
+            # A solver bug must never be reported as success.
+            logger.warning("solver %s returned violations: %s", solver, res.evaluation.violations)
+            res.status = "failed"
+            res.message = "returned allocation violates: " + "; ".join(res.evaluation.violations)
+    if res.status not in STATUSES:
+        raise RuntimeError(f"solver {solver!r} returned unknown status {res.status!r}")
+    logger.debug("solve(%s): %s J=%s in %.3fs", solver, res.status, res.objective, res.solve_time_s)
+    return res
+
+
+def _check_options(name: str, func: SolverFunc, options: dict[str, Any]) -> None:
+    params = inspect.signature(func).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    valid = [k for k, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    for key in options:
+        if key not in valid:
+            raise SolverArgumentError(
+                f"{key}={options[key]!r}: not an option of solver {name!r}; valid options: "
+                f"{', '.join(valid) or 'none'}")
