@@ -46,7 +46,8 @@ class Allocation:
         if bits.ndim != 1 or bw.shape != bits.shape or pw.shape != bits.shape:
             raise AllocationError(
                 f"bits, bandwidth_hz and power_w must be 1-D of equal length, got shapes "
-                f"{bits.shape}, {bw.shape}, {pw.shape}")
+                f"{bits.shape}, {bw.shape}, {pw.shape}"
+            )
         if bits.size and not np.all(np.isfinite(bits.astype(np.float64))):
             raise AllocationError("bits: must be finite whole numbers")
         if bits.size and not np.array_equal(bits, np.round(bits)):
@@ -68,10 +69,12 @@ class Allocation:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Allocation):
             return NotImplemented
-        return (np.array_equal(self.bits, other.bits)
-                and np.array_equal(self.bandwidth_hz, other.bandwidth_hz)
-                and np.array_equal(self.power_w, other.power_w)
-                and self.ids == other.ids)
+        return (
+            np.array_equal(self.bits, other.bits)
+            and np.array_equal(self.bandwidth_hz, other.bandwidth_hz)
+            and np.array_equal(self.power_w, other.power_w)
+            and self.ids == other.ids
+        )
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -79,11 +82,18 @@ class Allocation:
     def to_dict(self) -> dict[str, Any]:
         """Plain data: ``{"devices": [{"id", "bits", "bandwidth_hz", "power_w"}, ...]}``."""
         ids = self.ids if self.ids is not None else tuple(range(len(self)))
-        return {"devices": [
-            {"id": i, "bits": b, "bandwidth_hz": w, "power_w": p}
-            for i, b, w, p in zip(ids, self.bits.tolist(), self.bandwidth_hz.tolist(),
-                                  self.power_w.tolist(), strict=True)
-        ]}
+        return {
+            "devices": [
+                {"id": i, "bits": b, "bandwidth_hz": w, "power_w": p}
+                for i, b, w, p in zip(
+                    ids,
+                    self.bits.tolist(),
+                    self.bandwidth_hz.tolist(),
+                    self.power_w.tolist(),
+                    strict=True,
+                )
+            ]
+        }
 
     def to_json(self) -> str:
         """JSON text; floats are written with full precision so the round trip is exact."""
@@ -93,11 +103,13 @@ class Allocation:
     def from_dict(cls, data: Any, source: str = "<allocation>") -> Allocation:
         """Build from :meth:`to_dict` output (also accepts a ``sflam-opt solve --json`` object)."""
         if not isinstance(data, dict) or not isinstance(data.get("devices"), list):
-            raise AllocationError(f"{source}: expected a JSON object with a \"devices\" list "
-                                  "(as written by `sflam-opt solve --out`)")
+            raise AllocationError(
+                f'{source}: expected a JSON object with a "devices" list '
+                "(as written by `sflam-opt solve --out`)"
+            )
         rows = data["devices"]
         if not rows:
-            raise AllocationError(f"{source}: \"devices\" is empty")
+            raise AllocationError(f'{source}: "devices" is empty')
         ids, bits, bw, pw = [], [], [], []
         for k, row in enumerate(rows):
             where = f"{source}: devices[{k}]"
@@ -123,7 +135,9 @@ class Allocation:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise AllocationError(f"{source}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
+            raise AllocationError(
+                f"{source}: invalid JSON at line {exc.lineno}: {exc.msg}"
+            ) from None
         return cls.from_dict(data, source)
 
     @classmethod
@@ -133,8 +147,10 @@ class Allocation:
         try:
             text = p.read_text(encoding="utf-8")
         except FileNotFoundError:
-            raise AllocationError(f"{p}: no such allocation file (write one with "
-                                  "`sflam-opt solve SCENARIO --out FILE`)") from None
+            raise AllocationError(
+                f"{p}: no such allocation file (write one with "
+                "`sflam-opt solve SCENARIO --out FILE`)"
+            ) from None
         except (OSError, UnicodeDecodeError) as exc:
             raise AllocationError(f"{p}: cannot read allocation file: {exc}") from None
         return cls.from_json(text, str(p))

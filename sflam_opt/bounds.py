@@ -58,13 +58,14 @@ def rounds_needed(scenario: Scenario, bits: ArrayLike) -> float | NDArray[np.flo
     c, t = scenario.convergence, scenario.training
     m = np.asarray(margin(scenario, bits), dtype=np.float64)
     with np.errstate(divide="ignore"):
-        k = np.where(m > 0, c.a / (t.learning_rate * t.local_iters * np.where(m > 0, m, 1.0)),
-                     np.inf)
+        k = np.where(
+            m > 0, c.a / (t.learning_rate * t.local_iters * np.where(m > 0, m, 1.0)), np.inf
+        )
     return float(k) if k.ndim == 0 else k
 
 
 def bound(scenario: Scenario, bits: ArrayLike, rounds: ArrayLike) -> NDArray[np.float64] | float:
-    """Right-hand side ``A / (eta tau K) + Phi0 + Phi_q(b)`` of the bound after ``rounds`` rounds."""
+    """Right side ``A / (eta tau K) + Phi0 + Phi_q(b)`` of the bound after ``rounds`` rounds."""
     c, t = scenario.convergence, scenario.training
     k = np.asarray(rounds, dtype=np.float64)
     val = c.a / (t.learning_rate * t.local_iters * k) + c.phi0 + phi_q(scenario, bits)
@@ -83,6 +84,8 @@ def target_infeasibility(scenario: Scenario) -> str | None:
     eps = scenario.convergence.epsilon
     if eps > need:
         return None
-    return (f"convergence target unreachable: [convergence] epsilon = {eps:g} must exceed "
-            f"phi0 + Phi_q(max bits = {scenario.bits.max}) = {need:.6g}; raise epsilon above "
-            f"{need:.6g}, lower phi0/q, or allow more bits")
+    return (
+        f"convergence target unreachable: [convergence] epsilon = {eps:g} must exceed "
+        f"phi0 + Phi_q(max bits = {scenario.bits.max}) = {need:.6g}; raise epsilon above "
+        f"{need:.6g}, lower phi0/q, or allow more bits"
+    )

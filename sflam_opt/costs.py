@@ -72,29 +72,45 @@ def rate_bps(scenario: Scenario, bandwidth_hz: ArrayLike, power_w: ArrayLike) ->
 def compute_time_s(scenario: Scenario) -> FloatArray:
     """Device compute time per round ``tau beta c_d / f_n``, shape (N,)."""
     t = scenario.training
-    return t.local_iters * t.batch_size * scenario.model.device_cycles_per_sample / scenario.devices.cpu_hz
+    return (
+        t.local_iters
+        * t.batch_size
+        * scenario.model.device_cycles_per_sample
+        / scenario.devices.cpu_hz
+    )
 
 
 def compute_energy_j(scenario: Scenario) -> FloatArray:
     """Device compute energy per round ``kappa tau beta c_d f_n^2``, shape (N,)."""
     t = scenario.training
     f = scenario.devices.cpu_hz
-    return (scenario.system.kappa * t.local_iters * t.batch_size
-            * scenario.model.device_cycles_per_sample * f * f)
+    return (
+        scenario.system.kappa
+        * t.local_iters
+        * t.batch_size
+        * scenario.model.device_cycles_per_sample
+        * f
+        * f
+    )
 
 
 def server_time_s(scenario: Scenario) -> float:
     """Server compute time per device per round ``tau beta c_s / f_s``."""
     t = scenario.training
-    return t.local_iters * t.batch_size * scenario.model.server_cycles_per_sample / (
-        scenario.system.server_cycles_per_s)
+    return (
+        t.local_iters
+        * t.batch_size
+        * scenario.model.server_cycles_per_sample
+        / (scenario.system.server_cycles_per_s)
+    )
 
 
 def downlink_time_s(scenario: Scenario) -> float:
     """Downlink time per round: fp32 activation gradients plus the global device model."""
     t, m = scenario.training, scenario.model
     return (t.local_iters * t.batch_size * m.activation_elems * 32.0 + 32.0 * m.device_params) / (
-        scenario.system.downlink_bps)
+        scenario.system.downlink_bps
+    )
 
 
 def fixed_time_s(scenario: Scenario) -> FloatArray:
@@ -156,11 +172,16 @@ class Reference:
         """Weight ``(1 - omega) / (K0 E0)`` of ``K E`` in J (1/J)."""
         return (1.0 - self.latency_weight) / (self.rounds * self.energy_j)
 
-    def objective(self, rounds: ArrayLike, latency_s: ArrayLike, energy_j: ArrayLike,
-                  ) -> FloatArray | float:
+    def objective(
+        self,
+        rounds: ArrayLike,
+        latency_s: ArrayLike,
+        energy_j: ArrayLike,
+    ) -> FloatArray | float:
         """``J = K (w_T T + w_E E)``, broadcasting over arrays."""
-        val = np.asarray(rounds) * (self.w_latency * np.asarray(latency_s)
-                                    + self.w_energy * np.asarray(energy_j))
+        val = np.asarray(rounds) * (
+            self.w_latency * np.asarray(latency_s) + self.w_energy * np.asarray(energy_j)
+        )
         return float(val) if np.ndim(val) == 0 else val
 
 
@@ -179,8 +200,12 @@ def reference(scenario: Scenario) -> Reference:
     """K0, T0 and E0 of the equal baseline. ``rounds`` is inf when eps is unreachable."""
     bd = breakdown(scenario, equal_allocation(scenario))
     k0 = rounds_needed(scenario, np.full(scenario.n_devices, scenario.bits.max))
-    return Reference(float(k0), float(bd.latency_s.max()), float(bd.energy_j.sum()),
-                     scenario.objective.latency_weight)
+    return Reference(
+        float(k0),
+        float(bd.latency_s.max()),
+        float(bd.energy_j.sum()),
+        scenario.objective.latency_weight,
+    )
 
 
 def objective(scenario: Scenario, allocation: Allocation, ref: Reference | None = None) -> float:
@@ -259,8 +284,9 @@ def evaluate(scenario: Scenario, allocation: Allocation, tol: float = TOLERANCE)
     )
 
 
-def violations(scenario: Scenario, allocation: Allocation, bd: Breakdown | None = None,
-               tol: float = TOLERANCE) -> list[str]:
+def violations(
+    scenario: Scenario, allocation: Allocation, bd: Breakdown | None = None, tol: float = TOLERANCE
+) -> list[str]:
     """Human-readable list of violated constraints (empty when feasible)."""
     bd = bd if bd is not None else breakdown(scenario, allocation)
     out: list[str] = []
@@ -275,8 +301,10 @@ def violations(scenario: Scenario, allocation: Allocation, bd: Breakdown | None 
     total = float(bw.sum())
     cap = scenario.system.bandwidth_hz
     if total > cap * (1 + tol):
-        out.append(f"bandwidth: sum of bandwidth_hz = {total:.9g} Hz exceeds "
-                   f"[system] bandwidth_hz = {cap:.9g} Hz")
+        out.append(
+            f"bandwidth: sum of bandwidth_hz = {total:.9g} Hz exceeds "
+            f"[system] bandwidth_hz = {cap:.9g} Hz"
+        )
     if np.any(bw <= 0):
         out.append(f"bandwidth: bandwidth_hz must be > 0 (devices {devs(bw <= 0)})")
     if np.any(p <= 0):
@@ -286,34 +314,48 @@ def violations(scenario: Scenario, allocation: Allocation, bd: Breakdown | None 
         out.append(f"power: power_w exceeds max_power_w (devices {devs(over)})")
     bad_bits = ~np.isin(allocation.bits, scenario.bits.array)
     if np.any(bad_bits):
-        out.append(f"bits: not in the allowed set {list(scenario.bits.levels)} "
-                   f"(devices {devs(bad_bits)})")
+        out.append(
+            f"bits: not in the allowed set {list(scenario.bits.levels)} (devices {devs(bad_bits)})"
+        )
     c = scenario.constraints
     if c.round_deadline_s is not None:
         late = bd.latency_s > c.round_deadline_s * (1 + tol)
         if np.any(late):
-            out.append(f"deadline: round latency {bd.latency_s.max():.6g} s exceeds "
-                       f"round_deadline_s = {c.round_deadline_s:g} s (devices {devs(late)})")
+            out.append(
+                f"deadline: round latency {bd.latency_s.max():.6g} s exceeds "
+                f"round_deadline_s = {c.round_deadline_s:g} s (devices {devs(late)})"
+            )
     if c.device_energy_j is not None:
         hot = bd.energy_j > c.device_energy_j * (1 + tol)
         if np.any(hot):
-            out.append(f"energy: device energy {bd.energy_j.max():.6g} J exceeds "
-                       f"device_energy_j = {c.device_energy_j:g} J (devices {devs(hot)})")
+            out.append(
+                f"energy: device energy {bd.energy_j.max():.6g} J exceeds "
+                f"device_energy_j = {c.device_energy_j:g} J (devices {devs(hot)})"
+            )
     eps = scenario.convergence.epsilon
     need = scenario.convergence.phi0 + phi_q(scenario, allocation.bits)
     if not eps > need:
-        out.append(f"convergence: epsilon = {eps:g} <= phi0 + Phi_q(bits) = {need:.6g}; "
-                   f"use more bits (smallest workable epsilon is above {min_epsilon(scenario):.6g})")
+        out.append(
+            f"convergence: epsilon = {eps:g} <= phi0 + Phi_q(bits) = {need:.6g}; "
+            f"use more bits (smallest workable epsilon is above {min_epsilon(scenario):.6g})"
+        )
     return out
 
 
 def _check_shape(scenario: Scenario, allocation: Allocation) -> None:
     n = scenario.n_devices
     if len(allocation) != n:
-        raise AllocationError(f"allocation has {len(allocation)} devices but the scenario has {n}; "
-                              "solve this scenario to get a matching allocation")
+        raise AllocationError(
+            f"allocation has {len(allocation)} devices but the scenario has {n}; "
+            "solve this scenario to get a matching allocation"
+        )
     if allocation.ids is not None and tuple(allocation.ids) != tuple(scenario.devices.ids):
-        mism = next(i for i, (a, b) in enumerate(zip(allocation.ids, scenario.devices.ids,
-                                                     strict=True)) if a != b)
-        raise AllocationError(f"allocation device #{mism + 1} has id {allocation.ids[mism]!r} but "
-                              f"the scenario's is {scenario.devices.ids[mism]!r}; ids must match in order")
+        mism = next(
+            i
+            for i, (a, b) in enumerate(zip(allocation.ids, scenario.devices.ids, strict=True))
+            if a != b
+        )
+        raise AllocationError(
+            f"allocation device #{mism + 1} has id {allocation.ids[mism]!r} but "
+            f"the scenario's is {scenario.devices.ids[mism]!r}; ids must match in order"
+        )

@@ -1,9 +1,9 @@
-"""Scenario data: the system, model, training, convergence and device parameters of formulation §1.
+"""Scenario data: system, model, training, convergence and device parameters (formulation §1).
 
-A :class:`Scenario` is an immutable bundle of plain numbers and per-device numpy vectors. It is loaded
-from TOML (``Scenario.from_toml``), generated (``Scenario.default``, formulation §7) and written back
-(``Scenario.to_toml``, exact round trip). Validation is strict: every problem becomes a one-line
-:class:`~sflam_opt.errors.ScenarioError` that names the file, table and key and says how to fix it.
+A :class:`Scenario` is an immutable bundle of plain numbers and per-device numpy vectors. It is
+loaded from TOML (``Scenario.from_toml``), generated (``Scenario.default``, formulation §7) and
+written back (``Scenario.to_toml``, exact round trip). Validation is strict: every problem becomes
+a one-line :class:`~sflam_opt.errors.ScenarioError` naming the file, table and key, and the fix.
 """
 
 from __future__ import annotations
@@ -188,8 +188,12 @@ _SECTIONS: dict[str, type] = {
     "objective": ObjectiveParams,
     "constraints": ConstraintParams,
 }
-_INT_FIELDS = {("model", "activation_elems"), ("model", "device_params"),
-               ("training", "batch_size"), ("training", "local_iters")}
+_INT_FIELDS = {
+    ("model", "activation_elems"),
+    ("model", "device_params"),
+    ("training", "batch_size"),
+    ("training", "local_iters"),
+}
 _DEVICE_KEYS = ("id", "gain_db", "distance_m", "cpu_hz", "max_power_w", "samples")
 _BITS_KEYS = ("levels", "min", "max")
 
@@ -293,8 +297,9 @@ class Scenario:
         try:
             raw = p.read_bytes()
         except FileNotFoundError:
-            raise ScenarioError(f"{p}: no such scenario file (create one with "
-                                f"`sflam-opt scenario new --out {p}`)") from None
+            raise ScenarioError(
+                f"{p}: no such scenario file (create one with `sflam-opt scenario new --out {p}`)"
+            ) from None
         except OSError as exc:
             raise ScenarioError(f"{p}: cannot read scenario file: {exc.strerror}") from None
         try:
@@ -339,8 +344,10 @@ class Scenario:
                 doc[name] = {**doc[name], **dict(change)}
                 doc[name] = {k: v for k, v in doc[name].items() if v is not None}
             else:
-                raise ScenarioError(f"replace(): unknown section {name!r}; valid: "
-                                    f"{', '.join([*_SECTIONS, 'bits', 'devices'])}")
+                raise ScenarioError(
+                    f"replace(): unknown section {name!r}; valid: "
+                    f"{', '.join([*_SECTIONS, 'bits', 'devices'])}"
+                )
         return Scenario.from_dict(doc, source="replace()")
 
     def subset(self, index: Sequence[int] | NDArray[np.int64]) -> Scenario:
@@ -375,8 +382,15 @@ class Scenario:
         """Serialize as TOML; ``Scenario.from_toml_string(s.to_toml()) == s`` exactly."""
         doc = self.to_dict()
         out: list[str] = []
-        for name in ("system", "model", "training", "convergence", "bits", "objective",
-                     "constraints"):
+        for name in (
+            "system",
+            "model",
+            "training",
+            "convergence",
+            "bits",
+            "objective",
+            "constraints",
+        ):
             if name not in doc:
                 continue
             out.append(f"[{name}]")
@@ -385,8 +399,10 @@ class Scenario:
         # Device tables dominate large files: format them column-wise for speed.
         d = self.devices
         ids = [_toml_value(i) for i in d.ids]
-        loc = [f"gain_db = {_float(g)}" if math.isnan(r) else f"distance_m = {_float(r)}"
-               for r, g in zip(d.distance_m.tolist(), d.gain_db.tolist(), strict=True)]
+        loc = [
+            f"gain_db = {_float(g)}" if math.isnan(r) else f"distance_m = {_float(r)}"
+            for r, g in zip(d.distance_m.tolist(), d.gain_db.tolist(), strict=True)
+        ]
         cpu = [_float(x) for x in d.cpu_hz.tolist()]
         pmax = [_float(x) for x in d.max_power_w.tolist()]
         smp = [str(int(x)) for x in d.samples.tolist()]
@@ -399,8 +415,9 @@ class Scenario:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Scenario):
             return NotImplemented
-        return all(getattr(self, f.name) == getattr(other, f.name)
-                   for f in dataclasses.fields(self))
+        return all(
+            getattr(self, f.name) == getattr(other, f.name) for f in dataclasses.fields(self)
+        )
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -467,8 +484,11 @@ class _Parser:
         required = ["system", "model", "training", "convergence", "bits", "objective"]
         for name in required:
             if name not in data:
-                raise self.fail(f"[{name}]", f"missing table; add a [{name}] table "
-                                "(see `sflam-opt scenario new` for a complete example)")
+                raise self.fail(
+                    f"[{name}]",
+                    f"missing table; add a [{name}] table "
+                    "(see `sflam-opt scenario new` for a complete example)",
+                )
         sections = {name: self.section(name, data.get(name, {})) for name in _SECTIONS}
         return Scenario(
             system=sections["system"],
@@ -498,12 +518,18 @@ class _Parser:
                     values[key] = None
                     continue
                 raise self.fail(where, "missing key; add it to the table")
-            values[key] = self.number(where, table[key], f.metadata,
-                                      integer=(name, key) in _INT_FIELDS)
+            values[key] = self.number(
+                where, table[key], f.metadata, integer=(name, key) in _INT_FIELDS
+            )
         return cls(**values)
 
-    def number(self, where: str, v: Any, meta: Mapping[str, Any], integer: bool = False,
-               ) -> float | int:
+    def number(
+        self,
+        where: str,
+        v: Any,
+        meta: Mapping[str, Any],
+        integer: bool = False,
+    ) -> float | int:
         if isinstance(v, bool) or not isinstance(v, int | float):
             kind = "a whole number" if integer else "a number"
             raise self.fail(where, f"expected {kind}, got {type(v).__name__} {v!r}")
@@ -575,8 +601,9 @@ class _Parser:
         for i, t in enumerate(tables):
             for key in t:
                 if key not in _DEVICE_KEYS:
-                    raise self.fail(f"[[device]] #{i + 1} {key}", "unknown key"
-                                    + _suggest(key, _DEVICE_KEYS))
+                    raise self.fail(
+                        f"[[device]] #{i + 1} {key}", "unknown key" + _suggest(key, _DEVICE_KEYS)
+                    )
             tag = f"[[device]] #{i + 1}"
             if "id" not in t:
                 raise self.fail(f"{tag} id", "missing key; give each device a unique id")
@@ -584,8 +611,11 @@ class _Parser:
             if isinstance(did, bool) or not isinstance(did, int | str):
                 raise self.fail(f"{tag} id", f"expected a whole number or a string, got {did!r}")
             if did in seen:
-                raise self.fail(f"{tag} id", f"duplicate device id {did!r} "
-                                f"(also device #{seen[did] + 1}); ids must be unique")
+                raise self.fail(
+                    f"{tag} id",
+                    f"duplicate device id {did!r} "
+                    f"(also device #{seen[did] + 1}); ids must be unique",
+                )
             seen[did] = i
             ids.append(did)
             tag = f"[[device]] id={did!r}"
@@ -595,17 +625,19 @@ class _Parser:
             if has_g:
                 gain[i] = self.number(f"{tag} gain_db", t["gain_db"], {"min": None})
             else:
-                dist[i] = self.number(f"{tag} distance_m", t["distance_m"],
-                                      {**pos, "unit": "m"})
-            for key, arr, meta in (("cpu_hz", cpu, {**pos, "unit": "cycles/s"}),
-                                   ("max_power_w", pmax, {**pos, "unit": "W"})):
+                dist[i] = self.number(f"{tag} distance_m", t["distance_m"], {**pos, "unit": "m"})
+            for key, arr, meta in (
+                ("cpu_hz", cpu, {**pos, "unit": "cycles/s"}),
+                ("max_power_w", pmax, {**pos, "unit": "W"}),
+            ):
                 if key not in t:
                     raise self.fail(f"{tag} {key}", "missing key; add it to the device table")
                 arr[i] = self.number(f"{tag} {key}", t[key], meta)
             if "samples" not in t:
                 raise self.fail(f"{tag} samples", "missing key; add it to the device table")
-            samples[i] = self.number(f"{tag} samples", t["samples"], {**pos, "unit": "samples"},
-                                     integer=True)
+            samples[i] = self.number(
+                f"{tag} samples", t["samples"], {**pos, "unit": "samples"}, integer=True
+            )
         from_dist = ~np.isnan(dist)
         gain[from_dist] = gain_db_from_distance(dist[from_dist])
         return Devices(tuple(ids), gain, cpu, pmax, samples, dist)

@@ -1,4 +1,4 @@
-"""Solvers for the SFLAM allocation problem (formulation §5), dispatched by name through ``solve``."""
+"""Solvers for the SFLAM allocation problem (formulation §5), dispatched by name."""
 
 from sflam_opt.solvers.base import (
     STATUSES,

@@ -119,12 +119,27 @@ class SolveResult:
             )
             bd = ev.breakdown
             out["devices"] = [
-                {"id": i, "bits": b, "bandwidth_hz": w, "power_w": p, "rate_bps": r,
-                 "upload_s": u, "latency_s": t, "energy_j": e}
+                {
+                    "id": i,
+                    "bits": b,
+                    "bandwidth_hz": w,
+                    "power_w": p,
+                    "rate_bps": r,
+                    "upload_s": u,
+                    "latency_s": t,
+                    "energy_j": e,
+                }
                 for i, b, w, p, r, u, t, e in zip(
-                    scenario.devices.ids, alloc.bits.tolist(), alloc.bandwidth_hz.tolist(),
-                    alloc.power_w.tolist(), bd.rate_bps.tolist(), bd.upload_s.tolist(),
-                    bd.latency_s.tolist(), bd.energy_j.tolist(), strict=True)
+                    scenario.devices.ids,
+                    alloc.bits.tolist(),
+                    alloc.bandwidth_hz.tolist(),
+                    alloc.power_w.tolist(),
+                    bd.rate_bps.tolist(),
+                    bd.upload_s.tolist(),
+                    bd.latency_s.tolist(),
+                    bd.energy_j.tolist(),
+                    strict=True,
+                )
             ]
         if self.info:
             out["info"] = _jsonable(self.info)
@@ -184,8 +199,9 @@ def get_solver(name: str) -> SolverFunc:
     """The solver registered as ``name``; SolverArgumentError listing valid names otherwise."""
     _load_all()
     if not isinstance(name, str) or name not in _REGISTRY:
-        raise SolverArgumentError(f"solver={name!r}: unknown solver; choose one of "
-                                  f"{', '.join(sorted(_REGISTRY))}")
+        raise SolverArgumentError(
+            f"solver={name!r}: unknown solver; choose one of {', '.join(sorted(_REGISTRY))}"
+        )
     return _REGISTRY[name]
 
 
@@ -254,4 +270,5 @@ def _check_options(name: str, func: SolverFunc, options: dict[str, Any]) -> None
         if key not in valid:
             raise SolverArgumentError(
                 f"{key}={options[key]!r}: not an option of solver {name!r}; valid options: "
-                f"{', '.join(valid) or 'none'}")
+                f"{', '.join(valid) or 'none'}"
+            )

@@ -18,7 +18,17 @@ def solve_equal(scenario: Scenario) -> SolveResult:
     alloc = equal_allocation(scenario)
     bad = violations(scenario, alloc)
     if bad:
-        return SolveResult(alloc, "infeasible", "equal allocation violates: " + "; ".join(bad),
-                           backend="closed-form", iterations=[1.0])
-    return SolveResult(alloc, "converged", "equal split (closed form, nothing optimized)", backend="closed-form",
-                       iterations=[1.0])
+        return SolveResult(
+            alloc,
+            "infeasible",
+            "equal allocation violates: " + "; ".join(bad),
+            backend="closed-form",
+            iterations=[1.0],
+        )
+    return SolveResult(
+        alloc,
+        "converged",
+        "equal split (closed form, nothing optimized)",
+        backend="closed-form",
+        iterations=[1.0],
+    )
