@@ -1,0 +1,126 @@
+"""Shared reference scenarios reused by every solver's tests (CVXPY-style shared fixtures).
+
+All are generated from fixed seeds so every test run sees the same instances.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sflam_opt.scenario import Devices, Scenario
+
+
+def two_device() -> Scenario:
+    """The hand-worked 2-device scenario of tests/test_costs.py (round numbers)."""
+    text = """
+[system]
+bandwidth_hz = 1e6
+noise_dbm_per_hz = -174.0
+downlink_bps = 1e8
+server_cycles_per_s = 1e12
+kappa = 1e-28
+
+[model]
+activation_elems = 1000
+device_cycles_per_sample = 1e6
+server_cycles_per_sample = 1e9
+device_params = 1000
+
+[training]
+batch_size = 10
+local_iters = 2
+learning_rate = 0.1
+
+[convergence]
+a = 2.0
+phi0 = 0.1
+q = 1.0
+epsilon = 0.5
+
+[bits]
+levels = [2, 4, 8]
+
+[objective]
+latency_weight = 0.5
+
+[[device]]
+id = "a"
+gain_db = -100.0
+cpu_hz = 1e9
+max_power_w = 0.1
+samples = 100
+
+[[device]]
+id = "b"
+gain_db = -110.0
+cpu_hz = 2e9
+max_power_w = 0.2
+samples = 300
+"""
+    return Scenario.from_toml_string(text, source="two_device")
+
+
+def random_small(seed: int, devices: int | None = None) -> Scenario:
+    """A random 3-4 device instance: default model, varied channels, weights and constraints.
+
+    About a third get a round deadline or a per-device energy cap set between the optimum-ish and
+    the equal baseline so that the constraint is active but satisfiable; the bit set is the default
+    range or a random subset of it.
+    """
+    rng = np.random.default_rng(10_000 + seed)
+    n = int(devices or rng.integers(3, 5))
+    base = Scenario.default(devices=n, seed=seed)
+    dist = np.round(rng.uniform(50.0, 500.0, n), 2)
+    devs = Devices(
+        ids=tuple(range(n)),
+        gain_db=base.devices.gain_db * 0 + 0.0,  # replaced by distance below
+        cpu_hz=np.round(rng.uniform(0.5e9, 2e9, n), -3),
+        max_power_w=np.round(rng.uniform(0.05, 0.3, n), 3),
+        samples=rng.integers(100, 1000, n).astype(np.int64),
+        distance_m=dist,
+    )
+    omega = float(np.round(rng.uniform(0.0, 1.0), 3))
+    if rng.random() < 0.25:
+        levels = sorted(rng.choice(np.arange(1, 17), size=int(rng.integers(2, 6)), replace=False))
+        levels = [int(b) for b in levels] + ([16] if 16 not in levels else [])
+    else:
+        levels = list(range(2, 17))
+    scn = base.replace(
+        devices=devs,
+        bits=levels,
+        objective={"latency_weight": omega},
+        convergence={"epsilon": float(np.round(rng.uniform(0.3, 0.8), 3)),
+                     "q": float(np.round(rng.uniform(0.2, 3.0), 3))},
+        system={"bandwidth_hz": float(np.round(rng.uniform(5e6, 40e6), -3))},
+    )
+    kind = rng.random()
+    if kind < 0.15:
+        from sflam_opt.costs import breakdown, equal_allocation
+
+        t_eq = float(breakdown(scn, equal_allocation(scn)).latency_s.max())
+        scn = scn.replace(constraints={"round_deadline_s": float(np.round(0.8 * t_eq, 3))})
+    elif kind < 0.3:
+        from sflam_opt.costs import breakdown, equal_allocation
+
+        e_eq = breakdown(scn, equal_allocation(scn)).energy_j
+        scn = scn.replace(constraints={"device_energy_j": float(np.round(0.9 * e_eq.max(), 3))})
+    return scn
+
+
+def small_set(count: int = 50, start: int = 0) -> list[Scenario]:
+    """``count`` random small instances with seeds ``start .. start+count-1``."""
+    return [random_small(s) for s in range(start, start + count)]
+
+
+def named() -> dict[str, Scenario]:
+    """Named reference scenarios for solver tests."""
+    d10 = Scenario.default(devices=10, seed=0)
+    return {
+        "two_device": two_device(),
+        "default10": d10,
+        "latency_only": d10.replace(objective={"latency_weight": 1.0}),
+        "energy_only": d10.replace(objective={"latency_weight": 0.0}),
+        "deadline": d10.replace(constraints={"round_deadline_s": 90.0}),
+        "energy_cap": d10.replace(constraints={"device_energy_j": 20.0}),
+        "few_levels": d10.replace(bits=[4, 8, 16]),
+    }
