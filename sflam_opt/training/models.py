@@ -88,8 +88,11 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {
-    # 8x8 one-channel digits: 16 patches of 2x2; trains to >= 95 % test accuracy in seconds on CPU.
-    "vit-tiny": Preset(image_size=8, in_chans=1, patch=2, dim=64, depth=2, heads=4),
+    # 8x8 one-channel digits: 4 patches of 4x4 (d = 4 * 64 = 256 uplink values per sample).
+    # Measured on 2 CPU cores (sklearn digits, 75/25 split, SGD momentum 0.9, lr 0.05, batch 32):
+    # >= 95 % test accuracy after ~12 epochs (~2 s) with fp32 or 4-bit activations, ~24 epochs at
+    # 2 bits; 1 bit stalls near 40 %. Patch 2 (16 tokens) stayed below 95 % in 60 epochs.
+    "vit-tiny": Preset(image_size=8, in_chans=1, patch=4, dim=64, depth=2, heads=4),
     # ViT-S/32.
     "vit-s32": Preset(
         image_size=224, in_chans=3, patch=32, dim=384, depth=12, heads=6,
