@@ -178,9 +178,15 @@ class Reference:
         latency_s: ArrayLike,
         energy_j: ArrayLike,
     ) -> FloatArray | float:
-        """``J = K (w_T T + w_E E)``, broadcasting over arrays."""
-        val = np.asarray(rounds) * (
-            self.w_latency * np.asarray(latency_s) + self.w_energy * np.asarray(energy_j)
+        """``J = K (w_T T + w_E E)``, broadcasting over arrays.
+
+        Computed as ratios to the reference so that the equal baseline scores exactly 1.0.
+        """
+        om = self.latency_weight
+        k = np.asarray(rounds) / self.rounds
+        val = k * (
+            om * (np.asarray(latency_s) / self.latency_s)
+            + (1.0 - om) * (np.asarray(energy_j) / self.energy_j)
         )
         return float(val) if np.ndim(val) == 0 else val
 

@@ -481,6 +481,14 @@ class _Parser:
         for key in data:
             if key not in valid:
                 raise self.fail(f"[{key}]", "unknown table" + _suggest(key, valid))
+        # Typos inside the tables that are present are reported before missing tables.
+        for name, cls in _SECTIONS.items():
+            table = data.get(name)
+            if isinstance(table, Mapping):
+                keys = [f.name for f in dataclasses.fields(cls)]
+                for key in table:
+                    if key not in keys:
+                        raise self.fail(f"[{name}] {key}", "unknown key" + _suggest(key, keys))
         required = ["system", "model", "training", "convergence", "bits", "objective"]
         for name in required:
             if name not in data:

@@ -1,0 +1,442 @@
+"""The ``sflam-opt`` command line: parses arguments, calls the public API, renders results.
+
+Exit codes: 0 success; 1 an evaluated allocation violates a constraint; 2 bad input (one-line
+``error: ...`` on stderr, no traceback); 3 the problem is infeasible.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from sflam_opt.allocation import Allocation
+from sflam_opt.costs import evaluate
+from sflam_opt.errors import SflamError
+from sflam_opt.io import atomic_write_text
+from sflam_opt.scenario import Scenario
+
+EXIT_VIOLATION = 1
+EXIT_BAD_INPUT = 2
+EXIT_INFEASIBLE = 3
+
+app = typer.Typer(
+    name="sflam-opt",
+    help="Quantization, power and bandwidth allocation for split federated learning (SFLAM), "
+    "and a split-federated trainer that applies it.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+scenario_app = typer.Typer(help="Create and inspect scenario files.", no_args_is_help=True)
+app.add_typer(scenario_app, name="scenario")
+
+out = Console()
+err = Console(stderr=True)
+
+
+def _fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
+    err.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+@app.callback()
+def _root(
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Log solver diagnostics.")
+    ] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+# ------------------------------------------------------------------------------ scenario
+@scenario_app.command("new")
+def scenario_new(
+    devices: Annotated[
+        int, typer.Option("--devices", "-n", min=1, help="Number of devices N.")
+    ] = 10,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Random seed for device draws.")] = 0,
+    out_file: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Write here instead of stdout.")
+    ] = None,
+) -> None:
+    """Write the default scenario of formulation section 7 (TOML)."""
+    text = Scenario.default(devices=devices, seed=seed).to_toml()
+    if out_file is None:
+        sys.stdout.write(text)
+    else:
+        atomic_write_text(out_file, text)
+        err.print(f"wrote {out_file} ({devices} devices, seed {seed})", highlight=False)
+
+
+@scenario_app.command("show")
+def scenario_show(
+    file: Annotated[Path, typer.Argument(help="Scenario TOML file.")],
+    max_rows: Annotated[int, typer.Option(help="Device rows to list.")] = 20,
+) -> None:
+    """Print a readable summary of a scenario file."""
+    scn = Scenario.from_toml(file)
+    t = Table(title=f"{file}  ({scn.n_devices} devices)", show_header=True)
+    t.add_column("section")
+    t.add_column("key")
+    t.add_column("value", justify="right")
+    for name in ("system", "model", "training", "convergence", "objective", "constraints"):
+        for key, val in vars(getattr(scn, name)).items():
+            if val is not None:
+                t.add_row(name, key, f"{val:g}" if isinstance(val, float) else str(val))
+    t.add_row("bits", "levels", _levels(scn.bits.levels))
+    out.print(t)
+    d = Table(title="devices", show_header=True)
+    for col in ("id", "gain dB", "distance m", "CPU GHz", "Pmax W", "samples"):
+        d.add_column(col, justify="right")
+    dv = scn.devices
+    shown = min(scn.n_devices, max_rows)
+    for i in range(shown):
+        dist = "" if np.isnan(dv.distance_m[i]) else f"{dv.distance_m[i]:.1f}"
+        d.add_row(
+            str(dv.ids[i]),
+            f"{dv.gain_db[i]:.2f}",
+            dist,
+            f"{dv.cpu_hz[i] / 1e9:.3f}",
+            f"{dv.max_power_w[i]:g}",
+            str(dv.samples[i]),
+        )
+    if shown < scn.n_devices:
+        d.add_row("...", f"{scn.n_devices - shown} more", "", "", "", "")
+    d.add_section()
+    for label, fn in (("min", np.min), ("mean", np.mean), ("max", np.max)):
+        dist = dv.distance_m[~np.isnan(dv.distance_m)]
+        d.add_row(
+            label,
+            f"{fn(dv.gain_db):.2f}",
+            f"{fn(dist):.1f}" if dist.size else "",
+            f"{fn(dv.cpu_hz) / 1e9:.3f}",
+            f"{fn(dv.max_power_w):g}",
+            f"{fn(dv.samples):.0f}",
+        )
+    out.print(d)
+
+
+def _levels(levels: tuple[int, ...]) -> str:
+    if len(levels) > 2 and levels == tuple(range(levels[0], levels[-1] + 1)):
+        return f"{levels[0]}..{levels[-1]}"
+    return ", ".join(map(str, levels))
+
+
+# ------------------------------------------------------------------------------ evaluate
+@app.command("evaluate")
+def evaluate_cmd(
+    scenario_file: Annotated[Path, typer.Argument(metavar="SCENARIO", help="Scenario TOML.")],
+    allocation_file: Annotated[
+        Path, typer.Argument(metavar="ALLOCATION", help="Allocation JSON (from `solve --out`).")
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Cost (J, K, T, E), per-device breakdown and constraint check of an allocation.
+
+    Exits 1 when a constraint is violated.
+    """
+    scn = Scenario.from_toml(scenario_file)
+    alloc = Allocation.load(allocation_file)
+    ev = evaluate(scn, alloc)
+    bd = ev.breakdown
+    if as_json:
+        doc = ev.summary()
+        doc["devices"] = [
+            {
+                "id": i,
+                "bits": int(b),
+                "compute_s": c,
+                "upload_s": u,
+                "server_s": s,
+                "downlink_s": d,
+                "latency_s": t,
+                "compute_j": ce,
+                "upload_j": ue,
+                "energy_j": e,
+            }
+            for i, b, c, u, s, d, t, ce, ue, e in zip(
+                scn.devices.ids,
+                alloc.bits,
+                bd.compute_s.tolist(),
+                bd.upload_s.tolist(),
+                bd.server_s.tolist(),
+                bd.downlink_s.tolist(),
+                bd.latency_s.tolist(),
+                bd.compute_j.tolist(),
+                bd.upload_j.tolist(),
+                bd.energy_j.tolist(),
+                strict=True,
+            )
+        ]
+        sys.stdout.write(json.dumps(_finite(doc), indent=1) + "\n")
+    else:
+        t = Table(title="per-device round breakdown")
+        for col in (
+            "id",
+            "bits",
+            "compute s",
+            "upload s",
+            "server s",
+            "downlink s",
+            "latency s",
+            "compute J",
+            "upload J",
+            "energy J",
+        ):
+            t.add_column(col, justify="right")
+        for i in range(scn.n_devices):
+            t.add_row(
+                str(scn.devices.ids[i]),
+                str(alloc.bits[i]),
+                *(
+                    f"{v:.4g}"
+                    for v in (
+                        bd.compute_s[i],
+                        bd.upload_s[i],
+                        bd.server_s[i],
+                        bd.downlink_s[i],
+                        bd.latency_s[i],
+                        bd.compute_j[i],
+                        bd.upload_j[i],
+                        bd.energy_j[i],
+                    )
+                ),
+            )
+        out.print(t)
+        _print_summary(ev.summary())
+        for v in ev.violations:
+            out.print(f"[red]violated[/red] {v}", highlight=False)
+    if ev.violations:
+        raise typer.Exit(EXIT_VIOLATION)
+
+
+def _finite(obj: Any) -> Any:
+    """JSON has no inf/nan: write them as null."""
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    return obj
+
+
+def _print_summary(doc: dict[str, Any]) -> None:
+    s = Table(show_header=False, box=None)
+    s.add_column(style="bold")
+    s.add_column(justify="right")
+    labels = [
+        ("objective", "J (1 = equal baseline)"),
+        ("rounds", "rounds K"),
+        ("rounds_ceil", "rounds ceil(K)"),
+        ("round_latency_s", "round latency T (s)"),
+        ("round_energy_j", "round energy E (J)"),
+        ("total_latency_s", "total latency K*T (s)"),
+        ("total_energy_j", "total energy K*E (J)"),
+    ]
+    for key, label in labels:
+        v = doc.get(key)
+        s.add_row(label, "-" if v is None else f"{v:.6g}")
+    out.print(s)
+
+
+# ------------------------------------------------------------------------------ solve
+@app.command("solve")
+def solve_cmd(
+    scenario_file: Annotated[Path, typer.Argument(metavar="SCENARIO", help="Scenario TOML.")],
+    solver: Annotated[
+        str, typer.Option("--solver", "-s", help="Solver name (see `sflam-opt solvers`).")
+    ] = "bcd",
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object on stdout.")
+    ] = False,
+    out_file: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Write the result JSON (an allocation file).")
+    ] = None,
+    bits: Annotated[
+        int | None, typer.Option("--bits", help="Bit width for --solver fixed-bits.")
+    ] = None,
+    cvx_solver: Annotated[
+        str | None, typer.Option("--cvx-solver", help="Cone solver for bcd: CLARABEL, ECOS or SCS.")
+    ] = None,
+    max_iter: Annotated[
+        int | None, typer.Option("--max-iter", min=1, help="Iteration cap.")
+    ] = None,
+) -> None:
+    """Choose bits, power and bandwidth per device to minimize J (exit 3 if infeasible)."""
+    from sflam_opt.solvers import get_solver, solve
+
+    scn = Scenario.from_toml(scenario_file)
+    get_solver(solver)  # unknown names fail before any work
+    options: dict[str, Any] = {}
+    if bits is not None:
+        options["bits"] = bits
+    if cvx_solver is not None:
+        options["cvx_solver"] = cvx_solver
+    if max_iter is not None:
+        options["max_iter"] = max_iter
+    if as_json:
+        res = solve(scn, solver=solver, **options)
+    else:
+        with err.status(f"solving {scn.n_devices} devices with {solver} ..."):
+            res = solve(scn, solver=solver, **options)
+    doc = _finite(res.to_dict(scn))
+    text = json.dumps(doc, indent=1) + "\n"
+    if out_file is not None:
+        atomic_write_text(out_file, text)
+    if as_json:
+        sys.stdout.write(text)
+    else:
+        _render_result(scn, res, doc)
+        if out_file is not None:
+            err.print(f"wrote {out_file}", highlight=False)
+    if res.status == "infeasible":
+        if not as_json:
+            err.print(f"infeasible: {res.message}", markup=False, highlight=False)
+        raise typer.Exit(EXIT_INFEASIBLE)
+    if res.status == "failed":
+        if not as_json:
+            err.print(f"solver failed: {res.message}", markup=False, highlight=False)
+        raise typer.Exit(1)
+
+
+def _render_result(scn: Scenario, res: Any, doc: dict[str, Any]) -> None:
+    if doc["devices"]:
+        t = Table(title=f"{res.solver}: {res.status}")
+        for col in (
+            "id",
+            "bits",
+            "bandwidth MHz",
+            "power W",
+            "rate Mbit/s",
+            "upload s",
+            "latency s",
+            "energy J",
+        ):
+            t.add_column(col, justify="right")
+        rows = doc["devices"]
+        for r in rows[:50]:
+            t.add_row(
+                str(r["id"]),
+                str(r["bits"]),
+                f"{r['bandwidth_hz'] / 1e6:.4f}",
+                f"{r['power_w']:.4g}",
+                f"{r['rate_bps'] / 1e6:.4g}",
+                f"{r['upload_s']:.4g}",
+                f"{r['latency_s']:.4g}",
+                f"{r['energy_j']:.4g}",
+            )
+        if len(rows) > 50:
+            t.add_row("...", f"{len(rows) - 50} more", "", "", "", "", "", "")
+        out.print(t)
+    _print_summary(doc)
+    out.print(f"status {res.status}: {res.message}", markup=False, highlight=False)
+    out.print(
+        f"backend {res.backend}, {len(res.iterations)} iteration(s), "
+        f"solve time {res.solve_time_s:.3f} s",
+        highlight=False,
+    )
+
+
+@app.command("solvers")
+def solvers_cmd() -> None:
+    """List the available solvers."""
+    from sflam_opt.solvers import available_solvers
+
+    t = Table(show_header=True)
+    t.add_column("solver")
+    t.add_column("description")
+    for name, desc in available_solvers().items():
+        t.add_row(name, desc)
+    out.print(t)
+
+
+# ------------------------------------------------------------------------------ sweep
+@app.command("sweep")
+def sweep_cmd(
+    scenario_file: Annotated[Path, typer.Argument(metavar="SCENARIO", help="Scenario TOML.")],
+    weights: Annotated[
+        str, typer.Option("--weights", help="Latency weights START:STOP:COUNT or a comma list.")
+    ] = "0:1:11",
+    solver: Annotated[str, typer.Option("--solver", "-s", help="Solver name.")] = "bcd",
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")] = Path("sweep"),
+) -> None:
+    """Solve across latency weights; write the latency-energy Pareto front (CSV + PNG)."""
+    from sflam_opt import sweep
+    from sflam_opt.solvers import get_solver
+
+    scn = Scenario.from_toml(scenario_file)
+    get_solver(solver)
+    ws = sweep.parse_weights(weights)
+    from rich.progress import Progress
+
+    with Progress(console=err, transient=True) as prog:
+        task = prog.add_task(f"sweeping {len(ws)} weights with {solver}", total=len(ws))
+        rows = sweep.pareto(scn, ws, solver=solver, progress=lambda *_: prog.advance(task))
+    csv_path = sweep.write_csv(rows, out_dir / "pareto.csv")
+    png_path = sweep.plot_pareto(rows, out_dir / "pareto.png", scenario=scn)
+    t = Table(title=f"Pareto front ({solver})")
+    for col in ("weight", "status", "J", "total latency s", "total energy J", "rounds"):
+        t.add_column(col, justify="right")
+    for r in rows:
+        t.add_row(
+            f"{r['weight']:.3g}",
+            r["status"],
+            _fmt(r.get("objective")),
+            _fmt(r.get("total_latency_s")),
+            _fmt(r.get("total_energy_j")),
+            _fmt(r.get("rounds")),
+        )
+    out.print(t)
+    err.print(f"wrote {csv_path} and {png_path}", highlight=False)
+
+
+def _fmt(v: Any) -> str:
+    return "-" if v is None or (isinstance(v, float) and not np.isfinite(v)) else f"{v:.6g}"
+
+
+def _register_extensions() -> None:
+    from sflam_opt.training import cli as training_cli
+
+    training_cli.register(app)
+    try:
+        from sflam_opt.bench import cli as bench_cli
+    except ModuleNotFoundError as exc:
+        if exc.name != "sflam_opt.bench":
+            raise
+    else:
+        bench_cli.register(app)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point; turns SflamError into a one-line message and exit code 2."""
+    _register_extensions()
+    try:
+        # Standalone mode: typer/click render usage errors themselves and exit 2.
+        app(args=argv, prog_name="sflam-opt")
+    except SflamError as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        return EXIT_BAD_INPUT
+    except SystemExit as exc:
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    except KeyboardInterrupt:
+        err.print("interrupted", highlight=False)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
