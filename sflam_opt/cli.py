@@ -407,17 +407,25 @@ def _fmt(v: Any) -> str:
     return "-" if v is None or (isinstance(v, float) and not np.isfinite(v)) else f"{v:.6g}"
 
 
-def _register_extensions() -> None:
-    from sflam_opt.training import cli as training_cli
+_registered: list[bool] = []
 
-    training_cli.register(app)
-    try:
-        from sflam_opt.bench import cli as bench_cli
-    except ModuleNotFoundError as exc:
-        if exc.name != "sflam_opt.bench":
-            raise
-    else:
-        bench_cli.register(app)
+
+def _register_extensions() -> None:
+    """Add the trainer's and the benchmarks' commands (kept in their own packages), once."""
+    import importlib
+
+    if _registered:
+        return
+    _registered.append(True)
+
+    for mod in ("sflam_opt.training.cli", "sflam_opt.bench.cli"):
+        try:
+            ext = importlib.import_module(mod)
+        except ModuleNotFoundError as exc:
+            if exc.name is None or not mod.startswith(exc.name):
+                raise
+            continue
+        ext.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -432,6 +440,15 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else 1)
+    except OSError as exc:  # disk full, permission denied: say what, no traceback
+        where = f" {exc.filename}" if exc.filename else ""
+        err.print(
+            f"error: cannot access{where}: {exc.strerror or exc}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+        return 1
     except KeyboardInterrupt:
         err.print("interrupted", highlight=False)
         return 130
