@@ -1,0 +1,149 @@
+"""Vectorized special-function inverses for the exact continuous block (formulation §6).
+
+The continuous block works in the spectral variable ``x = W ln2 / (B u)`` (nats per Hz-second of a
+device's upload). Two scalar maps of ``x`` appear there:
+
+* ``h(x) = (x - 1) e^x + 1``: the marginal value of bandwidth, ``-de/dB = a h(x)``. Its inverse is
+  ``1 + W0((y - 1)/e)`` (principal Lambert W).
+* ``phi(x) = (e^x - 1)/x``: power and per-device energy caps read ``phi(x) <= r``. Its inverse is
+  ``-W_{-1}(-e^{-1/r}/r) - 1/r`` (lower Lambert branch).
+
+Both inverses are computed here by safeguarded Newton iterations on numpy arrays, started from
+bounds that make the iteration monotone, which is much faster than :func:`scipy.special.lambertw`
+(complex arithmetic) and keeps full relative accuracy near the branch point (x -> 0), where
+``1 + W0(z)`` cancels catastrophically.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+__all__ = ["h", "h_inverse", "phi", "phi_inverse"]
+
+FloatArray = NDArray[np.float64]
+
+# Below this x the closed forms lose digits to cancellation; the Taylor series is exact to 1e-14.
+_SERIES_X = 0.02
+_MAX_ITER = 100
+# Newton converges quadratically here: once a step is below this (relative), the error left is
+# far below rounding, and waiting for exact zero steps would spin on rounding noise.
+_STEP_TOL = 1e-12
+
+
+def h(x: ArrayLike) -> FloatArray:
+    """``h(x) = (x - 1) e^x + 1 = x e^x - (e^x - 1)`` for ``x >= 0``, to full relative precision.
+
+    Parameters
+    ----------
+    x : array_like
+        Nonnegative reals.
+
+    Returns
+    -------
+    ndarray
+        Same shape as ``x``; ``h(0) = 0``, ``h(x) ~ x^2/2`` near 0.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    em1 = np.expm1(x)
+    direct = x * em1 - (em1 - x)
+    x2 = x * x
+    # (k - 1)/k! x^k for k = 2..7
+    series = x2 * (0.5 + x * (1 / 3 + x * (1 / 8 + x * (1 / 30 + x * (1 / 144 + x / 840)))))
+    return np.where(x < _SERIES_X, series, direct)
+
+
+def phi(x: ArrayLike) -> FloatArray:
+    """``phi(x) = (e^x - 1)/x`` with ``phi(0) = 1``.
+
+    Returns
+    -------
+    ndarray
+        Same shape as ``x``.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        val = np.expm1(x) / x
+    return np.where(x == 0.0, 1.0, val)
+
+
+def phi_inverse(r: ArrayLike) -> FloatArray:
+    """The positive root ``x`` of ``(e^x - 1)/x = r`` for ``r > 1`` (``-W_{-1}(-e^{-1/r}/r) - 1/r``).
+
+    Solved as ``F(x) = x - log(1 + r x) = 0``: F is convex with ``F(0) = 0``, so Newton started
+    right of the root (at ``min(2 (r - 1), 2 ln r + 1)``, both upper bounds) decreases
+    monotonically to it.
+
+    Parameters
+    ----------
+    r : array_like
+        Ratios ``> 1``; entries ``<= 1`` give 0 (no positive root) and ``inf`` gives ``inf``.
+
+    Returns
+    -------
+    ndarray
+        Same shape as ``r``.
+    """
+    r = np.asarray(r, dtype=np.float64)
+    ok = np.isfinite(r) & (r > 1.0)
+    rr = np.where(ok, r, 2.0)
+    x = np.minimum(2.0 * (rr - 1.0), 2.0 * np.log(rr) + 1.0)
+    for _ in range(_MAX_ITER):
+        rx = rr * x
+        f = x - np.log1p(rx)
+        fp = 1.0 - rr / (1.0 + rx)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            step = np.where(fp > 0, f / fp, 0.0)
+        step = np.maximum(step, 0.0)  # monotone from the right; rounding must not cross
+        x = x - step
+        if not np.any(step > _STEP_TOL * x):
+            break
+    out = np.where(ok, x, 0.0)
+    return np.where(np.isposinf(r), np.inf, out)
+
+
+def h_inverse(y: ArrayLike, x0: ArrayLike | None = None) -> FloatArray:
+    """The root ``x >= 0`` of ``h(x) = y`` (``1 + W0((y - 1)/e)``), vectorized.
+
+    Newton on ``t = log x`` for ``log h(e^t) = log y``: that map is increasing and convex, so
+    Newton converges from any start (after at most one overshoot to the right), and quadratically
+    from a warm start ``x0``.
+
+    Parameters
+    ----------
+    y : array_like
+        Nonnegative values; 0 gives 0, ``inf`` gives ``inf``.
+    x0 : array_like, optional
+        Starting points (e.g. the previous solution); default is an upper bound of the root.
+
+    Returns
+    -------
+    ndarray
+        Same shape as ``y``.
+    """
+    y = np.asarray(y, dtype=np.float64)
+    ok = np.isfinite(y) & (y > 0)
+    yy = np.where(ok, y, 1.0)
+    if x0 is None:
+        # h(x) >= x^2/2 and h(1 + ln y) >= y for y >= e: both give upper bounds of the root.
+        x = np.minimum(np.sqrt(2.0 * yy), 1.0 + np.log(np.maximum(yy, np.e)))
+    else:
+        x = np.asarray(x0, dtype=np.float64)
+        x = np.where(ok & np.isfinite(x) & (x > 0), x, np.sqrt(2.0 * yy))
+        x = np.broadcast_to(x, yy.shape).copy()
+    log_y = np.log(yy)
+    t = np.log(x)
+    for _ in range(_MAX_ITER):
+        hx = h(x)
+        f = np.log(hx) - log_y
+        # d log h / d log x = x^2 e^x / h(x)
+        d = x * x * np.exp(x) / hx
+        step = f / d
+        # Cap big steps: far from the root the convex map can overshoot a lot in t.
+        step = np.clip(step, -10.0, 10.0)
+        t = t - step
+        x = np.exp(t)
+        if not np.any(np.abs(step) > _STEP_TOL):
+            break
+    out = np.where(ok, x, 0.0)
+    return np.where(np.isposinf(y), np.inf, out)
