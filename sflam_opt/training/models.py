@@ -462,13 +462,14 @@ def build_split_model(
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise TrainingConfigError(f"seed={seed!r} is invalid; give a non-negative integer")
     seed = int(seed)
+    # Read the checkpoint first: a missing or bad file fails before seconds of initialisation.
+    state_dict = _load_pretrained_state_dict(preset, weights_path) if pretrained else None
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         device = DeviceModel(spec.in_chans, spec.dim, spec.patch)
         server = ServerModel(spec.num_patches, spec.dim, spec.depth, spec.heads, num_classes)
         _init_weights(server)
-    if pretrained:
-        state_dict = _load_pretrained_state_dict(preset, weights_path)
+    if state_dict is not None:
         load_timm_state_dict(device, server, state_dict)
         logger.info("loaded pretrained %s weights into the split model", preset)
     return device, server, spec
