@@ -180,7 +180,10 @@ def _device_step(
     x = torch.randn(
         batch, spec.in_chans, spec.image_size, spec.image_size, generator=gen, device=device
     )
-    y = torch.randint(0, spec.num_classes, (batch,), generator=gen, device=device)
+    # Labels only live on the device under FL; in SFLAM the loss is computed on the server.
+    y = torch.randint(
+        0, spec.num_classes, (batch if protocol == "fl" else 0,), generator=gen, device=device
+    )
     opt = torch.optim.SGD(model.parameters(), lr=_LR, momentum=_MOMENTUM)
     payload_nbytes = 0
 
@@ -205,7 +208,7 @@ def _device_step(
     opt.zero_grad(set_to_none=True)
     state = [t for s in opt.state.values() for t in s.values() if isinstance(t, Tensor)]
     params = list(model.parameters())
-    baseline = _storage_bytes([*params, *state, x, y])
+    baseline = _storage_bytes([*params, *state, x, *([y] if protocol == "fl" else [])])
 
     if device.type == "cuda":
         torch.cuda.synchronize(device)
