@@ -29,6 +29,8 @@ from torch import Tensor
 from sflam_opt.errors import DataError, TrainingConfigError
 
 __all__ = [
+    "FP32_BITS",
+    "MAX_BITS",
     "QuantizedTensor",
     "quantize",
     "dequantize",
