@@ -44,7 +44,7 @@ from sflam_opt.costs import (
 )
 from sflam_opt.errors import SolverArgumentError
 from sflam_opt.scenario import Scenario
-from sflam_opt.solvers.lambertw import h, h_inverse, phi, phi_inverse
+from sflam_opt.solvers.lambertw import h, h_from_expm1, h_inverse, phi_inverse
 
 __all__ = [
     "ContinuousSolution",
@@ -145,8 +145,23 @@ def _params(scenario: Scenario, ref: Reference) -> _Params:
 
 
 # ------------------------------------------------------------------------------------------------
-# Per-device building blocks, shapes (M, N) (rows = bit vectors)
+# Per-device building blocks. Rows are bit vectors: arrays (M, N); per-row scalars (M,).
 # ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class _Rows:
+    """Constants of a batch of bit vectors that do not depend on the round time."""
+
+    w: FloatArray  # payload bits W (M, N)
+    shannon: FloatArray  # Shannon-limit upload energy S = N0 W ln2 / g, J (M, N)
+    pmax_over_s: FloatArray  # r_p = Pmax u / S: the power cap's ratio per second of upload
+    r_e: FloatArray  # energy cap ratio budget / S (inf without a cap)
+    x_e: FloatArray  # phi^{-1}(r_e): largest x the energy cap allows (inf without a cap)
+    t_lb: FloatArray  # (M,) round time at which some device's full-power rate is just enough
+
+    def take(self, idx: NDArray[np.int64]) -> _Rows:
+        return _Rows(*(getattr(self, f)[idx] for f in self.__dataclass_fields__))
 
 
 def shannon_energy(prm: _Params, w: FloatArray) -> FloatArray:
@@ -154,93 +169,85 @@ def shannon_energy(prm: _Params, w: FloatArray) -> FloatArray:
     return prm.n0 * w * LN2 / prm.gain
 
 
-def min_upload_s(prm: _Params, w: FloatArray) -> FloatArray:
-    """Upload time at full power with unlimited bandwidth, ``N0 W ln2 / (Pmax g)``, s."""
-    return prm.n0 * w * LN2 / (prm.pmax * prm.gain)
-
-
-def energy_cap_x(prm: _Params, w: FloatArray) -> FloatArray:
-    """Largest ``x`` the energy cap allows (inf without cap, 0 when no bandwidth suffices)."""
+def _rows(prm: _Params, w: FloatArray) -> _Rows:
+    s = shannon_energy(prm, w)
     if prm.budget_j is None:
-        return np.full(w.shape, np.inf)
-    with np.errstate(divide="ignore"):
-        r = prm.budget_j / shannon_energy(prm, w)
-    return phi_inverse(r)
+        r_e = np.full(w.shape, np.inf)
+    else:
+        r_e = prm.budget_j / s
+    # Full power, unlimited bandwidth: rate Pmax g / (N0 ln2), so u >= S / Pmax.
+    t_lb = np.max(prm.fixed_s + s / prm.pmax, axis=-1)
+    return _Rows(w, s, prm.pmax / s, r_e, phi_inverse(r_e), t_lb)
 
 
-def _cap_x(prm: _Params, w: FloatArray, u: FloatArray, x_e: FloatArray):
-    """``x_max`` (binding cap) and whether the power cap is the binding one."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        r_p = prm.pmax * prm.gain * u / (prm.n0 * w * LN2)
-    x_p = phi_inverse(np.where(u > 0, r_p, 0.0))
-    power = x_p <= x_e
-    return np.minimum(x_p, x_e), power, x_p
-
-
-def _dlog_bmin_dlogu(x: FloatArray, power: FloatArray) -> FloatArray:
+def _dlog_bmin_dlogu(x: FloatArray, em1: FloatArray, hx: FloatArray, power: FloatArray):
     """``-(u / Bmin) dBmin/du``: 1 for the energy cap, ``1 + (e^x - 1)/h(x)`` for the power cap."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        extra = np.where(power, np.expm1(x) / h(x), 0.0)
+        extra = np.where(power, em1 / hx, 0.0)
     return 1.0 + np.where(np.isfinite(extra), extra, 0.0)
 
 
-def _lower_time(prm: _Params, w: FloatArray) -> FloatArray:
-    """Per row, the round time below which some device cannot upload at full power, s."""
-    return np.max(prm.fixed_s + min_upload_s(prm, w), axis=-1)
+def _min_round_time(prm: _Params, rw: _Rows) -> FloatArray:
+    """Smallest T with ``sum Bmin_n(T) <= B`` per row (safeguarded Newton on log(T - t_lb)).
 
-
-def _min_round_time(prm: _Params, w: FloatArray, x_e: FloatArray, t_lb: FloatArray) -> FloatArray:
-    """Smallest T with ``sum Bmin_n(T) <= B`` per row (safeguarded Newton on log(T - t_lb))."""
-    m = w.shape[0]
+    ``Bmin_n(T) = W_n ln2 / (u_n x_max,n)`` falls with T; it is infinite at ``t_lb``.
+    """
+    m = rw.w.shape[0]
     log_b = np.log(prm.bandwidth_hz)
-    scale = np.maximum(t_lb, 1e-3)
+    t_lb = rw.t_lb
+    xw: FloatArray | None = None
 
     def fval(v: FloatArray) -> tuple[FloatArray, FloatArray]:
+        nonlocal xw
         dt = np.exp(v)
-        t = t_lb + dt
-        u = t[:, None] - prm.fixed_s
-        xmax, power, _ = _cap_x(prm, w, u, x_e)
-        with np.errstate(divide="ignore"):
-            bmin = (w * LN2 / u) / xmax
-        tot = bmin.sum(axis=1)
+        u = (t_lb + dt)[:, None] - prm.fixed_s
+        r_p = rw.pmax_over_s * np.maximum(u, 0.0)
+        power = r_p <= rw.r_e
+        xmax = phi_inverse(np.minimum(r_p, rw.r_e), xw)
+        xw = xmax
         with np.errstate(divide="ignore", invalid="ignore"):
+            bmin = rw.w * LN2 / (u * xmax)
+            tot = bmin.sum(axis=1)
             f = np.log(tot) - log_b
-            # d log(sum Bmin)/dv = dt * sum dBmin/dT / sum Bmin
-            g = -dt * np.sum(bmin / u * _dlog_bmin_dlogu(xmax, power), axis=1) / tot
+            em1 = np.expm1(xmax)
+            d = _dlog_bmin_dlogu(xmax, em1, h_from_expm1(xmax, em1), power)
+            # d log(sum Bmin)/dv = -dt sum (Bmin/u) d / sum Bmin
+            g = -dt * np.sum(bmin / u * d, axis=1) / tot
         return f, g
 
-    # Bracket: f(v_lo) > 0 (infeasible), f(v_hi) <= 0 (feasible).
-    v_hi = np.log(scale)
+    # Bracket per row: f(v_lo) > 0 (infeasible) and f(v_hi) <= 0 (feasible).
+    v0 = np.log(np.maximum(t_lb, 1e-6))
+    v_hi, v_lo = v0.copy(), v0 - 3.0
     f_hi, _ = fval(v_hi)
     for _ in range(200):
         bad = ~(f_hi <= 0)
         if not bad.any():
             break
+        v_lo = np.where(bad, v_hi, v_lo)
         v_hi = np.where(bad, v_hi + 2.0, v_hi)
         f_hi, _ = fval(v_hi)
-    v_lo = np.log(scale) - 2.0
-    f_lo, _ = fval(v_lo)
+    v = v_hi.copy()
+    f, g = fval(v_lo)
     for _ in range(200):
-        bad = ~(f_lo > 0)
+        bad = ~(f > 0)
         if not bad.any():
             break
         v_lo = np.where(bad, v_lo - 4.0, v_lo)
-        f_lo, _ = fval(v_lo)
-    v = v_hi.copy()
-    f, g = fval(v)
+        f, g = fval(v_lo)
+    v = v_lo.copy()
     active = np.ones(m, dtype=bool)
     for _ in range(200):
-        newton = v - f / g
+        with np.errstate(invalid="ignore", divide="ignore"):
+            newton = v - f / g
         ok = np.isfinite(newton) & (newton > v_lo) & (newton < v_hi)
-        v_new = np.where(ok, newton, 0.5 * (v_lo + v_hi))
-        v = np.where(active, v_new, v)
+        v = np.where(active, np.where(ok, newton, 0.5 * (v_lo + v_hi)), v)
         f, g = fval(v)
         feas = f <= 0
         v_hi = np.where(active & feas, v, v_hi)
         v_lo = np.where(active & ~feas, v, v_lo)
-        # Width in T relative to T: 1e-14 is at rounding level.
         width = np.exp(v_hi) - np.exp(v_lo)
-        active = active & (width > 1e-14 * (t_lb + np.exp(v_hi))) & (np.abs(f) > 1e-15)
+        # 1e-14 of T is rounding level; |f| <= 1e-15: sum Bmin equals B to rounding.
+        active &= (width > 1e-14 * (t_lb + np.exp(v_hi))) & ~(np.abs(f) <= 1e-15)
         if not active.any():
             break
     return t_lb + np.exp(v_hi)
@@ -253,84 +260,11 @@ class _Split:
     t: FloatArray
     u: FloatArray
     x: FloatArray  # spectral variable of the split
-    x_free: FloatArray  # h^{-1}(lambda / a), before the caps
-    xmax: FloatArray
-    power: FloatArray
-    log_lam: FloatArray  # (M,)
+    x_free: FloatArray  # h^{-1}(lambda / a): the device's x if it were not held at a cap
+    log_lam: FloatArray  # (M,) log of the bandwidth price lambda, J/Hz
     energy: FloatArray  # (M,) round energy, J
     value: FloatArray  # (M,) w_T T + w_E E
     slope: FloatArray  # (M,) dV/dT
-
-
-def _split(
-    prm: _Params,
-    w: FloatArray,
-    x_e: FloatArray,
-    t: FloatArray,
-    log_lam0: FloatArray | None = None,
-    x0: FloatArray | None = None,
-) -> _Split:
-    """Optimal bandwidth split at round times ``t`` (M,), assuming ``t >= T_min`` per row."""
-    u = t[:, None] - prm.fixed_s
-    kappa = w * LN2 / u
-    log_a = np.log(prm.n0 * u / prm.gain)
-    xmax, power, _ = _cap_x(prm, w, u, x_e)
-    log_b = np.log(prm.bandwidth_hz)
-    # lambda_cap,n = a h(x_max): above it device n sits at its cap.
-    with np.errstate(divide="ignore"):
-        log_cap = log_a + np.log(h(np.minimum(xmax, 700.0)))
-    s_hi = np.max(log_cap, axis=1)
-    # Every device alone gets >= B at lambda = min a h(kappa / B): the sum is >= B there.
-    s_lo = np.min(log_a + np.log(h(kappa / prm.bandwidth_hz)), axis=1)
-    s_lo = np.minimum(s_lo, s_hi)
-    if log_lam0 is None:
-        # Start from the price at which the median device would get an equal share.
-        s = np.median(log_a + np.log(h(kappa * w.shape[1] / prm.bandwidth_hz)), axis=1)
-    else:
-        s = log_lam0.copy()
-    s = np.clip(s, s_lo, s_hi)
-    xf = x0
-    active = np.ones(t.shape, dtype=bool)
-    for _ in range(100):
-        y = np.exp(np.minimum(s[:, None] - log_a, 700.0))
-        xf = h_inverse(y, xf)
-        x = np.minimum(xf, xmax)
-        bw = kappa / x
-        tot = bw.sum(axis=1)
-        f = np.log(tot) - log_b
-        free = xf < xmax
-        hx = h(x)
-        # d log B_n / d log lambda = -h(x) / (x^2 e^x) for free devices
-        with np.errstate(divide="ignore", invalid="ignore"):
-            dn = np.where(free, hx / (x * x * np.exp(x)), 0.0)
-        g = -np.sum(bw * dn, axis=1) / tot
-        too_much = f > 0
-        s_lo = np.where(active & too_much, s, s_lo)
-        s_hi = np.where(active & ~too_much, s, s_hi)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            newton = s - f / g
-        ok = np.isfinite(newton) & (newton > s_lo) & (newton < s_hi)
-        s_new = np.where(ok, newton, 0.5 * (s_lo + s_hi))
-        active = active & (np.abs(f) > 1e-14) & (s_hi - s_lo > 1e-14 * np.abs(s_hi) + 1e-300)
-        if not active.any():
-            break
-        s = np.where(active, s_new, s)
-    # Final consistent state at s.
-    y = np.exp(np.minimum(s[:, None] - log_a, 700.0))
-    xf = h_inverse(y, xf)
-    x = np.minimum(xf, xmax)
-    lam = np.exp(s)
-    s_n = shannon_energy(prm, w)
-    energy = prm.compute_j.sum() + np.sum(s_n * phi(x), axis=1)
-    value = prm.w_t * t + prm.w_e * energy
-    hx = h(x)
-    bw = kappa / x
-    lam_n = np.exp(log_a) * hx
-    clamped = ~(xf < xmax)
-    dbmin = -(bw / u) * _dlog_bmin_dlogu(x, power)
-    de_dt = np.sum(-lam_n * bw / u + np.where(clamped, (lam[:, None] - lam_n) * dbmin, 0.0), axis=1)
-    slope = prm.w_t + prm.w_e * de_dt
-    return _Split(t, u, x, xf, xmax, power, s, energy, value, slope)
 
 
 def _take(sp: _Split, idx: NDArray[np.int64]) -> _Split:
@@ -340,6 +274,153 @@ def _take(sp: _Split, idx: NDArray[np.int64]) -> _Split:
 def _put(dst: _Split, idx: NDArray[np.int64], src: _Split) -> None:
     for f in dst.__dataclass_fields__:
         getattr(dst, f)[idx] = getattr(src, f)
+
+
+def _copy(sp: _Split) -> _Split:
+    return _Split(*(np.copy(getattr(sp, f)) for f in sp.__dataclass_fields__))
+
+
+# Newton tolerances of the split: log-residuals at rounding level (the iteration is quadratic).
+_SPLIT_TOL = 1e-12
+_SPLIT_MAX_NEWTON = 40
+
+
+def _split(
+    prm: _Params,
+    rw: _Rows,
+    t: FloatArray,
+    log_lam0: FloatArray | None = None,
+    x0: FloatArray | None = None,
+) -> _Split:
+    """Optimal bandwidth split at round times ``t`` (M,), assuming ``t >= T_min`` per row.
+
+    Joint Newton on ``(log lambda, log x_n)`` for ``log h(x_n) = log lambda - log a_n`` and
+    ``sum W_n ln2 / (u_n x_n) = B`` (arrow-shaped Jacobian, solved in O(N)), with devices whose
+    free ``x`` would break a cap held at ``x_max``. Rows that do not converge (clamping can
+    cycle) are redone by the bracketed method :func:`_split_bracketed`.
+    """
+    m, n = rw.w.shape
+    u = t[:, None] - prm.fixed_s
+    kappa = rw.w * LN2 / u
+    log_a = np.log(prm.n0 / prm.gain * u)
+    r_p = rw.pmax_over_s * u
+    r = np.minimum(r_p, rw.r_e)
+    log_b = np.log(prm.bandwidth_hz)
+    if log_lam0 is None or x0 is None:
+        xf = kappa * (n / prm.bandwidth_hz)
+        s = np.median(log_a + np.log(h(xf)), axis=1)
+    else:
+        xf = np.array(x0, dtype=np.float64)
+        s = np.array(log_lam0, dtype=np.float64)
+    x = xf
+    xcap = None
+    done = np.zeros(m, dtype=bool)
+    for _ in range(_SPLIT_MAX_NEWTON):
+        em1 = np.expm1(xf)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            clamped = em1 > r * xf  # phi(x_free) > r: the cap binds
+        x = xf
+        if clamped.any():
+            # r is fixed within a call: each device's cap x is computed once.
+            if xcap is None:
+                xcap = np.full((m, n), np.nan)
+            new = clamped & np.isnan(xcap)
+            if new.any():
+                xcap[new] = phi_inverse(r[new], xf[new])
+            x = np.where(clamped, xcap, xf)
+        hf = h_from_expm1(xf, em1)
+        res = np.log(hf) + log_a - s[:, None]
+        d = xf * xf * (em1 + 1.0) / hf  # d log h / d log x
+        bw = kappa / x
+        tot = bw.sum(axis=1)
+        f = np.log(tot) - log_b
+        wt = np.where(clamped, 0.0, bw / (tot[:, None] * d))
+        den = wt.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ds = (f + np.sum(wt * res, axis=1)) / den
+        done = (np.max(np.abs(res), axis=1) <= _SPLIT_TOL) & (np.abs(f) <= _SPLIT_TOL)
+        if done.all():
+            break
+        ds = np.clip(np.where(np.isfinite(ds), ds, 0.0), -4.0, 4.0)
+        dt = np.clip((ds[:, None] - res) / d, -4.0, 4.0)
+        xf = xf * np.exp(dt)
+        s = s + ds
+    bad = ~done | ~np.isfinite(s)
+    if bad.any():
+        idx = np.flatnonzero(bad)
+        logger.debug("split: %d of %d rows fall back to the bracketed method", idx.size, m)
+        xf_b, s_b = _split_bracketed(prm, rw.take(idx), t[idx])
+        xf = xf.copy()
+        xf[idx] = xf_b
+        s = s.copy()
+        s[idx] = s_b
+        em1 = np.expm1(xf)
+        with np.errstate(invalid="ignore"):
+            clamped = em1 > r * xf
+        x = xf.copy()
+        if clamped.any():
+            x[clamped] = phi_inverse(r[clamped])
+    return _finish(prm, rw, t, u, kappa, log_a, r_p, xf, x, s)
+
+
+def _finish(prm, rw, t, u, kappa, log_a, r_p, xf, x, s) -> _Split:
+    """Energy, value and the envelope-theorem slope dV/dT of a converged split."""
+    em1 = np.expm1(x)
+    hx = h_from_expm1(x, em1)
+    with np.errstate(invalid="ignore"):
+        phx = np.where(x > 0, em1 / x, 1.0)
+    energy = prm.compute_j.sum() + np.sum(rw.shannon * phx, axis=1)
+    value = prm.w_t * t + prm.w_e * energy
+    bw = kappa / x
+    lam = np.exp(s)
+    lam_n = np.exp(log_a) * hx
+    clamped = x < xf
+    power = r_p <= rw.r_e
+    dbmin = -(bw / u) * _dlog_bmin_dlogu(x, em1, hx, power)
+    de_dt = np.sum(-lam_n * bw / u + np.where(clamped, (lam[:, None] - lam_n) * dbmin, 0.0), axis=1)
+    slope = prm.w_t + prm.w_e * de_dt
+    return _Split(t, u, x, xf, s, energy, value, slope)
+
+
+def _split_bracketed(prm: _Params, rw: _Rows, t: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """Robust split: safeguarded Newton on log lambda with exact ``x_n(lambda)``; (x_free, s)."""
+    u = t[:, None] - prm.fixed_s
+    kappa = rw.w * LN2 / u
+    log_a = np.log(prm.n0 / prm.gain * u)
+    xmax = phi_inverse(np.minimum(rw.pmax_over_s * u, rw.r_e))
+    log_b = np.log(prm.bandwidth_hz)
+    # Above lambda_cap,n = a h(x_max) device n sits at its cap; at the largest one all do and
+    # the sum is sum Bmin <= B. At min a h(kappa / B) every device alone gets >= B.
+    with np.errstate(divide="ignore"):
+        s_hi = np.max(log_a + np.log(h(np.minimum(xmax, 700.0))), axis=1)
+        s_lo = np.minimum(np.min(log_a + np.log(h(kappa / prm.bandwidth_hz)), axis=1), s_hi)
+    s = 0.5 * (s_lo + s_hi)
+    xf = None
+    active = np.ones(t.shape, dtype=bool)
+    for _ in range(300):
+        xf = h_inverse(np.exp(np.minimum(s[:, None] - log_a, 700.0)), xf)
+        x = np.minimum(xf, xmax)
+        bw = kappa / x
+        tot = bw.sum(axis=1)
+        f = np.log(tot) - log_b
+        em1 = np.expm1(x)
+        hx = h_from_expm1(x, em1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            dn = np.where(xf < xmax, hx / (x * x * (em1 + 1.0)), 0.0)
+        g = -np.sum(bw * dn, axis=1) / tot
+        too_much = f > 0
+        s_lo = np.where(active & too_much, s, s_lo)
+        s_hi = np.where(active & ~too_much, s, s_hi)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            newton = s - f / g
+        ok = np.isfinite(newton) & (newton > s_lo) & (newton < s_hi)
+        s_new = np.where(ok, newton, 0.5 * (s_lo + s_hi))
+        active &= (np.abs(f) > _SPLIT_TOL) & (s_hi - s_lo > 1e-15 * np.abs(s_hi) + 1e-300)
+        if not active.any():
+            break
+        s = np.where(active, s_new, s)
+    xf = h_inverse(np.exp(np.minimum(s[:, None] - log_a, 700.0)), xf)
+    return xf, s
 
 
 @dataclass(frozen=True, eq=False)
@@ -358,139 +439,199 @@ class RowSolutions:
     min_round_latency_s: FloatArray
     log_price: FloatArray
     x: FloatArray
+    x_free: FloatArray
     upload_s: FloatArray
     payload_bits: FloatArray
     capped_at_limit: NDArray[np.bool_]  # T stopped at the zero-latency-weight cap
 
 
-def _solve_rows(prm: _Params, w: FloatArray, rounds: FloatArray, rtol: float) -> RowSolutions:
+def _solve_rows(
+    prm: _Params,
+    w: FloatArray,
+    rounds: FloatArray,
+    rtol: float,
+    warm: tuple[FloatArray, FloatArray, FloatArray] | None = None,
+) -> RowSolutions:
     m, n = w.shape
     status = np.zeros(m, dtype=np.int64)
     status[~np.isfinite(rounds)] = INFEASIBLE_TARGET
-    x_e = energy_cap_x(prm, w)
-    status[(status == OK) & np.any(x_e <= 0, axis=1)] = INFEASIBLE_ENERGY
+    rw = _rows(prm, w)
+    status[(status == OK) & np.any(rw.x_e <= 0, axis=1)] = INFEASIBLE_ENERGY
     t_min = np.full(m, np.inf)
-    ok_e = status != INFEASIBLE_ENERGY
-    t_lb = _lower_time(prm, w)
-    if ok_e.any():
-        t_min[ok_e] = _min_round_time(prm, w[ok_e], x_e[ok_e], t_lb[ok_e])
+    ok_e = np.flatnonzero(status != INFEASIBLE_ENERGY)
+    if ok_e.size:
+        t_min[ok_e] = _min_round_time(prm, rw.take(ok_e))
     if prm.deadline_s is not None:
-        late = (status == OK) & (t_min > prm.deadline_s)
-        status[late] = INFEASIBLE_DEADLINE
+        status[(status == OK) & (t_min > prm.deadline_s)] = INFEASIBLE_DEADLINE
     out_t = np.full(m, np.nan)
     out_e = np.full(m, np.nan)
     out_v = np.full(m, np.inf)
     out_s = np.full(m, np.nan)
     out_x = np.full((m, n), np.nan)
+    out_xf = np.full((m, n), np.nan)
     out_u = np.full((m, n), np.nan)
     capped = np.zeros(m, dtype=bool)
     rows = np.flatnonzero(status == OK)
     if rows.size:
-        sp, cap_rows = _search_time(prm, w[rows], x_e[rows], t_min[rows], t_lb[rows], rtol)
+        wr = None if warm is None else tuple(a[rows] for a in warm)
+        sp, cap_rows = _search_time(prm, rw.take(rows), t_min[rows], rtol, wr)
         out_t[rows] = sp.t
         out_e[rows] = sp.energy
         out_v[rows] = sp.value
         out_s[rows] = sp.log_lam
         out_x[rows] = sp.x
+        out_xf[rows] = sp.x_free
         out_u[rows] = sp.u
         capped[rows] = cap_rows
     with np.errstate(invalid="ignore"):
         obj = np.where(status == OK, rounds * out_v, np.inf)
-    return RowSolutions(status, obj, rounds, out_t, out_e, t_min, out_s, out_x, out_u, w, capped)
+    return RowSolutions(
+        status, obj, rounds, out_t, out_e, t_min, out_s, out_x, out_xf, out_u, w, capped
+    )
 
 
 def _search_time(
     prm: _Params,
-    w: FloatArray,
-    x_e: FloatArray,
+    rw: _Rows,
     t_min: FloatArray,
-    t_lb: FloatArray,
     rtol: float,
+    warm: tuple[FloatArray, FloatArray, FloatArray] | None = None,
 ) -> tuple[_Split, NDArray[np.bool_]]:
-    """Minimize the convex V(T) on [t_min, deadline] per row (Illinois on V'(T))."""
-    m = w.shape[0]
-    lo = _split(prm, w, x_e, t_min)
-    best = _Split(*(np.copy(getattr(lo, f)) for f in lo.__dataclass_fields__))
+    """Minimize the convex ``V(T)`` on ``[t_min, deadline]`` per row.
+
+    ``V'(T) = w_T - q(T)`` with ``q = -w_E E'(T) > 0`` decreasing. Root finding runs on
+    ``G(v) = log q - log w_T`` over ``v = log(T - t_lb)``, where ``E' ~ -c/T^2`` makes G nearly
+    linear: secant steps from a start point (``warm = (T, log lambda, x_free)`` of a nearby
+    solve, else ``t_min``) until the root is bracketed, then Illinois regula falsi. The stop
+    rule is certified by convexity: ``V(T) - V* <= |V'(T)| (hi - lo) <= rtol V``.
+    """
+    m = rw.w.shape[0]
+    t_lb = rw.t_lb
+    t_max = np.full(m, np.inf if prm.deadline_s is None else prm.deadline_s)
     capped = np.zeros(m, dtype=bool)
-    # Rows whose optimum is T_min (V increasing from the start) are done.
-    todo = np.flatnonzero(lo.slope < 0)
-    if todo.size == 0 or prm.w_e == 0.0:
-        return best, capped
-    # Upper end: the deadline, or expand until V' > 0 (or, with w_T = 0, until V is within
-    # ZERO_LATENCY_WEIGHT_RTOL of its infimum).
-    wl, xl, lb = w[todo], x_e[todo], t_lb[todo]
-    tl = t_min[todo]
-    if prm.deadline_s is not None:
-        t_hi = np.full(todo.size, prm.deadline_s)
-        hi = _split(prm, wl, xl, t_hi, lo.log_lam[todo], lo.x_free[todo])
+    if warm is None:
+        cur = _split_at_min(prm, rw, t_min)
     else:
-        v_inf = prm.w_e * (prm.compute_j.sum() + shannon_energy(prm, wl).sum(axis=1))
-        t_hi = lb + 4.0 * (tl - lb)
-        hi = _split(prm, wl, xl, t_hi, lo.log_lam[todo], lo.x_free[todo])
-        for _ in range(200):
-            if prm.w_t > 0:
-                more = hi.slope <= 0
-            else:
-                more = hi.value > (1.0 + ZERO_LATENCY_WEIGHT_RTOL) * v_inf
-            if not more.any():
-                break
-            idx = np.flatnonzero(more)
-            t_new = lb[idx] + 4.0 * (hi.t[idx] - lb[idx])
-            sub = _split(prm, wl[idx], xl[idx], t_new, hi.log_lam[idx], hi.x_free[idx])
-            _put(hi, idx, sub)
-        if prm.w_t == 0:
-            capped[todo] = True
-    # Rows where V is still decreasing at the upper end stop there.
-    at_hi = hi.slope <= 0
-    if at_hi.any():
-        _put(best, todo[at_hi], _take(hi, np.flatnonzero(at_hi)))
-    inner = np.flatnonzero(~at_hi)
-    if inner.size == 0:
-        return best, capped
-    rows = todo[inner]
-    a = _take(lo, rows)
-    b = _take(hi, inner)
-    wr, xr = w[rows], x_e[rows]
-    fa, fb = a.slope.copy(), b.slope.copy()
-    side = np.zeros(rows.size, dtype=np.int64)
-    cur = a
-    active = np.ones(rows.size, dtype=bool)
+        t0 = np.clip(warm[0], t_min, t_max)
+        t0 = np.where(np.isfinite(t0), t0, t_min)
+        cur = _split(prm, rw, t0, warm[1], warm[2])
+    if prm.w_e == 0.0:
+        # J = K w_T T: the fastest feasible round is optimal.
+        return (cur if warm is None else _split_at_min(prm, rw, t_min)), capped
+    best = _copy(cur)
+    v_inf = prm.w_e * (prm.compute_j.sum() + rw.shannon.sum(axis=1))
+    log_wt = np.log(prm.w_t) if prm.w_t > 0 else -np.inf
+    nan = np.full(m, np.nan)
+    lo_v, hi_v, lo_g, hi_g = nan.copy(), nan.copy(), nan.copy(), nan.copy()
+    lo_sp, hi_sp = _copy(cur), _copy(cur)
+    done = np.zeros(m, dtype=bool)
+
+    def gval(sp: _Split) -> FloatArray:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.log(prm.w_t - sp.slope) - log_wt
+
+    def absorb(idx: NDArray[np.int64], sp: _Split) -> FloatArray:
+        """Record new points as bracket ends; close rows whose optimum is an interval end."""
+        g = gval(sp)
+        v = np.log(sp.t - t_lb[idx])
+        neg = sp.slope < 0  # V still falling: the root lies right (G > 0)
+        ineg, ipos = idx[neg], idx[~neg]
+        lo_v[ineg], lo_g[ineg] = v[neg], g[neg]
+        hi_v[ipos], hi_g[ipos] = v[~neg], g[~neg]
+        _put(lo_sp, ineg, _take(sp, np.flatnonzero(neg)))
+        _put(hi_sp, ipos, _take(sp, np.flatnonzero(~neg)))
+        at_min = ~neg & (sp.t <= t_min[idx])
+        at_max = neg & (sp.t >= t_max[idx])
+        if prm.w_t == 0.0:
+            # V falls forever without a deadline: stop within the documented factor of inf V.
+            near = neg & (sp.value <= (1.0 + ZERO_LATENCY_WEIGHT_RTOL) * v_inf[idx])
+            capped[idx[near & ~at_max]] = True
+            at_max |= near
+        ends = at_min | at_max
+        done[idx[ends]] = True
+        _put(best, idx[ends], _take(sp, np.flatnonzero(ends)))
+        return g
+
+    last = _copy(cur)
+    last_g = absorb(np.arange(m), cur)
+    prev_v, prev_g = nan.copy(), nan.copy()
+    v_min = np.log(t_min - t_lb)
+    v_max = np.log(t_max - t_lb)
+    # Phase 1: bracket the root (rows with one end known) by overshooting secant steps.
     for _ in range(200):
-        ia = np.flatnonzero(active)
-        if ia.size == 0:
+        need = ~done & (np.isnan(lo_v) | np.isnan(hi_v))
+        if not need.any():
             break
-        ta, tb = a.t[ia], b.t[ia]
-        # Regula falsi with the Illinois down-weighting of a stale end.
-        t_new = tb - fb[ia] * (tb - ta) / (fb[ia] - fa[ia])
-        width = tb - ta
-        bad = ~np.isfinite(t_new) | (t_new <= ta + 1e-9 * width) | (t_new >= tb - 1e-9 * width)
-        t_new = np.where(bad, 0.5 * (ta + tb), t_new)
-        c = _split(prm, wr[ia], xr[ia], t_new, cur.log_lam[ia], cur.x_free[ia])
-        neg = c.slope < 0
-        ineg, ipos = ia[neg], ia[~neg]
-        _put(a, ineg, _take(c, np.flatnonzero(neg)))
-        _put(b, ipos, _take(c, np.flatnonzero(~neg)))
-        fa[ineg] = c.slope[neg]
-        fb[ipos] = c.slope[~neg]
-        # Illinois: halve the slope kept at the end that was not replaced twice in a row.
-        fb[ineg[side[ineg] == -1]] *= 0.5
-        fa[ipos[side[ipos] == 1]] *= 0.5
+        idx = np.flatnonzero(need)
+        v1 = np.log(last.t[idx] - t_lb[idx])
+        g1, v0, g0 = last_g[idx], prev_v[idx], prev_g[idx]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            slope_g = (g1 - g0) / (v1 - v0)
+        # E' ~ -c / T^2 suggests dG/dv ~ -2 until two points give a secant.
+        slope_g = np.where(np.isfinite(slope_g) & (slope_g < 0), slope_g, -2.0)
+        with np.errstate(invalid="ignore"):
+            step = -1.5 * g1 / slope_g
+        step = np.where(np.isfinite(step), step, 1.0)  # w_T = 0: G = inf, just grow
+        step = np.where(g1 > 0, np.clip(step, 0.01, 3.0), np.clip(step, -3.0, -0.01))
+        v_new = np.clip(v1 + step, v_min[idx], v_max[idx])
+        prev_v[idx], prev_g[idx] = v1, g1
+        sp = _split(
+            prm, rw.take(idx), t_lb[idx] + np.exp(v_new), last.log_lam[idx], last.x_free[idx]
+        )
+        _put(last, idx, sp)
+        last_g[idx] = absorb(idx, sp)
+    # Phase 2: Illinois regula falsi on G(v) for bracketed rows; the G of an end kept twice
+    # in a row is halved in the secant formula so that end moves too.
+    ga, gb = lo_g.copy(), hi_g.copy()
+    side = np.zeros(m, dtype=np.int64)  # -1: lo replaced last, +1: hi replaced last
+    for _ in range(200):
+        width = hi_sp.t - lo_sp.t
+        gap = np.minimum(-lo_sp.slope * width, hi_sp.slope * width)
+        vmin = np.minimum(lo_sp.value, hi_sp.value)
+        fin = (gap <= rtol * vmin) | (width <= 1e-15 * hi_sp.t)
+        todo = ~done & ~fin
+        if not todo.any():
+            break
+        idx = np.flatnonzero(todo)
+        va, vb, fa, fb = lo_v[idx], hi_v[idx], ga[idx], gb[idx]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            v_new = vb - fb * (vb - va) / (fb - fa)
+        wdt = vb - va
+        bad = ~np.isfinite(v_new) | (v_new <= va + 1e-6 * wdt) | (v_new >= vb - 1e-6 * wdt)
+        v_new = np.where(bad, 0.5 * (va + vb), v_new)
+        sp = _split(
+            prm, rw.take(idx), t_lb[idx] + np.exp(v_new), last.log_lam[idx], last.x_free[idx]
+        )
+        _put(last, idx, sp)
+        g = absorb(idx, sp)
+        neg = sp.slope < 0
+        ineg, ipos = idx[neg], idx[~neg]
+        ga[ineg] = g[neg]
+        gb[ipos] = g[~neg]
+        gb[ineg[side[ineg] == -1]] *= 0.5
+        ga[ipos[side[ipos] == 1]] *= 0.5
         side[ineg] = -1
         side[ipos] = 1
-        cur = _Split(*(np.copy(getattr(a, f)) for f in a.__dataclass_fields__))
-        _put(cur, ia, c)
-        # Certified gap by convexity: V(end) - V* <= |V'(end)| (tb - ta).
-        width = b.t[ia] - a.t[ia]
-        gap_a = -a.slope[ia] * width
-        gap_b = b.slope[ia] * width
-        vmin = np.minimum(a.value[ia], b.value[ia])
-        done = (np.minimum(gap_a, gap_b) <= rtol * vmin) | (width <= 1e-15 * b.t[ia])
-        active[ia[done]] = False
-    use_b = b.value < a.value
-    pick = _take(a, np.arange(rows.size))
-    _put(pick, np.flatnonzero(use_b), _take(b, np.flatnonzero(use_b)))
-    _put(best, rows, pick)
+    # Rows not stopped at an end of [T_min, deadline] take the better end of their bracket.
+    rows = np.flatnonzero(~done)
+    if rows.size:
+        use_hi = hi_sp.value[rows] < lo_sp.value[rows]
+        _put(best, rows[use_hi], _take(hi_sp, rows[use_hi]))
+        _put(best, rows[~use_hi], _take(lo_sp, rows[~use_hi]))
     return best, capped
+
+
+def _split_at_min(prm: _Params, rw: _Rows, t_min: FloatArray) -> _Split:
+    """The split at ``T_min``: every device at its cap, priced at the largest cap price."""
+    u = t_min[:, None] - prm.fixed_s
+    kappa = rw.w * LN2 / u
+    log_a = np.log(prm.n0 / prm.gain * u)
+    r_p = rw.pmax_over_s * u
+    x = phi_inverse(np.minimum(r_p, rw.r_e))
+    s = np.max(log_a + np.log(h(x)), axis=1)
+    # x_free >= x: the price clears the market only with every device held at its cap.
+    xf = np.maximum(h_inverse(np.exp(np.minimum(s[:, None] - log_a, 700.0)), x), x)
+    return _finish(prm, rw, t_min, u, kappa, log_a, r_p, xf, x, s)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -686,21 +827,19 @@ def bandwidth_split(
         raise SolverArgumentError(f"round_latency_s={round_latency_s!r}: need a positive number")
     ref = ref if ref is not None else reference(scenario)
     prm = _params(scenario, ref)
-    w = payload_bits(scenario, b)[None, :]
-    x_e = energy_cap_x(prm, w)
-    if np.any(x_e <= 0):
+    rw = _rows(prm, payload_bits(scenario, b)[None, :])
+    if np.any(rw.x_e <= 0):
         raise SolverArgumentError(
             "bits: " + infeasibility_message(scenario, b, INFEASIBLE_ENERGY, np.inf)
         )
-    t_lb = _lower_time(prm, w)
-    t_min = float(_min_round_time(prm, w, x_e, t_lb)[0])
+    t_min = float(_min_round_time(prm, rw)[0])
     if t < t_min:
         raise SolverArgumentError(
             f"round_latency_s={t:.9g}: below the fastest feasible round {t_min:.9g} s at these "
             "bits; pass at least that"
         )
-    sp = _split(prm, w, x_e, np.array([t]))
+    sp = _split(prm, rw, np.array([t]))
     x, u = sp.x[0], sp.u[0]
-    bw = w[0] * LN2 / u / x
+    bw = rw.w[0] * LN2 / u / x
     pw = np.minimum(prm.n0 * bw * np.expm1(x) / prm.gain, prm.pmax)
     return bw, pw, float(sp.energy[0])

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-__all__ = ["h", "h_inverse", "phi", "phi_inverse"]
+__all__ = ["h", "h_from_expm1", "h_inverse", "phi", "phi_inverse"]
 
 FloatArray = NDArray[np.float64]
 
@@ -45,12 +45,20 @@ def h(x: ArrayLike) -> FloatArray:
         Same shape as ``x``; ``h(0) = 0``, ``h(x) ~ x^2/2`` near 0.
     """
     x = np.asarray(x, dtype=np.float64)
-    em1 = np.expm1(x)
-    direct = x * em1 - (em1 - x)
-    x2 = x * x
-    # (k - 1)/k! x^k for k = 2..7
-    series = x2 * (0.5 + x * (1 / 3 + x * (1 / 8 + x * (1 / 30 + x * (1 / 144 + x / 840)))))
-    return np.where(x < _SERIES_X, series, direct)
+    return h_from_expm1(x, np.expm1(x))
+
+
+def h_from_expm1(x: FloatArray, em1: FloatArray) -> FloatArray:
+    """:func:`h` given ``em1 = expm1(x)`` already computed (saves the costly exponential)."""
+    out = x * em1 - (em1 - x)
+    small = x < _SERIES_X
+    if np.any(small):
+        xs = x[small]
+        # (k - 1)/k! x^k for k = 2..7
+        out[small] = (xs * xs) * (
+            0.5 + xs * (1 / 3 + xs * (1 / 8 + xs * (1 / 30 + xs * (1 / 144 + xs / 840))))
+        )
+    return out
 
 
 def phi(x: ArrayLike) -> FloatArray:
@@ -67,7 +75,7 @@ def phi(x: ArrayLike) -> FloatArray:
     return np.where(x == 0.0, 1.0, val)
 
 
-def phi_inverse(r: ArrayLike) -> FloatArray:
+def phi_inverse(r: ArrayLike, x0: ArrayLike | None = None) -> FloatArray:
     """The positive root ``x`` of ``(e^x - 1)/x = r`` for ``r > 1`` (``-W_{-1}(-e^{-1/r}/r) - 1/r``).
 
     Solved as ``F(x) = x - log(1 + r x) = 0``: F is convex with ``F(0) = 0``, so Newton started
@@ -78,6 +86,8 @@ def phi_inverse(r: ArrayLike) -> FloatArray:
     ----------
     r : array_like
         Ratios ``> 1``; entries ``<= 1`` give 0 (no positive root) and ``inf`` gives ``inf``.
+    x0 : array_like, optional
+        Warm start (e.g. the root for a nearby ``r``).
 
     Returns
     -------
@@ -87,7 +97,18 @@ def phi_inverse(r: ArrayLike) -> FloatArray:
     r = np.asarray(r, dtype=np.float64)
     ok = np.isfinite(r) & (r > 1.0)
     rr = np.where(ok, r, 2.0)
-    x = np.minimum(2.0 * (rr - 1.0), 2.0 * np.log(rr) + 1.0)
+    # Upper bounds of the root; one fixed-point step x <- log(1 + r x) keeps an upper bound
+    # (F(x) > 0 there and the map is increasing) and contracts by about 1/x.
+    x = np.log1p(rr * np.minimum(2.0 * (rr - 1.0), 2.0 * np.log(rr) + 1.0))
+    if x0 is not None:
+        # Right of F's minimum (r - 1)/r, one Newton step from either side of the root lands
+        # right of it (F convex), so the monotone iteration below can start there.
+        xw = np.broadcast_to(np.asarray(x0, dtype=np.float64), x.shape)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rxw = rr * xw
+            xn = xw - (xw - np.log1p(rxw)) / (1.0 - rr / (1.0 + rxw))
+        good = np.isfinite(xn) & (xw > (rr - 1.0) / rr) & (xn < x)
+        x = np.where(good, xn, x)
     for _ in range(_MAX_ITER):
         rx = rr * x
         f = x - np.log1p(rx)
@@ -134,10 +155,11 @@ def h_inverse(y: ArrayLike, x0: ArrayLike | None = None) -> FloatArray:
     log_y = np.log(yy)
     t = np.log(x)
     for _ in range(_MAX_ITER):
-        hx = h(x)
+        em1 = np.expm1(x)
+        hx = h_from_expm1(x, em1)
         f = np.log(hx) - log_y
         # d log h / d log x = x^2 e^x / h(x)
-        d = x * x * np.exp(x) / hx
+        d = x * x * (em1 + 1.0) / hx
         step = f / d
         # Cap big steps: far from the root the convex map can overshoot a lot in t.
         step = np.clip(step, -10.0, 10.0)
