@@ -187,10 +187,12 @@ def _dlog_bmin_dlogu(x: FloatArray, em1: FloatArray, hx: FloatArray, power: Floa
     return 1.0 + np.where(np.isfinite(extra), extra, 0.0)
 
 
-def _min_round_time(prm: _Params, rw: _Rows) -> FloatArray:
-    """Smallest T with ``sum Bmin_n(T) <= B`` per row (safeguarded Newton on log(T - t_lb)).
+def _min_round_time(prm: _Params, rw: _Rows, t0: FloatArray | None = None) -> FloatArray:
+    """Smallest T with ``sum Bmin_n(T) <= B`` per row.
 
-    ``Bmin_n(T) = W_n ln2 / (u_n x_max,n)`` falls with T; it is infinite at ``t_lb``.
+    ``Bmin_n(T) = W_n ln2 / (u_n x_max,n)`` falls with T and is infinite at ``t_lb``. Newton on
+    ``F(v) = log sum Bmin - log B`` over ``v = log(T - t_lb)`` (F is close to linear, slope
+    -1, for large T), from ``t0`` if given, with steps capped and a bracket kept for bisection.
     """
     m = rw.w.shape[0]
     log_b = np.log(prm.bandwidth_hz)
@@ -215,41 +217,32 @@ def _min_round_time(prm: _Params, rw: _Rows) -> FloatArray:
             g = -dt * np.sum(bmin / u * d, axis=1) / tot
         return f, g
 
-    # Bracket per row: f(v_lo) > 0 (infeasible) and f(v_hi) <= 0 (feasible).
-    v0 = np.log(np.maximum(t_lb, 1e-6))
-    v_hi, v_lo = v0.copy(), v0 - 3.0
-    f_hi, _ = fval(v_hi)
-    for _ in range(200):
-        bad = ~(f_hi <= 0)
-        if not bad.any():
-            break
-        v_lo = np.where(bad, v_hi, v_lo)
-        v_hi = np.where(bad, v_hi + 2.0, v_hi)
-        f_hi, _ = fval(v_hi)
-    v = v_hi.copy()
-    f, g = fval(v_lo)
-    for _ in range(200):
-        bad = ~(f > 0)
-        if not bad.any():
-            break
-        v_lo = np.where(bad, v_lo - 4.0, v_lo)
-        f, g = fval(v_lo)
-    v = v_lo.copy()
+    if t0 is None:
+        v = np.log(np.maximum(t_lb, 1e-6))
+    else:
+        v = np.log(np.maximum(np.where(np.isfinite(t0), t0, 2 * t_lb) - t_lb, 1e-9 * t_lb))
+    v_lo = np.full(m, -np.inf)  # F > 0 (infeasible) left of here
+    v_hi = np.full(m, np.inf)  # F <= 0 (feasible) right of here
     active = np.ones(m, dtype=bool)
-    for _ in range(200):
-        with np.errstate(invalid="ignore", divide="ignore"):
-            newton = v - f / g
-        ok = np.isfinite(newton) & (newton > v_lo) & (newton < v_hi)
-        v = np.where(active, np.where(ok, newton, 0.5 * (v_lo + v_hi)), v)
+    for _ in range(300):
         f, g = fval(v)
         feas = f <= 0
         v_hi = np.where(active & feas, v, v_hi)
         v_lo = np.where(active & ~feas, v, v_lo)
         width = np.exp(v_hi) - np.exp(v_lo)
-        # 1e-14 of T is rounding level; |f| <= 1e-15: sum Bmin equals B to rounding.
-        active &= (width > 1e-14 * (t_lb + np.exp(v_hi))) & ~(np.abs(f) <= 1e-15)
+        # 1e-14 of T is rounding level; |F| <= 1e-15: sum Bmin equals B to rounding.
+        closed = np.isfinite(v_hi) & (width <= 1e-14 * (t_lb + np.exp(v_hi)))
+        active &= ~closed & ~(feas & (np.abs(f) <= 1e-15))
         if not active.any():
             break
+        with np.errstate(invalid="ignore", divide="ignore"):
+            step = -f / g
+        step = np.where(np.isfinite(step), np.clip(step, -4.0, 4.0), np.where(feas, -4.0, 4.0))
+        newton = v + step
+        inside = (newton > v_lo) & (newton < v_hi)
+        both = np.isfinite(v_lo) & np.isfinite(v_hi)
+        v_new = np.where(inside | ~both, newton, 0.5 * (v_lo + v_hi))
+        v = np.where(active, v_new, v)
     return t_lb + np.exp(v_hi)
 
 
@@ -460,7 +453,8 @@ def _solve_rows(
     t_min = np.full(m, np.inf)
     ok_e = np.flatnonzero(status != INFEASIBLE_ENERGY)
     if ok_e.size:
-        t_min[ok_e] = _min_round_time(prm, rw.take(ok_e))
+        t0 = None if warm is None else warm[0][ok_e]
+        t_min[ok_e] = _min_round_time(prm, rw.take(ok_e), t0)
     if prm.deadline_s is not None:
         status[(status == OK) & (t_min > prm.deadline_s)] = INFEASIBLE_DEADLINE
     out_t = np.full(m, np.nan)
@@ -843,3 +837,223 @@ def bandwidth_split(
     bw = rw.w[0] * LN2 / u / x
     pw = np.minimum(prm.n0 * bw * np.expm1(x) / prm.gain, prm.pmax)
     return bw, pw, float(sp.energy[0])
+
+
+# ------------------------------------------------------------------------------------------------
+# Feasibility of the whole problem (bits free)
+# ------------------------------------------------------------------------------------------------
+
+#: Bit vectors enumerated exactly by :func:`diagnose` (larger instances use a Lagrangian choice).
+DIAGNOSE_ENUMERATION_LIMIT = 200_000
+
+
+@dataclass(frozen=True, eq=False)
+class Feasibility:
+    """Whether any bit vector admits a feasible allocation, and if not, what to relax.
+
+    Attributes
+    ----------
+    feasible : bool
+    message : str
+        Empty when feasible; else one line naming the binding constraint and the relaxation.
+    bits : ndarray of int, shape (N,) or None
+        A bit vector with a feasible continuous block (the most bits allowed per device when
+        nothing couples them, else one that fits the deadline with the least bandwidth).
+    exact : bool
+        False when a large instance's bandwidth check used the Lagrangian choice, whose verdict
+        "infeasible" may then be pessimistic by at most one device's bandwidth.
+    """
+
+    feasible: bool
+    message: str
+    bits: NDArray[np.int64] | None
+    exact: bool = True
+
+
+def _level_tables(scenario: Scenario, prm: _Params):
+    lv = scenario.bits.array
+    wl = payload_bits(scenario, lv)  # (L,)
+    s_nl = prm.n0 * LN2 * wl[None, :] / prm.gain[:, None]  # Shannon-limit energy (N, L)
+    pen = scenario.convergence.q * scenario.rho[:, None] / np.square(np.exp2(lv) - 1.0)
+    room = scenario.convergence.epsilon - scenario.convergence.phi0
+    return lv, wl, s_nl, pen, room
+
+
+def _bmin_table(prm: _Params, s_nl: FloatArray, wl: FloatArray, t: float, budget) -> FloatArray:
+    """``Bmin_{n,l}`` at round time ``t`` (inf where the level cannot make it), Hz."""
+    u = (t - prm.fixed_s)[:, None]
+    r = prm.pmax[:, None] * np.maximum(u, 0.0) / s_nl
+    if budget is not None:
+        r = np.minimum(r, budget[:, None] / s_nl)
+    xm = phi_inverse(r)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        b = wl[None, :] * LN2 / (u * xm)
+    return np.where((xm > 0) & (u > 0), b, np.inf)
+
+
+def _knapsack(cost: FloatArray, pen: FloatArray, room: float) -> tuple[float, NDArray[np.int64]]:
+    """Min ``sum_n cost[n, b_n]`` s.t. ``sum_n pen[n, b_n] < room``; returns (value, level idx).
+
+    Exact by enumeration when ``L^N`` is small, else the Lagrangian choice
+    ``argmin cost + mu pen`` with the smallest ``mu`` that meets the margin (value inf if none).
+    """
+    n, nl = cost.shape
+    rows = np.arange(n)
+    fin = np.isfinite(cost)
+    # The most bits each device can take; if even that misses the margin, nothing works.
+    top = np.where(fin, np.arange(nl)[None, :], -1).max(axis=1)
+    if np.any(top < 0) or not pen[rows, top].sum() < room:
+        return np.inf, top
+    if not np.any(cost[fin]):
+        return 0.0, top  # nothing to trade: take the most bits
+    if nl**n <= DIAGNOSE_ENUMERATION_LIMIT:
+        idx = np.indices((nl,) * n).reshape(n, -1).T  # (M, N)
+        tot = cost[rows, idx].sum(axis=1)
+        ok = pen[rows, idx].sum(axis=1) < room
+        tot = np.where(ok & np.isfinite(tot), tot, np.inf)
+        k = int(np.argmin(tot))
+        return float(tot[k]), idx[k]
+    base = np.where(fin, cost, np.inf)
+
+    def choose(mu: float) -> NDArray[np.int64]:
+        return np.argmin(base + mu * pen, axis=1)
+
+    b = choose(0.0)
+    if pen[rows, b].sum() < room:
+        return float(cost[rows, b].sum()), b
+    # Smallest price mu on the margin meeting it (bisection on log mu); top meets it.
+    spread = np.ptp(np.where(fin, cost, np.nan)[fin]) if fin.any() else 1.0
+    lo, hi = -np.inf, np.log(max(spread, 1e-300) / max(float(pen.min()), 1e-300)) + 2.0
+    for _ in range(200):
+        if pen[rows, choose(np.exp(hi))].sum() < room:
+            break
+        lo, hi = hi, hi + 4.0
+    lo = hi - 60.0 if not np.isfinite(lo) else lo
+    for _ in range(48):
+        mid = 0.5 * (lo + hi)
+        if pen[rows, choose(np.exp(mid))].sum() < room:
+            hi = mid
+        else:
+            lo = mid
+    b = choose(np.exp(hi))
+    if not pen[rows, b].sum() < room:
+        b = top
+    return float(cost[rows, b].sum()), b
+
+
+def diagnose(scenario: Scenario, ref: Reference | None = None) -> Feasibility:
+    """Decide whether any bits admit a feasible allocation; name the relaxation if not.
+
+    Feasibility at given bits needs (formulation §5, §6): the target ``eps > Phi0 + Phi_q(b)``,
+    every device's energy cap above its compute + Shannon-limit upload energy, and, with a
+    deadline D, ``sum_n Bmin_n(D, b_n) <= B`` (``Bmin`` falls with time and rises with bits).
+    Choosing bits is then a multiple-choice knapsack (least bandwidth subject to the margin),
+    solved exactly by enumeration for small instances. The smallest deadline and energy cap that
+    work are found by bisection on that monotone check.
+    """
+    ref = ref if ref is not None else reference(scenario)
+    prm = _params(scenario, ref)
+    why = _target_message(scenario)
+    if why is not None:
+        return Feasibility(False, why, None)
+    cap = scenario.constraints.device_energy_j
+    deadline = prm.deadline_s
+    if cap is None and deadline is None:
+        # Only the target couples the bits, and the dispatcher checked it at max bits.
+        return Feasibility(True, "", np.full(scenario.n_devices, scenario.bits.max))
+    lv, wl, s_nl, pen, room = _level_tables(scenario, prm)
+    n, nl = s_nl.shape
+    exact = nl**n <= DIAGNOSE_ENUMERATION_LIMIT
+
+    def energy_ok(budget: FloatArray | None) -> NDArray[np.bool_]:
+        if budget is None:
+            return np.ones((n, nl), dtype=bool)
+        return budget[:, None] > s_nl
+
+    def check(t: float | None, budget: FloatArray | None) -> tuple[bool, float, NDArray]:
+        """(feasible, least bandwidth needed, level idx) at deadline t and upload budget."""
+        ok = energy_ok(budget)
+        if t is None:
+            cost = np.where(ok, 0.0, np.inf)
+        else:
+            cost = np.where(ok, _bmin_table(prm, s_nl, wl, t, budget), np.inf)
+        val, idx = _knapsack(cost, pen, room)
+        return bool(val <= prm.bandwidth_hz), val, idx
+
+    budget = prm.budget_j
+    ok0, _, idx0 = check(None, budget)
+    if not ok0:
+        # The energy cap alone rules out enough bits: smallest cap over the N x L thresholds
+        # ce_n + S_{n,l} (strictly above), then, with a deadline, bisect upward from there.
+        need = prm.compute_j[:, None] + s_nl
+        cands = np.unique(need)
+        lo_i, hi_i = 0, cands.size - 1
+        while lo_i < hi_i:
+            mid = (lo_i + hi_i) // 2
+            if check(None, np.nextafter(cands[mid], np.inf) - prm.compute_j)[0]:
+                hi_i = mid
+            else:
+                lo_i = mid + 1
+        c_need = float(cands[lo_i])
+        if deadline is not None:
+            c_need = _bisect_up(
+                lambda c: check(deadline, c - prm.compute_j)[0], c_need, 2.0 * c_need + 1.0
+            )
+        return Feasibility(
+            False,
+            f"energy: device_energy_j = {cap:g} J is too low for the bits the convergence "
+            f"target needs (compute + upload energy{' within the deadline' if deadline else ''}); "
+            f"raise it above {c_need:.6g} J",
+            None,
+            exact,
+        )
+    if deadline is None:
+        return Feasibility(True, "", lv[idx0], exact)
+    ok1, bw_need, idx1 = check(deadline, budget)
+    if ok1:
+        return Feasibility(True, "", lv[idx1], exact)
+    # Deadline binding: the fastest possible round over feasible bits, by bisection on D.
+    t_lo = float(np.max(prm.fixed_s))
+    t_hi = max(deadline, t_lo) * 2.0
+    for _ in range(200):
+        if check(t_hi, budget)[0]:
+            break
+        t_hi *= 2.0
+    d_need = _bisect_up(lambda t: check(t, budget)[0], max(deadline, t_lo), t_hi)
+    extra = f", or raise bandwidth_hz to at least {bw_need:.6g} Hz" if np.isfinite(bw_need) else ""
+    return Feasibility(
+        False,
+        f"deadline: round_deadline_s = {deadline:g} s is below the fastest possible round "
+        f"{d_need:.6g} s (full power, the fewest bits the target allows); raise it to at least "
+        f"{d_need:.6g} s{extra}",
+        None,
+        exact,
+    )
+
+
+def _bisect_up(ok, lo: float, hi: float) -> float:
+    """Smallest value in [lo, hi] with ``ok`` true (ok monotone, ok(hi) true), rounded up."""
+    for _ in range(200):
+        if ok(lo):
+            return lo
+        for _ in range(200):
+            if ok(hi):
+                break
+            hi *= 2.0
+        break
+    for _ in range(100):
+        mid = 0.5 * (lo + hi)
+        if ok(mid):
+            hi = mid
+        else:
+            lo = mid
+        if hi - lo <= 1e-9 * hi:
+            break
+    # Report a value that works, with a hair of slack for rounding in the caller's check.
+    return float(hi * (1.0 + 1e-9))
+
+
+def _target_message(scenario: Scenario) -> str | None:
+    from sflam_opt.bounds import target_infeasibility
+
+    return target_infeasibility(scenario)

@@ -76,7 +76,7 @@ def phi(x: ArrayLike) -> FloatArray:
 
 
 def phi_inverse(r: ArrayLike, x0: ArrayLike | None = None) -> FloatArray:
-    """The positive root ``x`` of ``(e^x - 1)/x = r`` for ``r > 1`` (``-W_{-1}(-e^{-1/r}/r) - 1/r``).
+    """The positive root ``x`` of ``(e^x - 1)/x = r``, ``r > 1``: ``-W_{-1}(-e^{-1/r}/r) - 1/r``.
 
     Solved as ``F(x) = x - log(1 + r x) = 0``: F is convex with ``F(0) = 0``, so Newton started
     right of the root (at ``min(2 (r - 1), 2 ln r + 1)``, both upper bounds) decreases
