@@ -1,0 +1,94 @@
+"""Memory benchmark (issue 7): device peak memory of SFLAM's device versus an FL device.
+
+For each batch size of the profile, one device-side training step of the profile's model
+(``vit-b32``) is measured by :func:`sflam_opt.training.memory.measure_device_memory`, each in a
+fresh process: ``sflam`` trains only the patch embedding and sends 8-bit activations; ``fl`` trains
+the whole ViT on the device. Output: ``figures/memory.{csv,json,png}``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from sflam_opt.bench.common import BenchContext, utc_now
+
+__all__ = ["COLUMNS", "run"]
+
+logger = logging.getLogger(__name__)
+
+PARTS = ("weights", "gradients", "optimizer_state", "activations", "input")
+COLUMNS = (
+    "model",
+    "protocol",
+    "batch",
+    "bits",
+    "device_peak_mb",
+    "analytic_mb",
+    *(f"{p}_mb" for p in PARTS),
+    "trained_params",
+    "step_start_mb",
+    "payload_mb",
+    "device",
+    "seconds",
+    "seed",
+    "error",
+)
+
+
+def run(ctx: BenchContext) -> dict[str, Any]:
+    """Measure every (protocol, batch) pair; write ``memory.csv``, ``memory.json``, the figure."""
+    from sflam_opt.bench import plots
+    from sflam_opt.training.memory import measure_device_memory
+
+    p = ctx.profile
+    started, started_utc = time.perf_counter(), utc_now()
+    plan = [(proto, b) for b in p.memory_batches for proto in ("sflam", "fl")]
+    rows: list[dict[str, Any]] = []
+    method = None
+    for proto, batch in plan:
+        ctx.progress(f"memory: {p.memory_model} {proto} batch {batch}", 0.0)
+        t0 = time.perf_counter()
+        row: dict[str, Any] = {"model": p.memory_model, "protocol": proto, "batch": batch}
+        try:
+            res = measure_device_memory(p.memory_model, batch, proto, seed=p.seed)
+        except Exception as exc:  # noqa: BLE001 - recorded in the CSV and the report
+            logger.warning("memory %s batch %d failed: %s", proto, batch, exc)
+            row["error"] = f"{type(exc).__name__}: {exc}"
+        else:
+            method = res.get("method", method)
+            row.update(
+                bits=res.get("bits"),
+                device_peak_mb=res["device_peak_mb"],
+                analytic_mb=res.get("analytic_mb"),
+                trained_params=res.get("trained_params"),
+                step_start_mb=res.get("step_start_mb"),
+                payload_mb=res.get("payload_mb"),
+                device=res.get("device"),
+                seed=res.get("seed", p.seed),
+                **{f"{k}_mb": v for k, v in res.get("breakdown_mb", {}).items()},
+            )
+        row["seconds"] = time.perf_counter() - t0
+        rows.append(row)
+        ctx.progress(f"memory: {p.memory_model} {proto} batch {batch}", 1.0 / len(plan))
+    ratios = []
+    by = {(r["protocol"], r["batch"]): r for r in rows}
+    for b in p.memory_batches:
+        s, f = by.get(("sflam", b)), by.get(("fl", b))
+        if s and f and s.get("device_peak_mb") and f.get("device_peak_mb"):
+            ratios.append(
+                {
+                    "batch": b,
+                    "sflam_mb": s["device_peak_mb"],
+                    "fl_mb": f["device_peak_mb"],
+                    "fl_over_sflam": f["device_peak_mb"] / s["device_peak_mb"],
+                }
+            )
+    ctx.csv("memory", rows, COLUMNS)
+    ctx.json(
+        "memory",
+        {"meta": ctx.meta("memory", started, started_utc), "method": method, "ratios": ratios},
+    )
+    ctx.written.extend(plots.memory_figures(ctx.figures))
+    return {"rows": rows, "ratios": ratios}

@@ -1,0 +1,608 @@
+"""Solver benchmarks (issue 7): speed ladder, optimality gap, savings, Pareto front, BCD behaviour.
+
+Everything is measured on the formulation's default scenario (formulation §7,
+``Scenario.default(N, seed)``) or on random small instances from :func:`small_instance`, through
+the public :func:`sflam_opt.solve` entry point, so what is timed is exactly what a user calls
+(argument checks, the target check and the final evaluation included).
+
+Outputs in ``<out>/figures/``: ``solve_speed.{csv,png}``, ``solve_optimality.csv`` (one row per
+instance and method), ``solve_optimality_summary.csv``, ``solve_optimality.png``,
+``solve_savings.csv``, ``solve_pareto.{csv,png}``, ``solve_bcd_trace.{csv,png}`` and
+``solve.json`` (metadata, summaries, fitted exponents, stall-escape counts).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from sflam_opt.bench.common import BenchContext, median, peak_memory, rss_peak, utc_now
+from sflam_opt.costs import breakdown, equal_allocation
+from sflam_opt.scenario import Devices, Scenario
+from sflam_opt.solvers import available_solvers, solve
+
+__all__ = [
+    "GAP_TOLERANCE",
+    "bcd_trace",
+    "fit_exponent",
+    "gap_summary",
+    "optimality",
+    "pareto",
+    "run",
+    "savings",
+    "small_instance",
+    "speed_ladder",
+    "stall_escapes",
+]
+
+logger = logging.getLogger(__name__)
+
+#: "Within tolerance" of the optimum: relative gap in J at most 0.1 %.
+GAP_TOLERANCE = 1e-3
+
+SPEED_COLUMNS = (
+    "solver",
+    "n_devices",
+    "status",
+    "objective",
+    "repeats",
+    "median_s",
+    "min_s",
+    "max_s",
+    "times_s",
+    "traced_peak_mib",
+    "rss_peak_delta_mib",
+    "iterations",
+    "seed",
+    "error",
+)
+OPT_COLUMNS = (
+    "seed",
+    "n_devices",
+    "latency_weight",
+    "constraint",
+    "levels",
+    "solver",
+    "status",
+    "objective",
+    "exact_status",
+    "exact_objective",
+    "gap",
+    "solve_time_s",
+    "stall_escapes",
+    "error",
+)
+OPT_SUMMARY_COLUMNS = (
+    "solver",
+    "instances",
+    "feasible",
+    "median_gap",
+    "p95_gap",
+    "worst_gap",
+    "best_gap",
+    "within_tol",
+    "median_time_s",
+)
+SAVINGS_COLUMNS = (
+    "n_devices",
+    "solver",
+    "status",
+    "objective",
+    "rounds",
+    "round_latency_s",
+    "round_energy_j",
+    "total_latency_s",
+    "total_energy_j",
+    "solve_time_s",
+    "seed",
+    "error",
+)
+PARETO_COLUMNS = (
+    "kind",
+    "solver",
+    "latency_weight",
+    "status",
+    "objective",
+    "total_latency_s",
+    "total_energy_j",
+    "rounds",
+    "seed",
+    "n_devices",
+)
+TRACE_COLUMNS = ("scenario", "n_devices", "iteration", "objective", "status", "stall_escapes")
+
+
+# ------------------------------------------------------------------------------- helpers
+def _has(solver: str) -> bool:
+    return solver in available_solvers()
+
+
+def _record(scenario: Scenario, solver: str, **options: Any) -> dict[str, Any]:
+    """Solve and flatten the result; an exception inside a solver becomes ``status="error"``.
+
+    A benchmark run takes many minutes, so one crashing solver must not lose every other number;
+    the error text is recorded and shown in the report instead.
+    """
+    try:
+        res = solve(scenario, solver=solver, **options)
+    except Exception as exc:  # noqa: BLE001 - recorded, reported, never hidden
+        logger.warning("solver %s raised on N=%d: %s", solver, scenario.n_devices, exc)
+        return {
+            "solver": solver,
+            "status": "error",
+            "objective": math.inf,
+            "error": f"{type(exc).__name__}: {exc}",
+            "solve_time_s": math.nan,
+            "iterations": [],
+            "info": {},
+        }
+    ev = res.evaluation
+    out: dict[str, Any] = {
+        "solver": solver,
+        "status": res.status,
+        "objective": res.objective,
+        "solve_time_s": res.solve_time_s,
+        "iterations": list(res.iterations),
+        "info": dict(res.info),
+        "message": res.message,
+        "error": None,
+    }
+    if ev is not None and res.success:
+        out.update(
+            rounds=ev.rounds,
+            round_latency_s=ev.round_latency_s,
+            round_energy_j=ev.round_energy_j,
+            total_latency_s=ev.total_latency_s,
+            total_energy_j=ev.total_energy_j,
+        )
+    return out
+
+
+def stall_escapes(info: Mapping[str, Any]) -> int | None:
+    """Number of stall escapes a BCD run reported in ``info`` (None if it reports none)."""
+    for key in ("stall_escapes", "escapes", "stall_escape_count"):
+        if key in info:
+            v = info[key]
+            if isinstance(v, list | tuple):
+                return len(v)
+            return int(v)
+    return None
+
+
+def fit_exponent(sizes: Sequence[float], times: Sequence[float]) -> dict[str, Any] | None:
+    """Least-squares slope of log(time) on log(N): time ~ c N^k.
+
+    Fitted on the points with N >= 100 when there are at least two (small N measures fixed
+    overhead, not growth), else on all finite points. None when fewer than two points remain.
+    """
+    pts = [
+        (float(n), float(t))
+        for n, t in zip(sizes, times, strict=True)
+        if t is not None and math.isfinite(t) and t > 0
+    ]
+    big = [p for p in pts if p[0] >= 100]
+    use = big if len(big) >= 2 else pts
+    if len(use) < 2:
+        return None
+    x = np.log([p[0] for p in use])
+    y = np.log([p[1] for p in use])
+    k, logc = np.polyfit(x, y, 1)
+    return {
+        "exponent": float(k),
+        "coefficient_s": float(np.exp(logc)),
+        "fit_sizes": [p[0] for p in use],
+    }
+
+
+# ------------------------------------------------------------------------------- speed
+def speed_ladder(ctx: BenchContext) -> dict[str, Any]:
+    """Median solve time and peak memory of ``bcd`` and ``fast`` over the profile's N ladder.
+
+    Each point: ``repeats`` timed solves (median, min, max of ``SolveResult.solve_time_s``; the
+    resident-set rise is recorded during them at no cost), then one more solve under
+    :func:`~sflam_opt.bench.common.peak_memory` for the traced peak (timed runs are not traced).
+    A point whose solve takes longer than ``speed_time_cap_s`` stops after that run (``repeats``
+    records how many ran) and gets no traced run, so that ``bench all`` stays within its budget.
+    """
+    p = ctx.profile
+    plan = [("bcd", n) for n in p.bcd_sizes] + [("fast", n) for n in p.fast_sizes]
+    rows: list[dict[str, Any]] = []
+    for solver, n in plan:
+        ctx.progress(f"speed: {solver} N={n}", 0.0)
+        row: dict[str, Any] = {"solver": solver, "n_devices": n, "seed": p.seed, "repeats": 0}
+        if not _has(solver):
+            row.update(status="unavailable", error=f"solver {solver!r} is not registered")
+            rows.append(row)
+            ctx.progress(f"speed: {solver} N={n}", 1.0 / len(plan))
+            continue
+        scn = Scenario.default(devices=n, seed=p.seed)
+        times: list[float] = []
+        rss: list[float] = []
+        rec: dict[str, Any] = {}
+        for _ in range(p.repeats):
+            rec, mem = rss_peak(lambda scn=scn, solver=solver: _record(scn, solver))
+            times.append(rec["solve_time_s"])
+            if mem is not None:
+                rss.append(mem)
+            if rec["status"] == "error" or rec["solve_time_s"] > p.speed_time_cap_s:
+                break
+        row.update(
+            status=rec["status"],
+            objective=rec["objective"],
+            repeats=len(times),
+            median_s=median(times),
+            min_s=min(times),
+            max_s=max(times),
+            times_s=times,
+            rss_peak_delta_mib=max(rss) if rss else None,
+            iterations=len(rec["iterations"]),
+            error=rec.get("error"),
+        )
+        if rec["status"] != "error" and max(times) <= p.speed_time_cap_s:
+            # A separate traced run: tracemalloc slows allocation-heavy code, so it never
+            # overlaps the timed runs; skipped where one solve already exceeds the cap.
+            _, mem = peak_memory(lambda scn=scn, solver=solver: solve(scn, solver=solver))
+            row["traced_peak_mib"] = mem["traced_peak_mib"]
+        rows.append(row)
+        ctx.progress(f"speed: {solver} N={n}", 1.0 / len(plan))
+    fits = {}
+    for solver in ("bcd", "fast"):
+        pts = [r for r in rows if r["solver"] == solver and r.get("median_s") is not None]
+        fits[solver] = fit_exponent([r["n_devices"] for r in pts], [r["median_s"] for r in pts])
+    ctx.csv("solve_speed", rows, SPEED_COLUMNS)
+    return {"rows": rows, "fits": fits}
+
+
+# ------------------------------------------------------------------------------- optimality
+def small_instance(seed: int) -> tuple[Scenario, str]:
+    """A random 3-4 device instance for the optimality benchmark, and its constraint kind.
+
+    Devices at 50-500 m, CPUs 0.5-2 GHz, Pmax 0.05-0.3 W, 100-1000 samples; latency weight,
+    target epsilon, q and bandwidth drawn at random; a quarter use a random subset of bit widths.
+    About 15 % get a round deadline at 80 % of the equal baseline's round latency and 15 % a
+    per-device energy cap at 90 % of its largest device energy (active, typically satisfiable).
+
+    Returns
+    -------
+    (Scenario, str)
+        The instance and ``"none"``, ``"deadline"`` or ``"energy"``.
+    """
+    rng = np.random.default_rng([7, seed])
+    n = int(rng.integers(3, 5))
+    base = Scenario.default(devices=n, seed=seed)
+    devs = Devices(
+        ids=tuple(range(n)),
+        gain_db=np.zeros(n),
+        cpu_hz=np.round(rng.uniform(0.5e9, 2e9, n), -3),
+        max_power_w=np.round(rng.uniform(0.05, 0.3, n), 3),
+        samples=rng.integers(100, 1000, n).astype(np.int64),
+        distance_m=np.round(rng.uniform(50.0, 500.0, n), 2),
+    )
+    if rng.random() < 0.25:
+        picks = rng.choice(np.arange(1, 17), size=int(rng.integers(2, 6)), replace=False)
+        levels = sorted({int(b) for b in picks} | {16})
+    else:
+        levels = list(range(2, 17))
+    scn = base.replace(
+        devices=devs,
+        bits=levels,
+        objective={"latency_weight": float(np.round(rng.uniform(0.0, 1.0), 3))},
+        convergence={
+            "epsilon": float(np.round(rng.uniform(0.3, 0.8), 3)),
+            "q": float(np.round(rng.uniform(0.2, 3.0), 3)),
+        },
+        system={"bandwidth_hz": float(np.round(rng.uniform(5e6, 40e6), -3))},
+    )
+    kind = rng.random()
+    if kind < 0.15:
+        t_eq = float(breakdown(scn, equal_allocation(scn)).latency_s.max())
+        return scn.replace(constraints={"round_deadline_s": float(np.round(0.8 * t_eq, 3))}), (
+            "deadline"
+        )
+    if kind < 0.3:
+        e_eq = breakdown(scn, equal_allocation(scn)).energy_j
+        return scn.replace(constraints={"device_energy_j": float(np.round(0.9 * e_eq.max(), 3))}), (
+            "energy"
+        )
+    return scn, "none"
+
+
+def _quantile(values: np.ndarray, q: float) -> float:
+    # Empirical quantile without interpolation, so infinite gaps (infeasible baselines) give inf
+    # instead of nan.
+    return float(np.quantile(values, q, method="inverted_cdf")) if values.size else math.nan
+
+
+def gap_summary(rows: Sequence[Mapping[str, Any]], solvers: Sequence[str]) -> list[dict[str, Any]]:
+    """Per solver: median, 95th percentile, worst and best gap, share within 0.1 %, median time.
+
+    Only instances where ``exact`` proved an optimum count. A method that returns no feasible
+    allocation on such an instance has gap = inf there (it counts against the share).
+    """
+    out = []
+    for s in solvers:
+        mine = [r for r in rows if r["solver"] == s and r.get("exact_status") == "optimal"]
+        gaps = np.array(
+            [math.inf if r.get("gap") is None else float(r["gap"]) for r in mine], dtype=float
+        )
+        feasible = int(np.isfinite(gaps).sum())
+        out.append(
+            {
+                "solver": s,
+                "instances": len(mine),
+                "feasible": feasible,
+                "median_gap": _quantile(gaps, 0.5),
+                "p95_gap": _quantile(gaps, 0.95),
+                "worst_gap": float(gaps.max()) if gaps.size else math.nan,
+                "best_gap": float(gaps.min()) if gaps.size else math.nan,
+                "within_tol": float(np.mean(gaps <= GAP_TOLERANCE)) if gaps.size else math.nan,
+                "median_time_s": median(r.get("solve_time_s") for r in mine),
+            }
+        )
+    return out
+
+
+def optimality(ctx: BenchContext) -> dict[str, Any]:
+    """Gap ``J / J_exact - 1`` of every solver and baseline over random small instances."""
+    p = ctx.profile
+    seeds = list(range(p.seed, p.seed + p.optimality_instances))
+    solvers = [s for s in p.optimality_solvers if _has(s)]
+    missing = [s for s in p.optimality_solvers if not _has(s)]
+    rows: list[dict[str, Any]] = []
+    have_exact = _has("exact")
+    for seed in seeds:
+        ctx.progress(f"optimality: instance seed {seed}", 0.0)
+        scn, kind = small_instance(seed)
+        ref = _record(scn, "exact") if have_exact else {"status": "unavailable", "objective": None}
+        common = {
+            "seed": seed,
+            "n_devices": scn.n_devices,
+            "latency_weight": scn.objective.latency_weight,
+            "constraint": kind,
+            "levels": list(scn.bits.levels),
+            "exact_status": ref["status"],
+            "exact_objective": ref["objective"],
+        }
+        if have_exact:
+            rows.append({**common, **_opt_row(ref, ref)})
+        for s in solvers:
+            rows.append({**common, **_opt_row(_record(scn, s), ref)})
+        ctx.progress(f"optimality: instance seed {seed}", 1.0 / len(seeds))
+    ctx.csv("solve_optimality", rows, OPT_COLUMNS)
+    summary = gap_summary(rows, solvers)
+    ctx.csv("solve_optimality_summary", summary, OPT_SUMMARY_COLUMNS)
+    exact_status: dict[str, int] = {}
+    for r in rows:
+        if r["solver"] == "exact":
+            exact_status[r["status"]] = exact_status.get(r["status"], 0) + 1
+    escapes = [r["stall_escapes"] for r in rows if r["solver"] == "bcd"]
+    return {
+        "seeds": seeds,
+        "summary": summary,
+        "unavailable": missing + ([] if have_exact else ["exact"]),
+        "exact_status_counts": exact_status,
+        "bcd_stall_escapes": _escape_stats(escapes),
+    }
+
+
+def _opt_row(rec: Mapping[str, Any], ref: Mapping[str, Any]) -> dict[str, Any]:
+    gap = None
+    j, j0 = rec.get("objective"), ref.get("objective")
+    ok = rec["status"] in ("optimal", "converged", "max_iter")
+    if ok and ref.get("status") == "optimal" and j0 and math.isfinite(j0) and math.isfinite(j):
+        gap = j / j0 - 1.0
+    return {
+        "solver": rec["solver"],
+        "status": rec["status"],
+        "objective": j if ok else None,
+        "gap": gap,
+        "solve_time_s": rec.get("solve_time_s"),
+        "stall_escapes": stall_escapes(rec.get("info", {})),
+        "error": rec.get("error"),
+    }
+
+
+def _escape_stats(escapes: Sequence[int | None]) -> dict[str, Any]:
+    known = [e for e in escapes if e is not None]
+    return {
+        "runs": len(escapes),
+        "reported": len(known),
+        "runs_with_escape": int(sum(1 for e in known if e > 0)),
+        "total_escapes": int(sum(known)),
+    }
+
+
+# ------------------------------------------------------------------------------- savings
+def savings(ctx: BenchContext) -> dict[str, Any]:
+    """J, total latency and total energy of each solver and baseline on the default scenario."""
+    p = ctx.profile
+    methods = [*p.savings_solvers, *p.savings_baselines]
+    plan = [
+        (n, m)
+        for n in p.savings_sizes
+        for m in methods
+        if not (m == "bcd" and n > p.bcd_max_savings_n)
+    ]
+    skipped = [
+        {
+            "n_devices": n,
+            "solver": "bcd",
+            "reason": f"N > bcd_max_savings_n = {p.bcd_max_savings_n}",
+        }
+        for n in p.savings_sizes
+        if "bcd" in methods and n > p.bcd_max_savings_n
+    ]
+    rows: list[dict[str, Any]] = []
+    cache: dict[int, Scenario] = {}
+    for n, m in plan:
+        ctx.progress(f"savings: {m} N={n}", 0.0)
+        scn = cache.setdefault(n, Scenario.default(devices=n, seed=p.seed))
+        if _has(m):
+            rec = _record(scn, m)
+        else:
+            rec = {"status": "unavailable", "error": f"solver {m!r} is not registered"}
+        rows.append({"n_devices": n, "seed": p.seed, **rec, "solver": m})
+        ctx.progress(f"savings: {m} N={n}", 1.0 / len(plan))
+    ctx.csv("solve_savings", rows, SAVINGS_COLUMNS)
+    return {
+        "skipped": skipped,
+        "table": savings_table(rows, p.savings_solvers, p.savings_baselines),
+    }
+
+
+def savings_table(
+    rows: Sequence[Mapping[str, Any]], solvers: Sequence[str], baselines: Sequence[str]
+) -> list[dict[str, Any]]:
+    """Relative reductions ``1 - solver / baseline`` of J, total latency and total energy."""
+    by = {(r["n_devices"], r["solver"]): r for r in rows}
+    out = []
+    for n in sorted({r["n_devices"] for r in rows}):
+        for s in solvers:
+            a = by.get((n, s))
+            if a is None or a.get("total_latency_s") is None:
+                continue
+            for b in baselines:
+                c = by.get((n, b))
+                if c is None or c.get("total_latency_s") is None:
+                    continue
+                out.append(
+                    {
+                        "n_devices": n,
+                        "solver": s,
+                        "baseline": b,
+                        "objective_saving": 1.0 - a["objective"] / c["objective"],
+                        "latency_saving": 1.0 - a["total_latency_s"] / c["total_latency_s"],
+                        "energy_saving": 1.0 - a["total_energy_j"] / c["total_energy_j"],
+                    }
+                )
+    return out
+
+
+# ------------------------------------------------------------------------------- pareto
+def pareto(ctx: BenchContext) -> dict[str, Any]:
+    """Latency-energy front of the Pareto solver over latency weights, baselines marked.
+
+    The front re-solves the default scenario at each weight omega. Baselines are marked at the
+    scenario's own weight (0.5), where their J is computed.
+    """
+    p = ctx.profile
+    scn = Scenario.default(devices=p.pareto_devices, seed=p.seed)
+    rows: list[dict[str, Any]] = []
+    total = len(p.pareto_weights) + len(p.savings_baselines)
+    for w in p.pareto_weights:
+        ctx.progress(f"pareto: {p.pareto_solver} omega={w:g}", 0.0)
+        rec = _record(scn.replace(objective={"latency_weight": float(w)}), p.pareto_solver)
+        rows.append({"kind": "front", "latency_weight": w, **rec})
+        ctx.progress(f"pareto: {p.pareto_solver} omega={w:g}", 1.0 / total)
+    for b in p.savings_baselines:
+        if _has(b):
+            rows.append(
+                {
+                    "kind": "baseline",
+                    "latency_weight": scn.objective.latency_weight,
+                    **_record(scn, b),
+                }
+            )
+        ctx.progress(f"pareto: baseline {b}", 1.0 / total)
+    for r in rows:
+        r.update(seed=p.seed, n_devices=p.pareto_devices)
+    ctx.csv("solve_pareto", rows, PARETO_COLUMNS)
+    return {
+        "solver": p.pareto_solver,
+        "n_devices": p.pareto_devices,
+        "weights": list(p.pareto_weights),
+    }
+
+
+# ------------------------------------------------------------------------------- bcd
+def trace_scenarios(profile: Any) -> dict[str, Scenario]:
+    """Scenarios whose BCD iterations are traced: default N ladder plus constrained variants."""
+    out = {
+        f"default N={n}": Scenario.default(devices=n, seed=profile.seed)
+        for n in profile.bcd_trace_sizes
+    }
+    base = Scenario.default(devices=10, seed=profile.seed)
+    t_eq = float(breakdown(base, equal_allocation(base)).latency_s.max())
+    e_eq = float(breakdown(base, equal_allocation(base)).energy_j.max())
+    out["N=10, deadline 0.8 T_equal"] = base.replace(
+        constraints={"round_deadline_s": float(np.round(0.8 * t_eq, 3))}
+    )
+    out["N=10, energy cap 0.9 E_equal"] = base.replace(
+        constraints={"device_energy_j": float(np.round(0.9 * e_eq, 3))}
+    )
+    out["N=10, latency only"] = base.replace(objective={"latency_weight": 1.0})
+    return out
+
+
+def bcd_trace(ctx: BenchContext) -> dict[str, Any]:
+    """J after every BCD outer iteration on a few scenarios, and the stall escapes it needed."""
+    if not _has("bcd"):
+        ctx.csv("solve_bcd_trace", [], TRACE_COLUMNS)
+        return {"unavailable": True, "runs": []}
+    scns = trace_scenarios(ctx.profile)
+    rows: list[dict[str, Any]] = []
+    runs = []
+    for name, scn in scns.items():
+        ctx.progress(f"bcd trace: {name}", 0.0)
+        rec = _record(scn, "bcd")
+        esc = stall_escapes(rec.get("info", {}))
+        runs.append(
+            {
+                "scenario": name,
+                "status": rec["status"],
+                "iterations": len(rec["iterations"]),
+                "objective": rec["objective"],
+                "stall_escapes": esc,
+                "solve_time_s": rec["solve_time_s"],
+                "error": rec.get("error"),
+            }
+        )
+        for i, j in enumerate(rec["iterations"], start=1):
+            rows.append(
+                {
+                    "scenario": name,
+                    "n_devices": scn.n_devices,
+                    "iteration": i,
+                    "objective": j,
+                    "status": rec["status"],
+                    "stall_escapes": esc,
+                }
+            )
+        ctx.progress(f"bcd trace: {name}", 1.0 / len(scns))
+    ctx.csv("solve_bcd_trace", rows, TRACE_COLUMNS)
+    return {"runs": runs, "stall_escapes": _escape_stats([r["stall_escapes"] for r in runs])}
+
+
+# ------------------------------------------------------------------------------- driver
+PARTS = ("speed", "optimality", "savings", "pareto", "bcd")
+
+
+def run(ctx: BenchContext, parts: Sequence[str] = PARTS) -> dict[str, Any]:
+    """Run the solver benchmarks, write their CSV files, figures and ``solve.json``."""
+    from sflam_opt.bench import plots
+
+    started, started_utc = time.perf_counter(), utc_now()
+    doc: dict[str, Any] = {}
+    timings: dict[str, float] = {}
+    funcs = {
+        "speed": speed_ladder,
+        "optimality": optimality,
+        "savings": savings,
+        "pareto": pareto,
+        "bcd": bcd_trace,
+    }
+    for part in parts:
+        t0 = time.perf_counter()
+        doc[part] = funcs[part](ctx)
+        timings[part] = time.perf_counter() - t0
+    if "speed" in doc:
+        doc["speed"].pop("rows", None)
+    meta = ctx.meta("solve", started, started_utc, parts=list(parts), part_seconds=timings)
+    ctx.json("solve", {"meta": meta, **doc})
+    ctx.written.extend(plots.solve_figures(ctx.figures))
+    return doc
