@@ -46,6 +46,7 @@ from sflam_opt.solvers.base import SolveResult, register_solver
 from sflam_opt.solvers.continuous import (
     LN2,
     ZERO_LATENCY_WEIGHT_RTOL,
+    fmt_up,
     solve_continuous,
 )
 from sflam_opt.solvers.lambertw import h, h_from_expm1, phi, phi_inverse
@@ -180,8 +181,8 @@ def _energy_cap_check(scenario: Scenario, need_j: FloatArray, what: str) -> str 
     k = int(np.argmax(need_j))
     return (
         f"energy: device_energy_j = {cap:g} J is not above the least energy "
-        f"{need_j[k]:.6g} J of device {scenario.devices.ids[k]!r} {what}; raise it above "
-        f"{need_j.max():.6g} J"
+        f"{fmt_up(need_j[k])} J of device {scenario.devices.ids[k]!r} {what}; raise it above "
+        f"{fmt_up(need_j.max())} J"
     )
 
 
@@ -220,8 +221,8 @@ def solve_power_only(scenario: Scenario) -> SolveResult:
             None,
             "infeasible",
             f"deadline: round_deadline_s = {cons.round_deadline_s:g} s is below the fastest "
-            f"round {t_lo:.6g} s with equal bandwidth and the largest bits; raise it to at "
-            f"least {t_lo:.6g} s",
+            f"round {fmt_up(t_lo)} s with equal bandwidth and the largest bits; raise it to at "
+            f"least {fmt_up(t_lo)} s",
             backend="numpy",
         )
     w_t, w_e = ref.w_latency, ref.w_energy
@@ -381,9 +382,9 @@ def solve_bandwidth_only(scenario: Scenario) -> SolveResult:
             return SolveResult(
                 None,
                 "infeasible",
-                f"energy: device_energy_j = {cons.device_energy_j:g} J needs {need_bw:.6g} Hz "
-                f"at full power and the largest bits; raise it to at least {hi:.6g} J or "
-                f"bandwidth_hz above {need_bw:.6g} Hz",
+                f"energy: device_energy_j = {cons.device_energy_j:g} J needs {fmt_up(need_bw)} Hz "
+                f"at full power and the largest bits; raise it to at least {fmt_up(hi)} J or "
+                f"bandwidth_hz above {fmt_up(need_bw)} Hz",
                 backend="numpy",
             )
     # Fastest round: sum of the least bandwidths meeting T equals the band.
@@ -403,13 +404,17 @@ def solve_bandwidth_only(scenario: Scenario) -> SolveResult:
         t_min = float(np.nextafter(t_min, np.inf) * (1 + 1e-15))
     if cons.round_deadline_s is not None and t_min > cons.round_deadline_s:
         bw_need = sp.min_bandwidth(cons.round_deadline_s)
-        alt = f" or raise bandwidth_hz to at least {bw_need:.6g} Hz" if np.isfinite(bw_need) else ""
+        alt = (
+            f" or raise bandwidth_hz to at least {fmt_up(bw_need)} Hz"
+            if np.isfinite(bw_need)
+            else ""
+        )
         return SolveResult(
             None,
             "infeasible",
             f"deadline: round_deadline_s = {cons.round_deadline_s:g} s is below the fastest "
-            f"round {t_min:.6g} s at full power and the largest bits; raise it to at least "
-            f"{t_min:.6g} s{alt}",
+            f"round {fmt_up(t_min)} s at full power and the largest bits; raise it to at least "
+            f"{fmt_up(t_min)} s{alt}",
             backend="numpy",
         )
     w_t, w_e = ref.w_latency, ref.w_energy
@@ -556,7 +561,7 @@ def _bits_only_infeasible(scenario, t_nl, e_nl, pen, room) -> str:
                 if cand > limit:
                     return (
                         f"{name}: {key} = {limit:g} {unit} leaves too few bits at equal "
-                        f"bandwidth and full power; raise it to at least {cand:.6g} {unit}"
+                        f"bandwidth and full power; raise it to at least {fmt_up(cand)} {unit}"
                     )
                 break
     return (

@@ -514,6 +514,7 @@ def _search_time(
         return (cur if warm is None else _split_at_min(prm, rw, t_min)), capped
     best = _copy(cur)
     v_inf = prm.w_e * (prm.compute_j.sum() + rw.shannon.sum(axis=1))
+    v_floor = v_inf + prm.w_t * t_min
     log_wt = np.log(prm.w_t) if prm.w_t > 0 else -np.inf
     nan = np.full(m, np.nan)
     lo_v, hi_v, lo_g, hi_g = nan.copy(), nan.copy(), nan.copy(), nan.copy()
@@ -536,6 +537,9 @@ def _search_time(
         _put(hi_sp, ipos, _take(sp, np.flatnonzero(~neg)))
         at_min = ~neg & (sp.t <= t_min[idx])
         at_max = neg & (sp.t >= t_max[idx])
+        # V* >= w_T T_min + w_E E_inf: a point this close to the lower bound is certified (this
+        # stops tiny latency weights from chasing an optimum at astronomically large T).
+        at_max |= neg & (sp.value <= (1.0 + rtol) * v_floor[idx])
         if prm.w_t == 0.0:
             # V falls forever without a deadline: stop within the documented factor of inf V.
             near = neg & (sp.value <= (1.0 + ZERO_LATENCY_WEIGHT_RTOL) * v_inf[idx])
@@ -752,6 +756,15 @@ def solve_continuous(
     )
 
 
+def fmt_up(x: float, digits: int = 6) -> str:
+    """``x`` to ``digits`` significant digits rounded *up*: a printed relaxation must suffice."""
+    x = float(x)
+    if not np.isfinite(x) or x <= 0:
+        return f"{x:g}"
+    q = 10.0 ** (np.floor(np.log10(x)) - digits + 1)
+    return f"{np.ceil(x / q) * q:.{digits}g}"
+
+
 def infeasibility_message(
     scenario: Scenario, bits: NDArray[np.int64], code: int, t_min: float
 ) -> str:
@@ -769,15 +782,15 @@ def infeasibility_message(
         need = prm.compute_j + shannon_energy(prm, payload_bits(scenario, bits))
         return (
             f"energy: device_energy_j = {scenario.constraints.device_energy_j:g} J is not above "
-            f"compute + Shannon-limit upload energy {need.max():.6g} J of device "
+            f"compute + Shannon-limit upload energy {fmt_up(need.max())} J of device "
             f"{scenario.devices.ids[int(np.argmax(need))]!r} at these bits; raise it above "
-            f"{need.max():.6g} J"
+            f"{fmt_up(need.max())} J"
         )
     if code == INFEASIBLE_DEADLINE:
         return (
             f"deadline: round_deadline_s = {scenario.constraints.round_deadline_s:g} s is below "
-            f"the fastest possible round {t_min:.6g} s at these bits; raise it to at least "
-            f"{t_min:.6g} s"
+            f"the fastest possible round {fmt_up(t_min)} s at these bits; raise it to at least "
+            f"{fmt_up(t_min)} s"
         )
     raise ValueError(f"unknown status code {code}")
 
@@ -1003,7 +1016,7 @@ def diagnose(scenario: Scenario, ref: Reference | None = None) -> Feasibility:
             False,
             f"energy: device_energy_j = {cap:g} J is too low for the bits the convergence "
             f"target needs (compute + upload energy{' within the deadline' if deadline else ''}); "
-            f"raise it above {c_need:.6g} J",
+            f"raise it above {fmt_up(c_need)} J",
             None,
             exact,
         )
@@ -1020,12 +1033,14 @@ def diagnose(scenario: Scenario, ref: Reference | None = None) -> Feasibility:
             break
         t_hi *= 2.0
     d_need = _bisect_up(lambda t: check(t, budget)[0], max(deadline, t_lo), t_hi)
-    extra = f", or raise bandwidth_hz to at least {bw_need:.6g} Hz" if np.isfinite(bw_need) else ""
+    extra = (
+        f", or raise bandwidth_hz to at least {fmt_up(bw_need)} Hz" if np.isfinite(bw_need) else ""
+    )
     return Feasibility(
         False,
         f"deadline: round_deadline_s = {deadline:g} s is below the fastest possible round "
-        f"{d_need:.6g} s (full power, the fewest bits the target allows); raise it to at least "
-        f"{d_need:.6g} s{extra}",
+        f"{fmt_up(d_need)} s (full power, the fewest bits the target allows); raise it to at least "
+        f"{fmt_up(d_need)} s{extra}",
         None,
         exact,
     )

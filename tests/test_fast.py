@@ -1,0 +1,140 @@
+"""The ``fast`` solver: quality against ``exact``, constraints, infeasibility, scale."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import reference_scenarios as refs
+
+from sflam_opt.errors import SolverArgumentError
+from sflam_opt.scenario import Scenario
+from sflam_opt.solvers import solve
+
+SMALL = refs.small_set(50)
+
+
+@pytest.fixture(scope="module")
+def small_results():
+    return [(solve(s, "fast"), solve(s, "exact")) for s in SMALL]
+
+
+def test_fast_within_a_tenth_of_a_percent_of_exact_on_small_set(small_results):
+    gaps = []
+    for k, (fast, exact) in enumerate(small_results):
+        assert fast.status != "failed" and exact.status != "failed", k
+        if exact.status == "infeasible":
+            # Both agree that nothing works, with the same diagnosis.
+            assert fast.status == "infeasible" and fast.message == exact.message, k
+            continue
+        assert exact.status == "optimal"
+        assert fast.status == "converged", (k, fast.message)
+        gaps.append(fast.objective / exact.objective - 1.0)
+    gaps = np.array(gaps)
+    assert gaps.size >= 40  # most of the set is feasible
+    assert np.all(gaps >= -1e-9)  # exact is a global optimum
+    # Measured: every feasible instance, worst gap ~1e-11 (the polish reaches the optimum).
+    assert np.all(gaps <= 1e-3), gaps.max()
+
+
+def test_fast_allocations_pass_evaluate_and_respect_constraints(small_results):
+    for s, (fast, _) in zip(SMALL, small_results, strict=True):
+        if fast.status == "infeasible":
+            assert fast.allocation is None
+            continue
+        assert fast.evaluation.violations == []
+        c = s.constraints
+        bd = fast.evaluation.breakdown
+        if c.round_deadline_s is not None:
+            assert bd.latency_s.max() <= c.round_deadline_s * (1 + 1e-9)
+        if c.device_energy_j is not None:
+            assert bd.energy_j.max() <= c.device_energy_j * (1 + 1e-9)
+        assert fast.iterations[-1] == pytest.approx(fast.objective, rel=1e-9)
+        assert all(np.diff(fast.iterations) <= 0)  # every accepted step lowers J
+
+
+@pytest.mark.parametrize("name", list(refs.named()))
+def test_fast_no_worse_than_any_baseline(name):
+    s = refs.named()[name]
+    fast = solve(s, "fast")
+    for base in ("equal", "fixed-bits", "bandwidth-only", "power-only", "bits-only"):
+        r = solve(s, base)
+        if r.status in ("optimal", "converged"):
+            assert fast.objective <= r.objective * (1 + 1e-9), base
+        if base == "equal" and r.status == "converged":
+            assert fast.objective <= 1.0
+
+
+def test_deadline_infeasible_names_the_deadline_that_works():
+    s = refs.named()["deadline"]  # 90 s, below the fastest possible round
+    r = solve(s, "fast")
+    assert r.status == "infeasible" and r.allocation is None
+    assert r.message.startswith("deadline: round_deadline_s = 90 s")
+    need = float(r.message.split("raise it to at least ")[1].split(" s")[0])
+    ok = solve(s.replace(constraints={"round_deadline_s": need}), "fast")
+    assert ok.status == "converged" and ok.evaluation.round_latency_s <= need * (1 + 1e-9)
+    assert solve(s.replace(constraints={"round_deadline_s": need * 0.999}), "fast").status == (
+        "infeasible"
+    )
+
+
+def test_energy_cap_infeasible_names_the_cap_that_works():
+    s = refs.named()["energy_cap"]  # 20 J per device: below compute + Shannon-limit upload
+    r = solve(s, "fast")
+    assert r.status == "infeasible" and r.message.startswith("energy: device_energy_j = 20 J")
+    need = float(r.message.split("raise it above ")[1].split(" J")[0])
+    ok = solve(s.replace(constraints={"device_energy_j": need * 1.001}), "fast")
+    assert ok.status == "converged"
+    assert ok.evaluation.breakdown.energy_j.max() <= need * 1.001 * (1 + 1e-9)
+    assert solve(s.replace(constraints={"device_energy_j": need * 0.999}), "fast").status == (
+        "infeasible"
+    )
+
+
+def test_unreachable_target_is_infeasible_with_the_epsilon_needed():
+    s = refs.named()["default10"].replace(convergence={"epsilon": 0.27})  # = phi0
+    r = solve(s, "fast")
+    assert (
+        r.status == "infeasible" and "epsilon" in r.message and "raise epsilon above" in r.message
+    )
+
+
+def test_bandwidth_too_small_for_deadline_offers_the_bandwidth_needed():
+    s = refs.small_set(50)[1]
+    r = solve(s, "fast")
+    assert r.status == "infeasible" and "raise bandwidth_hz to at least" in r.message
+    bw = float(r.message.split("raise bandwidth_hz to at least ")[1].split(" Hz")[0])
+    wide = s.replace(system={"bandwidth_hz": bw * 1.0001})
+    assert solve(wide, "fast").status == "converged"
+
+
+def test_options_are_validated():
+    s = refs.named()["two_device"]
+    with pytest.raises(SolverArgumentError, match="max_iter"):
+        solve(s, "fast", max_iter=0)
+    with pytest.raises(SolverArgumentError, match="rtol"):
+        solve(s, "fast", rtol=0.5)
+    with pytest.raises(SolverArgumentError, match="not an option"):
+        solve(s, "fast", bits=4)
+
+
+def test_deterministic():
+    s = Scenario.default(devices=30, seed=5)
+    a, b = solve(s, "fast"), solve(s, "fast")
+    assert a.allocation == b.allocation and a.objective == b.objective
+
+
+def test_large_instances_without_polish_stay_close_to_polished():
+    # The Dinkelbach fixed point alone (what N = 1e5 relies on) is near the polished optimum.
+    s = Scenario.default(devices=60, seed=2)
+    plain = solve(s, "fast", polish=False)
+    full = solve(s, "fast")
+    assert plain.info["polish"] == "off" and full.info["polish"] != "off"
+    assert full.objective <= plain.objective <= full.objective * (1 + 1e-3)
+
+
+def test_runs_at_one_hundred_thousand_devices():
+    s = Scenario.default(devices=100_000, seed=0)
+    r = solve(s, "fast")
+    assert r.status == "converged" and r.evaluation.violations == []
+    assert r.objective < solve(s, "bits-only").objective
+    assert r.info["polish"] == "off"
