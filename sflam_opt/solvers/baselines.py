@@ -357,13 +357,9 @@ def solve_bandwidth_only(scenario: Scenario) -> SolveResult:
     b = np.full(n, scenario.bits.max, dtype=np.int64)
     sp = _FullPowerSplit(scenario, payload_bits(scenario, b))
     cons = scenario.constraints
-    why = _energy_cap_check(
-        scenario, sp.ce + sp.s, "at full power and the largest bits (unlimited bandwidth)"
-    )
-    if why is not None:
-        return SolveResult(None, "infeasible", why, backend="numpy")
     if cons.device_energy_j is not None:
-        # At full power the cap bounds y, i.e. needs a least bandwidth whatever the round time.
+        # At full power the cap bounds y from above, i.e. needs a least bandwidth whatever the
+        # round time (infinite when the cap is at or below compute + Shannon-limit energy).
         with np.errstate(divide="ignore"):
             need_bw = float(np.sum(sp.a / np.expm1(sp.y_e)))
         if not need_bw < sp.band:
@@ -379,12 +375,13 @@ def solve_bandwidth_only(scenario: Scenario) -> SolveResult:
             for _ in range(100):
                 mid = 0.5 * (lo + hi)
                 lo, hi = (lo, mid) if fits(mid) else (mid, hi)
+            alt = f" or bandwidth_hz above {fmt_up(need_bw)} Hz" if np.isfinite(need_bw) else ""
             return SolveResult(
                 None,
                 "infeasible",
-                f"energy: device_energy_j = {cons.device_energy_j:g} J needs {fmt_up(need_bw)} Hz "
-                f"at full power and the largest bits; raise it to at least {fmt_up(hi)} J or "
-                f"bandwidth_hz above {fmt_up(need_bw)} Hz",
+                f"energy: device_energy_j = {cons.device_energy_j:g} J cannot be met at full "
+                f"power and the largest bits within the band; raise it to at least "
+                f"{fmt_up(hi)} J{alt}",
                 backend="numpy",
             )
     # Fastest round: sum of the least bandwidths meeting T equals the band.
