@@ -125,7 +125,7 @@ def test_deterministic():
 
 def test_large_instances_without_polish_stay_close_to_polished():
     # The Dinkelbach fixed point alone (what N = 1e5 relies on) is near the polished optimum.
-    s = Scenario.default(devices=60, seed=2)
+    s = Scenario.default(devices=30, seed=2)
     plain = solve(s, "fast", polish=False)
     full = solve(s, "fast")
     assert plain.info["polish"] == "off" and full.info["polish"] != "off"

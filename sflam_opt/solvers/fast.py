@@ -52,9 +52,9 @@ logger = logging.getLogger(__name__)
 FloatArray = NDArray[np.float64]
 
 #: Polish by exact single-device moves while (candidate rows x N) stays below this.
-POLISH_SINGLE_BUDGET = 400_000
+POLISH_SINGLE_BUDGET = 20_000
 #: Polish by exact two-device moves while (candidate rows x N) stays below this.
-POLISH_PAIR_BUDGET = 20_000
+POLISH_PAIR_BUDGET = 6_000
 
 
 @dataclass
