@@ -345,3 +345,21 @@ def test_more_bits_never_lower_the_continuous_cost(bits, bump, omega):
     v2 = two.objective / float(rounds_needed(s, b2))
     assert v2 >= v1 * (1 - 1e-9)
     assert two.min_round_latency_s >= one.min_round_latency_s * (1 - 1e-12)
+
+
+def test_bracketed_fallback_agrees_with_the_newton_split():
+    # The Newton split falls back to the bracketed method on rows that fail to converge;
+    # both must give the same market-clearing price and spectral variables.
+    from sflam_opt.solvers import continuous as cmod
+
+    s = refs.small_set(50)[7]  # energy cap: some devices held at a cap
+    bits = np.array([[6, 7, 5], [16, 16, 16], [3, 4, 3]])
+    prm = cmod._params(s, reference(s))
+    rw = cmod._rows(prm, payload_bits(s, bits))
+    t = 1.2 * cmod._min_round_time(prm, rw)
+    sp = cmod._split(prm, rw, t)
+    xf, lam = cmod._split_bracketed(prm, rw, t)
+    np.testing.assert_allclose(lam, sp.log_lam, rtol=1e-10)
+    np.testing.assert_allclose(xf, sp.x_free, rtol=1e-9)
+    bw = payload_bits(s, bits) * LN2 / (sp.u * sp.x)
+    np.testing.assert_allclose(bw.sum(axis=1), s.system.bandwidth_hz, rtol=1e-11)
