@@ -149,9 +149,13 @@ def _run_cli(
     )
     t0 = time.perf_counter()
     with Progress(*columns, console=err, transient=False) as bar:
-        tasks = {s: bar.add_task("waiting", total=1.0, section=s) for s in sections}
+        tasks = {s: bar.add_task("waiting", total=1.0, section=s, start=False) for s in sections}
+        started: set[str] = set()
 
         def progress(section: str, label: str, advance: float) -> None:
+            if section not in started:
+                started.add(section)
+                bar.start_task(tasks[section])
             bar.update(tasks[section], advance=advance, description=label)
 
         times = run_sections(sections, out, profile, command, cifar10_dir=cifar10_dir,

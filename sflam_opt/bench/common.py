@@ -103,6 +103,8 @@ class Profile:
     train_lr, train_lr_sl : float
         SGD learning rate of every protocol but SL, and of SL (sequential SL diverges at the
         parallel protocols' rate).
+    train_momentum : float
+        SGD momentum of the local optimizers.
     train_batch_size, train_local_iters : int
         Mini-batch size and local steps per round.
     train_solver : str
@@ -159,6 +161,7 @@ class Profile:
     train_target: float = 0.9
     train_lr: float = 0.05
     train_lr_sl: float = 0.02
+    train_momentum: float = 0.9
     train_batch_size: int = 16
     train_local_iters: int = 10
     train_solver: str = "fast"
@@ -189,7 +192,7 @@ PROFILES: dict[str, Profile] = {
         fast_sizes=(10, 100, 1000, 10_000),
         optimality_instances=20,
         savings_sizes=(10, 50),
-        bcd_max_savings_n=50,
+        bcd_max_savings_n=10,
         pareto_weights=(0.0, 0.25, 0.5, 0.75, 1.0),
         bcd_trace_sizes=(10,),
         train_alphas=(0.5,),
@@ -265,6 +268,10 @@ def machine_info() -> dict[str, Any]:
         cuda = bool(torch.cuda.is_available())
     except ImportError:
         threads, cuda = None, False
+    try:
+        load = round(os.getloadavg()[0], 2)
+    except OSError:
+        load = None
     return {
         "cpu": _cpu_model(),
         "logical_cores": os.cpu_count(),
@@ -281,6 +288,7 @@ def machine_info() -> dict[str, Any]:
         "cuda": cuda,
         "sflam_opt": _version("sflam-opt") or _package_version(),
         "git_commit": _git_commit(),
+        "load_avg_1m": load,
     }
 
 
@@ -462,6 +470,13 @@ class BenchContext:
     command: str
     progress: Progress = _no_progress
     written: list[Path] = field(default_factory=list)
+    load_at_start: float | None = None
+
+    def __post_init__(self) -> None:
+        try:
+            self.load_at_start = round(os.getloadavg()[0], 2)
+        except OSError:
+            self.load_at_start = None
 
     @property
     def figures(self) -> Path:
@@ -502,7 +517,7 @@ class BenchContext:
             "profile": self.profile.to_dict(),
             "started_utc": started_utc,
             "elapsed_s": time.perf_counter() - started,
-            "machine": machine_info(),
+            "machine": {**machine_info(), "load_avg_1m_at_start": self.load_at_start},
             **extra,
         }
 

@@ -86,6 +86,8 @@ _MACHINE_KEYS = (
     ("cuda", "CUDA available"),
     ("sflam_opt", "sflam-opt"),
     ("git_commit", "git commit"),
+    ("load_avg_1m_at_start", "load average at start (1 min)"),
+    ("load_avg_1m", "load average at end (1 min)"),
 )
 
 
@@ -282,22 +284,23 @@ def _savings(figures: Path, doc: Mapping[str, Any], cmd: str) -> list[str]:
     )
     sv = doc.get("table", [])
     if sv:
-        out += ["", "Reduction against each baseline (1 - solver / baseline):", ""]
+        baselines = list(dict.fromkeys(r["baseline"] for r in sv))
+        by = {(r["n_devices"], r["solver"], r["baseline"]): r for r in sv}
+        keys = list(dict.fromkeys((r["n_devices"], r["solver"]) for r in sv))
+        out += [
+            "",
+            "Reduction against each baseline, 1 - solver / baseline, as J / total latency / total "
+            "energy in %:",
+            "",
+        ]
         out.append(
             table(
-                ["N", "solver", "baseline", "J", "total latency", "total energy"],
+                ["N", "solver", *(f"vs `{b}`" for b in baselines)],
                 [
-                    [
-                        num(r["n_devices"]),
-                        f"`{r['solver']}`",
-                        f"`{r['baseline']}`",
-                        pct(r["objective_saving"]),
-                        pct(r["latency_saving"]),
-                        pct(r["energy_saving"]),
-                    ]
-                    for r in sv
+                    [num(n), f"`{s}`", *(_triple(by.get((n, s, b))) for b in baselines)]
+                    for n, s in keys
                 ],
-            )  # fmt: skip
+            )
         )
     for s in doc.get("skipped", []):
         out.append(f"\n`{s['solver']}` not run at N = {s['n_devices']}: {s['reason']}.")
@@ -308,6 +311,14 @@ def _savings(figures: Path, doc: Mapping[str, Any], cmd: str) -> list[str]:
         "",
     ]  # fmt: skip
     return out
+
+
+def _triple(r: Mapping[str, Any] | None) -> str:
+    if r is None:
+        return "-"
+    return " / ".join(
+        num(100.0 * r[k], 3) for k in ("objective_saving", "latency_saving", "energy_saving")
+    )
 
 
 def _pareto(figures: Path, doc: Mapping[str, Any], cmd: str) -> list[str]:
@@ -377,7 +388,12 @@ def _bcd(figures: Path, doc: Mapping[str, Any], opt: Mapping[str, Any], cmd: str
             out += ["", "`bcd` does not report stall escapes in `SolveResult.info`."]
     out += [
         "",
-        _figure("solve_bcd_trace.png", "BCD J per iteration", cmd, ["solve_bcd_trace.csv"]),
+        _figure(
+            "solve_bcd_trace.png",
+            "BCD J per iteration",
+            cmd,
+            ["solve_bcd_trace.csv", "solve_bcd_runs.csv"],
+        ),
         "",
     ]
     return out
@@ -446,6 +462,95 @@ def _memory(figures: Path, doc: Mapping[str, Any]) -> list[str]:
     return out
 
 
+# ------------------------------------------------------------------------------- headlines
+def _headlines(figures: Path, present: Mapping[str, Any]) -> list[str]:
+    """A few sentences with the numbers a user picks an allocator and a protocol by."""
+    out: list[str] = []
+    solve = present.get("solve")
+    parts = solve["meta"].get("parts", []) if solve else []
+    if "speed" in parts:
+        rows = read_csv(figures / "solve_speed.csv")
+        fits = solve.get("speed", {}).get("fits", {})
+        for solver in ("fast", "bcd"):
+            pts = [r for r in rows if r["solver"] == solver and r.get("median_s") is not None]
+            if not pts:
+                continue
+            big = max(pts, key=lambda r: r["n_devices"])
+            fit = fits.get(solver)
+            growth = f", time growing as N^{fit['exponent']:.2f}" if fit else ""
+            out.append(
+                f"`{solver}` solves the default scenario with N = {num(big['n_devices'])} devices "
+                f"in {num(big['median_s'], 3)} s (median of {big['repeats']}){growth}."
+            )
+    if "optimality" in parts:
+        summ = read_csv(figures / "solve_optimality_summary.csv")
+        for r in summ:
+            if r["solver"] in ("fast", "bcd") and r["instances"]:
+                out.append(
+                    f"`{r['solver']}` is within 0.1 % of the proven optimum (`exact`) on "
+                    f"{pct(r['within_tol'])} of {r['instances']} random small instances; worst "
+                    f"gap {pct(r['worst_gap'])}."
+                )
+        base = [r for r in summ if r["solver"] not in ("fast", "bcd") and r["instances"]]
+        if base:
+            best = min(base, key=lambda r: r["median_gap"] if r["median_gap"] is not None else 9e9)
+            out.append(
+                f"The best baseline, `{best['solver']}`, has a median gap of "
+                f"{pct(best['median_gap'])} (95th percentile {pct(best['p95_gap'])})."
+            )
+    if "savings" in parts:
+        sv = solve.get("savings", {}).get("table", [])
+        fast = [r for r in sv if r["solver"] == "fast"]
+        if fast:
+            n = max(r["n_devices"] for r in fast)
+            at = {r["baseline"]: r for r in fast if r["n_devices"] == n}
+            eq = at.get("equal")
+            others = [r for b, r in at.items() if b != "equal"]
+            text = f"On the default scenario with N = {num(n)}, `fast`"
+            if eq:
+                text += (
+                    f" lowers J by {pct(eq['objective_saving'])} against `equal` (total latency "
+                    f"{pct(eq['latency_saving'])}, total energy {pct(eq['energy_saving'])} lower)"
+                )
+            if others:
+                best = min(others, key=lambda r: r["objective_saving"])
+                text += (
+                    f"{' and' if eq else ''} by {pct(best['objective_saving'])} against the "
+                    f"strongest baseline, `{best['baseline']}`"
+                )
+            out.append(text + ".")
+    train = present.get("train")
+    if train and (figures / "train_summary.csv").exists():
+        prof = train["meta"]["profile"]
+        rows = read_csv(figures / "train_summary.csv")
+        a = float(prof["train_bits_alpha"])
+        by = {r["protocol"]: r for r in rows if r["alpha"] == a}
+        s, f = by.get("sflam"), by.get("sfl")
+        if s and f:
+            out.append(
+                f"Training (digits, α = {num(a)}, {prof['train_rounds']} rounds): SFLAM with "
+                f"solver bits (mean {num(s['mean_bits'], 3)}) ends at "
+                f"{pct(s['final_accuracy_mean'])} test accuracy against fp32 SFL's "
+                f"{pct(f['final_accuracy_mean'])}, sending {num(_ratio(f, s), 3)}x fewer uplink "
+                f"bytes; rounds to {pct(prof['train_target'], 2)}: "
+                f"{num(s['rounds_to_target_mean'], 3)} ({s['reached_target']} seeds) against "
+                f"{num(f['rounds_to_target_mean'], 3)} ({f['reached_target']})."
+            )
+    mem = present.get("memory")
+    if mem and mem.get("ratios"):
+        r = max(mem["ratios"], key=lambda r: r["batch"])
+        out.append(
+            f"Device memory at batch {r['batch']}: the FL device peaks at {num(r['fl_mb'])} MB, "
+            f"the SFLAM device at {num(r['sflam_mb'])} MB ({num(r['fl_over_sflam'], 3)}x less)."
+        )
+    return ["## Headlines", "", *(f"- {t}" for t in out), ""] if out else []
+
+
+def _ratio(a: Mapping[str, Any], b: Mapping[str, Any]) -> float | None:
+    x, y = a.get("uplink_bytes_mean"), b.get("uplink_bytes_mean")
+    return None if not x or not y else float(x) / float(y)
+
+
 # ------------------------------------------------------------------------------- document
 def render(out_dir: Path) -> str:
     """The markdown of ``results.md`` for the data files under ``out_dir/figures``."""
@@ -465,11 +570,16 @@ def render(out_dir: Path) -> str:
         "--out docs`.",
         "",
     ]
+    lines += _headlines(figures, present)
     if present:
         lines += [
             "## Machine and date",
             "",
             _machine({s: d["meta"] for s, d in present.items()}),
+            "",
+            "A 1-minute load average above the number of cores means other processes competed for "
+            "the CPU during that section; its wall times then overstate what an idle machine "
+            "needs (accuracies, bytes, J and simulated costs do not depend on it).",
             "",
         ]
     if "solve" in present:

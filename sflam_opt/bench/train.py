@@ -140,6 +140,7 @@ def _config(profile: Any, *, protocol: str, alpha: float, seed: int, bits: int |
         "alpha": float(alpha),
         "rounds": profile.train_rounds,
         "lr": _lr(profile, protocol),
+        "momentum": float(profile.train_momentum),
         "batch_size": profile.train_batch_size,
         "local_iters": profile.train_local_iters,
         "bits": bits,
@@ -553,13 +554,12 @@ def report_section(figures: Path, doc: Mapping[str, Any]) -> list[str]:
     prof = meta["profile"]
     cmd = meta["command"]
     target = prof["train_target"]
-    cfg = next((c["config"] for c in doc.get("configs", [])), {})
     out = ["## Training benchmarks", ""]
     out.append(
         f"scikit-learn digits, `vit-tiny` split ViT, {prof['train_devices']} devices, Dirichlet "
         f"label split α ∈ {{{', '.join(f'{a:g}' for a in prof['train_alphas'])}}}, "
         f"{prof['train_rounds']} rounds of {prof['train_local_iters']} local steps of batch "
-        f"{prof['train_batch_size']}, SGD momentum {cfg.get('momentum', 0.9) if cfg else '-'}, lr "
+        f"{prof['train_batch_size']}, SGD momentum {prof['train_momentum']:g}, lr "
         f"{prof['train_lr']:g} (SL {prof['train_lr_sl']:g}: it diverges at the higher rate), "
         f"seeds {', '.join(map(str, prof['train_seeds']))}. Bandwidth and power for every protocol "
         f"(and SFLAM's bits) come from the `{prof['train_solver']}` solver on the default scenario "
