@@ -352,6 +352,15 @@ def plot_pareto(
                 color=f"C{k}",
                 label=name,
             )
+    # With no latency weight the round time can grow without bound (the continuous block stops
+    # near the Shannon-limit energy), which would squash every other point on a linear axis.
+    xs_all = [ln.get_xdata() for ln in ax.get_lines()]
+    ys_all = [ln.get_ydata() for ln in ax.get_lines()]
+    for data, setter in ((xs_all, ax.set_xscale), (ys_all, ax.set_yscale)):
+        vals = np.concatenate([np.asarray(d, dtype=float) for d in data]) if data else np.empty(0)
+        vals = vals[np.isfinite(vals) & (vals > 0)]
+        if vals.size and vals.max() > 100.0 * vals.min():
+            setter("log")
     ax.set_xlabel("total latency K T (h)")
     ax.set_ylabel("total energy K E (kJ)")
     ax.set_title(title or "Latency-energy trade-off over the latency weight")

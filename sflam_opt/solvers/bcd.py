@@ -477,7 +477,8 @@ def solve_bcd(
         sweep, or LP relaxation with rounding and repair. ``"auto"``: MILP up to
         :data:`AUTO_MILP_MAX_DEVICES` devices, sweep above.
     escape : bool
-        Try the exact joint continuous step when the blocks stall.
+        When an iteration stalls, try the exact joint continuous step, then the joint bits steps
+        (priced proposal, one-level neighbourhood); see the module docstring.
     warm_start : bool
         Start from the best registered baseline instead of the equal split.
 
@@ -485,9 +486,13 @@ def solve_bcd(
     -------
     SolveResult
         ``iterations[0]`` is J of the start, then J after each outer iteration (non-increasing).
-        ``info``: ``stall_escapes``, ``stall_gaps``, ``stall_gap``, ``backends`` (per block),
-        ``fallbacks``, ``accepted`` (per block), ``dinkelbach_steps``, ``warm_start``,
-        ``bits_method``, ``blocks_built``.
+        ``info``: ``stall_escapes`` and ``stall_gaps`` (relative J each stall escape closed;
+        ``stall_gap`` combines them), ``bits_escapes`` / ``bits_escape_gaps`` (joint bits steps),
+        ``backends`` (cone backend per block and solve count, bits backend), ``fallbacks`` and
+        ``failures`` (one line per block solve that needed another backend or failed),
+        ``accepted`` (improving moves per block), ``dinkelbach_steps``, ``warm_start`` and
+        ``warm_start_candidates`` (baseline J), ``bits_method``, ``cvx_order``, ``blocks_built``
+        (cone problems canonicalized by this call; 0 when a same-size problem was cached).
     """
     _check_options(max_iter, tol, bits_method, escape, warm_start)
     order = solver_order(cvx_solver)
@@ -503,6 +508,8 @@ def solve_bcd(
         "stall_escapes": 0,
         "stall_gaps": [],
         "stall_gap": 0.0,
+        "bits_escapes": {"priced": 0, "neighbour": 0},
+        "bits_escape_gaps": {"priced": [], "neighbour": []},
     }
     why = target_infeasibility(scenario)
     if why is not None:

@@ -1,0 +1,191 @@
+"""The bcd solver: quality against exact, monotone descent, constraints, escapes and options."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import reference_scenarios as rs
+
+from sflam_opt.errors import SolverArgumentError
+from sflam_opt.scenario import Scenario
+from sflam_opt.solvers import solve
+from sflam_opt.solvers.bcd import BASELINES
+
+#: The baselines bcd must never lose to (formulation §5 and issue 5).
+CHEAP_BASELINES = ("equal", "fixed-bits", "power-only", "bits-only", "bandwidth-only")
+
+
+@pytest.fixture(scope="module")
+def small50():
+    """bcd without a warm start, exact, and the baselines on the 50 shared small instances."""
+    scns = rs.small_set(50)
+    out = []
+    for scn in scns:
+        res = solve(scn, "bcd", warm_start=False)
+        ex = solve(scn, "exact")
+        base = {name: solve(scn, name) for name in CHEAP_BASELINES}
+        out.append((scn, res, ex, base))
+    return out
+
+
+def _monotone(js: list[float]) -> bool:
+    return all(b <= a for a, b in zip(js, js[1:], strict=False))
+
+
+def test_within_a_tenth_of_a_percent_of_exact_on_95_percent(small50):
+    gaps = []
+    for _scn, res, ex, _ in small50:
+        assert (res.status == "infeasible") == (ex.status == "infeasible"), res.message
+        if ex.status == "infeasible":
+            continue
+        assert ex.status == "optimal"
+        assert res.status == "converged", res.message
+        gaps.append((res.objective - ex.objective) / ex.objective)
+        assert res.objective >= ex.objective * (1 - 1e-9)  # exact really is a lower bound
+    gaps = np.array(gaps)
+    assert gaps.size >= 40
+    assert np.mean(gaps <= 1e-3) >= 0.95, np.sort(gaps)[-5:]
+
+
+def test_every_allocation_is_feasible_and_constraints_are_honoured(small50):
+    constrained = 0
+    for scn, res, _, _ in small50:
+        if res.allocation is None:
+            continue
+        assert res.evaluation is not None and res.evaluation.violations == []
+        c = scn.constraints
+        bd = res.evaluation.breakdown
+        if c.round_deadline_s is not None:
+            constrained += 1
+            assert bd.latency_s.max() <= c.round_deadline_s * (1 + 1e-6)
+        if c.device_energy_j is not None:
+            constrained += 1
+            assert bd.energy_j.max() <= c.device_energy_j * (1 + 1e-6)
+    assert constrained >= 5
+
+
+def test_j_per_iteration_never_increases(small50):
+    for _, res, _, _ in small50:
+        if res.allocation is not None:
+            assert len(res.iterations) >= 2
+            assert _monotone(res.iterations), res.iterations
+            assert res.iterations[-1] == pytest.approx(res.objective, rel=1e-12)
+
+
+def test_never_worse_than_any_baseline_even_without_warm_start(small50):
+    for _, res, _, base in small50:
+        for name, b in base.items():
+            if b.success:
+                assert res.success, (name, res.message)
+                assert res.objective <= b.objective * (1 + 1e-9), name
+
+
+def test_infeasible_instances_name_the_binding_constraint(small50):
+    seen = 0
+    for _, res, ex, _ in small50:
+        if ex.status == "infeasible":
+            seen += 1
+            assert res.allocation is None
+            assert res.message.startswith(("deadline:", "energy:")), res.message
+            assert "raise" in res.message and "\n" not in res.message
+    assert seen >= 1
+
+
+def test_warm_started_bcd_beats_every_baseline_and_reports_its_start():
+    for scn in [rs.named()["default10"], *rs.small_set(4, start=20)]:
+        res = solve(scn, "bcd")
+        assert res.success
+        assert res.info["warm_start"] in BASELINES
+        for name, j in res.info["warm_start_candidates"].items():
+            if j is not None:
+                assert res.objective <= j * (1 + 1e-12), name
+        assert res.iterations[0] == pytest.approx(
+            min(j for j in res.info["warm_start_candidates"].values() if j is not None)
+        )
+
+
+def test_power_cap_stall_is_detected_and_escaped():
+    """Latency only: blocks (i) and (ii) alone cannot move a device held at its power cap."""
+    scn = rs.named()["latency_only"]
+    plain = solve(scn, "bcd", escape=False, warm_start=False)
+    full = solve(scn, "bcd", warm_start=False)
+    assert plain.success and full.success
+    assert plain.info["stall_escapes"] == 0
+    assert full.info["stall_escapes"] >= 1
+    gap = (plain.objective - full.objective) / plain.objective
+    assert gap > 1e-2  # the stall costs more than 1% of J here
+    assert 0 < full.info["stall_gap"] <= gap + 1e-12
+    assert _monotone(full.iterations)
+    exact_like = solve(scn, "fast")
+    assert full.objective <= exact_like.objective * (1 + 1e-6)
+
+
+def test_backends_are_reported():
+    res = solve(rs.named()["default10"], "bcd")
+    assert res.backend == "CLARABEL+HiGHS"
+    info = res.info
+    assert set(info["backends"]["upload"]) == {"CLARABEL"}
+    assert set(info["backends"]["bandwidth"]) == {"CLARABEL"}
+    assert info["backends"]["bits"] == "HiGHS" and info["bits_method"] == "milp"
+    assert info["fallbacks"] == [] and info["failures"] == []
+    assert info["dinkelbach_steps"] >= 1
+
+
+def test_requested_backend_is_used_and_agrees():
+    scn = rs.named()["two_device"]
+    base = solve(scn, "bcd")
+    ecos = solve(scn, "bcd", cvx_solver="ecos")
+    assert ecos.success and "ECOS" in ecos.info["backends"]["upload"]
+    assert ecos.info["cvx_order"][0] == "ECOS"
+    assert ecos.objective == pytest.approx(base.objective, rel=1e-6)
+
+
+def test_bits_methods_agree():
+    scn = rs.named()["few_levels"]
+    milp = solve(scn, "bcd", bits_method="milp")
+    sweep = solve(scn, "bcd", bits_method="sweep")
+    relax = solve(scn, "bcd", bits_method="relax")
+    assert milp.info["backends"]["bits"] == "HiGHS" and sweep.info["backends"]["bits"] == "numpy"
+    assert sweep.objective == pytest.approx(milp.objective, rel=1e-9)
+    assert relax.success and relax.objective <= milp.objective * (1 + 1e-3)
+
+
+def test_auto_uses_the_sweep_for_many_devices_and_matches_fast():
+    scn = Scenario.default(devices=40, seed=4)
+    res = solve(scn, "bcd")
+    assert res.info["bits_method"] == "sweep"
+    assert res.backend.endswith("+numpy")
+    assert res.objective <= solve(scn, "fast").objective * (1 + 1e-6)
+
+
+def test_iteration_cap():
+    res = solve(rs.named()["default10"], "bcd", max_iter=1, warm_start=False)
+    assert res.status == "max_iter" and "max_iter=1" in res.message
+    assert len(res.iterations) == 2 and res.iterations[1] < res.iterations[0]
+    assert res.evaluation.violations == []
+
+
+def test_unreachable_target_is_infeasible():
+    scn = rs.named()["two_device"].replace(convergence={"epsilon": 0.1})
+    res = solve(scn, "bcd")
+    assert res.status == "infeasible" and "epsilon" in res.message
+
+
+@pytest.mark.parametrize(
+    ("opts", "needle"),
+    [
+        ({"max_iter": 0}, "max_iter=0"),
+        ({"max_iter": 2.5}, "max_iter=2.5"),
+        ({"tol": 0.0}, "tol=0.0"),
+        ({"tol": "small"}, "tol='small'"),
+        ({"bits_method": "greedy"}, "bits_method='greedy'"),
+        ({"cvx_solver": "mosek2"}, "cvx_solver='mosek2'"),
+        ({"escape": "yes"}, "escape='yes'"),
+        ({"warm_start": None}, "warm_start=None"),
+        ({"step": 1}, "step=1"),
+    ],
+)
+def test_bad_options_raise_one_line_errors(opts, needle):
+    with pytest.raises(SolverArgumentError) as err:
+        solve(rs.named()["two_device"], "bcd", **opts)
+    assert needle in str(err.value) and "\n" not in str(err.value)

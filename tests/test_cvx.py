@@ -1,0 +1,148 @@
+"""CVXPY side of bcd: backend choice and fallback, DPP blocks, and their optima."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.optimize import minimize_scalar
+
+from sflam_opt.bounds import rounds_needed
+from sflam_opt.costs import compute_energy_j, fixed_time_s, payload_bits, reference
+from sflam_opt.errors import SolverArgumentError
+from sflam_opt.scenario import Scenario
+from sflam_opt.solvers import bcd, cvx
+from sflam_opt.solvers.continuous import bandwidth_split, solve_continuous
+
+LN2 = np.log(2.0)
+
+
+# ------------------------------------------------------------------------------ backends
+def test_default_order_is_clarabel_then_ecos_then_scs():
+    assert cvx.solver_order(None) == ("CLARABEL", "ECOS", "SCS")
+
+
+def test_named_backend_goes_first_and_keeps_the_fallbacks():
+    assert cvx.solver_order("ecos") == ("ECOS", "CLARABEL", "SCS")
+    assert cvx.solver_order(" SCS ") == ("SCS", "CLARABEL", "ECOS")
+
+
+@pytest.mark.parametrize("bad", ["gurobi", "OSQP", "", 3])
+def test_unknown_backend_lists_the_installed_ones(bad):
+    with pytest.raises(SolverArgumentError) as err:
+        cvx.solver_order(bad)
+    msg = str(err.value)
+    assert "\n" not in msg and f"cvx_solver={bad!r}" in msg
+    assert "CLARABEL, ECOS, SCS" in msg
+
+
+def test_inaccurate_or_failed_backend_falls_back(monkeypatch):
+    blk, _ = cvx.get_block("upload", 3)
+    blk.set(np.ones(3), np.full(3, 0.5), np.full(3, 0.1), np.ones(3), 1.0, 10.0, np.full(3, np.e))
+    # Two interior-point iterations cannot reach optimality: Clarabel stops at its limit.
+    monkeypatch.setitem(cvx._SOLVER_OPTS, "CLARABEL", {"max_iter": 2})
+    out = blk.solve(cvx.solver_order(None))
+    assert out.ok and out.status == "optimal"
+    assert out.backend == "ECOS" and out.fell_back
+    assert out.attempts[0].startswith("CLARABEL: ") and out.attempts[1] == "ECOS: optimal"
+
+
+def test_every_backend_failing_is_reported_not_raised():
+    blk, _ = cvx.get_block("bandwidth", 3)
+    # Each device needs at least 5 MHz of a 6 MHz band: infeasible.
+    blk.set(np.ones(3), np.full(3, 5.0), np.ones(3), 6.0, np.full(3, np.e))
+    out = blk.solve(cvx.solver_order(None))
+    assert not out.ok and out.backend is None
+    assert [a.split(":")[0] for a in out.attempts] == ["CLARABEL", "ECOS", "SCS"]
+
+
+# ------------------------------------------------------------------------------ DPP
+@pytest.mark.parametrize("kind", ["bandwidth", "upload"])
+def test_blocks_are_dpp_and_cached_per_shape(kind):
+    blk, _ = cvx.get_block(kind, 7)
+    assert blk.is_dpp()
+    again, built = cvx.get_block(kind, 7)
+    assert again is blk and not built
+    other, built_other = cvx.get_block(kind, 8)
+    assert other is not blk and built_other
+
+
+def test_second_solve_reuses_the_canonicalization(monkeypatch):
+    blk = cvx.UploadBlock(4)  # fresh, so the first solve below is the one that compiles
+    blk.set(np.ones(4), np.full(4, 0.5), np.full(4, 0.1), np.ones(4), 1.0, 10.0, np.full(4, np.e))
+    first = blk.solve(("CLARABEL",))
+    prob = blk.problem("CLARABEL")
+    prog = prob._cache.param_prog
+    assert first.ok and prog is not None  # DPP: CVXPY kept the parametrized program
+    chain = prob._cache.solving_chain
+    calls = []
+    original = chain.apply
+    monkeypatch.setattr(chain, "apply", lambda *a, **k: calls.append(1) or original(*a, **k))
+    blk.set(2 * np.ones(4), np.full(4, 0.7), np.full(4, 0.2), np.ones(4), 0.5, 10.0, np.ones(4))
+    second = blk.solve(("CLARABEL",))
+    assert second.ok
+    assert prob._cache.param_prog is prog  # same compiled program, new parameter values
+    assert calls == []  # the reduction chain (canonicalization) did not run again
+    assert not np.allclose(first.values["v"], second.values["v"])
+
+
+# ------------------------------------------------------------------------------ optima
+def _model(scn: Scenario) -> bcd._Model:
+    return bcd._Model(scn, reference(scn))
+
+
+def test_bandwidth_block_matches_the_closed_form_split():
+    """With u_n = T - c_n fixed, block (i) is the KKT split of the exact continuous block."""
+    scn = Scenario.default(devices=10, seed=0)
+    bits = np.full(10, 8)
+    t = 2.0 * solve_continuous(scn, bits).min_round_latency_s
+    u = t - fixed_time_s(scn)
+    bw = np.full(10, scn.system.bandwidth_hz / 10)
+    w = payload_bits(scn, bits)
+    pw = scn.noise_w_per_hz * bw * np.expm1(w * LN2 / (bw * u)) / scn.gain
+    assert np.all(pw <= scn.devices.max_power_w)  # a feasible start with these upload times
+    model = _model(scn)
+    start = model.score(bits, bw, pw)
+    blk, _ = cvx.get_block("bandwidth", 10)
+    new, out = bcd._bandwidth_step(model, blk, start, cvx.solver_order(None))
+    assert out.backend == "CLARABEL" and out.status == "optimal"
+    ref_bw, _, ref_e = bandwidth_split(scn, bits, t)
+    energy = compute_energy_j(scn).sum() + float(np.sum(new.power_w * model.upload_s(new)))
+    assert energy == pytest.approx(ref_e, rel=1e-7)
+    np.testing.assert_allclose(new.bandwidth_hz, ref_bw, rtol=1e-4)
+
+
+@pytest.mark.parametrize("omega", [0.3, 1.0])
+def test_upload_block_matches_a_one_dimensional_search(omega):
+    """With B fixed, J is a convex function of T alone (every device uses u_n = T - c_n)."""
+    scn = Scenario.default(devices=6, seed=2).replace(objective={"latency_weight": omega})
+    n = scn.n_devices
+    bits = np.full(n, 6)
+    rng = np.random.default_rng(0)
+    share = rng.uniform(0.5, 1.5, n)
+    bw = scn.system.bandwidth_hz * share / share.sum()
+    pmax, g, n0 = scn.devices.max_power_w, scn.gain, scn.noise_w_per_hz
+    w = payload_bits(scn, bits)
+    c = fixed_time_s(scn)
+    umin = w / (bw * np.log2(1 + pmax * g / (n0 * bw)))
+    ref = reference(scn)
+    k = rounds_needed(scn, bits)
+
+    def j_of(t: float) -> float:
+        u = t - c
+        e = compute_energy_j(scn).sum() + np.sum(n0 / g * bw * u * np.expm1(w * LN2 / (bw * u)))
+        return float(ref.objective(k, t, e))
+
+    t_lo = float(np.max(c + umin))
+    best = minimize_scalar(
+        j_of, bounds=(t_lo, 20 * t_lo), method="bounded", options={"xatol": 1e-9}
+    )
+    j_star = min(best.fun, j_of(t_lo))
+    model = _model(scn)
+    start = model.score(bits, bw, pmax.copy())
+    blk, _ = cvx.get_block("upload", n)
+    new, out = bcd._upload_step(model, blk, start, cvx.solver_order(None))
+    assert out.ok and out.status == "optimal"
+    assert new.objective == pytest.approx(j_star, rel=1e-7)
+    if omega == 1.0:
+        # Latency only: every device at full power, T = max(c_n + umin_n).
+        assert float(np.max(c + model.upload_s(new))) == pytest.approx(t_lo, rel=1e-8)
