@@ -1,0 +1,37 @@
+"""Split-federated trainer of sflam-opt: data, partitions, split ViTs, quantizer, protocols.
+
+Public API::
+
+    from sflam_opt.training import TrainConfig, train
+    result = train(TrainConfig(protocol="sflam", rounds=40))
+    print(result.summary["final_test_accuracy"], result.summary["uplink_bytes"])
+
+See :mod:`sflam_opt.training.trainer` for how the trainer links to the cost model and the bound of
+the formulation, and :mod:`sflam_opt.training.calibrate` for estimating the bound's constants.
+"""
+
+from sflam_opt.training.quantizer import QuantizedTensor, dequantize, quantize
+
+__all__ = [
+    "QuantizedTensor",
+    "TrainConfig",
+    "TrainResult",
+    "calibrate",
+    "dequantize",
+    "quantize",
+    "train",
+]
+
+
+def __getattr__(name: str):  # noqa: ANN202 -- module-level lazy attribute hook
+    # The trainer pulls in the solvers, scikit-learn and matplotlib; import it on first use so that
+    # `import sflam_opt.training.quantizer` (and the CLI's startup) stay light.
+    if name in ("TrainConfig", "TrainResult", "train"):
+        from sflam_opt.training import trainer
+
+        return getattr(trainer, name)
+    if name == "calibrate":
+        from sflam_opt.training.calibrate import calibrate
+
+        return calibrate
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

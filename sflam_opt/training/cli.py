@@ -1,0 +1,339 @@
+"""``sflam-opt train``, ``calibrate`` and ``memory``: the trainer's commands.
+
+:func:`register` adds them to the main typer app (``sflam_opt.cli``). The commands only parse
+options, call the public API (:func:`sflam_opt.training.train`,
+:func:`sflam_opt.training.calibrate.calibrate`,
+:func:`sflam_opt.training.memory.measure_device_memory`) and render the result: a rich progress bar
+per round on stderr, then a rich table -- or, with ``--json``, the JSON document alone on stdout.
+Bad input prints ``error: <one line>`` on stderr and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from sflam_opt.errors import SflamError, TrainingConfigError
+from sflam_opt.io import atomic_write_text
+
+__all__ = ["register"]
+
+EXIT_BAD_INPUT = 2
+EXIT_FAILED = 1
+
+
+def _defaults() -> dict[str, Any]:
+    from sflam_opt.training.trainer import TrainConfig
+
+    return {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+
+
+_D = _defaults()
+
+
+def _consoles() -> tuple[Console, Console]:
+    # Created per command so that CliRunner's captured streams are used in tests.
+    return Console(), Console(stderr=True)
+
+
+@contextmanager
+def _errors_to_exit(err: Console) -> Iterator[None]:
+    try:
+        yield
+    except SflamError as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.6g}" if math.isfinite(v) else "-"
+    return str(v)
+
+
+class _RoundBars:
+    """Rich progress bars on stderr, one per run, shown from the first finished round on.
+
+    Nothing is drawn while the trainer sets up, so an early error prints alone.
+    """
+
+    def __init__(self, err: Console, total: int) -> None:
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[status]}"),
+            TimeElapsedColumn(),
+            console=err,
+        )
+        self._total = total
+        self._tasks: dict[str, Any] = {}
+
+    def update(self, label: str, row: dict[str, Any]) -> None:
+        """Show ``row`` (a metrics row) on the bar of run ``label``."""
+        if not self._tasks:
+            self._progress.start()
+        if label not in self._tasks:
+            self._tasks[label] = self._progress.add_task(label, total=self._total, status="")
+        status = f"acc {100 * row['test_accuracy']:.1f}%  loss {row['train_loss']:.3f}"
+        self._progress.update(self._tasks[label], completed=row["round"], status=status)
+
+    def __enter__(self) -> _RoundBars:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._tasks:
+            self._progress.stop()
+
+
+# ------------------------------------------------------------------------------ train
+def train_command(
+    protocol: Annotated[
+        str, typer.Option(help="sflam (quantized SFL-V1), sfl (fp32 SFL-V1), fl or sl.")
+    ] = _D["protocol"],
+    model: Annotated[str, typer.Option(help="Split ViT preset: vit-tiny, vit-s32, vit-b32.")] = _D[
+        "model"
+    ],
+    dataset: Annotated[str, typer.Option(help="digits (bundled) or cifar10.")] = _D["dataset"],
+    data_dir: Annotated[
+        Path | None, typer.Option(help="CIFAR-10 python batches (data_batch_1..5, test_batch).")
+    ] = None,
+    devices: Annotated[int, typer.Option("--devices", "-n", help="Devices N.")] = _D["devices"],
+    devices_per_round: Annotated[
+        int | None, typer.Option(help="Participants K per round (default: all N).")
+    ] = None,
+    alpha: Annotated[float, typer.Option(help="Dirichlet concentration of the split.")] = _D[
+        "alpha"
+    ],
+    rounds: Annotated[int, typer.Option(help="Training rounds R.")] = _D["rounds"],
+    lr: Annotated[float, typer.Option(help="SGD learning rate eta.")] = _D["lr"],
+    momentum: Annotated[float, typer.Option(help="SGD momentum of local optimizers.")] = _D[
+        "momentum"
+    ],
+    batch_size: Annotated[int, typer.Option(help="Mini-batch size beta.")] = _D["batch_size"],
+    local_iters: Annotated[int, typer.Option(help="Local iterations tau per round.")] = _D[
+        "local_iters"
+    ],
+    bits: Annotated[
+        int | None, typer.Option(help="Uniform uplink bits (1..16, 32 = fp32); sflam only.")
+    ] = None,
+    allocation: Annotated[
+        Path | None, typer.Option(help="Allocation JSON from `sflam-opt solve --out`.")
+    ] = None,
+    scenario: Annotated[
+        Path | None, typer.Option(help="Scenario TOML to solve (default: default scenario).")
+    ] = None,
+    solver: Annotated[str, typer.Option(help="Solver when no --allocation is given.")] = _D[
+        "solver"
+    ],
+    seed: Annotated[int, typer.Option(help="Seed of everything random.")] = _D["seed"],
+    device: Annotated[str, typer.Option(help="torch device: cpu, cuda, cuda:K.")] = _D["device"],
+    threads: Annotated[
+        int | None, typer.Option(help="torch CPU threads (default: 1 for tiny models, else 2).")
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Output directory: metrics.jsonl, summary.json, curves.png, checkpoint."),
+    ] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from --out DIR/checkpoint.pt.")] = False,
+    pretrained: Annotated[
+        bool, typer.Option(help="Start from timm ImageNet weights (vit-s32/vit-b32).")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Train a split ViT with SFLAM, SFL, FL or SL and measure accuracy, bytes and cost."""
+    stdout, err = _consoles()
+    with _errors_to_exit(err):
+        from sflam_opt.training.trainer import TrainConfig, train
+
+        config = TrainConfig(
+            protocol=protocol,
+            model=model,
+            dataset=dataset,
+            data_dir=str(data_dir) if data_dir else None,
+            devices=devices,
+            devices_per_round=devices_per_round,
+            alpha=alpha,
+            rounds=rounds,
+            lr=lr,
+            momentum=momentum,
+            batch_size=batch_size,
+            local_iters=local_iters,
+            bits=bits,
+            allocation=str(allocation) if allocation else None,
+            scenario=str(scenario) if scenario else None,
+            solver=solver,
+            seed=seed,
+            device=device,
+            threads=threads,
+            out=str(out) if out else None,
+            resume=resume,
+            pretrained=pretrained,
+        )
+        with _RoundBars(err, rounds) as bars:
+            result = train(config, progress=lambda row: bars.update(f"{protocol} rounds", row))
+        summary = result.summary
+        if as_json:
+            typer.echo(json.dumps(summary, indent=2))
+            return
+        table = Table(title=f"sflam-opt train: {protocol}, {model} on {dataset}")
+        table.add_column("metric")
+        table.add_column("value", justify="right")
+        rows = [
+            ("rounds", summary["rounds"]),
+            ("final test accuracy", f"{100 * summary['final_test_accuracy']:.2f} %"),
+            ("best test accuracy", f"{100 * summary['best_test_accuracy']:.2f} %"),
+            ("uplink bytes", f"{summary['uplink_bytes']:,}"),
+            ("downlink bytes", f"{summary['downlink_bytes']:,}"),
+            ("simulated latency (s)", summary["total_latency_s"]),
+            ("simulated energy (J)", summary["total_energy_j"]),
+            ("mean bits", summary["mean_bits"]),
+            ("final bound", summary["final_bound"]),
+            ("allocation", summary["allocation"].get("source")),
+            ("wall time (s)", summary["wall_time_s"]),
+        ]
+        for name, value in rows:
+            table.add_row(name, _fmt(value))
+        stdout.print(table)
+        if out is not None:
+            err.print(f"wrote {out}/metrics.jsonl, summary.json, curves.png", highlight=False)
+
+
+# ------------------------------------------------------------------------------ calibrate
+def _parse_bits(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(tok) for tok in text.split(",") if tok.strip())
+    except ValueError:
+        raise TrainingConfigError(
+            f"bits: invalid list {text!r}; give comma-separated widths, e.g. 2,3,4"
+        ) from None
+
+
+def calibrate_command(
+    model: Annotated[str, typer.Option(help="Split ViT preset.")] = _D["model"],
+    dataset: Annotated[str, typer.Option(help="digits or cifar10.")] = _D["dataset"],
+    data_dir: Annotated[Path | None, typer.Option(help="CIFAR-10 directory.")] = None,
+    devices: Annotated[int, typer.Option("--devices", "-n", help="Devices N.")] = _D["devices"],
+    alpha: Annotated[float, typer.Option(help="Dirichlet concentration.")] = _D["alpha"],
+    rounds: Annotated[int, typer.Option(help="Rounds of every calibration run.")] = 30,
+    lr: Annotated[float, typer.Option(help="SGD learning rate eta.")] = _D["lr"],
+    momentum: Annotated[float, typer.Option(help="SGD momentum.")] = _D["momentum"],
+    batch_size: Annotated[int, typer.Option(help="Mini-batch size beta.")] = _D["batch_size"],
+    local_iters: Annotated[int, typer.Option(help="Local iterations tau.")] = _D["local_iters"],
+    bits: Annotated[str, typer.Option(help="Bit widths of the quantized runs, e.g. 2,3,4.")] = (
+        "2,3,4"
+    ),
+    target_rounds: Annotated[
+        int | None, typer.Option(help="K of the epsilon rule (default: --rounds).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed.")] = _D["seed"],
+    device: Annotated[str, typer.Option(help="torch device.")] = _D["device"],
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Write the calibrated scenario TOML here.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the estimates as JSON.")] = False,
+) -> None:
+    """Estimate the bound's A, Phi0 and q from short runs; write a calibrated scenario."""
+    stdout, err = _consoles()
+    with _errors_to_exit(err):
+        from sflam_opt.training.calibrate import calibrate, calibration_scenario
+
+        widths = _parse_bits(bits)
+        with _RoundBars(err, rounds) as bars:
+            result = calibrate(
+                model,
+                dataset,
+                str(data_dir) if data_dir else None,
+                devices=devices,
+                alpha=alpha,
+                rounds=rounds,
+                lr=lr,
+                momentum=momentum,
+                batch_size=batch_size,
+                local_iters=local_iters,
+                bits=widths,
+                target_rounds=target_rounds,
+                seed=seed,
+                device=device,
+                threads=threads,
+                progress=lambda label, row: bars.update(f"calibrate {label}", row),
+            )
+        if out is not None:
+            atomic_write_text(out, calibration_scenario(result).to_toml())
+            err.print(f"wrote {out}", highlight=False)
+        public = {k: v for k, v in result.items() if k != "scenario"}
+        if as_json:
+            typer.echo(json.dumps(public, indent=2))
+            return
+        table = Table(title=f"sflam-opt calibrate: {model} on {dataset}")
+        table.add_column("constant")
+        table.add_column("value", justify="right")
+        for key in ("a", "phi0", "q", "epsilon", "f_w0", "f_inf"):
+            table.add_row(key, _fmt(result[key]))
+        for b, floor in result["floors"].items():
+            table.add_row(f"gradient floor at {b} bits", _fmt(floor))
+        stdout.print(table)
+
+
+# ------------------------------------------------------------------------------ memory
+def memory_command(
+    model: Annotated[str, typer.Option(help="Split ViT preset.")] = "vit-b32",
+    batch: Annotated[int, typer.Option(help="Mini-batch size.")] = 32,
+    protocol: Annotated[str, typer.Option(help="sflam (device part only) or fl (whole model).")] = (
+        "sflam"
+    ),
+    bits: Annotated[int, typer.Option(help="Uplink bits for sflam.")] = 8,
+    image_size: Annotated[int | None, typer.Option(help="Input side (default: preset's).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the measurement as JSON.")] = False,
+) -> None:
+    """Measure the device's peak memory of one training step (SFLAM vs whole-model FL)."""
+    stdout, err = _consoles()
+    with _errors_to_exit(err):
+        from sflam_opt.training.memory import measure_device_memory
+
+        try:
+            result = measure_device_memory(
+                model, batch, protocol, image_size=image_size, seed=seed, bits=bits
+            )
+        except RuntimeError as exc:
+            err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+            raise typer.Exit(EXIT_FAILED) from None
+        if as_json:
+            typer.echo(json.dumps(result, indent=2))
+            return
+        table = Table(title=f"device memory: {model}, batch {batch}, {protocol}")
+        table.add_column("quantity")
+        table.add_column("MB", justify="right")
+        table.add_row("measured peak", _fmt(result["device_peak_mb"]))
+        table.add_row("analytic total", _fmt(result["analytic_mb"]))
+        for key, value in result["breakdown_mb"].items():
+            table.add_row(f"  {key}", _fmt(value))
+        stdout.print(table)
+        err.print(f"method: {result['method']}", highlight=False)
+
+
+_COMMANDS: dict[str, Callable[..., None]] = {
+    "train": train_command,
+    "calibrate": calibrate_command,
+    "memory": memory_command,
+}
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``train``, ``calibrate`` and ``memory`` to ``app``."""
+    for name, func in _COMMANDS.items():
+        app.command(name)(func)

@@ -1,0 +1,738 @@
+"""The split-federated trainer: applies an allocation and measures what it does to learning.
+
+:func:`train` partitions a data set over ``N`` devices (Dirichlet, :mod:`.partition`), builds a
+split ViT (:mod:`.models`), obtains an allocation (bits, bandwidth, power) and trains with one of
+the protocols of :mod:`.protocols` -- SFLAM (arXiv 2504.09114), SFL-V1 (Thapa et al. 2022), FedAvg
+or sequential SL -- for a number of rounds. Per round it records the training loss, the test
+accuracy of the aggregated model, the average squared norm of the whole-model stochastic gradient,
+the bytes that crossed the transport, the simulated round latency and energy of the cost model
+(formulation section 2) and the convergence bound of formulation section 4 for the bits used.
+
+Cost-model link. The scenario describes what is really trained: its ``[model]`` table comes from
+the split model (``d`` = activation values per sample, ``M`` = device parameters, cycles per sample
+from the FLOP counts at :data:`CYCLES_PER_FLOP` cycles per FLOP), its ``[training]`` table from
+the batch size, local iterations and learning rate, and the device data sizes ``D_n`` from the
+partition. Trainer device ``n`` is scenario device ``n`` (matched by position). Devices not
+taking part in a round do not count: round latency and energy are those of the participants under
+their allocated bandwidth and power (no re-allocation of the idle devices' bandwidth).
+
+Allocation source, in order: ``allocation`` (a file written by ``sflam-opt solve``), else solve
+``scenario`` (a file) or ``Scenario.default(devices=N, seed=seed)`` with the ``solver``;
+``bits`` then overrides the bits with a uniform width. Non-quantizing protocols use the
+allocation's bandwidth and power only (:mod:`.protocols` documents each protocol's cost formulas).
+
+Reproducibility. Every random draw -- partition, participants, mini-batches, quantization noise --
+comes from an explicit generator seeded from ``(seed, round, device, purpose)``; a checkpoint
+(models, optimizer states, global RNG states, metrics, scenario, allocation, config) is written
+atomically after every round, and ``resume`` continues to exactly the result of an uninterrupted
+run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import logging
+import math
+import os
+import random
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from sflam_opt.allocation import Allocation
+from sflam_opt.bounds import bound, rounds_needed
+from sflam_opt.errors import AllocationError, SflamError, TrainingConfigError
+from sflam_opt.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from sflam_opt.scenario import Scenario
+from sflam_opt.training.data import DATASETS, ImageDataset, load_dataset
+from sflam_opt.training.models import PRESETS, ModelSpec, build_split_model, model_spec
+from sflam_opt.training.partition import dirichlet_partition, partition_sizes
+from sflam_opt.training.protocols import PROTOCOLS, ClientData, Protocol, RoundPlan
+from sflam_opt.training.protocols.base import PURPOSE_PARTICIPANTS, round_generator
+from sflam_opt.training.quantizer import FP32_BITS, MAX_BITS
+from sflam_opt.training.transport import InProcessTransport
+
+__all__ = [
+    "CHECKPOINT_NAME",
+    "CYCLES_PER_FLOP",
+    "METRICS_NAME",
+    "SUMMARY_NAME",
+    "CURVES_NAME",
+    "TrainConfig",
+    "TrainResult",
+    "default_threads",
+    "evaluate_model",
+    "sample_participants",
+    "trainer_scenario",
+    "train",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Cycles per FLOP used to turn the model's FLOPs per sample into the formulation's c_d and c_s.
+#: One cycle per FLOP is a scalar in-order core; SIMD devices do several FLOPs per cycle.
+CYCLES_PER_FLOP = 1.0
+
+CHECKPOINT_NAME = "checkpoint.pt"
+METRICS_NAME = "metrics.jsonl"
+SUMMARY_NAME = "summary.json"
+CURVES_NAME = "curves.png"
+_CHECKPOINT_FORMAT = 1
+#: Config fields that may differ between a run and its resumption.
+_RESUME_FREE = ("rounds", "resume", "out")
+_EVAL_BATCH = 1024
+_SMALL_STEP_FLOPS = 1e9
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int | np.integer) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every option of ``sflam-opt train``; invalid values raise :class:`TrainingConfigError`.
+
+    Attributes
+    ----------
+    protocol : str
+        ``"sflam"`` (quantized SFL-V1), ``"sfl"`` (fp32 SFL-V1), ``"fl"`` (FedAvg) or ``"sl"``.
+    model : str
+        Split ViT preset (:data:`sflam_opt.training.models.PRESETS`).
+    dataset : str
+        ``"digits"`` or ``"cifar10"`` (needs ``data_dir``).
+    data_dir : str, optional
+        Directory of the CIFAR-10 python batches.
+    devices : int
+        Devices N the training set is split over.
+    devices_per_round : int, optional
+        Participants K per round, drawn uniformly without replacement (default: all N).
+    alpha : float
+        Dirichlet concentration of the non-IID split (smaller = more skewed).
+    rounds : int
+        Rounds R.
+    lr : float
+        SGD learning rate eta (the ``[training] learning_rate``).
+    momentum : float
+        SGD momentum of the local optimizers, in [0, 1).
+    batch_size : int
+        Mini-batch size beta.
+    local_iters : int
+        Local iterations tau (mini-batches per participant per round).
+    bits : int, optional
+        Uniform uplink bits (1..16, or 32 = fp32) overriding the allocation's; ``sflam`` only.
+    allocation : str, optional
+        Allocation JSON file (``sflam-opt solve --out``).
+    scenario : str, optional
+        Scenario TOML file to solve (or to cost ``allocation`` with); must have N devices.
+    solver : str
+        Solver used when no ``allocation`` is given.
+    seed : int
+        Seed of the partition, model initialisation, sampling, quantization and default scenario.
+    device : str
+        torch device, ``"cpu"`` or ``"cuda"`` / ``"cuda:K"``.
+    threads : int, optional
+        torch CPU threads during training (default: :func:`default_threads`).
+    out : str, optional
+        Output directory (metrics, summary, curves, checkpoint); nothing is written without it.
+    resume : bool
+        Continue from ``out/checkpoint.pt``.
+    pretrained : bool
+        Start from timm ImageNet weights (vit-s32 / vit-b32 only; needs the timm extra).
+    """
+
+    protocol: str = "sflam"
+    model: str = "vit-tiny"
+    dataset: str = "digits"
+    data_dir: str | None = None
+    devices: int = 20
+    devices_per_round: int | None = None
+    alpha: float = 0.5
+    rounds: int = 40
+    lr: float = 0.1
+    momentum: float = 0.9
+    batch_size: int = 16
+    local_iters: int = 10
+    bits: int | None = None
+    allocation: str | None = None
+    scenario: str | None = None
+    solver: str = "fast"
+    seed: int = 0
+    device: str = "cpu"
+    threads: int | None = None
+    out: str | None = None
+    resume: bool = False
+    pretrained: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("data_dir", "allocation", "scenario", "out"):
+            value = getattr(self, name)
+            if isinstance(value, os.PathLike):
+                object.__setattr__(self, name, os.fspath(value))
+        self._validate()
+
+    def _validate(self) -> None:
+        def bad(name: str, value: Any, fix: str) -> TrainingConfigError:
+            return TrainingConfigError(f"{name}: invalid value {value!r}; {fix}")
+
+        if self.protocol not in PROTOCOLS:
+            raise bad("protocol", self.protocol, f"choose one of {', '.join(PROTOCOLS)}")
+        if self.model not in PRESETS:
+            raise bad("model", self.model, f"choose one of {', '.join(PRESETS)}")
+        if self.dataset not in DATASETS:
+            raise bad("dataset", self.dataset, f"choose one of {', '.join(DATASETS)}")
+        if self.dataset == "cifar10" and not self.data_dir:
+            raise TrainingConfigError(
+                "data_dir: --dataset cifar10 needs --data-dir DIR holding data_batch_1..5 and "
+                "test_batch"
+            )
+        for name in ("devices", "rounds", "batch_size", "local_iters"):
+            value = getattr(self, name)
+            if not _is_int(value) or value < 1:
+                raise bad(name, value, "give a whole number >= 1")
+        k = self.devices_per_round
+        if k is not None and (not _is_int(k) or not 1 <= k <= self.devices):
+            raise bad(
+                "devices_per_round", k, f"give a whole number in 1..{self.devices} (--devices)"
+            )
+        if not _is_num(self.alpha) or not (math.isfinite(self.alpha) and self.alpha > 0):
+            raise bad("alpha", self.alpha, "give a Dirichlet concentration > 0, e.g. 0.5")
+        if not _is_num(self.lr) or not (math.isfinite(self.lr) and self.lr > 0):
+            raise bad("lr", self.lr, "give a learning rate > 0, e.g. 0.1")
+        if not _is_num(self.momentum) or not 0 <= self.momentum < 1:
+            raise bad("momentum", self.momentum, "give a momentum in [0, 1)")
+        if self.bits is not None:
+            if not _is_int(self.bits) or not (1 <= self.bits <= MAX_BITS or self.bits == FP32_BITS):
+                raise bad("bits", self.bits, f"give a bit width in 1..{MAX_BITS} or 32 (fp32)")
+            if not PROTOCOLS[self.protocol].quantized:
+                raise TrainingConfigError(
+                    f"bits: --protocol {self.protocol} sends fp32 activations; --bits applies "
+                    "to --protocol sflam only"
+                )
+        if not _is_int(self.seed) or self.seed < 0:
+            raise bad("seed", self.seed, "give a whole number >= 0")
+        if self.threads is not None and (not _is_int(self.threads) or self.threads < 1):
+            raise bad("threads", self.threads, "give a whole number >= 1")
+        if not isinstance(self.solver, str) or not self.solver:
+            raise bad("solver", self.solver, "name a solver, e.g. fast")
+        try:
+            torch.device(self.device)
+        except (RuntimeError, TypeError):
+            raise bad("device", self.device, "use cpu, cuda or cuda:K") from None
+        if self.resume and not self.out:
+            raise TrainingConfigError("resume: --resume needs --out DIR holding checkpoint.pt")
+
+    @property
+    def participants_per_round(self) -> int:
+        """K, the number of devices per round."""
+        return self.devices if self.devices_per_round is None else self.devices_per_round
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready data."""
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns.
+
+    Attributes
+    ----------
+    config : TrainConfig
+        The configuration trained.
+    metrics : list of dict
+        One row per round (the lines of ``metrics.jsonl``).
+    summary : dict
+        Totals and final values (``summary.json``; the ``--json`` output).
+    scenario : Scenario
+        The scenario the costs and the bound were computed with (model/training tables of the
+        trained model, ``D_n`` of the partition).
+    allocation : Allocation
+        The allocation applied (after any ``bits`` override).
+    model : nn.Module
+        The final global model (device part then server part).
+    spec : ModelSpec
+        The trained model's spec.
+    """
+
+    config: TrainConfig
+    metrics: list[dict[str, Any]]
+    summary: dict[str, Any]
+    scenario: Scenario
+    allocation: Allocation
+    model: nn.Module
+    spec: ModelSpec
+    solve_info: dict[str, Any] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------------------
+# Helpers (free functions, testable on their own)
+
+
+def sample_participants(seed: int, round_index: int, n_devices: int, k: int) -> NDArray[np.int64]:
+    """The ``k`` participants of a round, in processing order (a seeded random permutation)."""
+    gen = round_generator(seed, round_index, -1, PURPOSE_PARTICIPANTS)
+    return torch.randperm(n_devices, generator=gen)[:k].numpy().astype(np.int64)
+
+
+def evaluate_model(model: nn.Module, x: Tensor, y: Tensor) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of ``model`` on ``(x, y)``, in eval mode, no grad."""
+    was_training = model.training
+    model.eval()
+    loss_sum, correct = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, x.shape[0], _EVAL_BATCH):
+            logits = model(x[start : start + _EVAL_BATCH])
+            target = y[start : start + _EVAL_BATCH]
+            loss_sum += float(F.cross_entropy(logits, target, reduction="sum"))
+            correct += int((logits.argmax(dim=1) == target).sum())
+    model.train(was_training)
+    n = max(int(x.shape[0]), 1)
+    return loss_sum / n, correct / n
+
+
+def model_tables(spec: ModelSpec, config: TrainConfig) -> dict[str, dict[str, Any]]:
+    """The ``[model]`` and ``[training]`` tables describing what ``config`` trains."""
+    return {
+        "model": {
+            "activation_elems": int(spec.activation_elems),
+            "device_cycles_per_sample": float(spec.device_flops_per_sample * CYCLES_PER_FLOP),
+            "server_cycles_per_sample": float(spec.server_flops_per_sample * CYCLES_PER_FLOP),
+            "device_params": int(spec.device_params),
+        },
+        "training": {
+            "batch_size": int(config.batch_size),
+            "local_iters": int(config.local_iters),
+            "learning_rate": float(config.lr),
+        },
+    }
+
+
+def trainer_scenario(
+    base: Scenario, spec: ModelSpec, config: TrainConfig, sizes: NDArray[np.int64]
+) -> Scenario:
+    """``base`` with the ``[model]``/``[training]`` tables and ``D_n`` of what is trained."""
+    if base.n_devices != len(sizes):
+        raise TrainingConfigError(
+            f"scenario: has {base.n_devices} devices but --devices is {len(sizes)}; "
+            f"trainer device n is scenario device n, so give --devices {base.n_devices}"
+        )
+    devices = dataclasses.replace(base.devices, samples=np.asarray(sizes, dtype=np.int64))
+    return base.replace(**model_tables(spec, config), devices=devices)
+
+
+def _check_bits(bits: NDArray[np.int64]) -> None:
+    ok = ((bits >= 1) & (bits <= MAX_BITS)) | (bits == FP32_BITS)
+    if not ok.all():
+        n = int(np.flatnonzero(~ok)[0])
+        raise TrainingConfigError(
+            f"bits: device {n} has bits={int(bits[n])}, which the quantizer cannot send; "
+            f"use widths in 1..{MAX_BITS} or 32 ([bits] of the scenario, or --bits)"
+        )
+
+
+def resolve_allocation(
+    config: TrainConfig, spec: ModelSpec, sizes: NDArray[np.int64]
+) -> tuple[Scenario, Allocation, dict[str, Any]]:
+    """The scenario to cost rounds with and the allocation to apply (module docstring).
+
+    Returns
+    -------
+    (Scenario, Allocation, dict)
+        The dict says where the allocation came from (``source``, ``solver``, ``status``...).
+    """
+    n = config.devices
+    if config.scenario is not None:
+        base = Scenario.from_toml(config.scenario)
+    else:
+        base = Scenario.default(devices=n, seed=config.seed)
+    scenario = trainer_scenario(base, spec, config, sizes)
+    info: dict[str, Any]
+    if config.allocation is not None:
+        alloc = Allocation.load(config.allocation)
+        if len(alloc) != n:
+            raise AllocationError(
+                f"allocation: {config.allocation} has {len(alloc)} devices but --devices is {n}; "
+                "solve a scenario with that many devices"
+            )
+        if config.scenario is None:
+            # Matched to the default scenario's devices by position, not by id.
+            alloc = Allocation(alloc.bits, alloc.bandwidth_hz, alloc.power_w)
+        info = {"source": f"allocation:{config.allocation}", "solver": None, "status": None}
+    else:
+        from sflam_opt.solvers import solve
+
+        result = solve(scenario, solver=config.solver)
+        if result.status in ("infeasible", "failed") or result.allocation is None:
+            raise TrainingConfigError(
+                f"scenario: solver {config.solver!r} returned {result.status}: {result.message}"
+            )
+        alloc = result.allocation
+        source = f"scenario:{config.scenario}" if config.scenario else "default-scenario"
+        info = {
+            "source": source,
+            "solver": config.solver,
+            "status": result.status,
+            "objective": float(result.objective),
+        }
+    if config.bits is not None:
+        alloc = Allocation(
+            np.full(n, config.bits, dtype=np.int64), alloc.bandwidth_hz, alloc.power_w, alloc.ids
+        )
+        info["bits_override"] = int(config.bits)
+    if PROTOCOLS[config.protocol].quantized:
+        _check_bits(alloc.bits)
+    return scenario, alloc, info
+
+
+def default_threads(spec: ModelSpec, batch_size: int) -> int:
+    """torch CPU threads for a model: 1 when a mini-batch step is small, else up to 2.
+
+    Below about 1 GFLOP per mini-batch step, thread hand-off costs more than it saves (measured on
+    vit-tiny: 1 thread is as fast idle and ~5x faster on a loaded 2-core machine than 2 threads).
+    """
+    work = (spec.device_flops_per_sample + spec.server_flops_per_sample) * batch_size
+    if work < _SMALL_STEP_FLOPS:
+        return 1
+    return max(1, min(2, os.cpu_count() or 1))
+
+
+@contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def _torch_device(name: str) -> torch.device:
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise TrainingConfigError(
+            f"device: {name!r} requested but CUDA is not available here; use --device cpu"
+        )
+    if dev.type not in ("cpu", "cuda"):
+        raise TrainingConfigError(f"device: {name!r} is not supported; use cpu or cuda")
+    return dev
+
+
+def _rng_state() -> dict[str, Any]:
+    # The trainer draws only from explicit generators; the global states are saved so that any
+    # third-party code using them (e.g. dropout) also resumes exactly.
+    name, keys, pos, has_gauss, gauss = np.random.get_state()  # noqa: NPY002
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(gauss)],
+        "python": random.getstate(),
+    }
+
+
+def _set_rng_state(state: Mapping[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    name, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))  # noqa: NPY002
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+
+
+def _save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _load_checkpoint(path: Path, where: torch.device) -> dict[str, Any]:
+    if not path.is_file():
+        raise TrainingConfigError(
+            f"resume: no checkpoint at {path}; run once without --resume to start training"
+        )
+    try:
+        ckpt = torch.load(path, map_location=where, weights_only=True)
+    except Exception as err:  # any unreadable file: truncated, foreign, wrong torch version
+        raise TrainingConfigError(
+            f"resume: cannot read checkpoint {path} ({type(err).__name__}); delete it and "
+            "start again without --resume"
+        ) from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != _CHECKPOINT_FORMAT:
+        raise TrainingConfigError(
+            f"resume: {path} is not a sflam-opt training checkpoint; start without --resume"
+        )
+    return ckpt
+
+
+def _check_resumable(config: TrainConfig, saved: Mapping[str, Any], path: Path) -> None:
+    current = config.to_dict()
+    for key, value in current.items():
+        if key in _RESUME_FREE:
+            continue
+        if saved.get(key) != value:
+            raise TrainingConfigError(
+                f"resume: {path} was written with {key}={saved.get(key)!r}, not {value!r}; "
+                "rerun with the original options or drop --resume"
+            )
+
+
+def _bits_used(protocol: type[Protocol], allocation: Allocation) -> NDArray[np.int64]:
+    if protocol.quantized:
+        return allocation.bits.astype(np.int64)
+    return np.full(len(allocation), FP32_BITS, dtype=np.int64)
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
+
+
+def _summary(
+    config: TrainConfig,
+    metrics: list[dict[str, Any]],
+    spec: ModelSpec,
+    scenario: Scenario,
+    bits: NDArray[np.int64],
+    info: Mapping[str, Any],
+    wall_time_s: float,
+    quantized: bool,
+) -> dict[str, Any]:
+    last = metrics[-1] if metrics else {}
+    acc = [m["test_accuracy"] for m in metrics]
+    grad = [m["grad_sq_norm"] for m in metrics]
+    return {
+        "protocol": config.protocol,
+        "model": config.model,
+        "dataset": config.dataset,
+        "devices": config.devices,
+        "devices_per_round": config.participants_per_round,
+        "rounds": len(metrics),
+        "final_test_accuracy": last.get("test_accuracy"),
+        "best_test_accuracy": max(acc) if acc else None,
+        "final_test_loss": last.get("test_loss"),
+        "final_train_loss": last.get("train_loss"),
+        "uplink_bytes": int(sum(m["uplink_bytes"] for m in metrics)),
+        "downlink_bytes": int(sum(m["downlink_bytes"] for m in metrics)),
+        "uplink_payload_bytes": int(sum(m["uplink_payload_bytes"] for m in metrics)),
+        "downlink_payload_bytes": int(sum(m["downlink_payload_bytes"] for m in metrics)),
+        "total_latency_s": float(sum(m["latency_s"] for m in metrics)),
+        "total_energy_j": float(sum(m["energy_j"] for m in metrics)),
+        "mean_grad_sq_norm": float(np.mean(grad)) if grad else None,
+        "final_bound": last.get("bound"),
+        "bits": bits.tolist() if quantized else None,
+        "mean_bits": float(np.mean(bits)) if quantized else None,
+        "bound_rounds_needed": _finite(float(rounds_needed(scenario, bits))),
+        "allocation": dict(info),
+        "model_spec": {
+            "activation_elems": spec.activation_elems,
+            "device_params": spec.device_params,
+            "server_params": spec.server_params,
+            "device_flops_per_sample": spec.device_flops_per_sample,
+            "server_flops_per_sample": spec.server_flops_per_sample,
+            "cycles_per_flop": CYCLES_PER_FLOP,
+        },
+        "seed": config.seed,
+        "wall_time_s": wall_time_s,
+    }
+
+
+def _write_outputs(out: Path, metrics: list[dict[str, Any]]) -> None:
+    atomic_write_text(out / METRICS_NAME, "".join(json.dumps(m) + "\n" for m in metrics))
+
+
+# ------------------------------------------------------------------------------------------
+# The driver
+
+
+def train(
+    config: TrainConfig, *, progress: Callable[[dict[str, Any]], None] | None = None
+) -> TrainResult:
+    """Train ``config.rounds`` rounds of ``config.protocol`` and measure them.
+
+    Parameters
+    ----------
+    config : TrainConfig
+        Every option (validated on construction).
+    progress : callable, optional
+        Called with each round's metrics row right after the round (and its checkpoint).
+
+    Returns
+    -------
+    TrainResult
+
+    Raises
+    ------
+    SflamError
+        Bad options, data, scenario or allocation files, an infeasible scenario, or a checkpoint
+        that does not match ``config`` (one-line messages).
+    """
+    started = time.perf_counter()
+    where = _torch_device(config.device)
+    out = Path(config.out) if config.out else None
+    data = load_dataset(config.dataset, config.data_dir)
+    threads = config.threads
+    if threads is None:
+        shape = model_spec(
+            config.model,
+            num_classes=data.num_classes,
+            image_size=data.image_size,
+            in_chans=data.in_chans,
+        )
+        threads = default_threads(shape, config.batch_size)
+    with _torch_threads(threads):
+        parts = dirichlet_partition(
+            data.y_train.numpy(), config.devices, config.alpha, seed=config.seed
+        )
+        sizes = partition_sizes(parts)
+        device_model, server_model, spec = build_split_model(
+            config.model,
+            num_classes=data.num_classes,
+            image_size=data.image_size,
+            in_chans=data.in_chans,
+            pretrained=config.pretrained,
+            seed=config.seed,
+        )
+        device_model.to(where)
+        server_model.to(where)
+        protocol_cls = PROTOCOLS[config.protocol]
+
+        ckpt: dict[str, Any] | None = None
+        if config.resume:
+            assert out is not None
+            ckpt = _load_checkpoint(out / CHECKPOINT_NAME, where)
+            _check_resumable(config, ckpt["config"], out / CHECKPOINT_NAME)
+            if ckpt["round"] > config.rounds:
+                raise TrainingConfigError(
+                    f"rounds: checkpoint {out / CHECKPOINT_NAME} already has {ckpt['round']} "
+                    f"rounds; give --rounds >= {ckpt['round']}"
+                )
+            scenario = Scenario.from_toml_string(ckpt["scenario"], source="checkpoint")
+            allocation = Allocation.from_json(ckpt["allocation"], source="checkpoint")
+            info = dict(ckpt["allocation_info"])
+            if list(ckpt["partition_sizes"]) != sizes.tolist():
+                raise TrainingConfigError(
+                    f"resume: the data partition differs from {out / CHECKPOINT_NAME}'s "
+                    "(another data set version?); start without --resume"
+                )
+        else:
+            scenario, allocation, info = resolve_allocation(config, spec, sizes)
+
+        client_data = _client_data(data, parts, where)
+        transport = InProcessTransport(config.devices, where, where)
+        protocol = protocol_cls(
+            device_model,
+            server_model,
+            data=client_data,
+            transport=transport,
+            lr=config.lr,
+            momentum=config.momentum,
+            batch_size=config.batch_size,
+            local_iters=config.local_iters,
+        )
+        metrics: list[dict[str, Any]] = []
+        prior_wall = 0.0
+        if ckpt is not None:
+            protocol.load_state_dict(ckpt["protocol"])
+            metrics = list(ckpt["metrics"])
+            prior_wall = float(ckpt["wall_time_s"])
+            _set_rng_state(ckpt["rng"])
+
+        bits = _bits_used(protocol_cls, allocation)
+        latency_n, energy_n = protocol_cls.device_costs(scenario, allocation, spec)
+        x_test, y_test = data.x_test.to(where), data.y_test.to(where)
+        k = config.participants_per_round
+
+        for r in range(len(metrics) + 1, config.rounds + 1):
+            participants = sample_participants(config.seed, r, config.devices, k)
+            transport.meter.reset()
+            stats = protocol.run_round(RoundPlan(r, participants, bits, config.seed))
+            if not math.isfinite(stats.train_loss):
+                raise TrainingConfigError(
+                    f"lr: training diverged in round {r} (loss {stats.train_loss}); lower --lr "
+                    f"(now {config.lr})"
+                )
+            test_loss, test_acc = evaluate_model(protocol.global_model(), x_test, y_test)
+            latency, energy = protocol_cls.round_cost(latency_n, energy_n, participants)
+            row: dict[str, Any] = {
+                "round": r,
+                "train_loss": stats.train_loss,
+                "grad_sq_norm": stats.grad_sq_norm,
+                "test_loss": test_loss,
+                "test_accuracy": test_acc,
+                **transport.meter.summary(),
+                "latency_s": latency,
+                "energy_j": energy,
+                "bound": float(bound(scenario, bits, r)),
+                "participants": participants.tolist(),
+            }
+            metrics.append(row)
+            if out is not None:
+                wall = prior_wall + time.perf_counter() - started
+                _save_checkpoint(
+                    out / CHECKPOINT_NAME,
+                    {
+                        "format": _CHECKPOINT_FORMAT,
+                        "config": config.to_dict(),
+                        "round": r,
+                        "protocol": protocol.state_dict(),
+                        "metrics": metrics,
+                        "scenario": scenario.to_toml(),
+                        "allocation": allocation.to_json(),
+                        "allocation_info": dict(info),
+                        "partition_sizes": sizes.tolist(),
+                        "rng": _rng_state(),
+                        "wall_time_s": wall,
+                    },
+                )
+                _write_outputs(out, metrics)
+            logger.info(
+                "round %d/%d: loss %.4f, test accuracy %.4f",
+                r,
+                config.rounds,
+                stats.train_loss,
+                test_acc,
+            )
+            if progress is not None:
+                progress(row)
+
+        wall_time = prior_wall + time.perf_counter() - started
+        summary = _summary(
+            config, metrics, spec, scenario, bits, info, wall_time, protocol_cls.quantized
+        )
+        if out is not None:
+            atomic_write_json(out / SUMMARY_NAME, summary)
+            from sflam_opt.training.plots import plot_curves
+
+            plot_curves(metrics, out / CURVES_NAME, title=f"{config.protocol} / {config.model}")
+        model = protocol.global_model()
+    return TrainResult(config, metrics, summary, scenario, allocation, model, spec, dict(info))
+
+
+def _client_data(data: ImageDataset, parts: list[np.ndarray], where: torch.device) -> ClientData:
+    x, y = data.x_train, data.y_train
+    return ClientData(
+        x=[x[torch.from_numpy(p)].to(where) for p in parts],
+        y=[y[torch.from_numpy(p)].to(where) for p in parts],
+        num_classes=data.num_classes,
+    )
+
+
+def load_metrics(out: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Read ``metrics.jsonl`` of a run directory."""
+    path = Path(out) / METRICS_NAME
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise SflamError(f"out: cannot read {path}: {err.strerror}") from None
+    return [json.loads(line) for line in text.splitlines() if line.strip()]

@@ -1,0 +1,286 @@
+"""The device <-> server link of the trainer: one small interface, bytes counted at the wire.
+
+Everything the protocols exchange between a device and the server -- activations up (quantized in
+SFLAM, arXiv 2504.09114; fp32 in SplitFed, Thapa et al. 2022), labels up, activation gradients down,
+and models down/up for averaging -- goes through :class:`Transport`:
+
+- ``to_server(device, kind, message)`` returns what the server receives,
+- ``to_device(device, kind, message)`` returns what the device receives.
+
+A message is a float tensor (sent as fp32), an integer tensor (labels), a
+:class:`~sflam_opt.training.quantizer.QuantizedTensor` (sent as its packed codes), or a state dict
+(name -> tensor). :func:`encode` turns a message into one self-describing byte frame and
+:func:`decode` turns it back; the transport counts ``len(frame)`` and the *payload* part of it
+(the bytes formulation section 2 counts: packed codes + 8 range bytes per quantized tensor, 4 bytes
+per fp32 value, the raw integers of labels). The remainder is framing: a tag byte, shapes, names.
+
+:class:`InProcessTransport` really encodes and decodes every message, so the receiver only ever
+sees what the bytes carry and the counts are those of a real link. A multi-process implementation
+(torch.distributed, one rank per device plus the server) can send the same frames as uint8 tensors
+without touching the protocols.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from sflam_opt.errors import DataError
+from sflam_opt.training.quantizer import QuantizedTensor, quantize
+
+__all__ = [
+    "KINDS",
+    "Frame",
+    "InProcessTransport",
+    "Message",
+    "TrafficMeter",
+    "Transport",
+    "decode",
+    "encode",
+]
+
+logger = logging.getLogger(__name__)
+
+Message: TypeAlias = Tensor | QuantizedTensor | Mapping[str, Tensor]
+
+#: What may be exchanged; the traffic meter keeps one counter per (direction, kind).
+KINDS = ("activations", "labels", "gradients", "model")
+
+_TAG_QUANT = b"Q"  # QuantizedTensor frame (fp32 tensors travel as its 32-bit passthrough)
+_TAG_FLOAT = b"F"  # float tensor, sent as fp32 and decoded back to a Tensor
+_TAG_INT = b"I"  # integer tensor
+_TAG_STATE = b"S"  # state dict
+_INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.bool)
+_NP_INT = {
+    torch.uint8: "u1",
+    torch.int8: "i1",
+    torch.int16: "<i2",
+    torch.int32: "<i4",
+    torch.int64: "<i8",
+    torch.bool: "?",
+}
+_U8 = struct.Struct("<B")
+_U16 = struct.Struct("<H")
+_U32 = struct.Struct("<I")
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One encoded message.
+
+    Attributes
+    ----------
+    data : bytes
+        The bytes that cross the link.
+    payload_nbytes : int
+        The part of ``data`` formulation section 2 counts (values, packed codes and ranges);
+        ``len(data) - payload_nbytes`` is framing.
+    """
+
+    data: bytes
+    payload_nbytes: int
+
+
+def _int_frame(t: Tensor) -> Frame:
+    raw = t.detach().cpu().contiguous().numpy().astype(_NP_INT[t.dtype], copy=False).tobytes()
+    head = (
+        _TAG_INT
+        + _U8.pack(_INT_DTYPES.index(t.dtype))
+        + _U8.pack(t.dim())
+        + b"".join(_U32.pack(s) for s in t.shape)
+    )
+    return Frame(head + raw, len(raw))
+
+
+def encode(message: Message) -> Frame:
+    """Serialize a message into one frame.
+
+    Parameters
+    ----------
+    message : Tensor, QuantizedTensor or mapping of str to Tensor
+        Float tensors are sent as fp32 (exact for float32 models); integer and bool tensors as
+        their raw values; a state dict as the frames of its tensors, in order, with their names.
+
+    Returns
+    -------
+    Frame
+    """
+    if isinstance(message, QuantizedTensor):
+        return Frame(_TAG_QUANT + message.to_bytes(), message.nbytes)
+    if isinstance(message, Tensor):
+        if message.dtype in _INT_DTYPES:
+            return _int_frame(message)
+        if not message.is_floating_point():
+            raise DataError(f"transport: cannot send a tensor of dtype {message.dtype}")
+        q = quantize(message, 32)
+        return Frame(_TAG_FLOAT + q.to_bytes(), q.nbytes)
+    if isinstance(message, Mapping):
+        parts = [_TAG_STATE, _U32.pack(len(message))]
+        payload = 0
+        for name, tensor in message.items():
+            key = str(name).encode("utf-8")
+            sub = encode(tensor)
+            parts += [_U16.pack(len(key)), key, _U32.pack(len(sub.data)), sub.data]
+            payload += sub.payload_nbytes
+        return Frame(b"".join(parts), payload)
+    raise DataError(f"transport: cannot send a message of type {type(message).__name__}")
+
+
+def decode(data: bytes, device: torch.device | str | None = None) -> Message:
+    """Inverse of :func:`encode`; tensors are placed on ``device`` (default CPU).
+
+    A quantized frame decodes to the :class:`QuantizedTensor` itself: dequantizing is the
+    receiver's business. Raises :class:`~sflam_opt.errors.DataError` on a malformed frame.
+    """
+    view = memoryview(data)
+    if not view:
+        raise DataError("transport: empty frame")
+    tag = bytes(view[:1])
+    if tag == _TAG_QUANT:
+        return QuantizedTensor.from_bytes(view[1:])
+    if tag == _TAG_FLOAT:
+        q = QuantizedTensor.from_bytes(view[1:])
+        values = np.frombuffer(q.payload, dtype="<f4", count=q.numel).copy()
+        return torch.from_numpy(values).reshape(q.shape).to(device)
+    if tag == _TAG_INT:
+        code, ndim = view[1], view[2]
+        if code >= len(_INT_DTYPES):
+            raise DataError(f"transport: integer frame has unknown dtype code {code}")
+        shape = tuple(_U32.unpack_from(view, 3 + 4 * i)[0] for i in range(ndim))
+        dtype = _INT_DTYPES[code]
+        arr = np.frombuffer(view[3 + 4 * ndim :], dtype=_NP_INT[dtype]).copy()
+        if arr.size != int(np.prod(shape)):
+            raise DataError(f"transport: integer frame of shape {shape} has {arr.size} values")
+        return torch.from_numpy(arr).reshape(shape).to(device=device, dtype=dtype)
+    if tag == _TAG_STATE:
+        (count,) = _U32.unpack_from(view, 1)
+        pos, out = 5, {}
+        for _ in range(count):
+            (klen,) = _U16.unpack_from(view, pos)
+            name = bytes(view[pos + 2 : pos + 2 + klen]).decode("utf-8")
+            pos += 2 + klen
+            (flen,) = _U32.unpack_from(view, pos)
+            out[name] = decode(view[pos + 4 : pos + 4 + flen], device)
+            pos += 4 + flen
+        if pos != len(view):
+            raise DataError(f"transport: state frame has {len(view) - pos} trailing bytes")
+        return out
+    raise DataError(f"transport: unknown frame tag {tag!r}")
+
+
+@dataclass
+class TrafficMeter:
+    """Bytes sent per device and per (direction, kind) since the last :meth:`reset`.
+
+    Attributes
+    ----------
+    uplink_bytes, downlink_bytes : ndarray of int64, shape (N,)
+        Whole frames per device.
+    uplink_payload, downlink_payload : ndarray of int64, shape (N,)
+        Payload bytes per device (see :class:`Frame`).
+    by_kind : dict
+        ``{"up/activations": bytes, ...}`` whole frames per direction and kind.
+    """
+
+    n_devices: int
+    uplink_bytes: np.ndarray = field(init=False)
+    downlink_bytes: np.ndarray = field(init=False)
+    uplink_payload: np.ndarray = field(init=False)
+    downlink_payload: np.ndarray = field(init=False)
+    by_kind: dict[str, int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Zero every counter."""
+        n = self.n_devices
+        self.uplink_bytes = np.zeros(n, dtype=np.int64)
+        self.downlink_bytes = np.zeros(n, dtype=np.int64)
+        self.uplink_payload = np.zeros(n, dtype=np.int64)
+        self.downlink_payload = np.zeros(n, dtype=np.int64)
+        self.by_kind = {}
+
+    def record(self, direction: str, device: int, kind: str, frame: Frame) -> None:
+        """Count one frame sent ``"up"`` (device to server) or ``"down"`` for ``device``."""
+        if direction == "up":
+            self.uplink_bytes[device] += len(frame.data)
+            self.uplink_payload[device] += frame.payload_nbytes
+        else:
+            self.downlink_bytes[device] += len(frame.data)
+            self.downlink_payload[device] += frame.payload_nbytes
+        key = f"{direction}/{kind}"
+        self.by_kind[key] = self.by_kind.get(key, 0) + len(frame.data)
+        key = f"{direction}/{kind}/payload"
+        self.by_kind[key] = self.by_kind.get(key, 0) + frame.payload_nbytes
+
+    def summary(self) -> dict[str, Any]:
+        """Totals as plain JSON-ready data."""
+        return {
+            "uplink_bytes": int(self.uplink_bytes.sum()),
+            "downlink_bytes": int(self.downlink_bytes.sum()),
+            "uplink_payload_bytes": int(self.uplink_payload.sum()),
+            "downlink_payload_bytes": int(self.downlink_payload.sum()),
+            "traffic": dict(sorted(self.by_kind.items())),
+        }
+
+
+class Transport(ABC):
+    """Device <-> server exchange; every message crosses as one counted frame.
+
+    Parameters
+    ----------
+    n_devices : int
+        Devices N; ``device`` arguments are positions in ``0..N-1``.
+    """
+
+    def __init__(self, n_devices: int) -> None:
+        self.meter = TrafficMeter(n_devices)
+
+    @abstractmethod
+    def to_server(self, device: int, kind: str, message: Message) -> Message:
+        """Send ``message`` from ``device`` to the server; returns what the server receives."""
+
+    @abstractmethod
+    def to_device(self, device: int, kind: str, message: Message) -> Message:
+        """Send ``message`` from the server to ``device``; returns what the device receives."""
+
+
+class InProcessTransport(Transport):
+    """Both ends in this process: encode, count, decode.
+
+    Parameters
+    ----------
+    n_devices : int
+        Devices N.
+    server_device, client_device : torch.device or str
+        Where received tensors are placed on each side (the same device in a simulation).
+    """
+
+    def __init__(
+        self,
+        n_devices: int,
+        server_device: torch.device | str = "cpu",
+        client_device: torch.device | str = "cpu",
+    ) -> None:
+        super().__init__(n_devices)
+        self.server_device = torch.device(server_device)
+        self.client_device = torch.device(client_device)
+
+    def to_server(self, device: int, kind: str, message: Message) -> Message:
+        frame = encode(message)
+        self.meter.record("up", device, kind, frame)
+        return decode(frame.data, self.server_device)
+
+    def to_device(self, device: int, kind: str, message: Message) -> Message:
+        frame = encode(message)
+        self.meter.record("down", device, kind, frame)
+        return decode(frame.data, self.client_device)

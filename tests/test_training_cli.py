@@ -1,0 +1,146 @@
+"""The trainer's CLI commands via typer's CliRunner: JSON output, tables, errors, files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from sflam_opt.scenario import Scenario
+from sflam_opt.training.cli import register
+
+SMALL = ["--devices", "3", "--rounds", "2", "--local-iters", "2", "--batch-size", "8"]
+SMALL += ["--solver", "equal", "--threads", "1"]
+
+
+@pytest.fixture(scope="module")
+def app() -> typer.Typer:
+    app = typer.Typer()
+
+    @app.callback()
+    def _root() -> None:  # a group, as in the real sflam-opt app
+        pass
+
+    register(app)
+    return app
+
+
+@pytest.fixture(scope="module")
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+def test_train_json_prints_the_summary_and_writes_outputs(app, runner, tmp_path):
+    res = runner.invoke(app, ["train", *SMALL, "--bits", "4", "--json", "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout)
+    for key in ("final_test_accuracy", "uplink_bytes", "downlink_bytes", "rounds"):
+        assert key in summary
+    assert summary["rounds"] == 2 and summary["bits"] == [4, 4, 4]
+    assert (
+        json.loads((tmp_path / "summary.json").read_text())["uplink_bytes"]
+        == summary["uplink_bytes"]
+    )
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 2
+    # Resume to 3 rounds continues from the checkpoint.
+    res = runner.invoke(
+        app,
+        [
+            "train",
+            *SMALL[2:],
+            "--devices",
+            "3",
+            "--rounds",
+            "3",
+            "--bits",
+            "4",
+            "--json",
+            "--out",
+            str(tmp_path),
+            "--resume",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["rounds"] == 3
+
+
+def test_train_table_output(app, runner):
+    res = runner.invoke(app, ["train", *SMALL, "--protocol", "fl"])
+    assert res.exit_code == 0, res.output
+    assert "final test accuracy" in res.stdout and "uplink bytes" in res.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--protocol", "nope"], "error: protocol: invalid value 'nope'"),
+        (["--bits", "40"], "error: bits"),
+        (["--alpha", "0"], "error: alpha"),
+        (["--dataset", "cifar10"], "error: data_dir"),
+        (["--resume"], "error: resume"),
+        (["--scenario", "/no/such.toml"], "error: /no/such.toml: no such scenario file"),
+    ],
+)
+def test_train_bad_input_exits_2_with_one_line(app, runner, args, message):
+    res = runner.invoke(app, ["train", *SMALL, *args])
+    assert res.exit_code == 2
+    assert res.stderr.startswith(message), res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in res.output
+
+
+def test_calibrate_writes_a_scenario(app, runner, tmp_path):
+    target = tmp_path / "cal.toml"
+    res = runner.invoke(
+        app,
+        [
+            "calibrate",
+            "--devices",
+            "3",
+            "--rounds",
+            "4",
+            "--alpha",
+            "100",
+            "--local-iters",
+            "10",
+            "--batch-size",
+            "16",
+            "--lr",
+            "0.1",
+            "--momentum",
+            "0.9",
+            "--bits",
+            "3",
+            "--threads",
+            "1",
+            "--seed",
+            "1",
+            "--out",
+            str(target),
+            "--json",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    est = json.loads(res.stdout)
+    scen = Scenario.from_toml(target)
+    c = scen.convergence
+    assert (c.a, c.phi0, c.q, c.epsilon) == (est["a"], est["phi0"], est["q"], est["epsilon"])
+    assert scen.n_devices == 3 and scen.training.local_iters == 10
+
+
+def test_calibrate_bad_bits(app, runner):
+    res = runner.invoke(app, ["calibrate", "--bits", "2,x"])
+    assert res.exit_code == 2 and res.stderr.startswith("error: bits: invalid list")
+
+
+def test_memory_json_and_bad_input(app, runner):
+    res = runner.invoke(
+        app, ["memory", "--model", "vit-tiny", "--batch", "4", "--protocol", "fl", "--json"]
+    )
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["device_peak_mb"] > 0 and out["protocol"] == "fl"
+    res = runner.invoke(app, ["memory", "--protocol", "sl"])
+    assert res.exit_code == 2 and res.stderr.startswith("error: ")
