@@ -138,3 +138,36 @@ def test_runs_at_one_hundred_thousand_devices():
     assert r.status == "converged" and r.evaluation.violations == []
     assert r.objective < solve(s, "bits-only").objective
     assert r.info["polish"] == "off"
+
+
+@pytest.mark.parametrize(
+    "omega,constraint",
+    [
+        (1.0, {}),  # latency only: the time value of bandwidth drives the bits
+        (1.0, {"round_deadline_s": 0.8}),  # latency only at a binding deadline
+        (0.5, {"round_deadline_s": 0.75}),  # many devices switch levels at once
+        (0.1, {"device_energy_j": 0.7}),
+    ],
+)
+def test_no_polish_instances_no_worse_than_any_baseline(omega, constraint):
+    # N = 300 turns the exact polish off, so this checks the Lagrangian steps themselves,
+    # including the price clearing and uniform-level fallbacks.
+    base = Scenario.default(devices=300, seed=3)
+    free = solve(base, "fast")
+    scale = {
+        "round_deadline_s": free.evaluation.round_latency_s,
+        "device_energy_j": float(free.evaluation.breakdown.energy_j.max()),
+    }
+    cons = {k: v * scale[k] for k, v in constraint.items()}
+    s = base.replace(constraints=cons, objective={"latency_weight": omega})
+    r = solve(s, "fast")
+    assert r.status == "converged" and r.info["polish"] == "off"
+    assert r.evaluation.violations == []
+    for level in s.bits.levels:
+        fb = solve(s, "fixed-bits", bits=level)
+        if fb.success:
+            assert r.objective <= fb.objective * (1 + 1e-9), level
+    for name in ("equal", "bits-only", "power-only", "bandwidth-only"):
+        b = solve(s, name)
+        if b.status in ("optimal", "converged"):
+            assert r.objective <= b.objective * (1 + 1e-9), name

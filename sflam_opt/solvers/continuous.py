@@ -323,7 +323,7 @@ def _split(
             x = np.where(clamped, xcap, xf)
         hf = h_from_expm1(xf, em1)
         res = np.log(hf) + log_a - s[:, None]
-        d = xf * xf * (em1 + 1.0) / hf  # d log h / d log x
+        d = xf * xf / (hf / (em1 + 1.0))  # d log h / d log x (no overflow up to x = 700)
         bw = kappa / x
         tot = bw.sum(axis=1)
         f = np.log(tot) - log_b
@@ -436,6 +436,7 @@ class RowSolutions:
     upload_s: FloatArray
     payload_bits: FloatArray
     capped_at_limit: NDArray[np.bool_]  # T stopped at the zero-latency-weight cap
+    slope: FloatArray  # dV/dT (right derivative) at the returned round time, V = w_T T + w_E E
 
 
 def _solve_rows(
@@ -465,6 +466,7 @@ def _solve_rows(
     out_xf = np.full((m, n), np.nan)
     out_u = np.full((m, n), np.nan)
     capped = np.zeros(m, dtype=bool)
+    out_slope = np.full(m, np.nan)
     rows = np.flatnonzero(status == OK)
     if rows.size:
         wr = None if warm is None else tuple(a[rows] for a in warm)
@@ -477,10 +479,11 @@ def _solve_rows(
         out_xf[rows] = sp.x_free
         out_u[rows] = sp.u
         capped[rows] = cap_rows
+        out_slope[rows] = sp.slope
     with np.errstate(invalid="ignore"):
         obj = np.where(status == OK, rounds * out_v, np.inf)
     return RowSolutions(
-        status, obj, rounds, out_t, out_e, t_min, out_s, out_x, out_xf, out_u, w, capped
+        status, obj, rounds, out_t, out_e, t_min, out_s, out_x, out_xf, out_u, w, capped, out_slope
     )
 
 

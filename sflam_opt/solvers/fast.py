@@ -43,7 +43,7 @@ from sflam_opt.solvers.continuous import (
     diagnose,
     row_allocation,
 )
-from sflam_opt.solvers.lambertw import phi_inverse
+from sflam_opt.solvers.lambertw import h_from_expm1, h_inverse, phi_inverse
 
 __all__ = ["FastState", "lagrangian_bits", "solve_fast"]
 
@@ -110,7 +110,13 @@ class _Problem:
         return _solve_rows(self.prm, w, k, self.rtol, wm)
 
 
-def lagrangian_bits(prob: _Problem, state: FastState) -> NDArray[np.int64]:
+def lagrangian_bits(
+    prob: _Problem,
+    state: FastState,
+    *,
+    clear: bool = False,
+    round_latency_s: float | None = None,
+) -> NDArray[np.int64]:
     """One Dinkelbach step: every device's best level at the current T, lambda and ratio.
 
     Without a binding cap, device n's cost at level l is ``alpha_n W_l + theta q rho_n pen_l``
@@ -119,31 +125,163 @@ def lagrangian_bits(prob: _Problem, state: FastState) -> NDArray[np.int64]:
     off the unconstrained optimum of ``e + lambda B``), so the cap-free table is a lower bound;
     devices whose cap-free choice hits a cap are re-scored exactly.
 
+    Parameters
+    ----------
+    clear : bool
+        Re-price bandwidth (bisection on log mu) to the smallest price at which the chosen
+        levels' bandwidths fit the band at the current T: the Lagrangian choice is then feasible
+        there and uses the band up (used when the plain step at the old price fails, e.g. at a
+        deadline, where many devices would switch levels at once).
+    round_latency_s : float, optional
+        Price at this round time instead of the current one (with ``clear``: a candidate whose
+        bits fit the band at that T, for moves that need a longer or shorter round).
+
     Returns
     -------
     ndarray of int, shape (N,)
         Level *values* (bits).
     """
     sol, prm = state.sol, prob.prm
-    t = float(sol.round_latency_s[0])
-    lam = float(np.exp(sol.log_price[0]))
-    xf = sol.x_free[0]  # (N,) free spectral variable at (T, lambda)
+    t = float(sol.round_latency_s[0]) if round_latency_s is None else float(round_latency_s)
     u = t - prm.fixed_s  # (N,)
     theta = float(sol.objective[0]) / prob.k_coef  # ratio V/m = J / Kc
+    log_a = np.log(prm.n0 * u / prm.gain)
+    w_e = prm.w_e
+    table = _CapTable(prob, u) if w_e == 0.0 else None
+    mu0 = _bandwidth_price(prob, state)
+
+    def at(log_mu: float, x0: FloatArray | None) -> tuple[NDArray[np.int64], float, FloatArray]:
+        if table is not None:
+            p = table.choose(np.exp(log_mu), theta)
+            return p, float(table.bw[np.arange(u.size), p].sum()), x0
+        # Device optimum of w_E e + mu B without caps: h(x) = mu / (w_E a).
+        x = h_inverse(np.exp(np.minimum(log_mu - np.log(w_e) - log_a, 700.0)), x0)
+        p, b = _choose(prob, u, x, np.exp(log_mu), theta)
+        return p, float(b.sum()), x
+
+    s0 = float(np.log(mu0))
+    same_point = round_latency_s is None and mu0 == w_e * np.exp(sol.log_price[0])
+    x0 = sol.x_free[0] if w_e > 0.0 and same_point else None
+    pick, tot, xf = at(s0, x0)
+    if not clear:
+        return prob.levels[pick]
+    # Clear the market at this T: the smallest price mu at which the chosen levels fit the
+    # band (their total bandwidth falls with mu), bracketed from mu0 in the needed direction.
+    # Prices beyond e^+-100 of the start change nothing (every device at its extreme level).
+    if tot <= prm.bandwidth_hz:
+        lo, hi, p_hi, x_hi = s0 - 1.0, s0, pick, xf
+        while True:
+            p_lo, tot_lo, x_lo = at(lo, x_hi)
+            if tot_lo > prm.bandwidth_hz:
+                break
+            if lo <= s0 - 100.0:
+                return prob.levels[p_lo]
+            width = hi - lo
+            hi, p_hi, x_hi = lo, p_lo, x_lo
+            lo = max(lo - 2.0 * width, s0 - 100.0)
+    else:
+        lo, hi = s0, s0 + 1.0
+        while True:
+            p_hi, tot, x_hi = at(hi, xf)
+            if tot <= prm.bandwidth_hz:
+                break
+            if hi >= s0 + 100.0:
+                return state.bits.copy()
+            lo, hi = hi, min(hi + 2.0 * (hi - lo), s0 + 100.0)
+    for _ in range(60):
+        if hi - lo <= 1e-4:  # the choice changes in steps; finer prices rarely change it
+            break
+        mid = 0.5 * (lo + hi)
+        p_mid, tot, x_mid = at(mid, x_hi)
+        if tot <= prm.bandwidth_hz:
+            hi, p_hi, x_hi = mid, p_mid, x_mid
+        else:
+            lo = mid
+    return prob.levels[p_hi]
+
+
+def _trial_times(prob: _Problem, state: FastState) -> list[float]:
+    """Round times at which to re-clear the bandwidth price in a fallback step."""
+    t = float(state.sol.round_latency_s[0])
+    t_min = float(state.sol.min_round_latency_s[0])
+    cap = prob.prm.deadline_s if prob.prm.deadline_s is not None else np.inf
+    if t <= t_min * (1 + 1e-12):
+        # At the fastest round for these bits: only longer rounds admit more bits.
+        factors = (1.0, 1.05, 1.1, 1.2, 1.4)
+    else:
+        factors = (0.95, 1.0, 1.05)
+    floor = float(np.max(prob.prm.fixed_s))  # every device needs some upload time
+    return sorted({min(t * f, cap) for f in factors if t * f > floor})
+
+
+def _bandwidth_price(prob: _Problem, state: FastState) -> float:
+    """Multiplier ``mu`` of ``sum B_n <= B`` in objective units per Hz at the current optimum.
+
+    Inside ``(T_min, deadline)`` it is ``w_E lambda`` (lambda: the energy price, J/Hz). At
+    ``T = T_min`` the band is what holds the round time up, so the slope ``V'(T_min+) > 0`` adds
+    the time value of bandwidth, ``V' / (-d sum Bmin / dT)``; without it a latency-only objective
+    would see no reason to use fewer bits at a fixed round time.
+    """
+    sol, prm = state.sol, prob.prm
+    mu = prm.w_e * float(np.exp(sol.log_price[0]))
+    t, t_min = float(sol.round_latency_s[0]), float(sol.min_round_latency_s[0])
+    slope = float(sol.slope[0])
+    if not (t <= t_min * (1 + 1e-12) and slope > 0):
+        return mu if mu > 0 else 1e-300
+    u, x, w = sol.upload_s[0], sol.x[0], sol.payload_bits[0]
+    bmin = w * LN2 / (u * x)
+    power = prm.pmax * u <= (np.inf if prm.budget_j is None else prm.budget_j)
+    em1 = np.expm1(x)
+    extra = np.where(power, em1 / h_from_expm1(x, em1), 0.0)
+    dsum = float(np.sum(bmin / u * (1.0 + extra)))  # -d sum Bmin / dT
+    return mu + slope / dsum
+
+
+class _CapTable:
+    """Least bandwidth per (device, level) at a round time, for the latency-only step."""
+
+    def __init__(self, prob: _Problem, u: FloatArray) -> None:
+        nl = prob.levels.size
+        rows = np.broadcast_to(np.arange(u.size)[:, None], (u.size, nl))
+        lvl = np.broadcast_to(np.arange(nl)[None, :], (u.size, nl))
+        x = phi_inverse(_cap_ratio(prob, u[:, None], lvl, rows))
+        with np.errstate(divide="ignore"):
+            self.bw = np.where(x > 0, prob.w_l[None, :] * LN2 / (u[:, None] * x), np.inf)
+        self.pen = prob.pen_nl
+
+    def choose(self, mu: float, theta: float) -> NDArray[np.int64]:
+        return np.argmin(mu * self.bw + theta * self.pen, axis=1)
+
+
+def _choose(
+    prob: _Problem, u: FloatArray, xf: FloatArray, mu: float, theta: float
+) -> tuple[NDArray[np.int64], FloatArray]:
+    """Per-device best level index at bandwidth price ``mu`` and its bandwidth, shapes (N,).
+
+    Device n's cost at level l is ``w_E e_nl + mu B_nl + theta q rho_n pen_l``, with its
+    spectral variable ``x_n`` (free optimum ``xf``) held at the level's cap where that binds.
+    """
+    prm = prob.prm
+    rows = np.arange(u.size)
     s_per_bit = prob.s_nl[:, 0] / prob.w_l[0]  # N0 ln2 / g_n
     em1 = np.expm1(xf)
-    phi_f = em1 / xf
-    alpha = prm.w_e * (s_per_bit * phi_f + lam * LN2 / (u * xf))
+    alpha = prm.w_e * s_per_bit * em1 / xf + mu * LN2 / (u * xf)
     gamma = theta * prob.pen_nl[:, 0] / prob.pen_l[0]  # theta q rho_n
     cost = alpha[:, None] * prob.w_l[None, :] + gamma[:, None] * prob.pen_l[None, :]
     pick = np.argmin(cost, axis=1)
-    rows = np.arange(xf.size)
     r = _cap_ratio(prob, u[:, None], pick[:, None], rows[:, None])[:, 0]
     hit = em1 > r * xf  # phi(x_free) > r: the cap binds (or the level cannot make it)
+    x = xf
     if hit.any():
         idx = np.flatnonzero(hit)
-        pick[idx] = _exact_choice(prob, idx, u[idx], xf[idx], lam, theta)
-    return prob.levels[pick]
+        pick[idx] = _exact_choice(prob, idx, u[idx], xf[idx], mu, theta)
+        r = _cap_ratio(prob, u[:, None], pick[:, None], rows[:, None])[:, 0]
+        x = np.array(xf, dtype=np.float64)
+        capped = em1 > r * xf
+        x[capped] = phi_inverse(r[capped])
+    with np.errstate(divide="ignore"):
+        bw = prob.w_l[pick] * LN2 / (u * x)
+    return pick, bw
 
 
 def _cap_ratio(prob: _Problem, u, lvl, rows) -> FloatArray:
@@ -156,7 +294,7 @@ def _cap_ratio(prob: _Problem, u, lvl, rows) -> FloatArray:
     return r
 
 
-def _exact_choice(prob, idx, u, xf, lam, theta) -> NDArray[np.int64]:
+def _exact_choice(prob, idx, u, xf, mu, theta) -> NDArray[np.int64]:
     """Best level of devices ``idx`` with their caps honoured (full rows of the table)."""
     prm = prob.prm
     nl = prob.levels.size
@@ -164,12 +302,13 @@ def _exact_choice(prob, idx, u, xf, lam, theta) -> NDArray[np.int64]:
     lvl = np.broadcast_to(np.arange(nl)[None, :], (idx.size, nl))
     r = _cap_ratio(prob, u[:, None], lvl, rows)
     x = np.broadcast_to(xf[:, None], r.shape).copy()
-    clamped = np.expm1(x) > r * x
+    with np.errstate(over="ignore", invalid="ignore"):
+        clamped = np.expm1(x) > r * x
     x[clamped] = phi_inverse(r[clamped])
     with np.errstate(divide="ignore", invalid="ignore"):
         energy = prob.s_nl[idx] * np.expm1(x) / x
         bw = prob.w_l[None, :] * LN2 / (u[:, None] * x)
-        cost = prm.w_e * (energy + lam * bw) + theta * prob.pen_nl[idx]
+        cost = prm.w_e * energy + mu * bw + theta * prob.pen_nl[idx]
     cost = np.where((r > 1.0) & np.isfinite(cost), cost, np.inf)
     return np.argmin(cost, axis=1)
 
@@ -249,18 +388,65 @@ def run_fast(
     history = [state.objective]
     steps = 0
     status_iter = "converged"
+    evaluated = {state.bits.tobytes()}
+    counts = {"plain": 0, "fallback": 0, "uniform": 0}
+
+    def better(cands: list[NDArray[np.int64]]) -> FastState | None:
+        """Best of the not yet evaluated candidates if it lowers J (one batched solve)."""
+        fresh: dict[bytes, NDArray[np.int64]] = {}
+        for b in cands:
+            key = b.tobytes()
+            if key not in evaluated:
+                fresh.setdefault(key, b)
+        if not fresh:
+            return None
+        evaluated.update(fresh)
+        rows = np.array(list(fresh.values()))
+        sol = prob.solve_rows(rows, warm=state.sol)
+        k = _best_row(sol)
+        if sol.objective[k] < state.objective * (1.0 - 1e-13):
+            return FastState(rows[k].copy(), _take_row(sol, k))
+        return None
+
+    def uniform_near(*vectors: NDArray[np.int64]) -> list[NDArray[np.int64]]:
+        # Uniform vectors at and next to the mean level of each vector: they cover the
+        # fixed-bits baselines around the current point (J is usually unimodal in that level).
+        out = []
+        for v in vectors:
+            m = float(np.mean(np.searchsorted(prob.levels, v)))
+            for k in range(int(np.floor(m)) - 1, int(np.ceil(m)) + 2):
+                if 0 <= k < nl:
+                    out.append(np.full(n, prob.levels[k]))
+        return out
+
     for _ in range(max_iter):
-        b_new = lagrangian_bits(prob, state)
-        if np.array_equal(b_new, state.bits):
+        plain = lagrangian_bits(prob, state)
+        nxt = None
+        if not np.array_equal(plain, state.bits):
+            nxt = better([plain])
+            counts["plain"] += nxt is not None
+            if nxt is None:
+                # The linear step overshot (many devices switching at once at a fixed price):
+                # clear the price at round times around the current one (the new bits may
+                # need a longer or allow a shorter round), and try uniform levels near both.
+                cands = [
+                    lagrangian_bits(prob, state, clear=True, round_latency_s=t)
+                    for t in _trial_times(prob, state)
+                ]
+                nxt = better([*cands, *uniform_near(plain, state.bits)])
+                counts["fallback"] += nxt is not None
+        if nxt is None:
+            nxt = better(uniform_near(state.bits))
+            counts["uniform"] += nxt is not None
+        if nxt is None:
             break
-        sol_new = prob.solve_rows(b_new[None, :], warm=state.sol)
-        steps += 1
-        if not sol_new.objective[0] < state.objective * (1.0 - 1e-13):
-            break
-        state = FastState(b_new, sol_new)
+        state = nxt
         history.append(state.objective)
+        steps += 1
     else:
         status_iter = "max_iter"
+    info["accepted_steps"] = dict(counts)
+    info["continuous_solves"] = len(evaluated)
     info["dinkelbach_steps"] = steps
     do_polish = polish if polish is not None else True
     moves = 0

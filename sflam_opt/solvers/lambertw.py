@@ -29,6 +29,7 @@ _MAX_ITER = 100
 # Newton converges quadratically here: once a step is below this (relative), the error left is
 # far below rounding, and waiting for exact zero steps would spin on rounding noise.
 _STEP_TOL = 1e-12
+_LOG_X_MAX = float(np.log(700.0))
 
 
 def h(x: ArrayLike) -> FloatArray:
@@ -159,11 +160,12 @@ def h_inverse(y: ArrayLike, x0: ArrayLike | None = None) -> FloatArray:
         hx = h_from_expm1(x, em1)
         f = np.log(hx) - log_y
         # d log h / d log x = x^2 e^x / h(x)
-        d = x * x * (em1 + 1.0) / hx
+        d = x * x / (hx / (em1 + 1.0))  # divide first: no overflow up to x = 700
         step = f / d
         # Cap big steps: far from the root the convex map can overshoot a lot in t.
         step = np.clip(step, -10.0, 10.0)
-        t = t - step
+        # Roots beyond x = 700 would need y > e^700; stay where expm1 is finite.
+        t = np.minimum(t - step, _LOG_X_MAX)
         x = np.exp(t)
         if not np.any(np.abs(step) > _STEP_TOL):
             break
