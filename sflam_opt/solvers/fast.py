@@ -6,18 +6,25 @@ J factors as ``J(b) = Kc V*(b) / m(b)`` with ``Kc = A / (eta tau)``, the margin
 (:mod:`sflam_opt.solvers.continuous`) computes in O(N) per round-time step.
 
 The bits search is Dinkelbach's method on the ratio ``V/m``: at the continuous optimum of the
-current bits (round time T, bandwidth price lambda) and the current ratio ``theta = V/m``, the
+current bits (round time T, bandwidth multiplier mu) and the current ratio ``theta = V/m``, the
 problem ``min V - theta m`` separates per device, and each device picks
 
-    b_n = argmin_l  w_E [e_n(l; T, lambda) + lambda B_n(l; T, lambda)] + theta q rho_n pen(l)
+    b_n = argmin_l  w_E e_n(l; T, mu) + mu B_n(l; T, mu) + theta q rho_n pen(l)
 
 where ``B_n(l)`` and ``e_n(l)`` are the device's bandwidth and upload energy at that price (its
-free spectral variable ``x_n = h^{-1}(lambda / a_n)`` does not depend on the level; only the cap
-does). That is one vectorized (N x L) argmin. The continuous block then re-optimizes T and lambda
-for the new bits, and the steps repeat while J falls. At a fixed point the bits minimize the
-Lagrangian of the continuous optimum, which is optimal up to the price effect of one device; on
-small instances a polish of single- and two-device level changes, each scored by the exact block
-(batched), closes that gap.
+free spectral variable ``x_n = h^{-1}(mu / (w_E a_n))`` does not depend on the level; only the cap
+does). That is one vectorized (N x L) argmin. ``mu`` is ``w_E lambda`` (lambda: the continuous
+block's energy price) plus, when the round sits at its fastest feasible value, the time value of
+bandwidth ``V'(T_min+) / (-d sum Bmin / dT)``. The continuous block then re-optimizes T and the
+price for the new bits, and the steps repeat while J falls.
+
+A fixed-price step can overshoot when many similar devices switch levels at once (typically at a
+deadline). It is then retried, in one batched continuous solve, with the price re-cleared (the
+smallest mu whose choices fit the band) at round times around the current one, and with uniform
+bit levels near the current and proposed bits (which also keeps ``fast`` no worse than the
+``fixed-bits`` baselines). At a fixed point the bits minimize the Lagrangian of the continuous
+optimum, optimal up to the price effect of one device; on small instances a polish of single- and
+two-device level changes, each scored by the exact block (batched), closes that gap.
 """
 
 from __future__ import annotations
