@@ -49,7 +49,7 @@ def test_inaccurate_or_failed_backend_falls_back(monkeypatch):
 def test_every_backend_failing_is_reported_not_raised():
     blk, _ = cvx.get_block("bandwidth", 3)
     # Each device needs at least 5 MHz of a 6 MHz band: infeasible.
-    blk.set(np.ones(3), np.full(3, 5.0), np.ones(3), 6.0, np.full(3, np.e))
+    blk.set(np.ones(3), np.full(3, 5.0), np.ones(3), 6.0, np.full(3, 2.0), np.full(3, np.e))
     out = blk.solve(cvx.solver_order(None))
     assert not out.ok and out.backend is None
     assert [a.split(":")[0] for a in out.attempts] == ["CLARABEL", "ECOS", "SCS"]
@@ -108,7 +108,8 @@ def test_bandwidth_block_matches_the_closed_form_split():
     ref_bw, _, ref_e = bandwidth_split(scn, bits, t)
     energy = compute_energy_j(scn).sum() + float(np.sum(new.power_w * model.upload_s(new)))
     assert energy == pytest.approx(ref_e, rel=1e-7)
-    np.testing.assert_allclose(new.bandwidth_hz, ref_bw, rtol=1e-4)
+    # Energy is flat (quadratic) at the optimum, so the split itself is only ~sqrt(tol) close.
+    np.testing.assert_allclose(new.bandwidth_hz, ref_bw, rtol=1e-3)
 
 
 @pytest.mark.parametrize("omega", [0.3, 1.0])

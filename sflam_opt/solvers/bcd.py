@@ -288,11 +288,11 @@ def _bandwidth_step(
     cost = a_n / energy if model.ref.w_energy > 0 else np.zeros_like(a_n)
     b0 = cur.bandwidth_hz / MHZ
     k = k_hz / MHZ
-    blk.set(k, k / x_cap, cost, model.total_hz / MHZ, b0 * np.exp(k / b0))
+    blk.set(k, k / x_cap, cost, model.total_hz / MHZ, b0, b0 * np.exp(k / b0))
     out = blk.solve(order)
     if not out.ok:
         return None, out
-    bw = np.maximum(out.values["B_MHz"] * MHZ, k_hz / x_cap)
+    bw = np.maximum(blk.bandwidth(out.values, b0) * MHZ, k_hz / x_cap)
     bw = bw * min(1.0, model.total_hz / float(bw.sum()))
     return model.score(cur.bits, bw, model.power_for(cur.bits, bw, up)), out
 

@@ -7,7 +7,8 @@ argument, so each block is an exponential-cone program:
 - :class:`BandwidthBlock` (block (i)): bandwidth with the upload times fixed. With
   ``k_n = W_n ln2 / u_n`` (computed in numpy, never a product of parameters), ``ExpCone(k, B, z)``
   is ``B exp(k / B) <= z`` and the energy is ``(N0 / g_n) u_n (z_n - B_n)``. Bandwidth is in MHz
-  so the cone solver sees numbers near 1.
+  and, inside the cone program, relative to the current split, so the solver sees numbers near 1
+  at any N.
 - :class:`UploadBlock` (block (ii)): upload times and the round time with the bandwidth fixed.
   With ``v = u / t0`` (``t0`` a time scale) and ``m_n = W_n ln2 / (B_n t0)``, ``ExpCone(m, v, y)``
   is ``v exp(m / v) <= y``, the energy is ``(N0 B_n t0 / g_n)(y_n - v_n)``, the power cap is the
@@ -18,7 +19,10 @@ number of devices and constraint set) is a :class:`cvxpy.Parameter`, so after th
 CVXPY reuses the cached parametrized program and skips canonicalization. The third cone
 component is scaled per device by its current value: unscaled, ``y = v exp(m / v)`` spans 1 to
 1e4 across devices at N = 100 and Clarabel stopped at ``optimal_inaccurate`` with a 0.3% worse
-block objective; scaled, the same solve is ``optimal`` in 31 iterations. Blocks are cached per
+block objective; scaled, the same solve is ``optimal`` in 31 iterations. Likewise the bandwidth
+is relative to the current split: in plain MHz (0.02 MHz per device at N = 1000) Clarabel raised
+SolverError ("InsufficientProgress") on the 1000-device default scenario; relative, it solved it
+to 5e-8 of the closed form. Blocks are cached per
 thread by (kind, N, constraint flags), and one :class:`cvxpy.Problem` is kept per backend because
 CVXPY's cache is keyed by the solver.
 
@@ -67,11 +71,20 @@ EXP_CONE_SOLVERS = ("CLARABEL", "MOSEK", "ECOS", "SCS")
 #: Default order: Clarabel, then the fallbacks.
 DEFAULT_ORDER = ("CLARABEL", "ECOS", "SCS")
 
-#: Per-backend options. SCS is first-order: its default eps (1e-4) is far too loose for J.
+#: Per-backend options. SCS is first-order and weak on exponential cones: on the 8-device
+#: default scenario it ended ``optimal_inaccurate`` at every block with eps 1e-7 or 1e-8 and
+#: 20000 iterations, and reached ``optimal`` on about half of them at eps 1e-6. Its looser answer
+#: is safe because bcd re-scores every block result with the cost model and keeps it only if J
+#: does not increase.
+#: Clarabel's duality-gap tolerance is 1e-7 instead of its 1e-8 default: on the 1000-device
+#: default scenario the bandwidth block stalled at a relative gap of 1.7e-8 ("AlmostSolved", so
+#: optimal_inaccurate and a fallback chain costing ~10 s) although its J was within 7e-8 of the
+#: closed form; at 1e-7 it ends "optimal" (closed-form error 1e-8 at N <= 100, 2e-7 at
+#: N = 1000), far inside bcd's own tolerance of 1e-6.
 _SOLVER_OPTS: dict[str, dict[str, Any]] = {
-    "CLARABEL": {},
+    "CLARABEL": {"tol_gap_abs": 1e-7, "tol_gap_rel": 1e-7},
     "ECOS": {"max_iters": 200},
-    "SCS": {"eps_abs": 1e-8, "eps_rel": 1e-8, "max_iters": 20_000},
+    "SCS": {"eps_abs": 1e-6, "eps_rel": 1e-6, "max_iters": 10_000},
     "MOSEK": {},
 }
 
@@ -221,43 +234,46 @@ class _DPPBlock:
 
 
 class BandwidthBlock(_DPPBlock):
-    """Block (i): minimize upload energy over bandwidth (MHz) with upload times fixed.
+    """Block (i): minimize upload energy over bandwidth with upload times fixed.
 
-    The cone ``B exp(k / B) <= z`` is written per device as ``ExpCone(k / s, B / s, zh)`` with
-    ``z = s zh`` and ``s`` the current ``z`` (the cone is homogeneous), so ``zh`` ~ 1 however
-    large ``exp(k / B)`` is; the objective is ``sum cost_n (z_n - B_n)``.
+    The variable is each device's bandwidth relative to a reference split ``B0`` (the current
+    one), ``beta_n = B_n / B0_n``, so it is ~1 for every device whatever N is. The cone
+    ``B exp(k / B) <= z`` is written as ``ExpCone(k / s, (B0 / s) beta, zh)`` with ``z = s zh``
+    and ``s`` the current ``z`` (the cone is homogeneous), so ``zh`` ~ 1 however large
+    ``exp(k / B)`` is. The objective is ``sum cost_n (z_n - B_n)``.
 
-    Parameters (set with :meth:`set`), shape (N,) unless scalar: ``k`` = W_n ln2 / (u_n 1e6)
-    (MHz), ``bmin`` = smallest bandwidth meeting the power and energy caps (MHz), ``cost`` >= 0
-    weight of ``z_n - B_n``, ``total`` = B / 1e6 (MHz), ``scale`` = s > 0.
+    Parameters (set with :meth:`set`), shape (N,) unless scalar; bandwidths in one unit (MHz in
+    bcd): ``k`` = W_n ln2 / u_n, ``bmin`` = least bandwidth meeting the power and energy caps,
+    ``cost`` >= 0 weight of ``z_n - B_n``, ``total`` = the band, ``ref`` = B0 > 0, ``scale`` =
+    s > 0.
     """
 
     kind = "bandwidth"
 
     def __init__(self, n: int) -> None:
-        b = cp.Variable(n, name="B_MHz")
+        beta = cp.Variable(n, name="beta")
         zh = cp.Variable(n, name="z_scaled")
         k_s = cp.Parameter(n, nonneg=True, name="k_over_s")
-        inv_s = cp.Parameter(n, nonneg=True, name="inv_s")
+        b0_s = cp.Parameter(n, nonneg=True, name="b0_over_s")
         cost_s = cp.Parameter(n, nonneg=True, name="cost_times_s")
-        cost = cp.Parameter(n, nonneg=True, name="cost")
-        bmin = cp.Parameter(n, nonneg=True, name="bmin")
-        total = cp.Parameter(nonneg=True, name="total")
+        cost_b0 = cp.Parameter(n, nonneg=True, name="cost_times_b0")
+        share = cp.Parameter(n, nonneg=True, name="b0_over_total")
+        lo = cp.Parameter(n, nonneg=True, name="bmin_over_b0")
         cons: list[cp.Constraint] = [
-            cp.constraints.ExpCone(k_s, cp.multiply(inv_s, b), zh),
-            cp.sum(b) <= total,
-            b >= bmin,
+            cp.constraints.ExpCone(k_s, cp.multiply(b0_s, beta), zh),
+            share @ beta <= 1,
+            beta >= lo,
         ]
         params = {
             "k_over_s": k_s,
-            "inv_s": inv_s,
+            "b0_over_s": b0_s,
             "cost_times_s": cost_s,
-            "cost": cost,
-            "bmin": bmin,
-            "total": total,
+            "cost_times_b0": cost_b0,
+            "b0_over_total": share,
+            "bmin_over_b0": lo,
         }
-        obj = cp.Minimize(cost_s @ zh - cost @ b)
-        super().__init__(obj, cons, {"B_MHz": b, "z_scaled": zh}, params)
+        obj = cp.Minimize(cost_s @ zh - cost_b0 @ beta)
+        super().__init__(obj, cons, {"beta": beta, "z_scaled": zh}, params)
 
     def set(
         self,
@@ -265,17 +281,22 @@ class BandwidthBlock(_DPPBlock):
         bmin: FloatArray,
         cost: FloatArray,
         total: float,
+        ref: FloatArray,
         scale: FloatArray,
     ) -> None:
         """Load the parameter values for the next solve (see the class docstring)."""
         self._set(
             k_over_s=k / scale,
-            inv_s=1.0 / scale,
+            b0_over_s=ref / scale,
             cost_times_s=cost * scale,
-            cost=cost,
-            bmin=bmin,
-            total=total,
+            cost_times_b0=cost * ref,
+            b0_over_total=ref / total,
+            bmin_over_b0=bmin / ref,
         )
+
+    def bandwidth(self, values: dict[str, FloatArray], ref: FloatArray) -> FloatArray:
+        """Bandwidth of a solution, in the unit of ``ref``."""
+        return values["beta"] * ref
 
 
 class UploadBlock(_DPPBlock):
