@@ -123,7 +123,8 @@ def parse_weights(spec: str) -> NDArray[np.float64]:
         if any(not t.strip() for t in toks):
             raise SolverArgumentError(f"weights={spec!r}: empty entry in the list; {_WEIGHT_HINT}")
         vals = np.array([num(t) for t in toks])
-    return np.unique(vals)
+    # Round off linspace noise (0.30000000000000004) so the CSV shows the weights as typed.
+    return np.unique(np.round(vals, 12))
 
 
 def _check_weights(weights: ArrayLike) -> NDArray[np.float64]:
