@@ -15,20 +15,23 @@ argument, so each block is an exponential-cone program:
   bound ``v_n >= m_n / ln(1 + K_n / B_n)`` and ``T >= c_n + u_n`` is linear.
 
 Both are DPP: every number that changes between iterations (and between scenarios with the same
-number of devices and constraint set) is a :class:`cvxpy.Parameter`, so after the first solve
-CVXPY reuses the cached parametrized program and skips canonicalization. The third cone
-component is scaled per device by its current value: unscaled, ``y = v exp(m / v)`` spans 1 to
-1e4 across devices at N = 100 and Clarabel stopped at ``optimal_inaccurate`` with a 0.3% worse
-block objective; scaled, the same solve is ``optimal`` in 31 iterations. Likewise the bandwidth
-is relative to the current split: in plain MHz (0.02 MHz per device at N = 1000) Clarabel raised
-SolverError ("InsufficientProgress") on the 1000-device default scenario; relative, it solved it
-to 5e-8 of the closed form. Blocks are cached per
-thread by (kind, N, constraint flags), and one :class:`cvxpy.Problem` is kept per backend because
-CVXPY's cache is keyed by the solver.
+number of devices) is a :class:`cvxpy.Parameter`, so after the first solve CVXPY reuses the
+cached parametrized program and skips canonicalization. Blocks are cached per thread by (kind, N),
+and one :class:`cvxpy.Problem` is kept per backend because CVXPY's cache is keyed by the solver.
 
-Backends: Clarabel first, then ECOS, then SCS when a solve raises or ends inaccurate. Measured on
-this model (issue 5): Clarabel matches the closed form to ~1e-9 up to N = 5000, while ECOS raised
-SolverError at N = 1000 and was 2e-5 off at N = 5000, so ECOS is never the default.
+Scaling, measured on the default scenario: the third cone component is scaled per device by its
+current value (unscaled, ``y = v exp(m / v)`` spans 1 to 1e4 across devices at N = 100 and
+Clarabel stopped ``optimal_inaccurate`` with a 0.3% worse block objective; scaled, ``optimal`` in
+31 iterations), and the bandwidth is relative to the current split (in plain MHz, 0.02 MHz per
+device at N = 1000, Clarabel raised SolverError, "InsufficientProgress").
+
+Backends: Clarabel first, then ECOS, then SCS when a solve raises or ends inaccurate. The issue
+measured Clarabel within ~1e-9 of the closed form up to N = 5000 while ECOS raised SolverError at
+N = 1000 and was 2e-5 off at N = 5000, so ECOS is never the default. On these blocks (bandwidth
+block against :func:`sflam_opt.solvers.continuous.bandwidth_split`, equal-split start): Clarabel
+1e-9 at N = 10, 1e-8 at N = 100, 2e-7 at N = 1000 (0.06 s per re-solve), and at N = 5000 only
+``optimal_inaccurate`` (3e-5; the first canonicalization alone took ~20 s); ECOS 8e-6 at N = 1000
+and 1e-4 at N = 5000, both ``optimal_inaccurate``; SCS up to 1e-3.
 """
 
 from __future__ import annotations
