@@ -146,7 +146,7 @@ TINY = PROFILES["quick"].replace(
     train_alphas=(0.5,),
     train_protocols=("sflam", "fl"),
     train_seeds=(0,),
-    train_rounds=2,
+    train_rounds=4,
     train_devices=4,
     train_uniform_bits=(2,),
     train_workers=1,
@@ -221,10 +221,10 @@ def test_train_section_runs_and_reports(tmp_path: Path) -> None:
         ("protocols", "fl", "fp32"),
         ("bits", "sflam", "uniform 2"),
     ]
-    assert all(r["error"] is None and r["rounds"] == 2 for r in runs)
+    assert all(r["error"] is None and r["rounds"] == 4 for r in runs)
     assert runs[2]["mean_bits"] == 2
     curves = read_csv(fig / "train_curves.csv")
-    assert len(curves) == 4  # two protocols x two rounds
+    assert len(curves) == 8  # two protocols x four rounds
     sflam = [c for c in curves if c["protocol"] == "sflam"]
     assert sflam[-1]["test_accuracy"] == pytest.approx(runs[0]["final_accuracy"])
     assert sflam[-1]["uplink_bytes_cum"] == runs[0]["uplink_bytes"]
@@ -235,6 +235,13 @@ def test_train_section_runs_and_reports(tmp_path: Path) -> None:
     for name in ("train_accuracy", "train_gradnorm", "train_bits"):
         _png(fig / f"{name}.png")
     doc = read_json(fig / "train.json")
+    cal = doc["calibration"]
+    assert cal["error"] is None and cal["seed"] == TINY.calibration_seed
+    const = cal["constants"]
+    assert const["a"] > 0 and const["phi0"] > 0 and const["q"] >= 0
+    for c in (c for c in curves if c["protocol"] == "fl"):  # fp32: Phi_q(32 bits) ~ 1e-19
+        expect = const["a"] / (runs[1]["lr"] * TINY.train_local_iters * c["round"]) + const["phi0"]
+        assert c["bound_calibrated"] == pytest.approx(expect, rel=1e-9)
     assert doc["cifar10"]["run"] is False and "no CUDA device" in doc["cifar10"]["reasons"]
     md = report.render(tmp_path)
     assert "## Training benchmarks" in md and "**Not run on this machine**" in md

@@ -115,6 +115,9 @@ class Profile:
         Uniform uplink bit widths compared with the solver's bits (32 = fp32).
     train_bits_alpha : float
         Dirichlet alpha of the bits comparison.
+    calibration_seed, calibration_bits
+        Held-out seed and uniform bit widths of the run that calibrates the bound's constants
+        (``sflam_opt.training.calibrate``) at ``train_bits_alpha``.
     cifar_rounds, cifar_lr, cifar_batch_size
         Rounds, learning rate and batch of the optional CIFAR-10 ViT-B/32 run (GPU only).
     memory_batches : tuple of int
@@ -168,6 +171,8 @@ class Profile:
     train_workers: int = 2
     train_uniform_bits: tuple[int, ...] = (2, 4, 8, 32)
     train_bits_alpha: float = 0.5
+    calibration_seed: int = 100
+    calibration_bits: tuple[int, ...] = (2, 4)
     cifar_rounds: int = 20
     cifar_lr: float = 0.01
     cifar_batch_size: int = 32
@@ -199,6 +204,7 @@ PROFILES: dict[str, Profile] = {
         train_seeds=(0,),
         train_rounds=4,
         train_uniform_bits=(2, 32),
+        calibration_bits=(2,),
         memory_batches=(8,),
     ),
 }

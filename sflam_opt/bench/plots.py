@@ -253,10 +253,15 @@ def _bcd(figures: Path) -> Path:
 
 # ------------------------------------------------------------------------------- training
 def _band(
-    ax: Any, curves: Sequence[Sequence[float]], x: Sequence[int], color: str, label: str
+    ax: Any,
+    curves: Sequence[Sequence[float]],
+    x: Sequence[int],
+    color: str,
+    label: str,
+    ls: str = "-",
 ) -> None:
     arr = np.array([c[: len(x)] for c in curves], dtype=float)
-    ax.plot(x, np.nanmean(arr, axis=0), color=color, label=label)
+    ax.plot(x, np.nanmean(arr, axis=0), ls, color=color, label=label)
     if arr.shape[0] > 1:
         ax.fill_between(x, np.nanmin(arr, axis=0), np.nanmax(arr, axis=0), color=color, alpha=0.2)
 
@@ -290,7 +295,7 @@ def train_figures(figures: Path) -> list[Path]:
                 if a != alpha:
                     continue
                 x, ys = _series(seeds)
-                _band(ax, ys, x, _COLORS.get(proto, "C9"), proto)
+                _band(ax, ys, x, _COLORS.get(proto, "C9"), proto, ls="--" if proto == "fl" else "-")
             ax.axhline(target, color="k", lw=0.7, ls=":")
             ax.set_title(f"Dirichlet α = {alpha:g} (mean, band: min-max over seeds)", fontsize=9)
             ax.set_xlabel("round")
@@ -301,27 +306,34 @@ def train_figures(figures: Path) -> list[Path]:
         out.append(_save(fig, figures / "train_accuracy.png"))
 
         grad = _curves(rows, "grad_sq_norm_avg")
-        bound = _curves(rows, "bound")
+        bounds = {key: _curves(rows, key) for key in ("bound", "bound_calibrated")}
+        styles = {
+            "bound": (":", "bound, default constants"),
+            "bound_calibrated": ("--", "bound, calibrated"),
+        }
         if grad:
             fig, axes = plt.subplots(
-                1, len(alphas), figsize=(4.5 * len(alphas), 3.8), squeeze=False
+                1, len(alphas), figsize=(4.8 * len(alphas), 4.0), squeeze=False
             )
             for ax, alpha in zip(axes[0], alphas, strict=True):
                 for (a, proto, mode), seeds in sorted(grad.items()):
                     if a != alpha:
                         continue
+                    color = _COLORS.get(proto, "C9")
                     x, ys = _series(seeds)
-                    _band(ax, ys, x, _COLORS.get(proto, "C9"), f"{proto} measured")
-                    if (a, proto, mode) in bound:
-                        bx, bys = _series(bound[(a, proto, mode)])
-                        ax.plot(
-                            bx,
-                            np.nanmean(np.array(bys, dtype=float), axis=0),
-                            "--",
-                            color=_COLORS.get(proto, "C9"),
-                            lw=1,
-                            label=f"{proto} bound",
-                        )
+                    _band(ax, ys, x, color, f"{proto} measured")
+                    for key, (ls, _) in styles.items():
+                        if (a, proto, mode) in bounds[key]:
+                            bx, bys = _series(bounds[key][(a, proto, mode)])
+                            ax.plot(
+                                bx,
+                                np.nanmean(np.array(bys, dtype=float), axis=0),
+                                ls,
+                                color=color,
+                                lw=1,
+                            )
+                for ls, what in styles.values():
+                    ax.plot([], [], ls, color="k", lw=1, label=what)
                 ax.set_yscale("log")
                 ax.set_xlabel("round K")
                 ax.set_ylabel("average squared gradient norm")

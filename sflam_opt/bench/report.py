@@ -566,7 +566,7 @@ def render(out_dir: Path) -> str:
         "Every number and figure below was produced by `sflam-opt bench` on the machine described "
         "here, and is rendered from the CSV/JSON files in [`figures/`](figures/) written by that "
         f"run. Report rendered {utc_now()}. Reproduce everything with `sflam-opt bench all --out "
-        "docs` (2 cores, under 30 minutes), or one part with `sflam-opt bench solve|train|memory "
+        "docs`, or one part with `sflam-opt bench solve|train|memory "
         "--out docs`.",
         "",
     ]

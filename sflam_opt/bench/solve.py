@@ -13,6 +13,7 @@ instance and method), ``solve_optimality_summary.csv``, ``solve_optimality.png``
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -621,9 +622,15 @@ def run(ctx: BenchContext, parts: Sequence[str] = PARTS) -> dict[str, Any]:
         "pareto": pareto,
         "bcd": bcd_trace,
     }
+    share = 1.0 / max(1, len(parts))
+
+    def scaled(label: str, advance: float) -> None:
+        ctx.progress(label, advance * share)
+
+    sub = dataclasses.replace(ctx, progress=scaled)
     for part in parts:
         t0 = time.perf_counter()
-        doc[part] = funcs[part](ctx)
+        doc[part] = funcs[part](sub)
         timings[part] = time.perf_counter() - t0
     if "speed" in doc:
         doc["speed"].pop("rows", None)

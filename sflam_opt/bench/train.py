@@ -27,6 +27,7 @@ Outputs in ``figures/``: ``train_runs.csv``, ``train_curves.csv``, ``train_summa
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -85,6 +86,7 @@ RUN_COLUMNS = (
     "mean_bits",
     "final_grad_sq_norm_avg",
     "final_bound",
+    "final_bound_calibrated",
     "solver",
     "solver_status",
     "wall_time_s",
@@ -101,6 +103,7 @@ CURVE_COLUMNS = (
     "grad_sq_norm",
     "grad_sq_norm_avg",
     "bound",
+    "bound_calibrated",
     "uplink_bytes_cum",
     "latency_s_cum",
     "energy_j_cum",
@@ -156,7 +159,19 @@ def jobs(profile: Any) -> list[dict[str, Any]]:
     The ``bits`` group reuses the ``protocols`` group's SFLAM runs at ``train_bits_alpha`` for the
     solver's bits when that alpha is in the grid (same config, same seed: the same run).
     """
-    out = []
+    a = float(profile.train_bits_alpha)
+    base = _config(profile, protocol="sfl", alpha=a, seed=profile.calibration_seed, bits=None)
+    out: list[dict[str, Any]] = [
+        {
+            "group": "calibration",
+            "alpha": a,
+            "protocol": "sfl+sflam",
+            "bits_mode": "calibration",
+            "seed": profile.calibration_seed,
+            "config": base,
+            "calibration_bits": list(profile.calibration_bits),
+        }
+    ]
     for alpha in profile.train_alphas:
         for proto in profile.train_protocols:
             for seed in profile.train_seeds:
@@ -172,7 +187,6 @@ def jobs(profile: Any) -> list[dict[str, Any]]:
                         ),
                     }
                 )
-    a = float(profile.train_bits_alpha)
     need_solver = not ("sflam" in profile.train_protocols and a in map(float, profile.train_alphas))
     modes: list[tuple[str, int | None]] = [(f"uniform {b}", b) for b in profile.train_uniform_bits]
     if need_solver:
@@ -192,12 +206,43 @@ def jobs(profile: Any) -> list[dict[str, Any]]:
     return out
 
 
+def _calibrate(job: Mapping[str, Any]) -> dict[str, Any]:
+    from sflam_opt.training.calibrate import calibrate
+
+    c = job["config"]
+    res = calibrate(
+        c["model"],
+        c["dataset"],
+        devices=c["devices"],
+        alpha=c["alpha"],
+        rounds=c["rounds"],
+        lr=c["lr"],
+        momentum=c["momentum"],
+        batch_size=c["batch_size"],
+        local_iters=c["local_iters"],
+        bits=tuple(job["calibration_bits"]),
+        seed=c["seed"],
+        threads=c["threads"],
+    )
+    keep = ("a", "phi0", "q", "epsilon", "f_w0", "f_inf", "floors", "rounds", "target_rounds")
+    return {k: res[k] for k in keep}
+
+
 def _run_job(job: Mapping[str, Any]) -> dict[str, Any]:
     """Train one job (in a worker process); returns plain data only."""
+    from sflam_opt.bounds import phi_q
     from sflam_opt.training.trainer import TrainConfig, train
 
     t0 = time.perf_counter()
     try:
+        if job["group"] == "calibration":
+            cal = _calibrate(job)
+            return {
+                **job,
+                "calibration": cal,
+                "error": None,
+                "wall_time_s": time.perf_counter() - t0,
+            }
         res = train(TrainConfig(**job["config"]))
     except Exception as exc:  # noqa: BLE001 - one failed run is recorded, the others go on
         logger.warning("training run %s failed: %s", _label(job), exc)
@@ -218,6 +263,10 @@ def _run_job(job: Mapping[str, Any]) -> dict[str, Any]:
     )
     metrics = [{k: m.get(k) for k in keep} for m in res.metrics]
     s = res.summary
+    used = res.allocation.bits if s.get("bits") is not None else np.full(len(res.allocation), 32)
+    q = res.scenario.convergence.q
+    # Phi_q(b) / q: the bits' factor in the bound, reused with calibrated constants later.
+    unit = float(phi_q(res.scenario, used)) / q if q > 0 else None
     return {
         **job,
         "metrics": metrics,
@@ -227,13 +276,17 @@ def _run_job(job: Mapping[str, Any]) -> dict[str, Any]:
             "solver": (s.get("allocation") or {}).get("solver"),
             "solver_status": (s.get("allocation") or {}).get("status"),
             "uplink_bytes": s.get("uplink_bytes"),
+            "phi_q_unit": unit,
+            "convergence": dataclasses.asdict(res.scenario.convergence),
         },
         "wall_time_s": time.perf_counter() - t0,
         "error": None,
     }
 
 
-def run_row(result: Mapping[str, Any], target: float) -> dict[str, Any]:
+def run_row(
+    result: Mapping[str, Any], target: float, calibration: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """One ``train_runs.csv`` row: final accuracy, rounds/bytes/latency/energy to ``target``."""
     row: dict[str, Any] = {
         k: result.get(k) for k in ("group", "alpha", "protocol", "bits_mode", "seed", "error")
@@ -265,15 +318,38 @@ def run_row(result: Mapping[str, Any], target: float) -> dict[str, Any]:
         mean_bits=s.get("mean_bits"),
         final_grad_sq_norm_avg=float(grad.mean()),
         final_bound=metrics[-1].get("bound"),
+        final_bound_calibrated=calibrated_bound(result, calibration, len(metrics)),
         solver=s.get("solver"),
         solver_status=s.get("solver_status"),
     )
     return row
 
 
-def curve_rows(result: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Per-round rows of one run, with cumulative bytes/latency/energy and the running mean of
-    the squared gradient norm (the left side of the bound of formulation §4)."""
+def calibrated_bound(
+    result: Mapping[str, Any], calibration: Mapping[str, Any] | None, k: int
+) -> float | None:
+    """Bound of formulation §4 after ``k`` rounds with calibrated A, Phi0 and q.
+
+    ``A / (eta tau k) + Phi0 + q * Phi_q(b) / q_scenario``, with eta, tau of the run's config and
+    the bits' factor ``Phi_q(b) / q`` the run recorded (``phi_q_unit``).
+    """
+    unit = (result.get("summary") or {}).get("phi_q_unit")
+    if not calibration or unit is None:
+        return None
+    c = result["config"]
+    return (
+        calibration["a"] / (c["lr"] * c["local_iters"] * k)
+        + calibration["phi0"]
+        + calibration["q"] * unit
+    )
+
+
+def curve_rows(
+    result: Mapping[str, Any], calibration: Mapping[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """Per-round rows of one run, with cumulative bytes/latency/energy, the running mean of the
+    squared gradient norm (the left side of the bound of formulation §4), the trainer's bound
+    (scenario constants) and the bound with ``calibration``'s constants."""
     metrics = result.get("metrics") or []
     out = []
     up = lat = en = grad = 0.0
@@ -294,6 +370,7 @@ def curve_rows(result: Mapping[str, Any]) -> list[dict[str, Any]]:
                 "grad_sq_norm": m["grad_sq_norm"],
                 "grad_sq_norm_avg": grad / k,
                 "bound": m.get("bound"),
+                "bound_calibrated": calibrated_bound(result, calibration, k),
                 "uplink_bytes_cum": up,
                 "latency_s_cum": lat,
                 "energy_j_cum": en,
@@ -499,8 +576,11 @@ def run(ctx: BenchContext, cifar10_dir: Path | None = None) -> dict[str, Any]:
     p = ctx.profile
     started, started_utc = time.perf_counter(), utc_now()
     todo = jobs(p)
-    results = _execute(ctx, todo)
-    rows = [run_row(r, p.train_target) for r in results]
+    done = _execute(ctx, todo)
+    cal_job = next((r for r in done if r["group"] == "calibration"), None)
+    calibration = (cal_job or {}).get("calibration")
+    results = [r for r in done if r["group"] != "calibration"]
+    rows = [run_row(r, p.train_target, calibration) for r in results]
     grid = [r for r in rows if r["group"] == "protocols"]
     bits_rows = [r for r in rows if r["group"] == "bits"]
     a = float(p.train_bits_alpha)
@@ -508,13 +588,17 @@ def run(ctx: BenchContext, cifar10_dir: Path | None = None) -> dict[str, Any]:
     ctx.csv("train_runs", rows, RUN_COLUMNS)
     ctx.csv(
         "train_curves",
-        [c for r in results if r["group"] == "protocols" for c in curve_rows(r)],
+        [c for r in results if r["group"] == "protocols" for c in curve_rows(r, calibration)],
         CURVE_COLUMNS,
     )
     bits_results = [
         r for r in results if r["group"] == "bits" or (r["protocol"] == "sflam" and r["alpha"] == a)
     ]
-    ctx.csv("train_bits_curves", [c for r in bits_results for c in curve_rows(r)], CURVE_COLUMNS)
+    ctx.csv(
+        "train_bits_curves",
+        [c for r in bits_results for c in curve_rows(r, calibration)],
+        CURVE_COLUMNS,
+    )
     ctx.csv("train_summary", summarize(grid), SUMMARY_COLUMNS)
     ctx.csv("train_bits_summary", summarize(bits_rows), SUMMARY_COLUMNS)
     cifar = cifar_status(cifar10_dir)
@@ -537,6 +621,17 @@ def run(ctx: BenchContext, cifar10_dir: Path | None = None) -> dict[str, Any]:
                 for j in todo
             ],
             "solver_bits": solver_bits,
+            "scenario_convergence": next(
+                (r["summary"].get("convergence") for r in results if r.get("summary")), None
+            ),
+            "calibration": {
+                "constants": calibration,
+                "seed": p.calibration_seed,
+                "alpha": a,
+                "bits": list(p.calibration_bits),
+                "error": (cal_job or {}).get("error"),
+                "wall_time_s": (cal_job or {}).get("wall_time_s"),
+            },
             "cifar10": cifar,
             "cifar10_command": CIFAR_COMMAND,
         },
@@ -560,7 +655,7 @@ def report_section(figures: Path, doc: Mapping[str, Any]) -> list[str]:
         f"label split α ∈ {{{', '.join(f'{a:g}' for a in prof['train_alphas'])}}}, "
         f"{prof['train_rounds']} rounds of {prof['train_local_iters']} local steps of batch "
         f"{prof['train_batch_size']}, SGD momentum {prof['train_momentum']:g}, lr "
-        f"{prof['train_lr']:g} (SL {prof['train_lr_sl']:g}: it diverges at the higher rate), "
+        f"{prof['train_lr']:g} (SL {prof['train_lr_sl']:g}, profile setting `train_lr_sl`), "
         f"seeds {', '.join(map(str, prof['train_seeds']))}. Bandwidth and power for every protocol "
         f"(and SFLAM's bits) come from the `{prof['train_solver']}` solver on the default scenario "
         "with the trained model's sizes; simulated latency and energy are the cost model's "
@@ -587,32 +682,66 @@ def report_section(figures: Path, doc: Mapping[str, Any]) -> list[str]:
         )
     out += ["", "### Gradient norm against the bound", ""]
     grid = [r for r in runs if r["group"] == "protocols" and r.get("final_bound") is not None]
+    cal = doc.get("calibration") or {}
+    const = cal.get("constants")
     if grid:
         out.append(
             "Measured (1/K) Σ_k ‖∇‖² of the whole-model stochastic gradient after the last "
-            "round K, and the bound A/(η τ K) + Φ0 + Φ_q(b) of formulation §4 with the "
-            "scenario's constants (mean over seeds):"
+            "round K against the bound A/(η τ K) + Φ0 + Φ_q(b) of formulation §4, once with the "
+            "default scenario's constants (what the solver used) and once with constants "
+            "calibrated for this model and data by `sflam_opt.training.calibrate.calibrate`."
         )
+        out.append("")
+        if const:
+            out.append(
+                f"Calibration on a held-out seed ({cal['seed']}), α = {num(cal['alpha'])}, fp32 "
+                f"SFL plus SFLAM at uniform {', '.join(map(str, cal['bits']))} bits, "
+                f"{const['rounds']} rounds each: A = {num(const['a'])}, Φ0 = "
+                f"{num(const['phi0'])}, q = {num(const['q'])}"
+                + _default_constants(doc.get("scenario_convergence"), num)
+                + "."
+            )
+        else:
+            out.append(f"Calibration failed: {cal.get('error') or 'not run'}.")
         out.append("")
         agg: dict[tuple, list] = {}
         for r in grid:
             agg.setdefault((r["alpha"], r["protocol"]), []).append(r)
         out.append(
             table(
-                ["α", "protocol", "measured avg ‖∇‖²", "bound", "measured / bound"],
+                [
+                    "α",
+                    "protocol",
+                    "measured avg ‖∇‖²",
+                    "bound, default constants",
+                    "bound, calibrated",
+                    "measured / calibrated bound",
+                ],
                 [
                     [
                         num(a),
                         p,
                         num(_mean([r["final_grad_sq_norm_avg"] for r in rs])),
                         num(_mean([r["final_bound"] for r in rs])),
-                        num(_mean([r["final_grad_sq_norm_avg"] / r["final_bound"] for r in rs]), 3),
+                        num(_mean([r.get("final_bound_calibrated") for r in rs])),
+                        num(
+                            _mean(
+                                [
+                                    r["final_grad_sq_norm_avg"] / r["final_bound_calibrated"]
+                                    for r in rs
+                                    if r.get("final_bound_calibrated")
+                                ]
+                            ),
+                            3,
+                        ),
                     ]
                     for (a, p), rs in agg.items()
                 ],
             )  # fmt: skip
         )
         out += [
+            "",
+            "Mean over seeds; a ratio above 1 means the measured average exceeds the bound.",
             "",
             _figure("train_gradnorm.png", "gradient norm vs bound", cmd, ["train_curves.csv"]),
             "",
@@ -649,12 +778,20 @@ def report_section(figures: Path, doc: Mapping[str, Any]) -> list[str]:
     else:
         out.append(
             "**Not run on this machine**: " + "; ".join(cifar.get("reasons", [])) + ". The SFLAM "
-            "seed reports 94-96 % test accuracy across α for this setting on a GPU; sflam-opt has "
-            "not reproduced that number here, so none is claimed. `sflam-opt bench train "
-            "--cifar10-dir DIR` runs it automatically on a machine with a CUDA device."
+            "seed reports its accuracy for this setting from a GPU run; sflam-opt has not "
+            "reproduced it here, so no number is claimed. `sflam-opt bench train --cifar10-dir "
+            "DIR` runs it automatically on a machine with a CUDA device."
         )
     out.append("")
     return out
+
+
+def _default_constants(conv: Mapping[str, Any] | None, num: Any) -> str:
+    if not conv:
+        return ""
+    return (
+        f" (default scenario: A = {num(conv['a'])}, Φ0 = {num(conv['phi0'])}, q = {num(conv['q'])})"
+    )
 
 
 def _train_table(rows: list[dict], num: Any, pct: Any, table: Any, by: str = "protocol") -> str:
