@@ -280,13 +280,7 @@ def solve_cmd(
 
     scn = Scenario.from_toml(scenario_file)
     get_solver(solver)  # unknown names fail before any work
-    options: dict[str, Any] = {}
-    if bits is not None:
-        options["bits"] = bits
-    if cvx_solver is not None:
-        options["cvx_solver"] = cvx_solver
-    if max_iter is not None:
-        options["max_iter"] = max_iter
+    options = _solver_options(bits, cvx_solver, max_iter)
     if as_json:
         res = solve(scn, solver=solver, **options)
     else:
@@ -310,6 +304,14 @@ def solve_cmd(
         if not as_json:
             err.print(f"solver failed: {res.message}", markup=False, highlight=False)
         raise typer.Exit(1)
+
+
+def _solver_options(
+    bits: int | None, cvx_solver: str | None, max_iter: int | None
+) -> dict[str, Any]:
+    """Solver options given on the command line (unset ones keep the solver's defaults)."""
+    given = {"bits": bits, "cvx_solver": cvx_solver, "max_iter": max_iter}
+    return {k: v for k, v in given.items() if v is not None}
 
 
 def _render_result(scn: Scenario, res: Any, doc: dict[str, Any]) -> None:
@@ -372,6 +374,15 @@ def sweep_cmd(
     ] = "0:1:11",
     solver: Annotated[str, typer.Option("--solver", "-s", help="Solver name.")] = "bcd",
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")] = Path("sweep"),
+    bits: Annotated[
+        int | None, typer.Option("--bits", help="Bit width for --solver fixed-bits.")
+    ] = None,
+    cvx_solver: Annotated[
+        str | None, typer.Option("--cvx-solver", help="Cone solver for bcd: CLARABEL, ECOS or SCS.")
+    ] = None,
+    max_iter: Annotated[
+        int | None, typer.Option("--max-iter", min=1, help="Iteration cap.")
+    ] = None,
 ) -> None:
     """Solve across latency weights; write the latency-energy Pareto front (CSV + PNG)."""
     from sflam_opt import sweep
@@ -384,7 +395,13 @@ def sweep_cmd(
 
     with Progress(console=err, transient=True) as prog:
         task = prog.add_task(f"sweeping {len(ws)} weights with {solver}", total=len(ws))
-        rows = sweep.pareto(scn, ws, solver=solver, progress=lambda *_: prog.advance(task))
+        rows = sweep.pareto(
+            scn,
+            ws,
+            solver=solver,
+            progress=lambda *_: prog.advance(task),
+            **_solver_options(bits, cvx_solver, max_iter),
+        )
     csv_path = sweep.write_csv(rows, out_dir / "pareto.csv")
     png_path = sweep.plot_pareto(rows, out_dir / "pareto.png", scenario=scn)
     t = Table(title=f"Pareto front ({solver})")

@@ -91,8 +91,10 @@ def random_small(seed: int, devices: int | None = None) -> Scenario:
         devices=devs,
         bits=levels,
         objective={"latency_weight": omega},
-        convergence={"epsilon": float(np.round(rng.uniform(0.3, 0.8), 3)),
-                     "q": float(np.round(rng.uniform(0.2, 3.0), 3))},
+        convergence={
+            "epsilon": float(np.round(rng.uniform(0.3, 0.8), 3)),
+            "q": float(np.round(rng.uniform(0.2, 3.0), 3)),
+        },
         system={"bandwidth_hz": float(np.round(rng.uniform(5e6, 40e6), -3))},
     )
     kind = rng.random()
@@ -122,7 +124,10 @@ def named() -> dict[str, Scenario]:
         "default10": d10,
         "latency_only": d10.replace(objective={"latency_weight": 1.0}),
         "energy_only": d10.replace(objective={"latency_weight": 0.0}),
-        "deadline": d10.replace(constraints={"round_deadline_s": 90.0}),
-        "energy_cap": d10.replace(constraints={"device_energy_j": 20.0}),
+        "deadline": d10.replace(constraints={"round_deadline_s": 175.0}),  # active: free T = 180 s
+        "energy_cap": d10.replace(constraints={"device_energy_j": 24.5}),  # active: free max 25.2 J
         "few_levels": d10.replace(bits=[4, 8, 16]),
+        # Unsatisfiable: below the fastest possible round (172.4 s) / the least energy needed.
+        "deadline_infeasible": d10.replace(constraints={"round_deadline_s": 90.0}),
+        "energy_cap_infeasible": d10.replace(constraints={"device_energy_j": 20.0}),
     }

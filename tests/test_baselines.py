@@ -230,7 +230,7 @@ def _number(msg: str, before: str, unit: str) -> float:
 
 @pytest.mark.parametrize("name", ["bandwidth-only", "power-only", "bits-only", "fixed-bits"])
 def test_deadline_relaxation_in_message_works(name):
-    s = refs.named()["deadline"]
+    s = refs.named()["deadline_infeasible"]
     r = solve(s, name)
     assert r.status == "infeasible" and r.message.startswith("deadline:")
     need = _number(r.message, "raise it to at least ", "s")
@@ -239,7 +239,7 @@ def test_deadline_relaxation_in_message_works(name):
 
 @pytest.mark.parametrize("name", ["bandwidth-only", "power-only", "bits-only", "fixed-bits"])
 def test_energy_relaxation_in_message_works(name):
-    s = refs.named()["energy_cap"]
+    s = refs.named()["energy_cap_infeasible"]
     r = solve(s, name)
     assert r.status == "infeasible" and r.message.startswith("energy:")
     key = "raise it to at least " if "to at least" in r.message else "raise it above "

@@ -137,3 +137,18 @@ def test_console_script_has_no_traceback_on_bad_input(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
+
+
+def test_written_files_get_normal_permissions(tmp_path: Path, capsys) -> None:
+    import os
+
+    mask = os.umask(0o022)
+    try:
+        target = tmp_path / "s.toml"
+        assert main(["scenario", "new", "--out", str(target)]) == 0
+        assert target.stat().st_mode & 0o777 == 0o644
+        target.chmod(0o600)  # an existing file keeps its mode when rewritten
+        assert main(["scenario", "new", "--out", str(target)]) == 0
+        assert target.stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(mask)

@@ -284,22 +284,26 @@ def test_bad_bits_raise():
 
 def test_diagnose_names_the_relaxation_that_works():
     named = refs.named()
-    d = diagnose(named["deadline"])
+    d = diagnose(named["deadline_infeasible"])
     assert not d.feasible and d.message.startswith("deadline:")
     need = float(d.message.split("raise it to at least ")[1].split(" s")[0])
-    relaxed = named["deadline"].replace(constraints={"round_deadline_s": need})
+    relaxed = named["deadline_infeasible"].replace(constraints={"round_deadline_s": need})
     assert diagnose(relaxed).feasible
-    tighter = named["deadline"].replace(constraints={"round_deadline_s": need * (1 - 1e-4)})
+    tighter = named["deadline_infeasible"].replace(
+        constraints={"round_deadline_s": need * (1 - 1e-4)}
+    )
     assert not diagnose(tighter).feasible
-    e = diagnose(named["energy_cap"])
+    e = diagnose(named["energy_cap_infeasible"])
     assert not e.feasible and e.message.startswith("energy:")
     cap = float(e.message.split("raise it above ")[1].split(" J")[0])
-    assert diagnose(named["energy_cap"].replace(constraints={"device_energy_j": cap * 1.0001}))
     assert diagnose(
-        named["energy_cap"].replace(constraints={"device_energy_j": cap * 1.0001})
+        named["energy_cap_infeasible"].replace(constraints={"device_energy_j": cap * 1.0001})
+    )
+    assert diagnose(
+        named["energy_cap_infeasible"].replace(constraints={"device_energy_j": cap * 1.0001})
     ).feasible
     assert not diagnose(
-        named["energy_cap"].replace(constraints={"device_energy_j": cap * 0.999})
+        named["energy_cap_infeasible"].replace(constraints={"device_energy_j": cap * 0.999})
     ).feasible
 
 

@@ -65,7 +65,7 @@ def test_fast_no_worse_than_any_baseline(name):
 
 
 def test_deadline_infeasible_names_the_deadline_that_works():
-    s = refs.named()["deadline"]  # 90 s, below the fastest possible round
+    s = refs.named()["deadline_infeasible"]  # 90 s, below the fastest possible round
     r = solve(s, "fast")
     assert r.status == "infeasible" and r.allocation is None
     assert r.message.startswith("deadline: round_deadline_s = 90 s")
@@ -78,7 +78,9 @@ def test_deadline_infeasible_names_the_deadline_that_works():
 
 
 def test_energy_cap_infeasible_names_the_cap_that_works():
-    s = refs.named()["energy_cap"]  # 20 J per device: below compute + Shannon-limit upload
+    s = refs.named()[
+        "energy_cap_infeasible"
+    ]  # 20 J per device: below compute + Shannon-limit upload
     r = solve(s, "fast")
     assert r.status == "infeasible" and r.message.startswith("energy: device_energy_j = 20 J")
     need = float(r.message.split("raise it above ")[1].split(" J")[0])

@@ -91,7 +91,7 @@ def test_bcd_sweep_matches_exact_sweep(exact_rows):
 
 
 def test_infeasible_weights_give_empty_totals():
-    scn = rs.named()["deadline"]  # infeasible at every weight
+    scn = rs.named()["deadline_infeasible"]  # infeasible at every weight
     rows = sweep.pareto(scn, [0.5], solver="fast")
     assert rows[0]["status"] == "infeasible"
     assert rows[0]["total_latency_s"] is None and rows[0]["objective"] is None
