@@ -44,14 +44,14 @@ def _ctx(tmp_path: Path, profile: Profile) -> BenchContext:
 
 # ------------------------------------------------------------------------------- pure parts
 def test_fit_exponent_recovers_power_law_on_large_n() -> None:
-    sizes = [10, 100, 1000, 10_000]
-    # The N=10 point is pure overhead and must not bend the fit (fit uses N >= 100).
-    times = [0.5, *(2e-4 * n**1.5 for n in sizes[1:])]
+    sizes = [10, 100, 1000, 10_000, 100_000]
+    # Overhead-dominated points (N = 10, 100) must not bend the fit: it uses the three largest.
+    times = [0.5, 0.4, *(2e-4 * n**1.5 for n in sizes[2:])]
     fit = fit_exponent(sizes, times)
     assert fit is not None
     assert fit["exponent"] == pytest.approx(1.5, abs=1e-9)
     assert fit["coefficient_s"] == pytest.approx(2e-4, rel=1e-9)
-    assert fit["fit_sizes"] == [100.0, 1000.0, 10_000.0]
+    assert fit["fit_sizes"] == [1000.0, 10_000.0, 100_000.0]
     assert fit_exponent([10], [1.0]) is None
 
 

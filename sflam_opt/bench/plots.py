@@ -344,19 +344,36 @@ def train_figures(figures: Path) -> list[Path]:
     if (figures / "train_bits_curves.csv").exists():
         rows = read_csv(figures / "train_bits_curves.csv")
         acc = _curves(rows, "test_accuracy")
-        fig, ax = plt.subplots(figsize=(6.5, 4.2))
-        for i, ((_, _, mode), seeds) in enumerate(
-            sorted(acc.items(), key=lambda kv: str(kv[0][2]))
-        ):
-            x, ys = _series(seeds)
-            _band(ax, ys, x, f"C{i}", str(mode))
-        ax.axhline(target, color="k", lw=0.7, ls=":")
+        up = _curves(rows, "uplink_bytes_cum")
+
+        def order(key: tuple) -> tuple[int, float]:
+            mode = str(key[2])
+            return (0, 0.0) if mode == "solver" else (1, float(mode.split()[-1]))
+
+        fig, (ax, axu) = plt.subplots(1, 2, figsize=(12, 4.2))
+        for i, key in enumerate(sorted(acc, key=order)):
+            x, ys = _series(acc[key])
+            _band(ax, ys, x, f"C{i}", str(key[2]))
+            if key in up:
+                _, us = _series(up[key])
+                mb = np.nanmean(np.array(us, dtype=float), axis=0) / 1e6
+                axu.plot(
+                    mb,
+                    np.nanmean(np.array(ys, dtype=float), axis=0),
+                    color=f"C{i}",
+                    label=str(key[2]),
+                )
+        for a in (ax, axu):
+            a.axhline(target, color="k", lw=0.7, ls=":")
+            a.set_ylabel("test accuracy")
+            a.set_ylim(0, 1)
+            a.grid(True, which="both", alpha=0.3)
+            a.legend(fontsize=8)
         ax.set_xlabel("round")
-        ax.set_ylabel("test accuracy")
-        ax.set_ylim(0, 1)
-        ax.set_title("SFLAM: solver bits vs uniform bits", fontsize=10)
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.set_title("SFLAM: solver bits vs uniform bits (mean, band: min-max)", fontsize=10)
+        axu.set_xscale("log")
+        axu.set_xlabel("cumulative uplink MB (mean over seeds)")
+        axu.set_title("accuracy per uplink byte", fontsize=10)
         out.append(_save(fig, figures / "train_bits.png"))
     return out
 

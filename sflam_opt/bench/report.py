@@ -170,7 +170,7 @@ def _speed(figures: Path, doc: Mapping[str, Any], cmd: str) -> list[str]:
             sizes = ", ".join(num(n) for n in fit["fit_sizes"])
             out.append(
                 f"- `{solver}`: fitted growth time ~ N^{fit['exponent']:.2f} "
-                f"(least squares in log-log over N = {sizes})."
+                f"(least squares in log-log over the largest sizes, N = {sizes})."
             )
     errors = [r for r in rows if r.get("error")]
     for r in errors:

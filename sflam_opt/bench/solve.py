@@ -189,15 +189,16 @@ def stall_escapes(info: Mapping[str, Any]) -> int | None:
 def fit_exponent(sizes: Sequence[float], times: Sequence[float]) -> dict[str, Any] | None:
     """Least-squares slope of log(time) on log(N): time ~ c N^k.
 
-    Fitted on the points with N >= 100 when there are at least two (small N measures fixed
-    overhead, not growth), else on all finite points. None when fewer than two points remain.
+    Fitted on the three largest N >= 100 when there are at least two such points (small N
+    measures fixed overhead, not growth), else on all finite points. None when fewer than two
+    points remain.
     """
-    pts = [
+    pts = sorted(
         (float(n), float(t))
         for n, t in zip(sizes, times, strict=True)
         if t is not None and math.isfinite(t) and t > 0
-    ]
-    big = [p for p in pts if p[0] >= 100]
+    )
+    big = [p for p in pts if p[0] >= 100][-3:]
     use = big if len(big) >= 2 else pts
     if len(use) < 2:
         return None
