@@ -266,6 +266,32 @@ def test_memory_section_measures_both_protocols(tmp_path: Path) -> None:
     assert f"| sflam | 4 | {report.num(sflam['device_peak_mb'])} |" in md
 
 
+def test_solver_exception_is_recorded_not_fatal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sflam_opt.bench import solve as bench_solve
+
+    real = bench_solve.solve
+
+    def flaky(scenario: Scenario, solver: str = "bcd", **kw: object) -> object:
+        if solver == "bits-only":
+            raise RuntimeError("boom")
+        return real(scenario, solver=solver, **kw)
+
+    monkeypatch.setattr(bench_solve, "solve", flaky)
+    ctx = _ctx(tmp_path, TINY)
+    bench_solve.run(ctx, parts=("optimality",))
+    rows = read_csv(tmp_path / "figures" / "solve_optimality.csv")
+    bad = [r for r in rows if r["solver"] == "bits-only"]
+    assert len(bad) == 3 and all(r["status"] == "error" for r in bad)
+    assert all(r["error"] == "RuntimeError: boom" for r in bad)
+    assert all(r["error"] is None for r in rows if r["solver"] == "fast")
+    errors = report.recorded_errors(ctx.written)
+    assert len(errors) == 3 and all("bits-only" in e and "boom" in e for e in errors)
+    md = report.render(tmp_path)
+    assert "## Recorded errors" in md and "RuntimeError: boom" in md
+
+
 # ------------------------------------------------------------------------------- CLI
 def test_cli_lists_bench_commands(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "--help"]) == 0

@@ -80,7 +80,7 @@ def run_sections(
     *,
     cifar10_dir: Path | None = None,
     progress: Callable[[str, str, float], None] | None = None,
-) -> dict[str, float]:
+) -> tuple[dict[str, float], list[str]]:
     """Run the named sections into ``out`` and render ``out/results.md`` after each.
 
     Parameters
@@ -100,12 +100,14 @@ def run_sections(
 
     Returns
     -------
-    dict
-        Wall time of each section, seconds.
+    (dict, list of str)
+        Wall time of each section (seconds), and the errors recorded in the data files
+        (:func:`sflam_opt.bench.report.recorded_errors`).
     """
     from sflam_opt.bench import report
 
     times: dict[str, float] = {}
+    written: list[Path] = []
     for sec in sections:
 
         def prog(label: str, advance: float, sec: str = sec) -> None:
@@ -129,8 +131,9 @@ def run_sections(
         else:
             raise SolverArgumentError(f"section {sec!r}: choose from {', '.join(SECTION_NAMES)}")
         times[sec] = time.perf_counter() - t0
+        written += ctx.written
         report.write(Path(out))
-    return times
+    return times, report.recorded_errors(written)
 
 
 def _run_cli(
@@ -158,7 +161,7 @@ def _run_cli(
                 bar.start_task(tasks[section])
             bar.update(tasks[section], advance=advance, description=label)
 
-        times = run_sections(sections, out, profile, command, cifar10_dir=cifar10_dir,
+        times, errors = run_sections(sections, out, profile, command, cifar10_dir=cifar10_dir,
                              progress=progress)  # fmt: skip
         for s in sections:
             bar.update(tasks[s], completed=1.0, description=f"done in {times[s]:.1f} s")
@@ -168,6 +171,14 @@ def _run_cli(
         f"total {time.perf_counter() - t0:.1f} s)",
         highlight=False,
     )
+    if errors:
+        for e in errors[:20]:
+            err.print(f"recorded error: {e}", markup=False, highlight=False, soft_wrap=True)
+        err.print(
+            f"{len(errors)} error(s) recorded in the outputs (see results.md); exiting 1",
+            highlight=False,
+        )
+        raise typer.Exit(1)
 
 
 def _section_command(sec: str) -> Callable[..., Any]:

@@ -462,6 +462,30 @@ def _memory(figures: Path, doc: Mapping[str, Any]) -> list[str]:
     return out
 
 
+# ------------------------------------------------------------------------------- errors
+def recorded_errors(paths: Iterable[Path]) -> list[str]:
+    """Rows of the CSV files in ``paths`` whose ``error`` column is set, as one-line strings.
+
+    A solver that raised, an unregistered solver, a failed training run or memory measurement is
+    recorded there instead of stopping a long run; ``sflam-opt bench`` then exits 1 so that CI
+    notices, and the report lists them.
+    """
+    out = []
+    for path in dict.fromkeys(Path(p) for p in paths if Path(p).suffix == ".csv"):
+        if not path.exists():
+            continue
+        for row in read_csv(path):
+            if row.get("error"):
+                what = ", ".join(
+                    f"{k} {row[k]}"
+                    for k in ("solver", "protocol", "bits_mode", "n_devices", "seed", "batch",
+                              "scenario")
+                    if row.get(k) is not None
+                )  # fmt: skip
+                out.append(f"`{path.name}` ({what}): {row['error']}")
+    return out
+
+
 # ------------------------------------------------------------------------------- headlines
 def _headlines(figures: Path, present: Mapping[str, Any]) -> list[str]:
     """A few sentences with the numbers a user picks an allocator and a protocol by."""
@@ -590,6 +614,9 @@ def render(out_dir: Path) -> str:
         lines += report_section(figures, present["train"])
     if "memory" in present:
         lines += _memory(figures, present["memory"])
+    errors = recorded_errors(sorted(figures.glob("*.csv"))) if figures.is_dir() else []
+    if errors:
+        lines += ["## Recorded errors", ""] + [f"- {e}" for e in errors] + [""]
     missing = [s for s in SECTIONS if s not in present]
     if missing:
         lines += [
