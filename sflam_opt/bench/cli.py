@@ -161,8 +161,9 @@ def _run_cli(
                 bar.start_task(tasks[section])
             bar.update(tasks[section], advance=advance, description=label)
 
-        times, errors = run_sections(sections, out, profile, command, cifar10_dir=cifar10_dir,
-                             progress=progress)  # fmt: skip
+        times, errors = run_sections(
+            sections, out, profile, command, cifar10_dir=cifar10_dir, progress=progress
+        )
         for s in sections:
             bar.update(tasks[s], completed=1.0, description=f"done in {times[s]:.1f} s")
     err.print(
@@ -207,13 +208,23 @@ for _sec in SECTION_NAMES:
 def bench_all(out: OutOption = None, cifar10_dir: CifarOption = None) -> None:
     """Every benchmark at full size (about 30 minutes on 2 cores); default output docs/."""
     target = out if out is not None else Path("docs")
-    _run_cli(SECTION_NAMES, target, PROFILES["all"], _command("all", target, None, cifar10_dir),
-             cifar10_dir)  # fmt: skip
+    _run_cli(
+        SECTION_NAMES,
+        target,
+        PROFILES["all"],
+        _command("all", target, None, cifar10_dir),
+        cifar10_dir,
+    )
 
 
 @bench_app.command("quick")
 def bench_quick(out: OutOption = None, cifar10_dir: CifarOption = None) -> None:
     """Reduced sizes of every benchmark (CI, under 3 minutes); default output a new temp dir."""
     target = out if out is not None else Path(tempfile.mkdtemp(prefix="sflam-bench-quick-"))
-    _run_cli(SECTION_NAMES, target, PROFILES["quick"], _command("quick", target, None, cifar10_dir),
-             cifar10_dir)  # fmt: skip
+    _run_cli(
+        SECTION_NAMES,
+        target,
+        PROFILES["quick"],
+        _command("quick", target, None, cifar10_dir),
+        cifar10_dir,
+    )

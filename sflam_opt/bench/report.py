@@ -143,6 +143,7 @@ def _speed(figures: Path, doc: Mapping[str, Any], cmd: str) -> list[str]:
                 "min (s)",
                 "max (s)",
                 "runs",
+                "median CPU (s)",
                 "peak traced MiB",
                 "peak RSS rise MiB",
             ],
@@ -156,12 +157,13 @@ def _speed(figures: Path, doc: Mapping[str, Any], cmd: str) -> list[str]:
                     num(r.get("min_s"), 3),
                     num(r.get("max_s"), 3),
                     num(r.get("repeats")),
+                    num(r.get("median_cpu_s"), 3),
                     num(r.get("traced_peak_mib"), 3),
                     num(r.get("rss_peak_delta_mib"), 3),
                 ]
                 for r in rows
             ],
-        )  # fmt: skip
+        )
     )
     out.append("")
     fits = doc.get("fits", {})
@@ -177,6 +179,8 @@ def _speed(figures: Path, doc: Mapping[str, Any], cmd: str) -> list[str]:
         out.append(f"- `{r['solver']}` at N = {r['n_devices']}: {r['error']}")
     out += [
         "",
+        "Times are wall-clock; the CPU column is the process CPU time of the same calls (all "
+        "threads), which load from other processes inflates much less. "
         "Peak traced memory is `tracemalloc`'s peak of Python and numpy allocations during one "
         "extra, untimed solve (native memory of compiled cone solvers is not traced; not measured "
         "where one solve exceeds the time cap). The RSS column is the largest rise of the "
@@ -231,7 +235,7 @@ def _optimality(figures: Path, doc: Mapping[str, Any], cmd: str) -> list[str]:
                 ]
                 for r in summary
             ],
-        )  # fmt: skip
+        )
     )
     if doc.get("unavailable"):
         out += [
@@ -280,7 +284,7 @@ def _savings(figures: Path, doc: Mapping[str, Any], cmd: str) -> list[str]:
                 ]
                 for r in rows
             ],
-        )  # fmt: skip
+        )
     )
     sv = doc.get("table", [])
     if sv:
@@ -306,10 +310,14 @@ def _savings(figures: Path, doc: Mapping[str, Any], cmd: str) -> list[str]:
         out.append(f"\n`{s['solver']}` not run at N = {s['n_devices']}: {s['reason']}.")
     out += [
         "",
-        _figure("solve_savings.png", "J, latency, energy per method", cmd,
-                ["solve_savings.csv", "solve.json"]),
+        _figure(
+            "solve_savings.png",
+            "J, latency, energy per method",
+            cmd,
+            ["solve_savings.csv", "solve.json"],
+        ),
         "",
-    ]  # fmt: skip
+    ]
     return out
 
 
@@ -344,7 +352,7 @@ def _pareto(figures: Path, doc: Mapping[str, Any], cmd: str) -> list[str]:
                 ]
                 for r in front
             ],
-        )  # fmt: skip
+        )
     )
     out += [
         "",
@@ -372,7 +380,7 @@ def _bcd(figures: Path, doc: Mapping[str, Any], opt: Mapping[str, Any], cmd: str
                 ]
                 for r in doc.get("runs", [])
             ],
-        )  # fmt: skip
+        )
     )
     esc = opt.get("bcd_stall_escapes")
     if esc and esc.get("runs"):
@@ -443,7 +451,7 @@ def _memory(figures: Path, doc: Mapping[str, Any]) -> list[str]:
                 ]
                 for r in rows
             ],
-        )  # fmt: skip
+        )
     )
     for r in rows:
         if r.get("error"):
@@ -478,10 +486,17 @@ def recorded_errors(paths: Iterable[Path]) -> list[str]:
             if row.get("error"):
                 what = ", ".join(
                     f"{k} {row[k]}"
-                    for k in ("solver", "protocol", "bits_mode", "n_devices", "seed", "batch",
-                              "scenario")
+                    for k in (
+                        "solver",
+                        "protocol",
+                        "bits_mode",
+                        "n_devices",
+                        "seed",
+                        "batch",
+                        "scenario",
+                    )
                     if row.get(k) is not None
-                )  # fmt: skip
+                )
                 out.append(f"`{path.name}` ({what}): {row['error']}")
     return out
 

@@ -56,6 +56,7 @@ SPEED_COLUMNS = (
     "min_s",
     "max_s",
     "times_s",
+    "median_cpu_s",
     "traced_peak_mib",
     "rss_peak_delta_mib",
     "iterations",
@@ -177,13 +178,8 @@ def _record(scenario: Scenario, solver: str, **options: Any) -> dict[str, Any]:
 
 def stall_escapes(info: Mapping[str, Any]) -> int | None:
     """Number of stall escapes a BCD run reported in ``info`` (None if it reports none)."""
-    for key in ("stall_escapes", "escapes", "stall_escape_count"):
-        if key in info:
-            v = info[key]
-            if isinstance(v, list | tuple):
-                return len(v)
-            return int(v)
-    return None
+    v = info.get("stall_escapes")
+    return None if v is None else int(v)
 
 
 def fit_exponent(sizes: Sequence[float], times: Sequence[float]) -> dict[str, Any] | None:
@@ -216,8 +212,9 @@ def fit_exponent(sizes: Sequence[float], times: Sequence[float]) -> dict[str, An
 def speed_ladder(ctx: BenchContext) -> dict[str, Any]:
     """Median solve time and peak memory of ``bcd`` and ``fast`` over the profile's N ladder.
 
-    Each point: ``repeats`` timed solves (median, min, max of ``SolveResult.solve_time_s``; the
-    resident-set rise is recorded during them at no cost), then one more solve under
+    Each point: ``repeats`` timed solves (median, min, max of ``SolveResult.solve_time_s``, and
+    the median process CPU time of the call, which other load on the machine inflates much less
+    than wall time; the resident-set rise is recorded during them at no cost), then one more solve under
     :func:`~sflam_opt.bench.common.peak_memory` for the traced peak (timed runs are not traced).
     A point whose solve takes longer than ``speed_time_cap_s`` stops after that run (``repeats``
     records how many ran) and gets no traced run, so that ``bench all`` stays within its budget.
@@ -235,10 +232,13 @@ def speed_ladder(ctx: BenchContext) -> dict[str, Any]:
             continue
         scn = Scenario.default(devices=n, seed=p.seed)
         times: list[float] = []
+        cpu: list[float] = []
         rss: list[float] = []
         rec: dict[str, Any] = {}
         for _ in range(p.repeats):
+            c0 = time.process_time()
             rec, mem = rss_peak(lambda scn=scn, solver=solver: _record(scn, solver))
+            cpu.append(time.process_time() - c0)
             times.append(rec["solve_time_s"])
             if mem is not None:
                 rss.append(mem)
@@ -252,6 +252,7 @@ def speed_ladder(ctx: BenchContext) -> dict[str, Any]:
             min_s=min(times),
             max_s=max(times),
             times_s=times,
+            median_cpu_s=median(cpu),
             rss_peak_delta_mib=max(rss) if rss else None,
             iterations=len(rec["iterations"]),
             error=rec.get("error"),

@@ -687,10 +687,14 @@ def report_section(figures: Path, doc: Mapping[str, Any]) -> list[str]:
     out.append(_train_table(summary, num, pct, table))
     out += [
         "",
-        _figure("train_accuracy.png", "accuracy curves", cmd,
-                ["train_runs.csv", "train_curves.csv", "train_summary.csv"]),
+        _figure(
+            "train_accuracy.png",
+            "accuracy curves",
+            cmd,
+            ["train_runs.csv", "train_curves.csv", "train_summary.csv"],
+        ),
         "",
-    ]  # fmt: skip
+    ]
     runs = read_csv(figures / "train_runs.csv")
     errs = [r for r in runs if r.get("error")]
     for r in errs:
@@ -754,7 +758,7 @@ def report_section(figures: Path, doc: Mapping[str, Any]) -> list[str]:
                     ]
                     for (a, p), rs in agg.items()
                 ],
-            )  # fmt: skip
+            )
         )
         out += [
             "",
@@ -768,10 +772,14 @@ def report_section(figures: Path, doc: Mapping[str, Any]) -> list[str]:
     out.append(_train_table(bits, num, pct, table, by="bits_mode"))
     out += [
         "",
-        _figure("train_bits.png", "solver bits vs uniform bits", cmd,
-                ["train_bits_curves.csv", "train_bits_summary.csv"]),
+        _figure(
+            "train_bits.png",
+            "solver bits vs uniform bits",
+            cmd,
+            ["train_bits_curves.csv", "train_bits_summary.csv"],
+        ),
         "",
-    ]  # fmt: skip
+    ]
     out += ["### CIFAR-10, ViT-B/32 pretrained", ""]
     cifar = doc.get("cifar10", {})
     out.append(f"Command, for each α: `{doc.get('cifar10_command')}`.")
@@ -790,7 +798,7 @@ def report_section(figures: Path, doc: Mapping[str, Any]) -> list[str]:
                     ]
                     for r in cifar.get("results", [])
                 ],
-            )  # fmt: skip
+            )
         )
     else:
         out.append(
@@ -814,24 +822,41 @@ def _default_constants(conv: Mapping[str, Any] | None, num: Any) -> str:
 def _train_table(rows: list[dict], num: Any, pct: Any, table: Any, by: str = "protocol") -> str:
     first = "protocol" if by == "protocol" else "bits"
     return table(
-        ["α", first, "final accuracy (mean ± std)", "min-max", "reached", "rounds to target",
-         "uplink MB (total)", "uplink MB to target", "sim. latency to target (s)",
-         "sim. energy to target (J)", "mean bits"],
+        [
+            "α",
+            first,
+            "final accuracy (mean ± std)",
+            "min-max",
+            "reached",
+            "rounds to target",
+            "uplink MB (total)",
+            "uplink MB to target",
+            "sim. latency to target (s)",
+            "sim. energy to target (J)",
+            "mean bits",
+        ],
         [
             [
-                num(r["alpha"]), f"`{r[by]}`",
+                num(r["alpha"]),
+                f"`{r[by]}`",
                 f"{pct(r.get('final_accuracy_mean'))} ± {pct(r.get('final_accuracy_std'), 2)}",
                 f"{pct(r.get('final_accuracy_min'))} - {pct(r.get('final_accuracy_max'))}",
                 r.get("reached_target"),
-                _range(num, r.get("rounds_to_target_mean"), r.get("rounds_to_target_min"),
-                       r.get("rounds_to_target_max")),
-                num(_mb(r.get("uplink_bytes_mean"))), num(_mb(r.get("uplink_bytes_to_target_mean"))),
-                num(r.get("latency_to_target_s_mean")), num(r.get("energy_to_target_j_mean")),
+                _range(
+                    num,
+                    r.get("rounds_to_target_mean"),
+                    r.get("rounds_to_target_min"),
+                    r.get("rounds_to_target_max"),
+                ),
+                num(_mb(r.get("uplink_bytes_mean"))),
+                num(_mb(r.get("uplink_bytes_to_target_mean"))),
+                num(r.get("latency_to_target_s_mean")),
+                num(r.get("energy_to_target_j_mean")),
                 num(r.get("mean_bits"), 3),
             ]
             for r in rows
         ],
-    )  # fmt: skip
+    )
 
 
 def _mb(v: Any) -> float | None:
