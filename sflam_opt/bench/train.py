@@ -519,11 +519,13 @@ def _execute(ctx: BenchContext, todo: list[dict[str, Any]]) -> list[dict[str, An
 
 def main() -> int:
     """Worker loop of ``python -m sflam_opt.bench.train``: one JSON job in, one result out."""
+    channel = sys.stdout
+    sys.stdout = sys.stderr  # anything a library prints must not corrupt the result lines
     for line in sys.stdin:
         if line.strip():
             res = _run_job(json.loads(line))
-            sys.stdout.write(json.dumps(jsonable(res)) + "\n")
-            sys.stdout.flush()
+            channel.write(json.dumps(jsonable(res)) + "\n")
+            channel.flush()
     return 0
 
 
