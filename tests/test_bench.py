@@ -248,6 +248,18 @@ def test_train_section_runs_and_reports(tmp_path: Path) -> None:
     assert report.pct(runs[0]["final_accuracy"]) in md
 
 
+def test_worker_processes_reproduce_in_process_runs(tmp_path: Path) -> None:
+    from sflam_opt.bench import train as bench_train
+
+    todo = [j for j in bench_train.jobs(TINY) if j["group"] == "protocols"]
+    assert len(todo) == 2
+    here = [bench_train._run_job(j) for j in todo]
+    pooled = bench_train._execute(_ctx(tmp_path, TINY.replace(train_workers=2)), todo)
+    for a, b in zip(here, pooled, strict=True):
+        assert b["error"] is None and (b["protocol"], b["seed"]) == (a["protocol"], a["seed"])
+        assert b["metrics"] == json.loads(json.dumps(a["metrics"]))  # same seed, same numbers
+
+
 def test_memory_section_measures_both_protocols(tmp_path: Path) -> None:
     from sflam_opt.bench import memory as bench_memory
 
