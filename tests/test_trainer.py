@@ -98,7 +98,7 @@ def test_resume_checks_the_checkpoint(tmp_path):
     with pytest.raises(TrainingConfigError, match="no checkpoint"):
         train(TrainConfig(out=str(tmp_path), resume=True, **cfg))
     train(TrainConfig(out=str(tmp_path), **{**cfg, "rounds": 2}))
-    with pytest.raises(TrainingConfigError, match=r"lr=0\.1, not 0\.2") as info:
+    with pytest.raises(TrainingConfigError, match=r"lr=0\.3, not 0\.2") as info:
         train(TrainConfig(out=str(tmp_path), resume=True, **{**cfg, "lr": 0.2}))
     assert "\n" not in str(info.value)
     with pytest.raises(TrainingConfigError, match="already has 2 rounds"):
@@ -254,6 +254,24 @@ def test_cuda_request_without_cuda_is_a_clear_error():
         pytest.skip("CUDA present")
     with pytest.raises(TrainingConfigError, match="CUDA is not available"):
         train(TrainConfig(device="cuda", **SMALL))
+
+
+def test_defaults_sflam_sends_under_half_of_sfl_and_is_fastest_in_simulation():
+    # One round of each protocol with every default (20 devices, fast solver's bits): the
+    # uplink bytes per round and the simulated round latency do not change across rounds.
+    res = {p: train(TrainConfig(protocol=p, rounds=1)) for p in ("sflam", "sfl", "fl", "sl")}
+    up = {p: r.metrics[0]["uplink_bytes"] for p, r in res.items()}
+    lat = {p: r.metrics[0]["latency_s"] for p, r in res.items()}
+    assert res["sflam"].summary["allocation"]["solver"] == "fast"
+    assert max(res["sflam"].summary["bits"]) < 16
+    assert up["sflam"] <= 0.5 * up["sfl"]
+    assert lat["sflam"] < lat["sfl"] < lat["sl"]
+    assert lat["sflam"] < lat["fl"]
+    # All protocols are costed under the same allocation (bandwidth and power).
+    assert all(
+        r.allocation.bandwidth_hz.tolist() == res["sflam"].allocation.bandwidth_hz.tolist()
+        for r in res.values()
+    )
 
 
 @pytest.mark.slow

@@ -10,6 +10,8 @@ See :mod:`sflam_opt.training.trainer` for how the trainer links to the cost mode
 the formulation, and :mod:`sflam_opt.training.calibrate` for estimating the bound's constants.
 """
 
+from typing import Any
+
 from sflam_opt.training.quantizer import QuantizedTensor, dequantize, quantize
 
 __all__ = [
@@ -23,7 +25,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):  # noqa: ANN202 -- module-level lazy attribute hook
+def __getattr__(name: str) -> Any:
     # The trainer pulls in the solvers, scikit-learn and matplotlib; import it on first use so that
     # `import sflam_opt.training.quantizer` (and the CLI's startup) stay light.
     if name in ("TrainConfig", "TrainResult", "train"):

@@ -38,7 +38,7 @@ from numpy.typing import ArrayLike
 from sflam_opt.errors import TrainingConfigError
 from sflam_opt.scenario import Scenario
 from sflam_opt.training.data import load_dataset
-from sflam_opt.training.models import build_split_model
+from sflam_opt.training.models import FullModel, build_split_model
 from sflam_opt.training.quantizer import MAX_BITS
 from sflam_opt.training.trainer import TrainConfig, TrainResult, evaluate_model, train
 
@@ -75,10 +75,6 @@ def fit_q(floors: Mapping[int, float], phi0: float) -> float:
     extra = np.maximum(np.array(list(floors.values()), dtype=np.float64) - phi0, 0.0)
     x = 1.0 / np.square(np.exp2(bits) - 1.0)
     return float((x * extra).sum() / np.square(x).sum())
-
-
-def _train_loss(result: TrainResult, x: Any, y: Any) -> float:
-    return evaluate_model(result.model, x, y)[0]
 
 
 def calibrate(
@@ -187,12 +183,10 @@ def calibrate(
         in_chans=data.in_chans,
         seed=seed,
     )
-    from sflam_opt.training.models import FullModel
-
     where = next(fp32.model.parameters()).device
     x, y = data.x_train.to(where), data.y_train.to(where)
     f_w0 = evaluate_model(FullModel(init_dev, init_srv).to(where), x, y)[0]
-    f_inf = max(0.0, _train_loss(fp32, x, y))
+    f_inf = max(0.0, evaluate_model(fp32.model, x, y)[0])
     a = 2.0 * (f_w0 - f_inf)
     if not a > 0:
         raise TrainingConfigError(

@@ -40,7 +40,7 @@ import random
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,7 @@ from sflam_opt.bounds import bound, rounds_needed
 from sflam_opt.errors import AllocationError, SflamError, TrainingConfigError
 from sflam_opt.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from sflam_opt.scenario import Scenario
+from sflam_opt.solvers import solve
 from sflam_opt.training.data import DATASETS, ImageDataset, load_dataset
 from sflam_opt.training.models import PRESETS, ModelSpec, build_split_model, model_spec
 from sflam_opt.training.partition import dirichlet_partition, partition_sizes
@@ -73,6 +74,9 @@ __all__ = [
     "TrainResult",
     "default_threads",
     "evaluate_model",
+    "load_metrics",
+    "model_tables",
+    "resolve_allocation",
     "sample_participants",
     "trainer_scenario",
     "train",
@@ -162,9 +166,9 @@ class TrainConfig:
     devices: int = 20
     devices_per_round: int | None = None
     alpha: float = 0.5
-    rounds: int = 40
-    lr: float = 0.1
-    momentum: float = 0.9
+    rounds: int = 80
+    lr: float = 0.3
+    momentum: float = 0.0
     batch_size: int = 16
     local_iters: int = 10
     bits: int | None = None
@@ -276,7 +280,6 @@ class TrainResult:
     allocation: Allocation
     model: nn.Module
     spec: ModelSpec
-    solve_info: dict[str, Any] = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------------------------------
@@ -374,8 +377,6 @@ def resolve_allocation(
             alloc = Allocation(alloc.bits, alloc.bandwidth_hz, alloc.power_w)
         info = {"source": f"allocation:{config.allocation}", "solver": None, "status": None}
     else:
-        from sflam_opt.solvers import solve
-
         result = solve(scenario, solver=config.solver)
         if result.status in ("infeasible", "failed") or result.allocation is None:
             raise TrainingConfigError(
@@ -438,6 +439,7 @@ def _rng_state() -> dict[str, Any]:
     name, keys, pos, has_gauss, gauss = np.random.get_state()  # noqa: NPY002
     return {
         "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(gauss)],
         "python": random.getstate(),
     }
@@ -445,6 +447,8 @@ def _rng_state() -> dict[str, Any]:
 
 def _set_rng_state(state: Mapping[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
     name, keys, pos, has_gauss, gauss = state["numpy"]
     np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))  # noqa: NPY002
     version, internal, gauss_next = state["python"]
@@ -457,13 +461,14 @@ def _save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def _load_checkpoint(path: Path, where: torch.device) -> dict[str, Any]:
+def _load_checkpoint(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise TrainingConfigError(
             f"resume: no checkpoint at {path}; run once without --resume to start training"
         )
     try:
-        ckpt = torch.load(path, map_location=where, weights_only=True)
+        # On the CPU: RNG states must stay CPU tensors; load_state_dict moves the rest.
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # any unreadable file: truncated, foreign, wrong torch version
         raise TrainingConfigError(
             f"resume: cannot read checkpoint {path} ({type(err).__name__}); delete it and "
@@ -476,16 +481,31 @@ def _load_checkpoint(path: Path, where: torch.device) -> dict[str, Any]:
     return ckpt
 
 
-def _check_resumable(config: TrainConfig, saved: Mapping[str, Any], path: Path) -> None:
-    current = config.to_dict()
-    for key, value in current.items():
-        if key in _RESUME_FREE:
-            continue
-        if saved.get(key) != value:
+def _restore(
+    config: TrainConfig, path: Path, sizes: NDArray[np.int64]
+) -> tuple[dict[str, Any], Scenario, Allocation, dict[str, Any]]:
+    """Load and check a checkpoint; returns it with its scenario, allocation and source info."""
+    ckpt = _load_checkpoint(path)
+    saved = ckpt["config"]
+    for key, value in config.to_dict().items():
+        if key not in _RESUME_FREE and saved.get(key) != value:
             raise TrainingConfigError(
                 f"resume: {path} was written with {key}={saved.get(key)!r}, not {value!r}; "
                 "rerun with the original options or drop --resume"
             )
+    if ckpt["round"] > config.rounds:
+        raise TrainingConfigError(
+            f"rounds: checkpoint {path} already has {ckpt['round']} rounds; give --rounds >= "
+            f"{ckpt['round']}"
+        )
+    if list(ckpt["partition_sizes"]) != sizes.tolist():
+        raise TrainingConfigError(
+            f"resume: the data partition differs from {path}'s (another data set version?); "
+            "start without --resume"
+        )
+    scenario = Scenario.from_toml_string(ckpt["scenario"], source=str(path))
+    allocation = Allocation.from_json(ckpt["allocation"], source=str(path))
+    return ckpt, scenario, allocation, dict(ckpt["allocation_info"])
 
 
 def _bits_used(protocol: type[Protocol], allocation: Allocation) -> NDArray[np.int64]:
@@ -610,21 +630,7 @@ def train(
         ckpt: dict[str, Any] | None = None
         if config.resume:
             assert out is not None
-            ckpt = _load_checkpoint(out / CHECKPOINT_NAME, where)
-            _check_resumable(config, ckpt["config"], out / CHECKPOINT_NAME)
-            if ckpt["round"] > config.rounds:
-                raise TrainingConfigError(
-                    f"rounds: checkpoint {out / CHECKPOINT_NAME} already has {ckpt['round']} "
-                    f"rounds; give --rounds >= {ckpt['round']}"
-                )
-            scenario = Scenario.from_toml_string(ckpt["scenario"], source="checkpoint")
-            allocation = Allocation.from_json(ckpt["allocation"], source="checkpoint")
-            info = dict(ckpt["allocation_info"])
-            if list(ckpt["partition_sizes"]) != sizes.tolist():
-                raise TrainingConfigError(
-                    f"resume: the data partition differs from {out / CHECKPOINT_NAME}'s "
-                    "(another data set version?); start without --resume"
-                )
+            ckpt, scenario, allocation, info = _restore(config, out / CHECKPOINT_NAME, sizes)
         else:
             scenario, allocation, info = resolve_allocation(config, spec, sizes)
 
@@ -652,6 +658,15 @@ def train(
         latency_n, energy_n = protocol_cls.device_costs(scenario, allocation, spec)
         x_test, y_test = data.x_test.to(where), data.y_test.to(where)
         k = config.participants_per_round
+        # Checkpoint entries that do not change from round to round.
+        fixed = {
+            "format": _CHECKPOINT_FORMAT,
+            "config": config.to_dict(),
+            "scenario": scenario.to_toml(),
+            "allocation": allocation.to_json(),
+            "allocation_info": dict(info),
+            "partition_sizes": sizes.tolist(),
+        }
 
         for r in range(len(metrics) + 1, config.rounds + 1):
             participants = sample_participants(config.seed, r, config.devices, k)
@@ -678,21 +693,15 @@ def train(
             }
             metrics.append(row)
             if out is not None:
-                wall = prior_wall + time.perf_counter() - started
+                fixed["wall_time_s"] = prior_wall + time.perf_counter() - started
                 _save_checkpoint(
                     out / CHECKPOINT_NAME,
                     {
-                        "format": _CHECKPOINT_FORMAT,
-                        "config": config.to_dict(),
+                        **fixed,
                         "round": r,
                         "protocol": protocol.state_dict(),
                         "metrics": metrics,
-                        "scenario": scenario.to_toml(),
-                        "allocation": allocation.to_json(),
-                        "allocation_info": dict(info),
-                        "partition_sizes": sizes.tolist(),
                         "rng": _rng_state(),
-                        "wall_time_s": wall,
                     },
                 )
                 _write_outputs(out, metrics)
@@ -716,7 +725,7 @@ def train(
 
             plot_curves(metrics, out / CURVES_NAME, title=f"{config.protocol} / {config.model}")
         model = protocol.global_model()
-    return TrainResult(config, metrics, summary, scenario, allocation, model, spec, dict(info))
+    return TrainResult(config, metrics, summary, scenario, allocation, model, spec)
 
 
 def _client_data(data: ImageDataset, parts: list[np.ndarray], where: torch.device) -> ClientData:

@@ -34,6 +34,7 @@ from sflam_opt.training.protocols.base import (
     RoundStats,
     StepMeter,
     grad_sq_norm,
+    optimizer_params,
 )
 
 __all__ = ["FLProtocol"]
@@ -52,7 +53,7 @@ class FLProtocol(Protocol):
         meter = StepMeter()
         avg = FedAvgAccumulator()
         global_model = self.global_model()
-        global_state = {k: v.detach() for k, v in global_model.state_dict().items()}
+        global_state = global_model.state_dict()
         sizes = self.data.sizes
         for n in plan.participants.tolist():
             self._local.load_state_dict(self.transport.to_device(n, "model", global_state))
@@ -62,7 +63,7 @@ class FLProtocol(Protocol):
                 loss = F.cross_entropy(self._local(xs[t]), ys[t])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
-                meter.add(loss, grad_sq_norm(self._local.parameters()))
+                meter.add(loss, grad_sq_norm(optimizer_params(opt)))
                 opt.step()
             avg.add(self.transport.to_server(n, "model", self._local.state_dict()), float(sizes[n]))
         global_model.load_state_dict(avg.result(like=global_state))

@@ -61,7 +61,7 @@ class SFLProtocol(Protocol):
     def run_round(self, plan: RoundPlan) -> RoundStats:
         meter = StepMeter()
         dev_avg, srv_avg = FedAvgAccumulator(), FedAvgAccumulator()
-        global_device = {k: v.detach() for k, v in self.device_model.state_dict().items()}
+        global_device = self.device_model.state_dict()
         global_server = self.server_model.state_dict()
         sizes = self.data.sizes
         for n in plan.participants.tolist():

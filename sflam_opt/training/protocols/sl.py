@@ -55,7 +55,7 @@ class SLProtocol(Protocol):
     def run_round(self, plan: RoundPlan) -> RoundStats:
         meter = StepMeter()
         for n in plan.participants.tolist():
-            state = {k: v.detach() for k, v in self.device_model.state_dict().items()}
+            state = self.device_model.state_dict()
             self._local_device.load_state_dict(self.transport.to_device(n, "model", state))
             dev_opt = self.optimizer(self._local_device.parameters())
             xs, ys = self.batches(plan, n)
