@@ -308,7 +308,7 @@ def train_figures(figures: Path) -> list[Path]:
         grad = _curves(rows, "grad_sq_norm_avg")
         bounds = {key: _curves(rows, key) for key in ("bound", "bound_calibrated")}
         styles = {
-            "bound": (":", "bound, default constants"),
+            "bound": (":", "bound, scenario constants"),
             "bound_calibrated": ("--", "bound, calibrated"),
         }
         if grad:
