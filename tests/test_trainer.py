@@ -16,6 +16,7 @@ from sflam_opt.errors import AllocationError, ScenarioError, SflamError, Trainin
 from sflam_opt.scenario import Scenario
 from sflam_opt.training import TrainConfig, train
 from sflam_opt.training.trainer import (
+    CALIBRATED_CONVERGENCE,
     CHECKPOINT_NAME,
     CURVES_NAME,
     METRICS_NAME,
@@ -133,6 +134,20 @@ def test_uplink_bytes_match_the_cost_model_payload():
     assert row["latency_s"] == pytest.approx(bd.latency_s[row["participants"]].max())
     assert row["energy_j"] == pytest.approx(bd.energy_j[row["participants"]].sum())
     assert scen.devices.samples.sum() == 1437  # D_n from the partition of the digits train set
+
+
+def test_default_scenario_uses_the_calibrated_convergence_constants(tmp_path):
+    res = train(TrainConfig(protocol="sflam", **{**SMALL, "rounds": 1}))
+    c = res.scenario.convergence
+    expect = CALIBRATED_CONVERGENCE[("vit-tiny", "digits")]
+    assert {k: getattr(c, k) for k in expect} == expect
+    assert res.summary["allocation"]["convergence"] == "calibrated vit-tiny/digits"
+    # A scenario file keeps its own [convergence] table.
+    scen = Scenario.default(devices=4, seed=0)
+    (tmp_path / "s.toml").write_text(scen.to_toml())
+    own = train(TrainConfig(scenario=str(tmp_path / "s.toml"), **{**SMALL, "rounds": 1}))
+    assert own.scenario.convergence == scen.convergence
+    assert own.summary["allocation"]["convergence"] == "scenario"
 
 
 def test_devices_per_round_trains_and_costs_only_the_participants():

@@ -18,7 +18,10 @@ their allocated bandwidth and power (no re-allocation of the idle devices' bandw
 
 Allocation source, in order: ``allocation`` (a file written by ``sflam-opt solve``), else solve
 ``scenario`` (a file) or ``Scenario.default(devices=N, seed=seed)`` with the ``solver``;
-``bits`` then overrides the bits with a uniform width. Non-quantizing protocols use the
+``bits`` then overrides the bits with a uniform width. The default scenario takes its
+``[convergence]`` table from :data:`CALIBRATED_CONVERGENCE` when the model and data set have
+been calibrated (formulation section 7's constants describe ViT-B/32: with them the solver picks
+~3 bits for vit-tiny, with the calibrated ones 6-8). Non-quantizing protocols use the
 allocation's bandwidth and power only (:mod:`.protocols` documents each protocol's cost formulas).
 
 Reproducibility. Every random draw -- partition, participants, mini-batches, quantization noise --
@@ -65,6 +68,7 @@ from sflam_opt.training.quantizer import FP32_BITS, MAX_BITS
 from sflam_opt.training.transport import InProcessTransport
 
 __all__ = [
+    "CALIBRATED_CONVERGENCE",
     "CHECKPOINT_NAME",
     "CYCLES_PER_FLOP",
     "METRICS_NAME",
@@ -87,6 +91,16 @@ logger = logging.getLogger(__name__)
 #: Cycles per FLOP used to turn the model's FLOPs per sample into the formulation's c_d and c_s.
 #: One cycle per FLOP is a scalar in-order core; SIMD devices do several FLOPs per cycle.
 CYCLES_PER_FLOP = 1.0
+
+#: ``[convergence]`` tables measured by :func:`sflam_opt.training.calibrate.calibrate` per
+#: (model, data set); the trainer's default scenario uses them instead of the ViT-B/32 constants
+#: of formulation section 7, so that the solver's bits and the plotted bound describe the model
+#: really trained. vit-tiny/digits: ``sflam-opt calibrate --rounds 80 --bits 2,3,4`` at the
+#: trainer defaults (20 devices, alpha 0.5, lr 0.3, momentum 0, batch 16, 10 local iterations,
+#: seed 0); epsilon is what fp32 training reaches in those 80 rounds.
+CALIBRATED_CONVERGENCE: dict[tuple[str, str], dict[str, float]] = {
+    ("vit-tiny", "digits"): {"a": 4.5571, "phi0": 1.8296, "q": 15.158, "epsilon": 1.8486},
+}
 
 CHECKPOINT_NAME = "checkpoint.pt"
 METRICS_NAME = "metrics.jsonl"
@@ -359,10 +373,15 @@ def resolve_allocation(
         The dict says where the allocation came from (``source``, ``solver``, ``status``...).
     """
     n = config.devices
+    convergence = "scenario"
     if config.scenario is not None:
         base = Scenario.from_toml(config.scenario)
     else:
         base = Scenario.default(devices=n, seed=config.seed)
+        calibrated = CALIBRATED_CONVERGENCE.get((config.model, config.dataset))
+        if calibrated is not None:
+            base = base.replace(convergence=calibrated)
+            convergence = f"calibrated {config.model}/{config.dataset}"
     scenario = trainer_scenario(base, spec, config, sizes)
     info: dict[str, Any]
     if config.allocation is not None:
@@ -375,7 +394,12 @@ def resolve_allocation(
         if config.scenario is None:
             # Matched to the default scenario's devices by position, not by id.
             alloc = Allocation(alloc.bits, alloc.bandwidth_hz, alloc.power_w)
-        info = {"source": f"allocation:{config.allocation}", "solver": None, "status": None}
+        info = {
+            "source": f"allocation:{config.allocation}",
+            "solver": None,
+            "status": None,
+            "convergence": convergence,
+        }
     else:
         result = solve(scenario, solver=config.solver)
         if result.status in ("infeasible", "failed") or result.allocation is None:
@@ -389,6 +413,7 @@ def resolve_allocation(
             "solver": config.solver,
             "status": result.status,
             "objective": float(result.objective),
+            "convergence": convergence,
         }
     if config.bits is not None:
         alloc = Allocation(
