@@ -55,6 +55,10 @@ def _errors_to_exit(err: Console) -> Iterator[None]:
         raise typer.Exit(EXIT_BAD_INPUT) from None
 
 
+def _path(p: Path | None) -> str | None:
+    return None if p is None else str(p)
+
+
 def _fmt(v: Any) -> str:
     if v is None:
         return "-"
@@ -98,34 +102,44 @@ class _RoundBars:
             self._progress.stop()
 
 
+# ------------------------------------------------------------------------------ options
+# Options shared by `train` and `calibrate`.
+ModelOpt = Annotated[str, typer.Option(help="Split ViT preset: vit-tiny, vit-s32, vit-b32.")]
+DatasetOpt = Annotated[str, typer.Option(help="digits (bundled) or cifar10.")]
+DataDirOpt = Annotated[
+    Path | None, typer.Option(help="CIFAR-10 python batches (data_batch_1..5, test_batch).")
+]
+DevicesOpt = Annotated[int, typer.Option("--devices", "-n", help="Devices N.")]
+AlphaOpt = Annotated[float, typer.Option(help="Dirichlet concentration of the split.")]
+LrOpt = Annotated[float, typer.Option(help="SGD learning rate eta.")]
+MomentumOpt = Annotated[float, typer.Option(help="SGD momentum of the local optimizers.")]
+BatchOpt = Annotated[int, typer.Option(help="Mini-batch size beta.")]
+ItersOpt = Annotated[int, typer.Option(help="Local iterations tau per round.")]
+SeedOpt = Annotated[int, typer.Option(help="Seed of everything random.")]
+DeviceOpt = Annotated[str, typer.Option(help="torch device: cpu, cuda, cuda:K.")]
+ThreadsOpt = Annotated[
+    int | None, typer.Option(help="torch CPU threads (default: 1 for tiny models, else 2).")
+]
+
+
 # ------------------------------------------------------------------------------ train
 def train_command(
     protocol: Annotated[
         str, typer.Option(help="sflam (quantized SFL-V1), sfl (fp32 SFL-V1), fl or sl.")
     ] = _D["protocol"],
-    model: Annotated[str, typer.Option(help="Split ViT preset: vit-tiny, vit-s32, vit-b32.")] = _D[
-        "model"
-    ],
-    dataset: Annotated[str, typer.Option(help="digits (bundled) or cifar10.")] = _D["dataset"],
-    data_dir: Annotated[
-        Path | None, typer.Option(help="CIFAR-10 python batches (data_batch_1..5, test_batch).")
-    ] = None,
-    devices: Annotated[int, typer.Option("--devices", "-n", help="Devices N.")] = _D["devices"],
+    model: ModelOpt = _D["model"],
+    dataset: DatasetOpt = _D["dataset"],
+    data_dir: DataDirOpt = None,
+    devices: DevicesOpt = _D["devices"],
     devices_per_round: Annotated[
         int | None, typer.Option(help="Participants K per round (default: all N).")
     ] = None,
-    alpha: Annotated[float, typer.Option(help="Dirichlet concentration of the split.")] = _D[
-        "alpha"
-    ],
+    alpha: AlphaOpt = _D["alpha"],
     rounds: Annotated[int, typer.Option(help="Training rounds R.")] = _D["rounds"],
-    lr: Annotated[float, typer.Option(help="SGD learning rate eta.")] = _D["lr"],
-    momentum: Annotated[float, typer.Option(help="SGD momentum of local optimizers.")] = _D[
-        "momentum"
-    ],
-    batch_size: Annotated[int, typer.Option(help="Mini-batch size beta.")] = _D["batch_size"],
-    local_iters: Annotated[int, typer.Option(help="Local iterations tau per round.")] = _D[
-        "local_iters"
-    ],
+    lr: LrOpt = _D["lr"],
+    momentum: MomentumOpt = _D["momentum"],
+    batch_size: BatchOpt = _D["batch_size"],
+    local_iters: ItersOpt = _D["local_iters"],
     bits: Annotated[
         int | None, typer.Option(help="Uniform uplink bits (1..16, 32 = fp32); sflam only.")
     ] = None,
@@ -138,11 +152,9 @@ def train_command(
     solver: Annotated[str, typer.Option(help="Solver when no --allocation is given.")] = _D[
         "solver"
     ],
-    seed: Annotated[int, typer.Option(help="Seed of everything random.")] = _D["seed"],
-    device: Annotated[str, typer.Option(help="torch device: cpu, cuda, cuda:K.")] = _D["device"],
-    threads: Annotated[
-        int | None, typer.Option(help="torch CPU threads (default: 1 for tiny models, else 2).")
-    ] = None,
+    seed: SeedOpt = _D["seed"],
+    device: DeviceOpt = _D["device"],
+    threads: ThreadsOpt = None,
     out: Annotated[
         Path | None,
         typer.Option(help="Output directory: metrics.jsonl, summary.json, curves.png, checkpoint."),
@@ -162,7 +174,7 @@ def train_command(
             protocol=protocol,
             model=model,
             dataset=dataset,
-            data_dir=str(data_dir) if data_dir else None,
+            data_dir=_path(data_dir),
             devices=devices,
             devices_per_round=devices_per_round,
             alpha=alpha,
@@ -172,13 +184,13 @@ def train_command(
             batch_size=batch_size,
             local_iters=local_iters,
             bits=bits,
-            allocation=str(allocation) if allocation else None,
-            scenario=str(scenario) if scenario else None,
+            allocation=_path(allocation),
+            scenario=_path(scenario),
             solver=solver,
             seed=seed,
             device=device,
             threads=threads,
-            out=str(out) if out else None,
+            out=_path(out),
             resume=resume,
             pretrained=pretrained,
         )
@@ -222,25 +234,25 @@ def _parse_bits(text: str) -> tuple[int, ...]:
 
 
 def calibrate_command(
-    model: Annotated[str, typer.Option(help="Split ViT preset.")] = _D["model"],
-    dataset: Annotated[str, typer.Option(help="digits or cifar10.")] = _D["dataset"],
-    data_dir: Annotated[Path | None, typer.Option(help="CIFAR-10 directory.")] = None,
-    devices: Annotated[int, typer.Option("--devices", "-n", help="Devices N.")] = _D["devices"],
-    alpha: Annotated[float, typer.Option(help="Dirichlet concentration.")] = _D["alpha"],
+    model: ModelOpt = _D["model"],
+    dataset: DatasetOpt = _D["dataset"],
+    data_dir: DataDirOpt = None,
+    devices: DevicesOpt = _D["devices"],
+    alpha: AlphaOpt = _D["alpha"],
     rounds: Annotated[int, typer.Option(help="Rounds of every calibration run.")] = 30,
-    lr: Annotated[float, typer.Option(help="SGD learning rate eta.")] = _D["lr"],
-    momentum: Annotated[float, typer.Option(help="SGD momentum.")] = _D["momentum"],
-    batch_size: Annotated[int, typer.Option(help="Mini-batch size beta.")] = _D["batch_size"],
-    local_iters: Annotated[int, typer.Option(help="Local iterations tau.")] = _D["local_iters"],
+    lr: LrOpt = _D["lr"],
+    momentum: MomentumOpt = _D["momentum"],
+    batch_size: BatchOpt = _D["batch_size"],
+    local_iters: ItersOpt = _D["local_iters"],
     bits: Annotated[str, typer.Option(help="Bit widths of the quantized runs, e.g. 2,3,4.")] = (
         "2,3,4"
     ),
     target_rounds: Annotated[
         int | None, typer.Option(help="K of the epsilon rule (default: --rounds).")
     ] = None,
-    seed: Annotated[int, typer.Option(help="Seed.")] = _D["seed"],
-    device: Annotated[str, typer.Option(help="torch device.")] = _D["device"],
-    threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
+    seed: SeedOpt = _D["seed"],
+    device: DeviceOpt = _D["device"],
+    threads: ThreadsOpt = None,
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Write the calibrated scenario TOML here.")
     ] = None,
@@ -256,7 +268,7 @@ def calibrate_command(
             result = calibrate(
                 model,
                 dataset,
-                str(data_dir) if data_dir else None,
+                _path(data_dir),
                 devices=devices,
                 alpha=alpha,
                 rounds=rounds,
