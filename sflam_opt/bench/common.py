@@ -159,7 +159,7 @@ class Profile:
     train_alphas: tuple[float, ...] = (0.1, 0.5, 1.0)
     train_protocols: tuple[str, ...] = ("sflam", "sfl", "fl", "sl")
     train_seeds: tuple[int, ...] = (0, 1, 2)
-    train_rounds: int = 40
+    train_rounds: int = 60
     train_devices: int = 10
     train_target: float = 0.9
     train_lr: float = 0.05

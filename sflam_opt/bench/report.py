@@ -366,22 +366,34 @@ def _bcd(figures: Path, doc: Mapping[str, Any], opt: Mapping[str, Any], cmd: str
     out = ["### BCD behaviour", ""]
     if doc.get("unavailable"):
         return [*out, "`bcd` is not registered; nothing measured.", ""]
+    path = figures / "solve_bcd_runs.csv"
+    runs = read_csv(path) if path.exists() else doc.get("runs", [])
     out.append(
         table(
-            ["scenario", "status", "iterations", "final J", "stall escapes", "time (s)"],
+            [
+                "scenario",
+                "status",
+                "iterations",
+                "final J",
+                "`fast` J",
+                "stall escapes",
+                "time (s)",
+            ],
             [
                 [
                     r["scenario"],
                     r["status"],
                     num(r["iterations"]),
                     num(r.get("objective")),
+                    num(r.get("fast_objective")),
                     num(r.get("stall_escapes")),
                     num(r.get("solve_time_s"), 3),
                 ]
-                for r in doc.get("runs", [])
+                for r in runs
             ],
         )
     )
+    out += ["", "Dashed lines in the figure: `fast`'s J on the same scenario."]
     esc = opt.get("bcd_stall_escapes")
     if esc and esc.get("runs"):
         if esc.get("reported"):
