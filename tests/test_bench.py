@@ -276,6 +276,11 @@ def test_memory_section_measures_both_protocols(tmp_path: Path) -> None:
     )
     md = report.render(tmp_path)
     assert f"| sflam | 4 | {report.num(sflam['device_peak_mb'])} |" in md
+    # `bench report` redraws from the data files alone.
+    (tmp_path / "figures" / "memory.png").unlink()
+    assert main(["bench", "report", "--out", str(tmp_path)]) == 0
+    _png(tmp_path / "figures" / "memory.png")
+    assert (tmp_path / "results.md").read_text(encoding="utf-8").count("## Memory benchmark") == 1
 
 
 def test_solver_exception_is_recorded_not_fatal(

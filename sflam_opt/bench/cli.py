@@ -8,6 +8,7 @@ to stderr.
 
 from __future__ import annotations
 
+import math
 import tempfile
 import time
 from collections.abc import Callable
@@ -96,7 +97,7 @@ def run_sections(
     cifar10_dir : Path, optional
         CIFAR-10 directory for the optional ViT-B/32 training run.
     progress : callable, optional
-        ``progress(section, label, advance)``.
+        ``progress(section, label, advance)``; ``advance`` is ``inf`` once when a section ends.
 
     Returns
     -------
@@ -131,6 +132,8 @@ def run_sections(
         else:
             raise SolverArgumentError(f"section {sec!r}: choose from {', '.join(SECTION_NAMES)}")
         times[sec] = time.perf_counter() - t0
+        if progress is not None:
+            progress(sec, f"done in {times[sec]:.1f} s", math.inf)
         written += ctx.written
         report.write(Path(out))
     return times, report.recorded_errors(written)
@@ -159,13 +162,15 @@ def _run_cli(
             if section not in started:
                 started.add(section)
                 bar.start_task(tasks[section])
-            bar.update(tasks[section], advance=advance, description=label)
+            if math.isinf(advance):  # the section ended: freeze its clock now
+                bar.update(tasks[section], completed=1.0, description=label)
+                bar.stop_task(tasks[section])
+            else:
+                bar.update(tasks[section], advance=advance, description=label)
 
         times, errors = run_sections(
             sections, out, profile, command, cifar10_dir=cifar10_dir, progress=progress
         )
-        for s in sections:
-            bar.update(tasks[s], completed=1.0, description=f"done in {times[s]:.1f} s")
     err.print(
         f"wrote {Path(out) / 'results.md'} and {Path(out) / 'figures'}/ "
         f"({', '.join(f'{s} {t:.1f} s' for s, t in times.items())}; "
@@ -228,3 +233,22 @@ def bench_quick(out: OutOption = None, cifar10_dir: CifarOption = None) -> None:
         _command("quick", target, None, cifar10_dir),
         cifar10_dir,
     )
+
+
+@bench_app.command("report")
+def bench_report(out: OutOption = None) -> None:
+    """Redraw the figures and re-render results.md from the data files already in --out."""
+    from sflam_opt.bench import plots, report
+    from sflam_opt.bench.common import FIGURES
+    from sflam_opt.errors import DataError
+
+    target = out if out is not None else Path("docs")
+    figures = target / FIGURES
+    if not figures.is_dir():
+        raise DataError(
+            f"--out {target}: no {FIGURES}/ directory with benchmark data; run "
+            f"`sflam-opt bench all --out {target}` first"
+        )
+    pngs = plots.all_figures(figures)
+    path = report.write(target)
+    err.print(f"redrew {len(pngs)} figure(s) and wrote {path}", highlight=False)

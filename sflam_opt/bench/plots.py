@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 from sflam_opt.bench.common import read_csv, read_json  # noqa: E402
 from sflam_opt.io import atomic_write_bytes  # noqa: E402
 
-__all__ = ["memory_figures", "solve_figures", "train_figures"]
+__all__ = ["all_figures", "memory_figures", "solve_figures", "train_figures"]
 
 _DPI = 110
 _COLORS = {
@@ -83,7 +83,7 @@ def solve_figures(figures: Path) -> list[Path]:
 
 def _speed(figures: Path, fits: dict[str, Any]) -> Path:
     rows = [r for r in read_csv(figures / "solve_speed.csv") if _finite(r.get("median_s"))]
-    fig, (ax, axm) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (ax, axm) = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
     for solver in ("bcd", "fast"):
         pts = sorted((r for r in rows if r["solver"] == solver), key=lambda r: r["n_devices"])
         if not pts:
@@ -154,7 +154,7 @@ def _savings(figures: Path) -> Path:
     sizes = sorted({r["n_devices"] for r in rows})
     methods = list(dict.fromkeys(r["solver"] for r in rows))
     ref = {r["n_devices"]: r for r in rows if r["solver"] == "equal"}
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4), layout="constrained")
     width = 0.8 / max(1, len(methods))
     for ax, key, title in zip(
         axes,
@@ -289,7 +289,9 @@ def train_figures(figures: Path) -> list[Path]:
         rows = read_csv(figures / "train_curves.csv")
         acc = _curves(rows, "test_accuracy")
         alphas = sorted({k[0] for k in acc})
-        fig, axes = plt.subplots(1, len(alphas), figsize=(4.5 * len(alphas), 3.8), squeeze=False)
+        fig, axes = plt.subplots(
+            1, len(alphas), figsize=(4.5 * len(alphas), 3.8), squeeze=False, layout="constrained"
+        )
         for ax, alpha in zip(axes[0], alphas, strict=True):
             for (a, proto, _), seeds in sorted(acc.items()):
                 if a != alpha:
@@ -313,7 +315,11 @@ def train_figures(figures: Path) -> list[Path]:
         }
         if grad:
             fig, axes = plt.subplots(
-                1, len(alphas), figsize=(4.8 * len(alphas), 4.0), squeeze=False
+                1,
+                len(alphas),
+                figsize=(4.8 * len(alphas), 4.0),
+                squeeze=False,
+                layout="constrained",
             )
             for ax, alpha in zip(axes[0], alphas, strict=True):
                 for (a, proto, mode), seeds in sorted(grad.items()):
@@ -350,7 +356,7 @@ def train_figures(figures: Path) -> list[Path]:
             mode = str(key[2])
             return (0, 0.0) if mode == "solver" else (1, float(mode.split()[-1]))
 
-        fig, (ax, axu) = plt.subplots(1, 2, figsize=(12, 4.2))
+        fig, (ax, axu) = plt.subplots(1, 2, figsize=(12, 4.2), layout="constrained")
         for i, key in enumerate(sorted(acc, key=order)):
             x, ys = _series(acc[key])
             _band(ax, ys, x, f"C{i}", str(key[2]))
@@ -389,7 +395,7 @@ def memory_figures(figures: Path) -> list[Path]:
         return []
     batches = sorted({r["batch"] for r in rows})
     by = {(r["protocol"], r["batch"]): r for r in rows}
-    fig, (ax, axb) = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, (ax, axb) = plt.subplots(1, 2, figsize=(12, 4.5), layout="constrained")
     width = 0.38
     for i, proto in enumerate(("sflam", "fl")):
         xs = [j + (i - 0.5) * width for j, b in enumerate(batches) if (proto, b) in by]
@@ -416,3 +422,15 @@ def memory_figures(figures: Path) -> list[Path]:
     axb.set_title("analytic breakdown")
     axb.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return [_save(fig, figures / "memory.png")]
+
+
+def all_figures(figures: Path) -> list[Path]:
+    """Redraw every figure whose section data (``<section>.json``) exists in ``figures``."""
+    out: list[Path] = []
+    if (figures / "solve.json").exists():
+        out += solve_figures(figures)
+    if (figures / "train.json").exists():
+        out += train_figures(figures)
+    if (figures / "memory.csv").exists():
+        out += memory_figures(figures)
+    return out

@@ -618,7 +618,8 @@ def render(out_dir: Path) -> str:
         "here, and is rendered from the CSV/JSON files in [`figures/`](figures/) written by that "
         f"run. Report rendered {utc_now()}. Reproduce everything with `sflam-opt bench all --out "
         "docs`, or one part with `sflam-opt bench solve|train|memory "
-        "--out docs`.",
+        "--out docs`; `sflam-opt bench report --out docs` redraws the figures and this file from "
+        "the data files alone.",
         "",
     ]
     lines += _headlines(figures, present)
