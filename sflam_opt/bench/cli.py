@@ -211,7 +211,7 @@ for _sec in SECTION_NAMES:
 
 @bench_app.command("all")
 def bench_all(out: OutOption = None, cifar10_dir: CifarOption = None) -> None:
-    """Every benchmark at full size (about 30 minutes on 2 cores); default output docs/."""
+    """Every benchmark at full size (budget: 30 minutes on 2 cores); default output docs/."""
     target = out if out is not None else Path("docs")
     _run_cli(
         SECTION_NAMES,
@@ -224,7 +224,7 @@ def bench_all(out: OutOption = None, cifar10_dir: CifarOption = None) -> None:
 
 @bench_app.command("quick")
 def bench_quick(out: OutOption = None, cifar10_dir: CifarOption = None) -> None:
-    """Reduced sizes of every benchmark (CI, under 3 minutes); default output a new temp dir."""
+    """Reduced sizes of every benchmark (CI; budget 3 minutes); default output a new temp dir."""
     target = out if out is not None else Path(tempfile.mkdtemp(prefix="sflam-bench-quick-"))
     _run_cli(
         SECTION_NAMES,
