@@ -253,6 +253,14 @@ def _print_summary(doc: dict[str, Any]) -> None:
 
 
 # ------------------------------------------------------------------------------ solve
+# Solver options shared by `solve` and `sweep`.
+BitsOpt = Annotated[int | None, typer.Option("--bits", help="Bit width for --solver fixed-bits.")]
+CvxSolverOpt = Annotated[
+    str | None, typer.Option("--cvx-solver", help="Cone solver for bcd: CLARABEL, ECOS or SCS.")
+]
+MaxIterOpt = Annotated[int | None, typer.Option("--max-iter", min=1, help="Iteration cap.")]
+
+
 @app.command("solve")
 def solve_cmd(
     scenario_file: Annotated[Path, typer.Argument(metavar="SCENARIO", help="Scenario TOML.")],
@@ -265,15 +273,9 @@ def solve_cmd(
     out_file: Annotated[
         Path | None, typer.Option("--out", "-o", help="Write the result JSON (an allocation file).")
     ] = None,
-    bits: Annotated[
-        int | None, typer.Option("--bits", help="Bit width for --solver fixed-bits.")
-    ] = None,
-    cvx_solver: Annotated[
-        str | None, typer.Option("--cvx-solver", help="Cone solver for bcd: CLARABEL, ECOS or SCS.")
-    ] = None,
-    max_iter: Annotated[
-        int | None, typer.Option("--max-iter", min=1, help="Iteration cap.")
-    ] = None,
+    bits: BitsOpt = None,
+    cvx_solver: CvxSolverOpt = None,
+    max_iter: MaxIterOpt = None,
 ) -> None:
     """Choose bits, power and bandwidth per device to minimize J (exit 3 if infeasible)."""
     from sflam_opt.solvers import get_solver, solve
@@ -374,15 +376,9 @@ def sweep_cmd(
     ] = "0:1:11",
     solver: Annotated[str, typer.Option("--solver", "-s", help="Solver name.")] = "bcd",
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")] = Path("sweep"),
-    bits: Annotated[
-        int | None, typer.Option("--bits", help="Bit width for --solver fixed-bits.")
-    ] = None,
-    cvx_solver: Annotated[
-        str | None, typer.Option("--cvx-solver", help="Cone solver for bcd: CLARABEL, ECOS or SCS.")
-    ] = None,
-    max_iter: Annotated[
-        int | None, typer.Option("--max-iter", min=1, help="Iteration cap.")
-    ] = None,
+    bits: BitsOpt = None,
+    cvx_solver: CvxSolverOpt = None,
+    max_iter: MaxIterOpt = None,
 ) -> None:
     """Solve across latency weights; write the latency-energy Pareto front (CSV + PNG)."""
     from sflam_opt import sweep
