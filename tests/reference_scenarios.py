@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from sflam_opt.scenario import Devices, Scenario
+from sflam_opt.bench.solve import small_instance
+from sflam_opt.scenario import Scenario
 
 
 def two_device() -> Scenario:
@@ -69,45 +70,7 @@ def random_small(seed: int, devices: int | None = None) -> Scenario:
     round, so every solver must report them "infeasible" (agreeing with `exact`). The bit set is the
     default range or a random subset of it.
     """
-    rng = np.random.default_rng(10_000 + seed)
-    n = int(devices or rng.integers(3, 5))
-    base = Scenario.default(devices=n, seed=seed)
-    dist = np.round(rng.uniform(50.0, 500.0, n), 2)
-    devs = Devices(
-        ids=tuple(range(n)),
-        gain_db=base.devices.gain_db * 0 + 0.0,  # replaced by distance below
-        cpu_hz=np.round(rng.uniform(0.5e9, 2e9, n), -3),
-        max_power_w=np.round(rng.uniform(0.05, 0.3, n), 3),
-        samples=rng.integers(100, 1000, n).astype(np.int64),
-        distance_m=dist,
-    )
-    omega = float(np.round(rng.uniform(0.0, 1.0), 3))
-    if rng.random() < 0.25:
-        levels = sorted(rng.choice(np.arange(1, 17), size=int(rng.integers(2, 6)), replace=False))
-        levels = [int(b) for b in levels] + ([16] if 16 not in levels else [])
-    else:
-        levels = list(range(2, 17))
-    scn = base.replace(
-        devices=devs,
-        bits=levels,
-        objective={"latency_weight": omega},
-        convergence={
-            "epsilon": float(np.round(rng.uniform(0.3, 0.8), 3)),
-            "q": float(np.round(rng.uniform(0.2, 3.0), 3)),
-        },
-        system={"bandwidth_hz": float(np.round(rng.uniform(5e6, 40e6), -3))},
-    )
-    kind = rng.random()
-    if kind < 0.15:
-        from sflam_opt.costs import breakdown, equal_allocation
-
-        t_eq = float(breakdown(scn, equal_allocation(scn)).latency_s.max())
-        scn = scn.replace(constraints={"round_deadline_s": float(np.round(0.8 * t_eq, 3))})
-    elif kind < 0.3:
-        from sflam_opt.costs import breakdown, equal_allocation
-
-        e_eq = breakdown(scn, equal_allocation(scn)).energy_j
-        scn = scn.replace(constraints={"device_energy_j": float(np.round(0.9 * e_eq.max(), 3))})
+    scn, _ = small_instance(seed, rng=np.random.default_rng(10_000 + seed), devices=devices)
     return scn
 
 
