@@ -152,3 +152,17 @@ def test_written_files_get_normal_permissions(tmp_path: Path, capsys) -> None:
         assert target.stat().st_mode & 0o777 == 0o600
     finally:
         os.umask(mask)
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["scenario", "new", "-n", "3"]])
+def test_commands_that_do_not_train_start_without_torch(argv: list[str]) -> None:
+    # torch takes ~2.5 s to import; help and the solver commands must not pay for it.
+    code = (
+        "import sys\n"
+        "from sflam_opt.cli import main\n"
+        f"rc = main({argv!r})\n"
+        "assert rc == 0, rc\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]

@@ -12,8 +12,6 @@ the formulation, and :mod:`sflam_opt.training.calibrate` for estimating the boun
 
 from typing import Any
 
-from sflam_opt.training.quantizer import QuantizedTensor, dequantize, quantize
-
 __all__ = [
     "QuantizedTensor",
     "TrainConfig",
@@ -26,9 +24,17 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # The trainer pulls in the solvers, scikit-learn and matplotlib; import it on first use so that
-    # `import sflam_opt.training.quantizer` (and the CLI's startup) stay light.
-    if name in ("TrainConfig", "TrainResult", "train"):
+    # torch, the solvers, scikit-learn and matplotlib load on first use, so that the CLI (which
+    # imports sflam_opt.training.cli for --help) starts without them.
+    if name in ("QuantizedTensor", "dequantize", "quantize"):
+        from sflam_opt.training import quantizer
+
+        return getattr(quantizer, name)
+    if name == "TrainConfig":
+        from sflam_opt.training.config import TrainConfig
+
+        return TrainConfig
+    if name in ("TrainResult", "train"):
         from sflam_opt.training import trainer
 
         return getattr(trainer, name)

@@ -10,7 +10,6 @@ Bad input prints ``error: <one line>`` on stderr and exits with code 2.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 from collections.abc import Callable, Iterator
@@ -25,6 +24,7 @@ from rich.table import Table
 
 from sflam_opt.errors import SflamError, TrainingConfigError
 from sflam_opt.io import atomic_write_text
+from sflam_opt.training.config import defaults
 
 __all__ = ["register"]
 
@@ -32,13 +32,7 @@ EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
 
 
-def _defaults() -> dict[str, Any]:
-    from sflam_opt.training.trainer import TrainConfig
-
-    return {f.name: f.default for f in dataclasses.fields(TrainConfig)}
-
-
-_D = _defaults()
+_D = defaults()
 
 
 def _consoles() -> tuple[Console, Console]:

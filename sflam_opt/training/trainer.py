@@ -59,8 +59,9 @@ from sflam_opt.errors import AllocationError, SflamError, TrainingConfigError
 from sflam_opt.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from sflam_opt.scenario import Scenario
 from sflam_opt.solvers import solve
-from sflam_opt.training.data import DATASETS, ImageDataset, load_dataset
-from sflam_opt.training.models import PRESETS, ModelSpec, build_split_model, model_spec
+from sflam_opt.training.config import TrainConfig
+from sflam_opt.training.data import ImageDataset, load_dataset
+from sflam_opt.training.models import ModelSpec, build_split_model, model_spec
 from sflam_opt.training.partition import dirichlet_partition, partition_sizes
 from sflam_opt.training.protocols import PROTOCOLS, ClientData, Protocol, RoundPlan
 from sflam_opt.training.protocols.base import PURPOSE_PARTICIPANTS, round_generator
@@ -111,157 +112,6 @@ _CHECKPOINT_FORMAT = 1
 _RESUME_FREE = ("rounds", "resume", "out")
 _EVAL_BATCH = 1024
 _SMALL_STEP_FLOPS = 1e9
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int | np.integer) and not isinstance(v, bool)
-
-
-def _is_num(v: Any) -> bool:
-    return isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool)
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Every option of ``sflam-opt train``; invalid values raise :class:`TrainingConfigError`.
-
-    Attributes
-    ----------
-    protocol : str
-        ``"sflam"`` (quantized SFL-V1), ``"sfl"`` (fp32 SFL-V1), ``"fl"`` (FedAvg) or ``"sl"``.
-    model : str
-        Split ViT preset (:data:`sflam_opt.training.models.PRESETS`).
-    dataset : str
-        ``"digits"`` or ``"cifar10"`` (needs ``data_dir``).
-    data_dir : str, optional
-        Directory of the CIFAR-10 python batches.
-    devices : int
-        Devices N the training set is split over.
-    devices_per_round : int, optional
-        Participants K per round, drawn uniformly without replacement (default: all N).
-    alpha : float
-        Dirichlet concentration of the non-IID split (smaller = more skewed).
-    rounds : int
-        Rounds R.
-    lr : float
-        SGD learning rate eta (the ``[training] learning_rate``).
-    momentum : float
-        SGD momentum of the local optimizers, in [0, 1).
-    batch_size : int
-        Mini-batch size beta.
-    local_iters : int
-        Local iterations tau (mini-batches per participant per round).
-    bits : int, optional
-        Uniform uplink bits (1..16, or 32 = fp32) overriding the allocation's; ``sflam`` only.
-    allocation : str, optional
-        Allocation JSON file (``sflam-opt solve --out``).
-    scenario : str, optional
-        Scenario TOML file to solve (or to cost ``allocation`` with); must have N devices.
-    solver : str
-        Solver used when no ``allocation`` is given.
-    seed : int
-        Seed of the partition, model initialisation, sampling, quantization and default scenario.
-    device : str
-        torch device, ``"cpu"`` or ``"cuda"`` / ``"cuda:K"``.
-    threads : int, optional
-        torch CPU threads during training (default: :func:`default_threads`).
-    out : str, optional
-        Output directory (metrics, summary, curves, checkpoint); nothing is written without it.
-    resume : bool
-        Continue from ``out/checkpoint.pt``.
-    pretrained : bool
-        Start from timm ImageNet weights (vit-s32 / vit-b32 only; needs the timm extra).
-    """
-
-    protocol: str = "sflam"
-    model: str = "vit-tiny"
-    dataset: str = "digits"
-    data_dir: str | None = None
-    devices: int = 20
-    devices_per_round: int | None = None
-    alpha: float = 0.5
-    rounds: int = 80
-    lr: float = 0.3
-    momentum: float = 0.0
-    batch_size: int = 16
-    local_iters: int = 10
-    bits: int | None = None
-    allocation: str | None = None
-    scenario: str | None = None
-    solver: str = "fast"
-    seed: int = 0
-    device: str = "cpu"
-    threads: int | None = None
-    out: str | None = None
-    resume: bool = False
-    pretrained: bool = False
-
-    def __post_init__(self) -> None:
-        for name in ("data_dir", "allocation", "scenario", "out"):
-            value = getattr(self, name)
-            if isinstance(value, os.PathLike):
-                object.__setattr__(self, name, os.fspath(value))
-        self._validate()
-
-    def _validate(self) -> None:
-        def bad(name: str, value: Any, fix: str) -> TrainingConfigError:
-            return TrainingConfigError(f"{name}: invalid value {value!r}; {fix}")
-
-        if self.protocol not in PROTOCOLS:
-            raise bad("protocol", self.protocol, f"choose one of {', '.join(PROTOCOLS)}")
-        if self.model not in PRESETS:
-            raise bad("model", self.model, f"choose one of {', '.join(PRESETS)}")
-        if self.dataset not in DATASETS:
-            raise bad("dataset", self.dataset, f"choose one of {', '.join(DATASETS)}")
-        if self.dataset == "cifar10" and not self.data_dir:
-            raise TrainingConfigError(
-                "data_dir: --dataset cifar10 needs --data-dir DIR holding data_batch_1..5 and "
-                "test_batch"
-            )
-        for name in ("devices", "rounds", "batch_size", "local_iters"):
-            value = getattr(self, name)
-            if not _is_int(value) or value < 1:
-                raise bad(name, value, "give a whole number >= 1")
-        k = self.devices_per_round
-        if k is not None and (not _is_int(k) or not 1 <= k <= self.devices):
-            raise bad(
-                "devices_per_round", k, f"give a whole number in 1..{self.devices} (--devices)"
-            )
-        if not _is_num(self.alpha) or not (math.isfinite(self.alpha) and self.alpha > 0):
-            raise bad("alpha", self.alpha, "give a Dirichlet concentration > 0, e.g. 0.5")
-        if not _is_num(self.lr) or not (math.isfinite(self.lr) and self.lr > 0):
-            raise bad("lr", self.lr, "give a learning rate > 0, e.g. 0.1")
-        if not _is_num(self.momentum) or not 0 <= self.momentum < 1:
-            raise bad("momentum", self.momentum, "give a momentum in [0, 1)")
-        if self.bits is not None:
-            if not _is_int(self.bits) or not (1 <= self.bits <= MAX_BITS or self.bits == FP32_BITS):
-                raise bad("bits", self.bits, f"give a bit width in 1..{MAX_BITS} or 32 (fp32)")
-            if not PROTOCOLS[self.protocol].quantized:
-                raise TrainingConfigError(
-                    f"bits: --protocol {self.protocol} sends fp32 activations; --bits applies "
-                    "to --protocol sflam only"
-                )
-        if not _is_int(self.seed) or self.seed < 0:
-            raise bad("seed", self.seed, "give a whole number >= 0")
-        if self.threads is not None and (not _is_int(self.threads) or self.threads < 1):
-            raise bad("threads", self.threads, "give a whole number >= 1")
-        if not isinstance(self.solver, str) or not self.solver:
-            raise bad("solver", self.solver, "name a solver, e.g. fast")
-        try:
-            torch.device(self.device)
-        except (RuntimeError, TypeError):
-            raise bad("device", self.device, "use cpu, cuda or cuda:K") from None
-        if self.resume and not self.out:
-            raise TrainingConfigError("resume: --resume needs --out DIR holding checkpoint.pt")
-
-    @property
-    def participants_per_round(self) -> int:
-        """K, the number of devices per round."""
-        return self.devices if self.devices_per_round is None else self.devices_per_round
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready data."""
-        return dataclasses.asdict(self)
 
 
 @dataclass
