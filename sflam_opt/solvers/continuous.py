@@ -20,10 +20,12 @@ closed form by the envelope theorem:
 
     V'(T) = w_T + w_E sum_n [ -lambda_n B_n / u_n + [clamped] (lambda - lambda_n) dBmin_n/dT ]
 
-with ``lambda_n = a_n h(x_n)``. The best ``T`` on ``[T_min, deadline]`` is the root of ``V'``,
-found by a bracketed secant (Illinois) search whose stopping rule certifies
-``V(T) - V* <= rtol V(T)`` by convexity. Everything is vectorized over a batch of bit vectors
-(rows), which the ``exact`` solver uses to enumerate.
+with ``lambda_n = a_n h(x_n)``. The best ``T`` on ``[T_min, deadline]`` is the root of ``V'``.
+It is found by one Newton iteration on the split and ``T`` together (``V''`` by implicit
+differentiation of the split, O(N) per step), with a bracketed secant (Illinois) search over
+converged splits as the fallback; both stop on a convexity certificate
+``V(T) - V* <= rtol V(T)``. Everything is vectorized over a batch of bit vectors (rows), which
+the ``exact`` solver uses to enumerate.
 """
 
 from __future__ import annotations
@@ -445,7 +447,16 @@ def _solve_rows(
     rounds: FloatArray,
     rtol: float,
     warm: tuple[FloatArray, FloatArray, FloatArray] | None = None,
+    *,
+    lazy_t_min: bool = False,
 ) -> RowSolutions:
+    """Continuous optimum per row of payloads ``w`` (M, N) with rounds ``K`` (M,).
+
+    ``warm = (T, log lambda, x_free)`` of nearby solutions starts the round-time search there.
+    With ``lazy_t_min`` (and a warm start, no deadline) the fastest round ``T_min`` is only
+    computed for rows whose optimum the joint search does not certify without it; the others
+    report ``min_round_latency_s = NaN`` (their optimum lies strictly above ``T_min``).
+    """
     m, n = w.shape
     status = np.zeros(m, dtype=np.int64)
     status[~np.isfinite(rounds)] = INFEASIBLE_TARGET
@@ -453,9 +464,13 @@ def _solve_rows(
     status[(status == OK) & np.any(rw.x_e <= 0, axis=1)] = INFEASIBLE_ENERGY
     t_min = np.full(m, np.inf)
     ok_e = np.flatnonzero(status != INFEASIBLE_ENERGY)
+    lazy = lazy_t_min and warm is not None and prm.deadline_s is None
     if ok_e.size:
-        t0 = None if warm is None else warm[0][ok_e]
-        t_min[ok_e] = _min_round_time(prm, rw.take(ok_e), t0)
+        if lazy:
+            t_min[ok_e] = np.nan
+        else:
+            t0 = None if warm is None else warm[0][ok_e]
+            t_min[ok_e] = _min_round_time(prm, rw.take(ok_e), t0)
     if prm.deadline_s is not None:
         status[(status == OK) & (t_min > prm.deadline_s)] = INFEASIBLE_DEADLINE
     out_t = np.full(m, np.nan)
@@ -470,7 +485,7 @@ def _solve_rows(
     rows = np.flatnonzero(status == OK)
     if rows.size:
         wr = None if warm is None else tuple(a[rows] for a in warm)
-        sp, cap_rows = _search_time(prm, rw.take(rows), t_min[rows], rtol, wr)
+        sp, cap_rows, t_min[rows] = _search_time(prm, rw.take(rows), t_min[rows], rtol, wr)
         out_t[rows] = sp.t
         out_e[rows] = sp.energy
         out_v[rows] = sp.value
@@ -487,14 +502,296 @@ def _solve_rows(
     )
 
 
+#: Newton iterations of the joint round-time search before a row is handed to the bracketed one.
+_JOINT_MAX_ITER = 40
+#: Split residual (log scale) above which a joint step holds the round time.
+_JOINT_HOLD = 1.0
+
+
 def _search_time(
     prm: _Params,
     rw: _Rows,
     t_min: FloatArray,
     rtol: float,
     warm: tuple[FloatArray, FloatArray, FloatArray] | None = None,
-) -> tuple[_Split, NDArray[np.bool_]]:
+) -> tuple[_Split, NDArray[np.bool_], FloatArray]:
     """Minimize the convex ``V(T)`` on ``[t_min, deadline]`` per row.
+
+    Joint Newton (:func:`_joint_search`) on the split and the round time together; rows it
+    cannot certify to ``rtol`` (and the degenerate weights ``w_T = 0`` or ``w_E = 0``) are
+    solved by the nested bracketed search :func:`_search_time_bracketed`. ``t_min`` may be NaN
+    (not computed, warm-started rows without a deadline): the joint search needs no lower end
+    when the optimum is interior, and ``T_min`` is computed for the rows it fails on.
+
+    Returns
+    -------
+    (split, capped, t_min)
+        The optimal split per row, the rows stopped at the zero-latency-weight cap, and
+        ``t_min`` with the values computed here filled in.
+    """
+    t_min = np.array(t_min, dtype=np.float64)
+    unknown = np.isnan(t_min)
+    if prm.w_e == 0.0 or prm.w_t == 0.0:
+        if unknown.any():
+            t_min[unknown] = _min_round_time(prm, rw.take(np.flatnonzero(unknown)))
+        sp, capped = _search_time_bracketed(prm, rw, t_min, rtol, warm)
+        return sp, capped, t_min
+    m = rw.w.shape[0]
+    with np.errstate(all="ignore"):
+        sp, ok = _joint_search(prm, rw, t_min, rtol, warm)
+    if not ok.all() and (unknown & ~ok).any():
+        # Without T_min the search cannot stop at it: compute it and search those rows again.
+        idx = np.flatnonzero(unknown & ~ok)
+        wr = None if warm is None else tuple(a[idx] for a in warm)
+        t_min[idx] = _min_round_time(prm, rw.take(idx), None if wr is None else wr[0])
+        with np.errstate(all="ignore"):
+            sp_j, ok_j = _joint_search(prm, rw.take(idx), t_min[idx], rtol, wr)
+        _put(sp, idx, sp_j)
+        ok[idx] = ok_j
+    if not ok.all():
+        idx = np.flatnonzero(~ok)
+        logger.debug("time search: %d of %d rows fall back to the bracketed search", idx.size, m)
+        wr = None if warm is None else tuple(a[idx] for a in warm)
+        sp_b, _ = _search_time_bracketed(prm, rw.take(idx), t_min[idx], rtol, wr)
+        _put(sp, idx, sp_b)
+    return sp, np.zeros(m, dtype=bool), t_min
+
+
+def _joint_search(
+    prm: _Params,
+    rw: _Rows,
+    t_min: FloatArray,
+    rtol: float,
+    warm: tuple[FloatArray, FloatArray, FloatArray] | None,
+) -> tuple[_Split, NDArray[np.bool_]]:
+    """Round time, price and split at once: Newton on the whole optimality system per row.
+
+    Unknowns ``v = log(T - t_lb)``, ``s = log lambda`` and ``y_n = log x_free,n``; equations
+    ``log h(x_free,n) + log a_n(T) = s`` (every device), ``log sum B_n = log B`` (capped devices
+    at ``Bmin_n(T)``) and ``G = log(-w_E E'(T)) - log w_T = 0`` with ``E'`` from the envelope
+    theorem (see :func:`_finish`). Eliminating the ``y_n`` leaves a 2 x 2 system per row, so a
+    step costs O(N), and one Newton loop replaces the nested split-in-time search (whose every
+    round time needed its own converged split). ``G`` is close to linear in ``v``. Steps that
+    leave ``[T_min, deadline]`` first test that end (``V'`` there has the sign that makes it
+    optimal?) and are otherwise halved toward it.
+
+    The result is certified by convexity from its own slope: with ``V'(T) >= 0`` the optimum
+    lies in ``[T_min, T]``, so ``V(T) - V* <= V'(T) (T - T_min)``; with ``V'(T) < 0`` it lies
+    right of ``T``, where ``V >= w_T T + w_E E_inf`` also bounds it. Returns the splits and a
+    mask of the rows certified to ``V(T) - V* <= rtol V(T)`` (the others are NaN or uncertified).
+    """
+    m, n = rw.w.shape
+    t_lb = rw.t_lb
+    t_max = np.full(m, np.inf if prm.deadline_s is None else prm.deadline_s)
+    log_n0g = np.log(prm.n0 / prm.gain)
+    wl2 = rw.w * LN2
+    log_b = np.log(prm.bandwidth_hz)
+    log_ratio = np.log(prm.w_t / prm.w_e)
+    energy_cap = prm.budget_j is not None
+    v_inf = prm.w_e * (prm.compute_j.sum() + rw.shannon.sum(axis=1))
+    v_lo = np.log(t_min - t_lb)
+    v_hi = np.log(t_max - t_lb)
+    g_tol = 0.25 * rtol
+    ends: list[tuple[NDArray[np.int64], _Split]] = []  # rows whose optimum is an interval end
+    have = np.zeros(m, dtype=bool)
+    lo_ok = np.zeros(m, dtype=bool)  # optimum known to lie above T_min
+    hi_ok = np.zeros(m, dtype=bool)  # optimum known to lie below the deadline
+
+    if warm is None:
+        t = t_min.copy()
+        s = np.full(m, np.nan)
+        y = np.full((m, n), np.nan)
+    else:
+        t = np.minimum(np.fmax(warm[0], t_min), t_max)  # fmax: T_min may be unknown (NaN)
+        t = np.where(np.isfinite(t), t, t_min)
+        s = np.array(warm[1], dtype=np.float64)
+        y = np.log(warm[2])
+    at_lo = t <= t_min * (1.0 + 1e-12)
+    if at_lo.any():
+        # Start at T_min: optimal there if V rises; else step up as far as V' suggests.
+        idx = np.flatnonzero(at_lo)
+        sp = _split_at_min(prm, rw.take(idx), t_min[idx])
+        end = (sp.slope >= 0) | (t_min[idx] >= t_max[idx])
+        if end.any():
+            ends.append((idx[end], _take(sp, np.flatnonzero(end))))
+            have[idx[end]] = True
+        k = np.flatnonzero(~end)
+        idx = idx[k]
+        g0 = np.log(prm.w_t - sp.slope[k]) - np.log(prm.w_t)
+        v0 = np.minimum(v_lo[idx] + np.clip(0.5 * g0, 0.01, 3.0), v_hi[idx])
+        t[idx] = t_lb[idx] + np.exp(v0)
+        s[idx] = sp.log_lam[k]
+        y[idx] = np.log(sp.x_free[k])
+        lo_ok[idx] = True
+    v = np.log(t - t_lb)
+    conv = np.zeros(m, dtype=bool)
+    failed = np.zeros(m, dtype=bool)
+    xcap: FloatArray | None = None
+    for _ in range(_JOINT_MAX_ITER):
+        u = t[:, None] - prm.fixed_s
+        inv_u = 1.0 / u
+        log_a = np.log(u) + log_n0g
+        xf = np.exp(y)
+        em1 = np.expm1(xf)
+        hf = h_from_expm1(xf, em1)
+        res = np.log(hf) + log_a - s[:, None]
+        dh = xf * xf / (hf / (em1 + 1.0))  # d log h / d log x
+        r_p = rw.pmax_over_s * u
+        if energy_cap:
+            power = r_p <= rw.r_e
+            r = np.minimum(r_p, rw.r_e)
+        else:
+            r = r_p
+        clamped = em1 > r * xf  # phi(x_free) > r: the cap binds
+        kappa = wl2 * inv_u
+        lam = np.exp(s)
+        if clamped.any():
+            pc = clamped & power if energy_cap else clamped
+            if xcap is None:
+                xcap = np.full((m, n), np.nan)
+            if pc.any():
+                xcap[pc] = phi_inverse(r_p[pc], xcap[pc])
+            if energy_cap:
+                ec = clamped & ~power
+                xcap[ec] = rw.x_e[ec]
+            x = np.where(clamped, xcap, xf)
+            bw = kappa / x
+            tot = bw.sum(axis=1)
+            bu = bw * inv_u
+            buc = np.where(clamped, bu, 0.0)
+            buu = bu - buc
+            # Capped devices: B_n = Bmin_n(T), their term of E' is
+            # -(B/u) (lam (1 + eps) - lam_n eps), eps = -dlog Bmin/dlog u - 1.
+            em1x = np.expm1(x)
+            hx = h_from_expm1(x, em1x)
+            eps = np.where(pc, em1x / hx, 0.0)
+            lam_n = np.exp(log_a) * hx
+            lam_c = lam[:, None]
+            cterm = lam_c * (1.0 + eps) - lam_n * eps
+            deps = -(em1x + 1.0) * (em1x - x) / (hx * hx) * x * eps * inv_u
+            dlam_n = lam_n * inv_u * (1.0 + x * x / (hx / (em1x + 1.0)) * eps)
+            term_t = (2.0 + eps) * inv_u * cterm - ((lam_c - lam_n) * deps - dlam_n * eps)
+            pu = buu.sum(axis=1)
+            d = -lam * pu - np.where(clamped, buc * cterm, 0.0).sum(axis=1)
+            d_s = -lam * (pu + np.where(clamped, buc * (1.0 + eps), 0.0).sum(axis=1))
+            d_t = 2.0 * lam * (buu * inv_u).sum(axis=1)
+            d_t += np.where(clamped, buc * term_t, 0.0).sum(axis=1)
+            f_t = -(bu.sum(axis=1) + np.where(clamped, buc * eps, 0.0).sum(axis=1)) / tot
+            w = np.where(clamped, 0.0, bw / (tot[:, None] * dh))
+        else:
+            x = xf
+            bw = kappa / x
+            tot = bw.sum(axis=1)
+            bu = bw * inv_u
+            pu = bu.sum(axis=1)
+            d = -lam * pu
+            d_s = d
+            d_t = 2.0 * lam * (bu * inv_u).sum(axis=1)
+            f_t = -pu / tot
+            w = bw / (tot[:, None] * dh)
+        f = np.log(tot) - log_b
+        g = np.log(-d) - log_ratio
+        conv = (
+            ~failed
+            & (np.max(np.abs(res), axis=1) <= _SPLIT_TOL)
+            & (np.abs(f) <= _SPLIT_TOL)
+            & (np.abs(g) <= g_tol)
+        )
+        fin = have | conv | failed
+        if fin.all():
+            break
+        # Eliminate dy_n = (ds - dT/u_n - res_n)/dh_n: 2 x 2 in (ds, dT) per row.
+        wu = w * inv_u
+        s1 = w.sum(axis=1)
+        s2 = wu.sum(axis=1)
+        s3 = (w * res).sum(axis=1)
+        s4 = (wu * inv_u).sum(axis=1)
+        s5 = (wu * res).sum(axis=1)
+        lt = lam * tot
+        a11, a12, b1 = -s1, s2 + f_t, -f - s3
+        a21, a22, b2 = lt * s2 + d_s, d_t - lt * s4, lt * s5 - g * d
+        det = a11 * a22 - a12 * a21
+        ds = (b1 * a22 - a12 * b2) / det
+        dt = (a11 * b2 - a21 * b1) / det
+        # Far from a split (E' of the wrong sign, or large residuals) G's linearization means
+        # little: hold T and take the split's own Newton step there first.
+        hold = ~np.isfinite(g)
+        if hold.any():
+            ds = np.where(hold, (f + s3) / s1, ds)
+            dt = np.where(hold, 0.0, dt)
+        span = t - t_lb
+        dv = np.minimum(np.maximum(dt / span, -2.0), 2.0)
+        ds = np.minimum(np.maximum(ds, -4.0), 4.0)
+        dy = (ds[:, None] - (dv * span)[:, None] * inv_u - res) / dh
+        dy = np.minimum(np.maximum(dy, -4.0), 4.0)
+        bad = ~fin & ~(np.isfinite(dv) & np.isfinite(ds) & np.isfinite(dy).all(axis=1))
+        if bad.any():
+            failed |= bad
+            fin |= bad
+        v_new = v + dv
+        below = ~fin & (v_new <= v_lo)
+        if below.any():
+            new = below & ~lo_ok
+            if new.any():
+                idx = np.flatnonzero(new)
+                sp = _split_at_min(prm, rw.take(idx), t_min[idx])
+                end = sp.slope >= 0
+                if end.any():
+                    ends.append((idx[end], _take(sp, np.flatnonzero(end))))
+                    have[idx[end]] = True
+                    fin[idx[end]] = True
+                lo_ok[idx[~end]] = True
+            v_new = np.where(below & lo_ok, 0.5 * (v + v_lo), v_new)
+        above = ~fin & (v_new >= v_hi)
+        if above.any():
+            new = above & ~hi_ok
+            if new.any():
+                idx = np.flatnonzero(new)
+                sp = _split(prm, rw.take(idx), t_max[idx], s[idx], xf[idx])
+                end = sp.slope <= 0
+                if end.any():
+                    ends.append((idx[end], _take(sp, np.flatnonzero(end))))
+                    have[idx[end]] = True
+                    fin[idx[end]] = True
+                hi_ok[idx[~end]] = True
+            v_new = np.where(above & hi_ok, 0.5 * (v + v_hi), v_new)
+        if fin.any():
+            upd = ~fin
+            v = np.where(upd, v_new, v)
+            t = np.where(upd, t_lb + np.exp(v_new), t)
+            s = np.where(upd, s + ds, s)
+            y = np.where(upd[:, None], y + dy, y)
+        else:
+            v = v_new
+            t = t_lb + np.exp(v_new)
+            s = s + ds
+            y = y + dy
+    if x is xf:  # the rows of interval ends are written into the result below
+        x = xf.copy()
+    sp = _finish(prm, rw, t, u, kappa, log_a, r_p, xf, x, s)
+    slope, value = sp.slope, sp.value
+    t_low = np.fmax(t_min, t_lb)  # a lower end of the interval (t_lb if T_min is unknown)
+    gap = np.where(
+        slope >= 0,
+        slope * (t - t_low),
+        -slope * np.minimum(t_max - t, (value - prm.w_t * t - v_inf) / (prm.w_t - slope)),
+    )
+    cert = (gap <= rtol * value) | (value <= (1.0 + rtol) * (v_inf + prm.w_t * t_low))
+    ok = conv & cert & np.isfinite(value)
+    for idx, part in ends:
+        _put(sp, idx, part)
+        ok[idx] = True
+    return sp, ok
+
+
+def _search_time_bracketed(
+    prm: _Params,
+    rw: _Rows,
+    t_min: FloatArray,
+    rtol: float,
+    warm: tuple[FloatArray, FloatArray, FloatArray] | None = None,
+) -> tuple[_Split, NDArray[np.bool_]]:
+    """Minimize the convex ``V(T)`` on ``[t_min, deadline]`` per row (robust, nested method).
 
     ``V'(T) = w_T - q(T)`` with ``q = -w_E E'(T) > 0`` decreasing. Root finding runs on
     ``G(v) = log q - log w_T`` over ``v = log(T - t_lb)``, where ``E' ~ -c/T^2`` makes G nearly

@@ -114,7 +114,7 @@ class _Problem:
                 np.repeat(warm.log_price, m),
                 np.repeat(warm.x_free, m, axis=0),
             )
-        return _solve_rows(self.prm, w, k, self.rtol, wm)
+        return _solve_rows(self.prm, w, k, self.rtol, wm, lazy_t_min=True)
 
 
 def lagrangian_bits(
