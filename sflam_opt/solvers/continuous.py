@@ -174,12 +174,13 @@ def shannon_energy(prm: _Params, w: FloatArray) -> FloatArray:
 def _rows(prm: _Params, w: FloatArray) -> _Rows:
     s = shannon_energy(prm, w)
     if prm.budget_j is None:
-        r_e = np.full(w.shape, np.inf)
+        r_e = x_e = np.full(w.shape, np.inf)
     else:
         r_e = prm.budget_j / s
+        x_e = phi_inverse(r_e)
     # Full power, unlimited bandwidth: rate Pmax g / (N0 ln2), so u >= S / Pmax.
     t_lb = np.max(prm.fixed_s + s / prm.pmax, axis=-1)
-    return _Rows(w, s, prm.pmax / s, r_e, phi_inverse(r_e), t_lb)
+    return _Rows(w, s, prm.pmax / s, r_e, x_e, t_lb)
 
 
 def _dlog_bmin_dlogu(x: FloatArray, em1: FloatArray, hx: FloatArray, power: FloatArray):
@@ -453,9 +454,9 @@ def _solve_rows(
     """Continuous optimum per row of payloads ``w`` (M, N) with rounds ``K`` (M,).
 
     ``warm = (T, log lambda, x_free)`` of nearby solutions starts the round-time search there.
-    With ``lazy_t_min`` (and a warm start, no deadline) the fastest round ``T_min`` is only
-    computed for rows whose optimum the joint search does not certify without it; the others
-    report ``min_round_latency_s = NaN`` (their optimum lies strictly above ``T_min``).
+    With ``lazy_t_min`` (and no deadline) the fastest round ``T_min`` is only computed for rows
+    whose optimum the joint search does not certify without it; the others report
+    ``min_round_latency_s = NaN`` (their optimum lies strictly above ``T_min``).
     """
     m, n = w.shape
     status = np.zeros(m, dtype=np.int64)
@@ -464,7 +465,7 @@ def _solve_rows(
     status[(status == OK) & np.any(rw.x_e <= 0, axis=1)] = INFEASIBLE_ENERGY
     t_min = np.full(m, np.inf)
     ok_e = np.flatnonzero(status != INFEASIBLE_ENERGY)
-    lazy = lazy_t_min and warm is not None and prm.deadline_s is None
+    lazy = lazy_t_min and prm.deadline_s is None
     if ok_e.size:
         if lazy:
             t_min[ok_e] = np.nan
@@ -473,6 +474,23 @@ def _solve_rows(
             t_min[ok_e] = _min_round_time(prm, rw.take(ok_e), t0)
     if prm.deadline_s is not None:
         status[(status == OK) & (t_min > prm.deadline_s)] = INFEASIBLE_DEADLINE
+    if not status.any():  # every row feasible: no gathering and scattering
+        sp, capped, t_min = _search_time(prm, rw, t_min, rtol, warm)
+        return RowSolutions(
+            status,
+            rounds * sp.value,
+            rounds,
+            sp.t,
+            sp.energy,
+            t_min,
+            sp.log_lam,
+            sp.x,
+            sp.x_free,
+            sp.u,
+            w,
+            capped,
+            sp.slope,
+        )
     out_t = np.full(m, np.nan)
     out_e = np.full(m, np.nan)
     out_v = np.full(m, np.inf)
@@ -569,31 +587,37 @@ def _joint_search(
     Unknowns ``v = log(T - t_lb)``, ``s = log lambda`` and ``y_n = log x_free,n``; equations
     ``log h(x_free,n) + log a_n(T) = s`` (every device), ``log sum B_n = log B`` (capped devices
     at ``Bmin_n(T)``) and ``G = log(-w_E E'(T)) - log w_T = 0`` with ``E'`` from the envelope
-    theorem (see :func:`_finish`). Eliminating the ``y_n`` leaves a 2 x 2 system per row, so a
-    step costs O(N), and one Newton loop replaces the nested split-in-time search (whose every
-    round time needed its own converged split). ``G`` is close to linear in ``v``. Steps that
-    leave ``[T_min, deadline]`` first test that end (``V'`` there has the sign that makes it
-    optimal?) and are otherwise halved toward it.
+    theorem (as in :func:`_finish`). Eliminating the ``y_n`` leaves a 2 x 2 system per row, so
+    a step costs O(N), and one Newton loop replaces the nested split-in-time search (whose every
+    round time needed its own converged split); ``G`` is close to linear in ``v``. A step that
+    leaves ``[T_min, deadline]`` first tests that end (is ``V'`` there of the sign that makes it
+    optimal?) and is otherwise halved toward it. ``T_min`` may be NaN (unknown): no lower-end
+    tests, and a converged row is still optimal (``log sum B_n = log B`` holds only at
+    ``T >= T_min``), while a row whose optimum is ``T_min`` fails to converge.
 
     The result is certified by convexity from its own slope: with ``V'(T) >= 0`` the optimum
-    lies in ``[T_min, T]``, so ``V(T) - V* <= V'(T) (T - T_min)``; with ``V'(T) < 0`` it lies
-    right of ``T``, where ``V >= w_T T + w_E E_inf`` also bounds it. Returns the splits and a
-    mask of the rows certified to ``V(T) - V* <= rtol V(T)`` (the others are NaN or uncertified).
+    lies in ``[T_min, T]`` (``T_min >= t_lb``), so ``V(T) - V* <= V'(T) (T - T_min)``; with
+    ``V'(T) < 0`` it lies right of ``T``, where ``V >= w_T T + w_E E_inf`` also bounds it.
+
+    Returns
+    -------
+    (split, ok)
+        Splits per row and the mask of rows certified to ``V(T) - V* <= rtol V(T)`` (the
+        others are not usable).
     """
     m, n = rw.w.shape
     t_lb = rw.t_lb
-    t_max = np.full(m, np.inf if prm.deadline_s is None else prm.deadline_s)
+    deadline = prm.deadline_s
+    t_max = np.full(m, np.inf if deadline is None else deadline)
     log_n0g = np.log(prm.n0 / prm.gain)
     wl2 = rw.w * LN2
     log_b = np.log(prm.bandwidth_hz)
     log_ratio = np.log(prm.w_t / prm.w_e)
     energy_cap = prm.budget_j is not None
-    v_inf = prm.w_e * (prm.compute_j.sum() + rw.shannon.sum(axis=1))
-    v_lo = np.log(t_min - t_lb)
-    v_hi = np.log(t_max - t_lb)
     g_tol = 0.25 * rtol
     ends: list[tuple[NDArray[np.int64], _Split]] = []  # rows whose optimum is an interval end
-    have = np.zeros(m, dtype=bool)
+    stop = np.zeros(m, dtype=bool)  # rows finished at an interval end, or failed
+    failed = np.zeros(m, dtype=bool)
     lo_ok = np.zeros(m, dtype=bool)  # optimum known to lie above T_min
     hi_ok = np.zeros(m, dtype=bool)  # optimum known to lie below the deadline
 
@@ -601,6 +625,18 @@ def _joint_search(
         t = t_min.copy()
         s = np.full(m, np.nan)
         y = np.full((m, n), np.nan)
+        cold = np.isnan(t_min)
+        if cold.any():
+            # T_min unknown: start from an equal split at full power, which is feasible
+            # for the power caps (its round time is at least T_min unless an energy cap binds).
+            idx = np.flatnonzero(cold)
+            share = prm.bandwidth_hz / n
+            rate = share * np.log2(1.0 + prm.pmax * prm.gain / (prm.n0 * share))
+            t[idx] = np.max(prm.fixed_s + rw.w[idx] / rate, axis=1)
+            u = t[idx, None] - prm.fixed_s
+            x0 = rw.w[idx] * LN2 / (u * share)
+            y[idx] = np.log(x0)
+            s[idx] = np.median(np.log(prm.n0 / prm.gain * u) + np.log(h(x0)), axis=1)
     else:
         t = np.minimum(np.fmax(warm[0], t_min), t_max)  # fmax: T_min may be unknown (NaN)
         t = np.where(np.isfinite(t), t, t_min)
@@ -614,19 +650,21 @@ def _joint_search(
         end = (sp.slope >= 0) | (t_min[idx] >= t_max[idx])
         if end.any():
             ends.append((idx[end], _take(sp, np.flatnonzero(end))))
-            have[idx[end]] = True
+            stop[idx[end]] = True
         k = np.flatnonzero(~end)
         idx = idx[k]
         g0 = np.log(prm.w_t - sp.slope[k]) - np.log(prm.w_t)
-        v0 = np.minimum(v_lo[idx] + np.clip(0.5 * g0, 0.01, 3.0), v_hi[idx])
-        t[idx] = t_lb[idx] + np.exp(v0)
+        v0 = np.minimum(np.log(t_min[idx] - t_lb[idx]) + np.clip(0.5 * g0, 0.01, 3.0), np.inf)
+        t[idx] = np.minimum(t_lb[idx] + np.exp(v0), t_max[idx])
         s[idx] = sp.log_lam[k]
         y[idx] = np.log(sp.x_free[k])
         lo_ok[idx] = True
     v = np.log(t - t_lb)
-    conv = np.zeros(m, dtype=bool)
-    failed = np.zeros(m, dtype=bool)
+    v_lo = np.log(t_min - t_lb)  # NaN where T_min is unknown
+    check_lo = bool(np.isfinite(v_lo).any())
+    v_hi = np.log(t_max - t_lb)
     xcap: FloatArray | None = None
+    conv = np.zeros(m, dtype=bool)
     for _ in range(_JOINT_MAX_ITER):
         u = t[:, None] - prm.fixed_s
         inv_u = 1.0 / u
@@ -639,10 +677,9 @@ def _joint_search(
         r_p = rw.pmax_over_s * u
         if energy_cap:
             power = r_p <= rw.r_e
-            r = np.minimum(r_p, rw.r_e)
+            clamped = em1 > np.minimum(r_p, rw.r_e) * xf  # phi(x_free) > r: a cap binds
         else:
-            r = r_p
-        clamped = em1 > r * xf  # phi(x_free) > r: the cap binds
+            clamped = em1 > r_p * xf
         kappa = wl2 * inv_u
         lam = np.exp(s)
         if clamped.any():
@@ -660,8 +697,8 @@ def _joint_search(
             bu = bw * inv_u
             buc = np.where(clamped, bu, 0.0)
             buu = bu - buc
-            # Capped devices: B_n = Bmin_n(T), their term of E' is
-            # -(B/u) (lam (1 + eps) - lam_n eps), eps = -dlog Bmin/dlog u - 1.
+            # Capped devices sit at B_n = Bmin_n(T); their term of E' is
+            # -(B/u) (lam (1 + eps) - lam_n eps) with eps = -dlog Bmin/dlog u - 1.
             em1x = np.expm1(x)
             hx = h_from_expm1(x, em1x)
             eps = np.where(pc, em1x / hx, 0.0)
@@ -680,6 +717,7 @@ def _joint_search(
             w = np.where(clamped, 0.0, bw / (tot[:, None] * dh))
         else:
             x = xf
+            em1x = em1
             bw = kappa / x
             tot = bw.sum(axis=1)
             bu = bw * inv_u
@@ -691,13 +729,9 @@ def _joint_search(
             w = bw / (tot[:, None] * dh)
         f = np.log(tot) - log_b
         g = np.log(-d) - log_ratio
-        conv = (
-            ~failed
-            & (np.max(np.abs(res), axis=1) <= _SPLIT_TOL)
-            & (np.abs(f) <= _SPLIT_TOL)
-            & (np.abs(g) <= g_tol)
-        )
-        fin = have | conv | failed
+        err = np.maximum(np.abs(res).max(axis=1), np.abs(f))
+        conv = (err <= _SPLIT_TOL) & (np.abs(g) <= g_tol)
+        fin = conv | stop
         if fin.all():
             break
         # Eliminate dy_n = (ds - dT/u_n - res_n)/dh_n: 2 x 2 in (ds, dT) per row.
@@ -708,53 +742,60 @@ def _joint_search(
         s4 = (wu * inv_u).sum(axis=1)
         s5 = (wu * res).sum(axis=1)
         lt = lam * tot
-        a11, a12, b1 = -s1, s2 + f_t, -f - s3
-        a21, a22, b2 = lt * s2 + d_s, d_t - lt * s4, lt * s5 - g * d
-        det = a11 * a22 - a12 * a21
+        a12 = s2 + f_t
+        a21 = lt * s2 + d_s
+        a22 = d_t - lt * s4
+        b1 = -f - s3
+        b2 = lt * s5 - g * d
+        det = -s1 * a22 - a12 * a21
         ds = (b1 * a22 - a12 * b2) / det
-        dt = (a11 * b2 - a21 * b1) / det
-        # Far from a split (E' of the wrong sign, or large residuals) G's linearization means
-        # little: hold T and take the split's own Newton step there first.
+        dt = -(s1 * b2 + a21 * b1) / det
         hold = ~np.isfinite(g)
         if hold.any():
+            # E' of the wrong sign (far from a split): G means nothing there. Hold T and
+            # take the split's own Newton step first.
             ds = np.where(hold, (f + s3) / s1, ds)
             dt = np.where(hold, 0.0, dt)
         span = t - t_lb
         dv = np.minimum(np.maximum(dt / span, -2.0), 2.0)
         ds = np.minimum(np.maximum(ds, -4.0), 4.0)
         dy = (ds[:, None] - (dv * span)[:, None] * inv_u - res) / dh
-        dy = np.minimum(np.maximum(dy, -4.0), 4.0)
-        bad = ~fin & ~(np.isfinite(dv) & np.isfinite(ds) & np.isfinite(dy).all(axis=1))
+        np.maximum(dy, -4.0, out=dy)
+        np.minimum(dy, 4.0, out=dy)
+        bad = ~fin & ~np.isfinite(dv + ds + err)  # dy is finite where these are
         if bad.any():
             failed |= bad
+            stop |= bad
             fin |= bad
         v_new = v + dv
-        below = ~fin & (v_new <= v_lo)
-        if below.any():
-            new = below & ~lo_ok
-            if new.any():
-                idx = np.flatnonzero(new)
-                sp = _split_at_min(prm, rw.take(idx), t_min[idx])
-                end = sp.slope >= 0
-                if end.any():
-                    ends.append((idx[end], _take(sp, np.flatnonzero(end))))
-                    have[idx[end]] = True
-                    fin[idx[end]] = True
-                lo_ok[idx[~end]] = True
-            v_new = np.where(below & lo_ok, 0.5 * (v + v_lo), v_new)
-        above = ~fin & (v_new >= v_hi)
-        if above.any():
-            new = above & ~hi_ok
-            if new.any():
-                idx = np.flatnonzero(new)
-                sp = _split(prm, rw.take(idx), t_max[idx], s[idx], xf[idx])
-                end = sp.slope <= 0
-                if end.any():
-                    ends.append((idx[end], _take(sp, np.flatnonzero(end))))
-                    have[idx[end]] = True
-                    fin[idx[end]] = True
-                hi_ok[idx[~end]] = True
-            v_new = np.where(above & hi_ok, 0.5 * (v + v_hi), v_new)
+        if check_lo:
+            below = ~fin & (v_new <= v_lo)
+            if below.any():
+                new = below & ~lo_ok
+                if new.any():
+                    idx = np.flatnonzero(new)
+                    sp = _split_at_min(prm, rw.take(idx), t_min[idx])
+                    end = sp.slope >= 0
+                    if end.any():
+                        ends.append((idx[end], _take(sp, np.flatnonzero(end))))
+                        stop[idx[end]] = True
+                        fin[idx[end]] = True
+                    lo_ok[idx[~end]] = True
+                v_new = np.where(below & lo_ok, 0.5 * (v + v_lo), v_new)
+        if deadline is not None:
+            above = ~fin & (v_new >= v_hi)
+            if above.any():
+                new = above & ~hi_ok
+                if new.any():
+                    idx = np.flatnonzero(new)
+                    sp = _split(prm, rw.take(idx), t_max[idx], s[idx], xf[idx])
+                    end = sp.slope <= 0
+                    if end.any():
+                        ends.append((idx[end], _take(sp, np.flatnonzero(end))))
+                        stop[idx[end]] = True
+                        fin[idx[end]] = True
+                    hi_ok[idx[~end]] = True
+                v_new = np.where(above & hi_ok, 0.5 * (v + v_hi), v_new)
         if fin.any():
             upd = ~fin
             v = np.where(upd, v_new, v)
@@ -766,10 +807,12 @@ def _joint_search(
             t = t_lb + np.exp(v_new)
             s = s + ds
             y = y + dy
-    if x is xf:  # the rows of interval ends are written into the result below
-        x = xf.copy()
-    sp = _finish(prm, rw, t, u, kappa, log_a, r_p, xf, x, s)
-    slope, value = sp.slope, sp.value
+    # The last evaluation is the converged one for every converged row (rows stop moving
+    # once converged); value and slope follow from it as in _finish.
+    energy = prm.compute_j.sum() + (rw.shannon * (em1x / x)).sum(axis=1)
+    value = prm.w_t * t + prm.w_e * energy
+    slope = prm.w_t + prm.w_e * d
+    v_inf = prm.w_e * (prm.compute_j.sum() + rw.shannon.sum(axis=1))
     t_low = np.fmax(t_min, t_lb)  # a lower end of the interval (t_lb if T_min is unknown)
     gap = np.where(
         slope >= 0,
@@ -777,7 +820,8 @@ def _joint_search(
         -slope * np.minimum(t_max - t, (value - prm.w_t * t - v_inf) / (prm.w_t - slope)),
     )
     cert = (gap <= rtol * value) | (value <= (1.0 + rtol) * (v_inf + prm.w_t * t_low))
-    ok = conv & cert & np.isfinite(value)
+    ok = conv & ~failed & cert & np.isfinite(value)
+    sp = _Split(t, u, x.copy() if x is xf else x, xf, s, energy, value, slope)
     for idx, part in ends:
         _put(sp, idx, part)
         ok[idx] = True

@@ -90,6 +90,8 @@ class _Problem:
         c = scenario.convergence
         self.pen_l = 1.0 / np.square(np.exp2(self.levels) - 1.0)  # (L,)
         self.pen_nl = c.q * scenario.rho[:, None] * self.pen_l[None, :]  # (N, L)
+        self.s_per_bit = self.s_nl[:, 0] / self.w_l[0]  # N0 ln2 / g_n, (N,)
+        self.q_rho = self.pen_nl[:, 0] / self.pen_l[0]  # q rho_n, (N,)
         self.room = c.epsilon - c.phi0
         t = scenario.training
         self.k_coef = c.a / (t.learning_rate * t.local_iters)
@@ -168,8 +170,13 @@ def lagrangian_bits(
 
     s0 = float(np.log(mu0))
     same_point = round_latency_s is None and mu0 == w_e * np.exp(sol.log_price[0])
-    x0 = sol.x_free[0] if w_e > 0.0 and same_point else None
-    pick, tot, xf = at(s0, x0)
+    if w_e > 0.0 and same_point:
+        # The continuous optimum's free spectral variables solve h(x) = mu / (w_E a) already.
+        xf = sol.x_free[0]
+        pick, b = _choose(prob, u, xf, np.exp(s0), theta)
+        tot = float(b.sum())
+    else:
+        pick, tot, xf = at(s0, None)
     if not clear:
         return prob.levels[pick]
     # Clear the market at this T: the smallest price mu at which the chosen levels fit the
@@ -270,10 +277,9 @@ def _choose(
     """
     prm = prob.prm
     rows = np.arange(u.size)
-    s_per_bit = prob.s_nl[:, 0] / prob.w_l[0]  # N0 ln2 / g_n
     em1 = np.expm1(xf)
-    alpha = prm.w_e * s_per_bit * em1 / xf + mu * LN2 / (u * xf)
-    gamma = theta * prob.pen_nl[:, 0] / prob.pen_l[0]  # theta q rho_n
+    alpha = prm.w_e * prob.s_per_bit * em1 / xf + mu * LN2 / (u * xf)
+    gamma = theta * prob.q_rho
     cost = alpha[:, None] * prob.w_l[None, :] + gamma[:, None] * prob.pen_l[None, :]
     pick = np.argmin(cost, axis=1)
     r = _cap_ratio(prob, u[:, None], pick[:, None], rows[:, None])[:, 0]
