@@ -821,6 +821,17 @@ def _joint_search(
     )
     cert = (gap <= rtol * value) | (value <= (1.0 + rtol) * (v_inf + prm.w_t * t_low))
     ok = conv & ~failed & cert & np.isfinite(value)
+    pinned = ok & np.all(x < xf, axis=1)
+    if pinned.any():
+        # Every device at its cap with the band used up: T is T_min, where the price is not
+        # unique (any price above the cap prices clears the band). Report T_min's split with
+        # the least price and the slope V'(T_min+), as _split_at_min does; without T_min, hand
+        # the row back.
+        known = pinned & np.isfinite(t_min)
+        if known.any():
+            idx = np.flatnonzero(known)
+            ends.append((idx, _split_at_min(prm, rw.take(idx), t_min[idx])))
+        ok &= ~(pinned & ~known)
     sp = _Split(t, u, x.copy() if x is xf else x, xf, s, energy, value, slope)
     for idx, part in ends:
         _put(sp, idx, part)
