@@ -522,8 +522,6 @@ def _solve_rows(
 
 #: Newton iterations of the joint round-time search before a row is handed to the bracketed one.
 _JOINT_MAX_ITER = 40
-#: Split residual (log scale) above which a joint step holds the round time.
-_JOINT_HOLD = 1.0
 
 
 def _search_time(
@@ -593,7 +591,8 @@ def _joint_search(
     leaves ``[T_min, deadline]`` first tests that end (is ``V'`` there of the sign that makes it
     optimal?) and is otherwise halved toward it. ``T_min`` may be NaN (unknown): no lower-end
     tests, and a converged row is still optimal (``log sum B_n = log B`` holds only at
-    ``T >= T_min``), while a row whose optimum is ``T_min`` fails to converge.
+    ``T >= T_min``); a row whose optimum is ``T_min`` then either fails to converge or
+    converges with every device capped, and is handed back (not ``ok``).
 
     The result is certified by convexity from its own slope: with ``V'(T) >= 0`` the optimum
     lies in ``[T_min, T]`` (``T_min >= t_lb``), so ``V(T) - V* <= V'(T) (T - T_min)``; with
@@ -654,7 +653,7 @@ def _joint_search(
         k = np.flatnonzero(~end)
         idx = idx[k]
         g0 = np.log(prm.w_t - sp.slope[k]) - np.log(prm.w_t)
-        v0 = np.minimum(np.log(t_min[idx] - t_lb[idx]) + np.clip(0.5 * g0, 0.01, 3.0), np.inf)
+        v0 = np.log(t_min[idx] - t_lb[idx]) + np.clip(0.5 * g0, 0.01, 3.0)
         t[idx] = np.minimum(t_lb[idx] + np.exp(v0), t_max[idx])
         s[idx] = sp.log_lam[k]
         y[idx] = np.log(sp.x_free[k])
@@ -821,7 +820,7 @@ def _joint_search(
     )
     cert = (gap <= rtol * value) | (value <= (1.0 + rtol) * (v_inf + prm.w_t * t_low))
     ok = conv & ~failed & cert & np.isfinite(value)
-    pinned = ok & np.all(x < xf, axis=1)
+    pinned = ok & ~stop & np.all(x < xf, axis=1)
     if pinned.any():
         # Every device at its cap with the band used up: T is T_min, where the price is not
         # unique (any price above the cap prices clears the band). Report T_min's split with
