@@ -99,7 +99,7 @@ def test_resume_checks_the_checkpoint(tmp_path):
     with pytest.raises(TrainingConfigError, match="no checkpoint"):
         train(TrainConfig(out=str(tmp_path), resume=True, **cfg))
     train(TrainConfig(out=str(tmp_path), **{**cfg, "rounds": 2}))
-    with pytest.raises(TrainingConfigError, match=r"lr=0\.3, not 0\.2") as info:
+    with pytest.raises(TrainingConfigError, match=r"lr=0\.15, not 0\.2") as info:
         train(TrainConfig(out=str(tmp_path), resume=True, **{**cfg, "lr": 0.2}))
     assert "\n" not in str(info.value)
     with pytest.raises(TrainingConfigError, match="already has 2 rounds"):
@@ -290,12 +290,17 @@ def test_defaults_sflam_sends_under_half_of_sfl_and_is_fastest_in_simulation():
 
 
 @pytest.mark.slow
-def test_default_sflam_run_reaches_the_accuracy_target(tmp_path):
-    # The defaults (digits, 20 devices, alpha 0.5) with the fast solver's bits: >= 95 % test
-    # accuracy (the benchmark of issue 7 also compares it with sfl, fl and sl).
+def test_default_sflam_run_meets_the_targets_against_sfl(tmp_path):
+    # Issue 6's targets at every default (digits, 20 devices, alpha 0.5, seed 0) with the fast
+    # solver's bits: >= 95 % test accuracy, at most 1 point below fp32 SFL, at most half of its
+    # uplink bytes. The runs are deterministic; across seeds the gap moves by about a point (the
+    # test set has 360 images), see benchmarks/bench_train_defaults.py.
     res = train(TrainConfig(out=str(tmp_path)))
     s = res.summary
-    assert s["final_test_accuracy"] >= 0.95
     assert s["allocation"]["solver"] == "fast"
     assert max(s["bits"]) <= 16
     assert Path(tmp_path / METRICS_NAME).is_file()
+    ref = train(TrainConfig(protocol="sfl")).summary
+    assert s["final_test_accuracy"] >= 0.95
+    assert s["final_test_accuracy"] >= ref["final_test_accuracy"] - 0.01
+    assert s["uplink_bytes"] <= 0.5 * ref["uplink_bytes"]

@@ -87,8 +87,8 @@ class TrainConfig:
     devices_per_round: int | None = None
     alpha: float = 0.5
     rounds: int = 80
-    lr: float = 0.3
-    momentum: float = 0.0
+    lr: float = 0.15
+    momentum: float = 0.5
     batch_size: int = 16
     local_iters: int = 10
     bits: int | None = None
