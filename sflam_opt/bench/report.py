@@ -533,6 +533,16 @@ def _headlines(figures: Path, present: Mapping[str, Any]) -> list[str]:
                 f"`{solver}` solves the default scenario with N = {num(big['n_devices'])} devices "
                 f"in {num(big['median_s'], 3)} s (median of {big['repeats']}){growth}."
             )
+        by = {(r["solver"], r["n_devices"]): r for r in rows if r.get("median_s") is not None}
+        common = [n for (s, n) in by if s == "bcd" and ("fast", n) in by]
+        if common:
+            n = max(common)
+            b, f = by[("bcd", n)], by[("fast", n)]
+            out.append(
+                f"At N = {num(n)}, `fast` is {num(b['median_s'] / f['median_s'], 3)}x faster "
+                f"than `bcd` ({num(f['median_s'], 3)} s against {num(b['median_s'], 3)} s) with "
+                f"J {num(f['objective'], 6)} against {num(b['objective'], 6)}."
+            )
     if "optimality" in parts:
         summ = read_csv(figures / "solve_optimality_summary.csv")
         for r in summ:
