@@ -21,6 +21,7 @@ from sflam_opt.training.trainer import (
     CURVES_NAME,
     METRICS_NAME,
     SUMMARY_NAME,
+    diverged,
     load_metrics,
     sample_participants,
 )
@@ -57,6 +58,7 @@ def test_outputs_and_summary(tmp_path):
     assert summary["total_latency_s"] == pytest.approx(sum(r["latency_s"] for r in rows))
     assert summary["final_test_accuracy"] == rows[-1]["test_accuracy"]
     assert summary["bits"] == [4, 4, 4, 4]
+    assert summary["diverged"] is False
     assert (tmp_path / CURVES_NAME).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (tmp_path / CHECKPOINT_NAME).is_file()
     for r in rows:
@@ -304,3 +306,19 @@ def test_default_sflam_run_meets_the_targets_against_sfl(tmp_path):
     assert s["final_test_accuracy"] >= 0.95
     assert s["final_test_accuracy"] >= ref["final_test_accuracy"] - 0.01
     assert s["uplink_bytes"] <= 0.5 * ref["uplink_bytes"]
+
+
+def test_diverged_flags_runs_that_end_far_above_their_start_and_a_uniform_guess():
+    ln10 = float(np.log(10))
+    learning = [2.4, 1.8, 1.1, 0.6, 0.4, 0.3, 0.25, 0.2, 0.2, 0.18]
+    assert not diverged(learning, 10)
+    # Split learning at alpha 0.1 in the benchmark: finite losses of 4..14 after a start of 2.8.
+    blown = [2.76, 3.98, 3.96, 8.33, 10.2, 9.2, 8.2, 14.2, 3.8, 7.3]
+    assert diverged(blown, 10)
+    # The early rise of a healthy small run (SMALL above, 10 rounds) is not divergence.
+    assert not diverged([2.22, 2.58, 2.5, 2.78, 2.8, 2.46, 2.42, 2.78, 2.38, 2.29], 10)
+    # Above the start but below twice ln C, or one round only: not flagged.
+    assert not diverged([2.0, 3.0, 4.5], 10) and 4.5 < 2 * ln10
+    assert not diverged([9.0], 10)
+    # Only the last rounds count: a late recovery clears the flag.
+    assert not diverged([2.3, 9.0, 9.0, 9.0, 9.0, 9.0, 9.0, 9.0, 9.0, 0.5], 10)

@@ -78,6 +78,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "default_threads",
+    "diverged",
     "evaluate_model",
     "load_metrics",
     "model_tables",
@@ -393,6 +394,37 @@ def _finite(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
 
 
+def diverged(
+    train_losses: list[float], num_classes: int, window: float = 0.1, factor: float = 2.0
+) -> bool:
+    """Whether a run ended far worse than where it started and than guessing.
+
+    Parameters
+    ----------
+    train_losses : list of float
+        Mean training cross-entropy per round.
+    num_classes : int
+        Classes C; a uniform prediction has cross-entropy ``ln C``.
+    window : float
+        Fraction of the last rounds averaged (at least one round).
+    factor : float
+        How many times worse counts as diverged; early rounds of a healthy run can rise above
+        the first round's loss by tens of percent before falling, so a plain rise is not enough.
+
+    Returns
+    -------
+    bool
+        ``True`` when the mean loss over the last rounds is ``factor`` times above both the
+        first round's and ``ln C`` (for instance split learning on very skewed data, whose device model is pulled
+        from device to device). Such runs can stay finite, so the non-finite check misses them.
+    """
+    if len(train_losses) < 2:
+        return False
+    k = max(1, int(round(window * len(train_losses))))
+    start = max(train_losses[0], math.log(num_classes))
+    return float(np.mean(train_losses[-k:])) > factor * start
+
+
 def _summary(
     config: TrainConfig,
     metrics: list[dict[str, Any]],
@@ -417,6 +449,7 @@ def _summary(
         "best_test_accuracy": max(acc) if acc else None,
         "final_test_loss": last.get("test_loss"),
         "final_train_loss": last.get("train_loss"),
+        "diverged": diverged([m["train_loss"] for m in metrics], spec.num_classes),
         "uplink_bytes": int(sum(m["uplink_bytes"] for m in metrics)),
         "downlink_bytes": int(sum(m["downlink_bytes"] for m in metrics)),
         "uplink_payload_bytes": int(sum(m["uplink_payload_bytes"] for m in metrics)),
@@ -594,6 +627,13 @@ def train(
         summary = _summary(
             config, metrics, spec, scenario, bits, info, wall_time, protocol_cls.quantized
         )
+        if summary["diverged"]:
+            logger.warning(
+                "%s diverged: the training loss of the last rounds is over twice the first "
+                "round's and ln(%d), a uniform guess's (try a lower --lr)",
+                config.protocol,
+                spec.num_classes,
+            )
         if out is not None:
             atomic_write_json(out / SUMMARY_NAME, summary)
             from sflam_opt.training.plots import plot_curves
