@@ -191,12 +191,6 @@ def train_command(
         with _RoundBars(err, rounds) as bars:
             result = train(config, progress=lambda row: bars.update(f"{protocol} rounds", row))
         summary = result.summary
-        if summary["diverged"]:
-            err.print(
-                f"warning: the {protocol} run diverged: its last training losses are over twice "
-                "the first round's and a uniform guess's; try a lower --lr",
-                highlight=False,
-            )
         if as_json:
             typer.echo(json.dumps(summary, indent=2))
             return

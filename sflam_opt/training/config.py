@@ -70,7 +70,7 @@ class TrainConfig:
     device : str
         torch device, ``"cpu"`` or ``"cuda"`` / ``"cuda:K"``.
     threads : int, optional
-        torch CPU threads during training (default: :func:`default_threads`).
+        torch CPU threads during training (default: :func:`sflam_opt.training.trainer.default_threads`).
     out : str, optional
         Output directory (metrics, summary, curves, checkpoint); nothing is written without it.
     resume : bool
