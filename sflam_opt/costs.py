@@ -15,6 +15,7 @@ from numpy.typing import ArrayLike, NDArray
 from sflam_opt.allocation import Allocation
 from sflam_opt.bounds import min_epsilon, phi_q, rounds_needed
 from sflam_opt.errors import AllocationError
+from sflam_opt.numeric import LN2, FloatArray
 from sflam_opt.scenario import Scenario
 
 __all__ = [
@@ -35,7 +36,6 @@ __all__ = [
     "server_time_s",
 ]
 
-FloatArray = NDArray[np.float64]
 
 #: Default relative tolerance used when checking constraints.
 TOLERANCE = 1e-6
@@ -65,7 +65,7 @@ def rate_bps(scenario: Scenario, bandwidth_hz: ArrayLike, power_w: ArrayLike) ->
     p = np.asarray(power_w, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         snr = p * scenario.gain / (scenario.noise_w_per_hz * bw)
-        r = bw * np.log1p(snr) / np.log(2.0)
+        r = bw * np.log1p(snr) / LN2
     return np.where((bw > 0) & (p > 0), r, 0.0)
 
 

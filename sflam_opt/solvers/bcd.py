@@ -69,6 +69,14 @@ from sflam_opt.numeric import LN2, FloatArray, IntArray
 from sflam_opt.scenario import Scenario
 from sflam_opt.solvers.base import SolveResult, register_solver
 from sflam_opt.solvers.bits import solve_bits
+from sflam_opt.solvers.cvx import (
+    MHZ,
+    BandwidthBlock,
+    BlockSolve,
+    UploadBlock,
+    get_block,
+    solver_order,
+)
 from sflam_opt.solvers.kernel import (
     BitsProblem,
     Incumbent,
@@ -77,14 +85,6 @@ from sflam_opt.solvers.kernel import (
     row_allocation,
     solve_continuous,
     solve_continuous_rows,
-)
-from sflam_opt.solvers.cvx import (
-    MHZ,
-    BandwidthBlock,
-    BlockSolve,
-    UploadBlock,
-    get_block,
-    solver_order,
 )
 from sflam_opt.solvers.lambertw import phi_inverse
 from sflam_opt.validation import check_flag, check_int, check_real
@@ -253,9 +253,13 @@ def _warm_start(
     pt = model.score(diag.bits, cs.bandwidth_hz, cs.power_w) if cs.feasible else None
     if pt is None:
         # The diagnosis accepted these bits, so this is a numerical failure of the start.
-        return None, "failed", (
-            "no feasible start: the continuous block at the bits the feasibility diagnosis "
-            f"accepted gave no feasible point ({cs.message or 'score rejected it'})"
+        return (
+            None,
+            "failed",
+            (
+                "no feasible start: the continuous block at the bits the feasibility diagnosis "
+                f"accepted gave no feasible point ({cs.message or 'score rejected it'})"
+            ),
         )
     info["warm_start"] = "continuous at diagnosed bits"
     return pt, "", ""

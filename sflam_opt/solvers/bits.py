@@ -46,6 +46,7 @@ from sflam_opt.costs import (
     reference,
 )
 from sflam_opt.errors import SolverArgumentError
+from sflam_opt.numeric import FloatArray, IntArray
 from sflam_opt.scenario import Scenario
 
 __all__ = [
@@ -62,8 +63,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-FloatArray = NDArray[np.float64]
-IntArray = NDArray[np.int64]
 
 #: Methods of :func:`solve_bits`.
 BITS_METHODS = ("milp", "sweep", "relax")

@@ -47,9 +47,9 @@ from typing import Any
 
 import cvxpy as cp
 import numpy as np
-from numpy.typing import NDArray
 
 from sflam_opt.errors import SolverArgumentError
+from sflam_opt.numeric import FloatArray
 
 __all__ = [
     "DEFAULT_ORDER",
@@ -65,7 +65,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-FloatArray = NDArray[np.float64]
 
 #: Hz per MHz: the bandwidth unit inside the cone programs.
 MHZ = 1e6

@@ -103,7 +103,6 @@ def _trial_times(prob: BitsProblem, state: Incumbent) -> list[float]:
     return sorted({min(t * f, cap) for f in factors if t * f > floor})
 
 
-
 def _single_moves(prob: BitsProblem, bits: IntArray) -> IntArray:
     """All bit vectors differing from ``bits`` in one device's level, (N (L - 1), N)."""
     n, nl = bits.size, prob.levels.size

@@ -17,11 +17,12 @@ bounds that make the iteration monotone, which is much faster than :func:`scipy.
 from __future__ import annotations
 
 import numpy as np
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import ArrayLike
+
+from sflam_opt.numeric import FloatArray
 
 __all__ = ["h", "h_from_expm1", "h_inverse", "phi", "phi_inverse"]
 
-FloatArray = NDArray[np.float64]
 
 # Below this x the closed forms lose digits to cancellation; the Taylor series is exact to 1e-14.
 _SERIES_X = 0.02

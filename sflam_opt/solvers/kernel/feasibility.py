@@ -70,7 +70,9 @@ def _level_tables(
     return lv, wl, s_nl, pen, room
 
 
-def _bmin_table(prm: KernelParams, s_nl: FloatArray, wl: FloatArray, t: float, budget) -> FloatArray:
+def _bmin_table(
+    prm: KernelParams, s_nl: FloatArray, wl: FloatArray, t: float, budget
+) -> FloatArray:
     """``Bmin_{n,l}`` at round time ``t`` (inf where the level cannot make it), Hz."""
     u = (t - prm.fixed_s)[:, None]
     r = prm.pmax[:, None] * np.maximum(u, 0.0) / s_nl

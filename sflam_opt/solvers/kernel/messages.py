@@ -83,7 +83,9 @@ def relax_message(
     """
     verb = "above" if above else "to at least"
     topic = _TOPIC.get(key, key)
-    return f"{topic}: {key} = {value:g} {unit} {problem}; raise it {verb} {fmt_up(need)} {unit}{also}"
+    return (
+        f"{topic}: {key} = {value:g} {unit} {problem}; raise it {verb} {fmt_up(need)} {unit}{also}"
+    )
 
 
 def bandwidth_alternative(need_hz: float, *, above: bool = False) -> str:

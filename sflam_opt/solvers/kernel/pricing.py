@@ -228,7 +228,6 @@ def lagrangian_bits(
     return prob.levels[p_hi]
 
 
-
 def _bandwidth_price(prob: BitsProblem, state: Incumbent) -> float:
     """Multiplier ``mu`` of ``sum B_n <= B`` in objective units per Hz at the current optimum.
 
@@ -298,9 +297,7 @@ def _choose(
     return pick, bw
 
 
-def _cap_ratio(
-    prob: BitsProblem, u: FloatArray, lvl: IntArray, rows: IntArray
-) -> FloatArray:
+def _cap_ratio(prob: BitsProblem, u: FloatArray, lvl: IntArray, rows: IntArray) -> FloatArray:
     """``min(Pmax u / S, budget / S)`` at the given (device, level index) pairs."""
     prm = prob.prm
     s = prob.s_nl[rows, lvl]

@@ -283,8 +283,14 @@ def solve_continuous(
     """
     b = _check_bits(scenario, bits, rows=False)
     rtol = check_real(
-        rtol, "rtol", lower=0.0, upper=1.0, open_lower=True, open_upper=True,
-        error=SolverArgumentError, hint=", e.g. 1e-10",
+        rtol,
+        "rtol",
+        lower=0.0,
+        upper=1.0,
+        open_lower=True,
+        open_upper=True,
+        error=SolverArgumentError,
+        hint=", e.g. 1e-10",
     )
     ref = ref if ref is not None else reference(scenario)
     sol = solve_continuous_rows(scenario, b[None, :], ref=ref, rtol=rtol)
@@ -311,7 +317,6 @@ def solve_continuous(
         t_min,
         float(np.exp(sol.log_price[0])),
     )
-
 
 
 def bandwidth_split(

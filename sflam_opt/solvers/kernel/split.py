@@ -234,7 +234,9 @@ def finish_split(prm, rw, t, u, kappa, log_a, r_p, xf, x, s) -> Split:
     return Split(t, u, x, xf, s, energy, value, slope)
 
 
-def split_bracketed(prm: KernelParams, rw: RowConstants, t: FloatArray) -> tuple[FloatArray, FloatArray]:
+def split_bracketed(
+    prm: KernelParams, rw: RowConstants, t: FloatArray
+) -> tuple[FloatArray, FloatArray]:
     """Robust split: safeguarded Newton on log lambda with exact ``x_n(lambda)``; (x_free, s)."""
     u = t[:, None] - prm.fixed_s
     kappa = rw.w * LN2 / u
@@ -273,7 +275,6 @@ def split_bracketed(prm: KernelParams, rw: RowConstants, t: FloatArray) -> tuple
         s = np.where(active, s_new, s)
     xf = h_inverse(np.exp(np.minimum(s[:, None] - log_a, 700.0)), xf)
     return xf, s
-
 
 
 def split_at_min(prm: KernelParams, rw: RowConstants, t_min: FloatArray) -> Split:
