@@ -1,6 +1,6 @@
 """Convergence bound of SFL with quantized uplink activations and the rounds it implies.
 
-Formulation §4: after K rounds,
+``docs/formulation.md``, section "Convergence bound and rounds needed": after K rounds,
 ``(1/K) sum_k E||grad F(w_k)||^2 <= A / (eta tau K) + Phi0 + Phi_q(b)`` with
 ``Phi_q(b) = sum_n rho_n q / (2^{b_n} - 1)^2``, so reaching a target eps takes
 ``K(b) = A / (eta tau (eps - Phi0 - Phi_q(b)))`` rounds, defined only when eps > Phi0 + Phi_q(b).

@@ -1,6 +1,6 @@
 """Pure, vectorized cost model of one SFLAM round and the normalized objective J.
 
-Formulation §2 (one round) and §5 (objective). Every function takes a :class:`Scenario` and numpy
+``docs/formulation.md``, sections "One round" and "The problem" (objective). Every function takes a :class:`Scenario` and numpy
 vectors of shape (N,) and returns numpy values; nothing here loops over devices.
 """
 
@@ -42,7 +42,7 @@ TOLERANCE = 1e-6
 
 
 def payload_bits(scenario: Scenario, bits: ArrayLike) -> FloatArray:
-    """Uplink bits per round ``W_n = tau (beta d b_n + 64) + 32 M`` (formulation §2).
+    """Uplink bits per round ``W_n = tau (beta d b_n + 64) + 32 M`` (``docs/formulation.md``, "One round").
 
     Parameters
     ----------
@@ -135,7 +135,7 @@ class Breakdown:
 
 
 def breakdown(scenario: Scenario, allocation: Allocation) -> Breakdown:
-    """Per-device round latency ``T_n`` and energy ``E_n`` under ``allocation`` (formulation §2)."""
+    """Per-device round latency ``T_n`` and energy ``E_n`` under ``allocation`` (``docs/formulation.md``, "One round")."""
     _check_shape(scenario, allocation)
     n = scenario.n_devices
     w = payload_bits(scenario, allocation.bits)
@@ -152,7 +152,7 @@ def breakdown(scenario: Scenario, allocation: Allocation) -> Breakdown:
 
 @dataclass(frozen=True)
 class Reference:
-    """The equal baseline that normalizes J: B_n = B/N, p_n = Pmax_n, b_n = max(L) (§5).
+    """The equal baseline that normalizes J: B_n = B/N, p_n = Pmax_n, b_n = max(L) ("The problem").
 
     ``J = K (w_T T + w_E E)`` with ``w_T = omega / (K0 T0)`` and ``w_E = (1 - omega) / (K0 E0)``.
     """

@@ -11,7 +11,7 @@ from sflam_opt.scenario import Scenario
 from sflam_opt.solvers import solve
 from sflam_opt.solvers.bcd import BASELINES
 
-#: The baselines bcd must never lose to (formulation §5 and issue 5).
+#: The baselines bcd must never lose to (docs/formulation.md, "The problem").
 CHEAP_BASELINES = ("equal", "fixed-bits", "power-only", "bits-only", "bandwidth-only")
 
 

@@ -1,4 +1,4 @@
-"""The exact continuous block for fixed bits (sflam_opt.solvers.continuous, formulation §6)."""
+"""The exact continuous block for fixed bits (sflam_opt.solvers.kernel)."""
 
 from __future__ import annotations
 

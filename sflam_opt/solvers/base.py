@@ -89,7 +89,7 @@ class SolveResult:
         return self.status in ("optimal", "converged", "max_iter") and self.allocation is not None
 
     def to_dict(self, scenario: Scenario) -> dict[str, Any]:
-        """The ``sflam-opt solve --json`` object (CLI contract of issue 5)."""
+        """The ``sflam-opt solve --json`` object (a CLI contract)."""
         out: dict[str, Any] = {
             "status": self.status,
             "message": self.message,
@@ -219,7 +219,7 @@ def _load_all() -> None:
 
 
 def solve(scenario: Scenario, solver: str = "bcd", **options: Any) -> SolveResult:
-    """Minimize J of formulation §5 over bits, bandwidth and power with the named method.
+    """Minimize J (``docs/formulation.md``, "The problem") over bits, bandwidth and power with the named method.
 
     Parameters
     ----------

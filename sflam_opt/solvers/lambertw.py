@@ -1,4 +1,6 @@
-"""Vectorized special-function inverses for the exact continuous block (formulation §6).
+"""Vectorized special-function inverses for the exact continuous block.
+
+See ``docs/formulation.md``, section "Structure that the solvers use".
 
 The continuous block works in the spectral variable ``x = W ln2 / (B u)`` (nats per Hz-second of a
 device's upload). Two scalar maps of ``x`` appear there:
