@@ -122,7 +122,7 @@ def solve_fixed_bits(scenario: Scenario, *, bits: int | None = None) -> SolveRes
         )
     sol = solve_continuous(scenario, b)
     if not sol.feasible:
-        return SolveResult(None, "infeasible", sol.message, backend="numpy")
+        return SolveResult(None, sol.status, sol.message, backend="numpy")
     alloc = Allocation(b, sol.bandwidth_hz, sol.power_w, scenario.devices.ids)
     return SolveResult(
         alloc,
@@ -325,15 +325,22 @@ class _FullPowerSplit:
             return float(np.log(np.sum(self.a / np.expm1(y))) - np.log(self.band))
 
         lam_hi = float(np.max(self._log_lam(np.minimum(ym, 700.0))[0]))
-        if total(lam_hi) >= 0:
+        if total(lam_hi) >= -1e-12:  # every device at its cap already (to rounding) fills B
             y = ym
         else:
-            lo = lam_hi - 10.0
-            for _ in range(200):
+            # log lambda grows about twice as fast as y, so the bracket may need to reach
+            # thousands of units below lam_hi: widen it geometrically.
+            lo, step = lam_hi - 10.0, 10.0
+            for _ in range(60):
                 if total(lo) > 0:
                     break
-                lo -= 10.0
-            ls = brentq(total, lo, lam_hi, xtol=1e-13, rtol=1e-15, maxiter=500)
+                lo, step = lo - step, 2.0 * step
+            if total(lo) > 0 and total(lam_hi) < 0:
+                ls = brentq(total, lo, lam_hi, xtol=1e-13, rtol=1e-15, maxiter=500)
+            elif total(lo) > 0:
+                ls = lam_hi  # the root sits at lam_hi to rounding
+            else:
+                ls = lo  # the band never binds within float range: the cheapest price
             y = np.minimum(self.y_of_price(ls), ym)
         return y, float(np.sum(self.ce + self.s * phi(y)))
 
@@ -389,8 +396,13 @@ def solve_bandwidth_only(scenario: Scenario) -> SolveResult:
         if excess(t_hi) <= 0:
             break
         t_hi = t_floor + 2.0 * (t_hi - t_floor)
-    t_min = brentq(excess, t_floor * (1 + 1e-15), t_hi, xtol=1e-14 * t_hi, maxiter=500)
-    t_min = float(t_min)
+    t_lo = t_floor * (1 + 1e-15)
+    if excess(t_lo) <= 0:
+        # The band is not what limits the round (a device so far that its full-power rate,
+        # not its bandwidth, sets T): the fastest round is at the unlimited-band bound.
+        t_min = t_lo
+    else:
+        t_min = float(brentq(excess, t_lo, t_hi, xtol=1e-14 * t_hi, maxiter=500))
     while excess(t_min) > 0:  # land on the feasible side of the root
         t_min = float(np.nextafter(t_min, np.inf) * (1 + 1e-15))
     if cons.round_deadline_s is not None and t_min > cons.round_deadline_s:

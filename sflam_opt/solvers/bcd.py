@@ -189,7 +189,9 @@ class _Model:
     def power_for(self, bits: IntArray, bw: FloatArray, up: FloatArray) -> FloatArray:
         """Power that sends the payload in ``up`` seconds on ``bw`` Hz, clipped to Pmax."""
         x = payload_bits(self.scenario, bits) * LN2 / (bw * up)
-        return np.minimum(self.n0 * bw * np.expm1(x) / self.gain, self.pmax)
+        # x beyond exp's range needs infinite power: the cap then holds and score() rejects it.
+        with np.errstate(over="ignore"):
+            return np.minimum(self.n0 * bw * np.expm1(x) / self.gain, self.pmax)
 
 
 def _check_options(max_iter: Any, tol: Any, bits_method: Any, escape: Any, warm_start: Any) -> None:

@@ -24,11 +24,18 @@ import numpy as np
 from sflam_opt.allocation import Allocation
 from sflam_opt.costs import reference
 from sflam_opt.errors import SolverArgumentError
-from sflam_opt.numeric import IntArray
+from sflam_opt.numeric import FloatArray, IntArray
 from sflam_opt.scenario import Scenario
 from sflam_opt.solvers.base import SolveResult, register_solver
 from sflam_opt.solvers.fast import check_rtol, run_fast
-from sflam_opt.solvers.kernel import BitsProblem, Incumbent, RowSolutions, row_allocation
+from sflam_opt.solvers.kernel import (
+    FAILED,
+    OK,
+    BitsProblem,
+    Incumbent,
+    RowSolutions,
+    row_allocation,
+)
 from sflam_opt.validation import check_int
 
 __all__ = ["DEFAULT_MAX_COMBINATIONS", "solve_exact"]
@@ -45,6 +52,15 @@ def _values(prob: BitsProblem, bits: IntArray) -> RowSolutions:
     K is left out because the bound needs ``V*`` at corners where the target is unreachable.
     """
     return prob.solve_rows(bits, unit_rounds=True)
+
+
+def _bound_values(sol: RowSolutions) -> FloatArray:
+    """``V*`` per row for the bound: inf where infeasible, 0 (no bound) where the solve failed.
+
+    A failed row is not a candidate, but its box must not be pruned on its account.
+    """
+    v = np.where(sol.status == OK, sol.objective, np.inf)
+    return np.where(sol.status == FAILED, 0.0, v)
 
 
 def _short(x: int) -> str:
@@ -102,8 +118,8 @@ def solve_exact(
     lo = np.zeros((1, n), dtype=np.int64)
     hi = np.full((1, n), nl - 1, dtype=np.int64)
     v_lo = _values(prob, lv[lo])
-    v = np.where(v_lo.status == 0, v_lo.objective, np.inf)
-    j0 = float(prob.rounds(lv[lo])[0] * v[0])
+    v = _bound_values(v_lo)
+    j0 = float(prob.rounds(lv[lo])[0] * v[0]) if v_lo.status[0] == OK else np.inf
     if j0 < best_j:
         best_j, best_bits, best_sol = j0, lv[lo[0]].copy(), None
         history.append(best_j)
@@ -130,10 +146,10 @@ def solve_exact(
         right_lo[rows, d] = mid + 1
         sol = _values(prob, lv[right_lo])
         solves += right_lo.shape[0]
-        v_right = np.where(sol.status == 0, sol.objective, np.inf)
+        v_right = _bound_values(sol)
         # Every evaluated corner is a full bit vector: a candidate for the incumbent.
         j_right = prob.rounds(lv[right_lo]) * v_right
-        j_right = np.where(np.isfinite(j_right), j_right, np.inf)
+        j_right = np.where((sol.status == OK) & np.isfinite(j_right), j_right, np.inf)
         k = int(np.argmin(j_right))
         if j_right[k] < best_j:
             best_j = float(j_right[k])

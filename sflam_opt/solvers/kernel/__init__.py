@@ -24,6 +24,7 @@ from sflam_opt.solvers.kernel.messages import (
     relax_message,
 )
 from sflam_opt.solvers.kernel.params import (
+    FAILED,
     INFEASIBLE_DEADLINE,
     INFEASIBLE_ENERGY,
     INFEASIBLE_TARGET,
@@ -45,6 +46,7 @@ from sflam_opt.solvers.kernel.rows import (
 
 __all__ = [
     "DIAGNOSE_ENUMERATION_LIMIT",
+    "FAILED",
     "INFEASIBLE_DEADLINE",
     "INFEASIBLE_ENERGY",
     "INFEASIBLE_TARGET",

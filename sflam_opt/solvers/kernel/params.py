@@ -17,6 +17,7 @@ from sflam_opt.scenario import Scenario
 from sflam_opt.solvers.lambertw import phi_inverse
 
 __all__ = [
+    "FAILED",
     "INFEASIBLE_DEADLINE",
     "INFEASIBLE_ENERGY",
     "INFEASIBLE_TARGET",
@@ -38,6 +39,7 @@ OK = 0
 INFEASIBLE_ENERGY = 1  # device energy cap at or below compute + Shannon-limit upload energy
 INFEASIBLE_DEADLINE = 2  # fastest round at these bits is later than the deadline
 INFEASIBLE_TARGET = 3  # eps unreachable with these bits (K = inf)
+FAILED = 4  # numerical failure: no finite optimum although the row is feasible
 
 
 @dataclass(frozen=True, eq=False)

@@ -13,6 +13,7 @@ computation behind scenario-level arguments, with messages for the infeasible ro
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +26,7 @@ from sflam_opt.numeric import LN2, FloatArray, IntArray
 from sflam_opt.scenario import Scenario
 from sflam_opt.solvers.kernel.messages import ZERO_LATENCY_NOTE, infeasibility_message
 from sflam_opt.solvers.kernel.params import (
+    FAILED,
     INFEASIBLE_DEADLINE,
     INFEASIBLE_ENERGY,
     INFEASIBLE_TARGET,
@@ -36,6 +38,8 @@ from sflam_opt.solvers.kernel.params import (
 from sflam_opt.solvers.kernel.roundtime import search_time
 from sflam_opt.solvers.kernel.split import min_round_time, split_at
 from sflam_opt.validation import check_real
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "ContinuousSolution",
@@ -105,24 +109,28 @@ def solve_rows(
         else:
             t0 = None if warm is None else warm[0][ok_e]
             t_min[ok_e] = min_round_time(prm, rw.take(ok_e), t0)
+    # T_min is finite for every row that passed the energy check (Bmin falls to 0 as T grows).
+    status[(status == OK) & np.isposinf(t_min)] = FAILED
     if prm.deadline_s is not None:
         status[(status == OK) & (t_min > prm.deadline_s)] = INFEASIBLE_DEADLINE
     if not status.any():  # every row feasible: no gathering and scattering
         sp, capped, t_min = search_time(prm, rw, t_min, rtol, warm)
-        return RowSolutions(
-            status,
-            rounds * sp.value,
-            rounds,
-            sp.t,
-            sp.energy,
-            t_min,
-            sp.log_lam,
-            sp.x,
-            sp.x_free,
-            sp.u,
-            w,
-            capped,
-            sp.slope,
+        return _flag_failures(
+            RowSolutions(
+                status,
+                rounds * sp.value,
+                rounds,
+                sp.t,
+                sp.energy,
+                t_min,
+                sp.log_lam,
+                sp.x,
+                sp.x_free,
+                sp.u,
+                w,
+                capped,
+                sp.slope,
+            )
         )
     out_t = np.full(m, np.nan)
     out_e = np.full(m, np.nan)
@@ -148,9 +156,39 @@ def solve_rows(
         out_slope[rows] = sp.slope
     with np.errstate(invalid="ignore"):
         obj = np.where(status == OK, rounds * out_v, np.inf)
-    return RowSolutions(
-        status, obj, rounds, out_t, out_e, t_min, out_s, out_x, out_xf, out_u, w, capped, out_slope
+    return _flag_failures(
+        RowSolutions(
+            status,
+            obj,
+            rounds,
+            out_t,
+            out_e,
+            t_min,
+            out_s,
+            out_x,
+            out_xf,
+            out_u,
+            w,
+            capped,
+            out_slope,
+        )
     )
+
+
+def _flag_failures(sol: RowSolutions) -> RowSolutions:
+    """Mark rows whose search ended without a finite optimum as :data:`FAILED` (in place)."""
+    ok = sol.status == OK
+    finite = (
+        np.isfinite(sol.objective)
+        & np.isfinite(sol.round_latency_s)
+        & np.all(np.isfinite(sol.x) & (sol.x > 0) & np.isfinite(sol.upload_s), axis=1)
+    )
+    bad = ok & ~finite
+    if bad.any():
+        logger.warning("continuous block: %d of %d rows failed numerically", bad.sum(), bad.size)
+        sol.status[bad] = FAILED
+        sol.objective[bad] = np.inf
+    return sol
 
 
 @dataclass(frozen=True, eq=False)
@@ -160,7 +198,7 @@ class ContinuousSolution:
     Attributes
     ----------
     status : str
-        ``"optimal"`` or ``"infeasible"``.
+        ``"optimal"``, ``"infeasible"`` or ``"failed"`` (numerical failure).
     message : str
         One line; for ``"infeasible"`` it names the binding constraint and the relaxation needed.
     bandwidth_hz, power_w, upload_s : ndarray, shape (N,)
@@ -298,6 +336,9 @@ def solve_continuous(
     nan = np.full(n, np.nan)
     code = int(sol.status[0])
     t_min = float(sol.min_round_latency_s[0])
+    if code == FAILED:
+        msg = "continuous block: no finite optimum found at these bits (numerical failure)"
+        return ContinuousSolution("failed", msg, nan, nan, nan, np.nan, np.nan, np.inf, t_min)
     if code != OK:
         msg = infeasibility_message(scenario, b, code, t_min)
         return ContinuousSolution("infeasible", msg, nan, nan, nan, np.nan, np.nan, np.inf, t_min)

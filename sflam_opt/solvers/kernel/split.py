@@ -60,13 +60,15 @@ def min_round_time(prm: KernelParams, rw: RowConstants, t0: FloatArray | None = 
 
     def fval(v: FloatArray) -> tuple[FloatArray, FloatArray]:
         nonlocal xw
-        dt = np.exp(v)
-        u = (t_lb + dt)[:, None] - prm.fixed_s
-        r_p = rw.pmax_over_s * np.maximum(u, 0.0)
+        # Far right steps may overflow T; inf there reads as "feasible", which is right.
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+            dt = np.exp(v)
+            u = (t_lb + dt)[:, None] - prm.fixed_s
+            r_p = rw.pmax_over_s * np.maximum(u, 0.0)
         power = r_p <= rw.r_e
         xmax = phi_inverse(np.minimum(r_p, rw.r_e), xw)
         xw = xmax
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
             bmin = rw.w * LN2 / (u * xmax)
             tot = bmin.sum(axis=1)
             f = np.log(tot) - log_b
@@ -88,21 +90,26 @@ def min_round_time(prm: KernelParams, rw: RowConstants, t0: FloatArray | None = 
         feas = f <= 0
         v_hi = np.where(active & feas, v, v_hi)
         v_lo = np.where(active & ~feas, v, v_lo)
-        width = np.exp(v_hi) - np.exp(v_lo)
-        # 1e-14 of T is rounding level; |F| <= 1e-15: sum Bmin equals B to rounding.
-        closed = np.isfinite(v_hi) & (width <= 1e-14 * (t_lb + np.exp(v_hi)))
+        with np.errstate(over="ignore", invalid="ignore"):
+            width = np.exp(v_hi) - np.exp(v_lo)
+            # 1e-14 of T is rounding level; |F| <= 1e-15: sum Bmin equals B to rounding.
+            closed = np.isfinite(v_hi) & (width <= 1e-14 * (t_lb + np.exp(v_hi)))
         active &= ~closed & ~(feas & (np.abs(f) <= 1e-15))
         if not active.any():
             break
         with np.errstate(invalid="ignore", divide="ignore"):
             step = -f / g
         step = np.where(np.isfinite(step), np.clip(step, -4.0, 4.0), np.where(feas, -4.0, 4.0))
-        newton = v + step
+        # F within rounding of 0 on the infeasible side gives a step below v's resolution:
+        # move by a few ulps instead, so that the feasible side is reached and closes the bracket.
+        ulps = 4.0 * np.abs(np.spacing(v))
+        newton = np.where(np.abs(step) < ulps, v + np.copysign(ulps, step), v + step)
         inside = (newton > v_lo) & (newton < v_hi)
         both = np.isfinite(v_lo) & np.isfinite(v_hi)
         v_new = np.where(inside | ~both, newton, 0.5 * (v_lo + v_hi))
         v = np.where(active, v_new, v)
-    return t_lb + np.exp(v_hi)
+    with np.errstate(over="ignore"):
+        return t_lb + np.exp(v_hi)
 
 
 @dataclass
