@@ -145,9 +145,7 @@ def test_one_device_at_the_ends_of_the_gain_range(gain_db):
     base = Scenario.default(devices=4, seed=1).replace(bits=[2, 4, 8])
     g = base.devices.gain_db.copy()
     g[0] = gain_db
-    scn = base.replace(
-        devices=replace(base.devices, gain_db=g, distance_m=np.full(4, np.nan))
-    )
+    scn = base.replace(devices=replace(base.devices, gain_db=g, distance_m=np.full(4, np.nan)))
     for name in _solvers(scn):
         assert check_solver(scn, name) != "infeasible", name
 
@@ -162,3 +160,32 @@ def test_single_bit_width(levels):
         assert res.allocation is not None and set(res.allocation.bits.tolist()) == set(levels)
         # One width: the bits are forced, so the optimum is fixed-bits' continuous optimum.
         assert res.objective == pytest.approx(fb.objective, rel=1e-9)
+
+
+def test_an_unexpected_exception_becomes_status_failed(monkeypatch, caplog):
+    from sflam_opt.solvers import fast
+
+    def boom(*args, **kwargs):
+        raise FloatingPointError("overflow in the test")
+
+    monkeypatch.setattr(fast, "run_fast", boom)
+    res = solve(Scenario.default(devices=3, seed=0), "fast")
+    assert res.status == "failed" and res.allocation is None
+    assert res.message == "fast: internal error: FloatingPointError: overflow in the test"
+    assert "solver fast raised" in caplog.text
+
+
+def test_a_numerical_failure_of_the_continuous_block_is_failed_not_infeasible(monkeypatch):
+    from sflam_opt.solvers.kernel import rows
+
+    def no_finite_round(prm, rw, t0=None):
+        return np.full(rw.w.shape[0], np.inf)
+
+    monkeypatch.setattr(rows, "min_round_time", no_finite_round)
+    # A (loose) deadline makes every continuous solve compute the fastest round T_min.
+    scn = Scenario.default(devices=3, seed=0).replace(constraints={"round_deadline_s": 1e6})
+    res = solve(scn, "fixed-bits")
+    assert res.status == "failed" and "numerical failure" in res.message
+    for name in ("fast", "exact"):
+        res = solve(scn, name)
+        assert res.status == "failed", (name, res.message)
