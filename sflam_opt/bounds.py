@@ -1,6 +1,6 @@
 """Convergence bound of SFL with quantized uplink activations and the rounds it implies.
 
-Formulation §4: after K rounds,
+``docs/formulation.md``, section "Convergence bound and rounds needed": after K rounds,
 ``(1/K) sum_k E||grad F(w_k)||^2 <= A / (eta tau K) + Phi0 + Phi_q(b)`` with
 ``Phi_q(b) = sum_n rho_n q / (2^{b_n} - 1)^2``, so reaching a target eps takes
 ``K(b) = A / (eta tau (eps - Phi0 - Phi_q(b)))`` rounds, defined only when eps > Phi0 + Phi_q(b).
@@ -9,8 +9,9 @@ Formulation §4: after K rounds,
 from __future__ import annotations
 
 import numpy as np
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import ArrayLike
 
+from sflam_opt.numeric import FloatArray
 from sflam_opt.scenario import Scenario
 
 __all__ = [
@@ -24,13 +25,13 @@ __all__ = [
 ]
 
 
-def quantization_penalty(bits: ArrayLike) -> NDArray[np.float64]:
+def quantization_penalty(bits: ArrayLike) -> FloatArray:
     """Per-device factor ``1 / (2^b - 1)^2`` of the quantization term (q and rho_n excluded)."""
     b = np.asarray(bits, dtype=np.float64)
     return 1.0 / np.square(np.exp2(b) - 1.0)
 
 
-def phi_q(scenario: Scenario, bits: ArrayLike) -> float | NDArray[np.float64]:
+def phi_q(scenario: Scenario, bits: ArrayLike) -> float | FloatArray:
     """Quantization term ``Phi_q(b) = sum_n rho_n q / (2^{b_n} - 1)^2``.
 
     Parameters
@@ -47,13 +48,13 @@ def phi_q(scenario: Scenario, bits: ArrayLike) -> float | NDArray[np.float64]:
     return float(val) if np.ndim(val) == 0 else val
 
 
-def margin(scenario: Scenario, bits: ArrayLike) -> float | NDArray[np.float64]:
+def margin(scenario: Scenario, bits: ArrayLike) -> float | FloatArray:
     """``eps - Phi0 - Phi_q(b)``; positive exactly when the target is reachable with ``bits``."""
     c = scenario.convergence
     return c.epsilon - c.phi0 - phi_q(scenario, bits)
 
 
-def rounds_needed(scenario: Scenario, bits: ArrayLike) -> float | NDArray[np.float64]:
+def rounds_needed(scenario: Scenario, bits: ArrayLike) -> float | FloatArray:
     """Real-valued rounds ``K(b)`` to reach eps; ``inf`` where the target is unreachable."""
     c, t = scenario.convergence, scenario.training
     m = np.asarray(margin(scenario, bits), dtype=np.float64)
@@ -64,7 +65,7 @@ def rounds_needed(scenario: Scenario, bits: ArrayLike) -> float | NDArray[np.flo
     return float(k) if k.ndim == 0 else k
 
 
-def bound(scenario: Scenario, bits: ArrayLike, rounds: ArrayLike) -> NDArray[np.float64] | float:
+def bound(scenario: Scenario, bits: ArrayLike, rounds: ArrayLike) -> FloatArray | float:
     """Right side ``A / (eta tau K) + Phi0 + Phi_q(b)`` of the bound after ``rounds`` rounds."""
     c, t = scenario.convergence, scenario.training
     k = np.asarray(rounds, dtype=np.float64)

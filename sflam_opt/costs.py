@@ -1,6 +1,6 @@
 """Pure, vectorized cost model of one SFLAM round and the normalized objective J.
 
-Formulation §2 (one round) and §5 (objective). Every function takes a :class:`Scenario` and numpy
+``docs/formulation.md``, sections "One round" and "The problem" (objective). Every function takes a :class:`Scenario` and numpy
 vectors of shape (N,) and returns numpy values; nothing here loops over devices.
 """
 
@@ -15,6 +15,7 @@ from numpy.typing import ArrayLike, NDArray
 from sflam_opt.allocation import Allocation
 from sflam_opt.bounds import min_epsilon, phi_q, rounds_needed
 from sflam_opt.errors import AllocationError
+from sflam_opt.numeric import LN2, FloatArray
 from sflam_opt.scenario import Scenario
 
 __all__ = [
@@ -35,14 +36,13 @@ __all__ = [
     "server_time_s",
 ]
 
-FloatArray = NDArray[np.float64]
 
 #: Default relative tolerance used when checking constraints.
 TOLERANCE = 1e-6
 
 
 def payload_bits(scenario: Scenario, bits: ArrayLike) -> FloatArray:
-    """Uplink bits per round ``W_n = tau (beta d b_n + 64) + 32 M`` (formulation §2).
+    """Uplink bits per round ``W_n = tau (beta d b_n + 64) + 32 M`` (``docs/formulation.md``, "One round").
 
     Parameters
     ----------
@@ -65,7 +65,7 @@ def rate_bps(scenario: Scenario, bandwidth_hz: ArrayLike, power_w: ArrayLike) ->
     p = np.asarray(power_w, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         snr = p * scenario.gain / (scenario.noise_w_per_hz * bw)
-        r = bw * np.log1p(snr) / np.log(2.0)
+        r = bw * np.log1p(snr) / LN2
     return np.where((bw > 0) & (p > 0), r, 0.0)
 
 
@@ -135,7 +135,7 @@ class Breakdown:
 
 
 def breakdown(scenario: Scenario, allocation: Allocation) -> Breakdown:
-    """Per-device round latency ``T_n`` and energy ``E_n`` under ``allocation`` (formulation §2)."""
+    """Per-device round latency ``T_n`` and energy ``E_n`` under ``allocation`` (``docs/formulation.md``, "One round")."""
     _check_shape(scenario, allocation)
     n = scenario.n_devices
     w = payload_bits(scenario, allocation.bits)
@@ -152,7 +152,7 @@ def breakdown(scenario: Scenario, allocation: Allocation) -> Breakdown:
 
 @dataclass(frozen=True)
 class Reference:
-    """The equal baseline that normalizes J: B_n = B/N, p_n = Pmax_n, b_n = max(L) (§5).
+    """The equal baseline that normalizes J: B_n = B/N, p_n = Pmax_n, b_n = max(L) ("The problem").
 
     ``J = K (w_T T + w_E E)`` with ``w_T = omega / (K0 T0)`` and ``w_E = (1 - omega) / (K0 E0)``.
     """

@@ -21,6 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from sflam_opt.errors import ScenarioError
+from sflam_opt.numeric import FloatArray
 
 __all__ = [
     "BitsSpec",
@@ -35,7 +36,6 @@ __all__ = [
     "gain_db_from_distance",
 ]
 
-FloatArray = NDArray[np.float64]
 
 
 def gain_db_from_distance(distance_m: FloatArray | float) -> FloatArray:

@@ -23,7 +23,7 @@ from sflam_opt.costs import (
 )
 from sflam_opt.errors import SolverArgumentError
 from sflam_opt.solvers import available_solvers, solve
-from sflam_opt.solvers.continuous import solve_continuous
+from sflam_opt.solvers.kernel import solve_continuous
 
 LN2 = np.log(2.0)
 BASELINES = ("equal", "fixed-bits", "bandwidth-only", "power-only", "bits-only")

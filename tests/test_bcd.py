@@ -11,7 +11,7 @@ from sflam_opt.scenario import Scenario
 from sflam_opt.solvers import solve
 from sflam_opt.solvers.bcd import BASELINES
 
-#: The baselines bcd must never lose to (formulation §5 and issue 5).
+#: The baselines bcd must never lose to (docs/formulation.md, "The problem").
 CHEAP_BASELINES = ("equal", "fixed-bits", "power-only", "bits-only", "bandwidth-only")
 
 
@@ -189,3 +189,38 @@ def test_bad_options_raise_one_line_errors(opts, needle):
     with pytest.raises(SolverArgumentError) as err:
         solve(rs.named()["two_device"], "bcd", **opts)
     assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+def test_every_cvxpy_block_failing_is_not_converged(monkeypatch):
+    # If no cone block ever solves, what bcd returns is its start (or an escape's closed-form
+    # point), not a block-descent result: the status must say "failed" and name the origin.
+    from sflam_opt.solvers import cvx
+
+    def fail(self, order):
+        return cvx.BlockSolve(False, "failed", None, {}, [f"{s}: SolverError: test" for s in order])
+
+    monkeypatch.setattr(cvx._DPPBlock, "solve", fail)
+    for escape in (True, False):
+        res = solve(rs.named()["default10"], "bcd", escape=escape)
+        assert res.status == "failed", res.message
+        assert (
+            "every CVXPY block solve failed" in res.message
+            and "not from block descent" in res.message
+        )
+        assert res.info["failures"] and not any(
+            res.info["backends"][k] for k in ("upload", "bandwidth")
+        )
+
+
+def test_pure_block_descent_uses_no_closed_form_step():
+    # escape=False, warm_start=False: the equal split, then CVXPY blocks and the bits block only.
+    scn = rs.named()["default10"]
+    pure = solve(scn, "bcd", escape=False, warm_start=False)
+    assert pure.status in ("converged", "max_iter"), pure.message
+    assert pure.info["warm_start"] == "equal"
+    assert pure.info["stall_escapes"] == 0
+    assert pure.info["bits_escapes"] == {"priced": 0, "neighbour": 0}
+    assert "escape" not in pure.info["accepted"]
+    assert pure.iterations[0] == pytest.approx(1.0)  # J of the equal split
+    shipped = solve(scn, "bcd")
+    assert shipped.objective <= pure.objective * (1 + 1e-9)

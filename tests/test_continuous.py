@@ -1,4 +1,4 @@
-"""The exact continuous block for fixed bits (sflam_opt.solvers.continuous, formulation §6)."""
+"""The exact continuous block for fixed bits (sflam_opt.solvers.kernel)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from sflam_opt.costs import (
 )
 from sflam_opt.errors import SolverArgumentError
 from sflam_opt.scenario import Scenario
-from sflam_opt.solvers.continuous import (
+from sflam_opt.solvers.kernel import (
     ZERO_LATENCY_WEIGHT_RTOL,
     bandwidth_split,
     diagnose,
@@ -354,15 +354,15 @@ def test_more_bits_never_lower_the_continuous_cost(bits, bump, omega):
 def test_bracketed_fallback_agrees_with_the_newton_split():
     # The Newton split falls back to the bracketed method on rows that fail to converge;
     # both must give the same market-clearing price and spectral variables.
-    from sflam_opt.solvers import continuous as cmod
+    from sflam_opt.solvers.kernel import params, split
 
     s = refs.small_set(50)[7]  # energy cap: some devices held at a cap
     bits = np.array([[6, 7, 5], [16, 16, 16], [3, 4, 3]])
-    prm = cmod._params(s, reference(s))
-    rw = cmod._rows(prm, payload_bits(s, bits))
-    t = 1.2 * cmod._min_round_time(prm, rw)
-    sp = cmod._split(prm, rw, t)
-    xf, lam = cmod._split_bracketed(prm, rw, t)
+    prm = params.kernel_params(s, reference(s))
+    rw = params.row_constants(prm, payload_bits(s, bits))
+    t = 1.2 * split.min_round_time(prm, rw)
+    sp = split.split_at(prm, rw, t)
+    xf, lam = split.split_bracketed(prm, rw, t)
     np.testing.assert_allclose(lam, sp.log_lam, rtol=1e-10)
     np.testing.assert_allclose(xf, sp.x_free, rtol=1e-9)
     bw = payload_bits(s, bits) * LN2 / (sp.u * sp.x)
@@ -384,17 +384,17 @@ def test_joint_time_search_matches_the_bracketed_search():
     # The joint Newton search (round time and split together) is the fast path; the nested
     # bracketed search is its fallback. Both certify V(T) - V* <= rtol V(T), so they agree to
     # 2 rtol, and the fast path must handle (nearly) every row itself, interval ends included.
-    from sflam_opt.solvers import continuous as cmod
+    from sflam_opt.solvers.kernel import params, roundtime, split
 
     rtol = 1e-10
     ends = {"interior": 0, "t_min": 0, "deadline": 0, "capped": 0}
     rows = certified = 0
     for s, bits in _time_search_cases():
-        prm = cmod._params(s, reference(s))
-        rw = cmod._rows(prm, payload_bits(s, bits))
+        prm = params.kernel_params(s, reference(s))
+        rw = params.row_constants(prm, payload_bits(s, bits))
         keep = np.all(rw.x_e > 0, axis=1) & np.isfinite(rounds_needed(s, bits))
         rw = rw.take(np.flatnonzero(keep))
-        t_min = cmod._min_round_time(prm, rw)
+        t_min = split.min_round_time(prm, rw)
         if prm.deadline_s is not None:
             rw, t_min = (
                 rw.take(np.flatnonzero(t_min <= prm.deadline_s)),
@@ -403,8 +403,8 @@ def test_joint_time_search_matches_the_bracketed_search():
         if t_min.size == 0:
             continue
         with np.errstate(all="ignore"):
-            joint, ok = cmod._joint_search(prm, rw, t_min, rtol, None)
-        ref_sp, _ = cmod._search_time_bracketed(prm, rw, t_min, rtol)
+            joint, ok = roundtime.joint_search(prm, rw, t_min, rtol, None)
+        ref_sp, _ = roundtime.search_time_bracketed(prm, rw, t_min, rtol)
         rows += ok.size
         certified += int(ok.sum())
         np.testing.assert_allclose(joint.value[ok], ref_sp.value[ok], rtol=2 * rtol)
@@ -425,29 +425,29 @@ def test_joint_time_search_matches_the_bracketed_search():
 def test_lazy_fastest_round_gives_the_same_optimum():
     # Warm-started solves without a deadline may skip T_min; the optimum must not change, and
     # a row reports NaN for T_min only when its round time lies above it.
-    from sflam_opt.solvers import continuous as cmod
+    from sflam_opt.solvers.kernel import params, rows
 
     for s in (
         refs.named()["default10"],
         refs.named()["energy_cap"].replace(objective={"latency_weight": 0.99}),  # T_min ends
         refs.small_set(50)[7],
     ):
-        prm = cmod._params(s, reference(s))
+        prm = params.kernel_params(s, reference(s))
         rng = np.random.default_rng(5)
         bits = rng.choice(s.bits.array, (20, s.n_devices))
         w = payload_bits(s, bits)
         k = np.asarray(rounds_needed(s, bits), dtype=np.float64)
-        full = cmod._solve_rows(prm, w, k, 1e-10)
+        full = rows.solve_rows(prm, w, k, 1e-10)
         warm_bits = np.roll(bits, 1, axis=0)  # start every row from another row's optimum
         k_warm = np.asarray(rounds_needed(s, warm_bits), dtype=np.float64)
-        start = cmod._solve_rows(prm, payload_bits(s, warm_bits), k_warm, 1e-10)
+        start = rows.solve_rows(prm, payload_bits(s, warm_bits), k_warm, 1e-10)
         feasible = np.isfinite(start.objective)
         warm = tuple(
             np.where(feasible[:, None] if a.ndim == 2 else feasible, a, a[np.argmax(feasible)])
             for a in (start.round_latency_s, start.log_price, start.x_free)
         )
         for warm_start in (None, warm):
-            lazy = cmod._solve_rows(prm, w, k, 1e-10, warm_start, lazy_t_min=True)
+            lazy = rows.solve_rows(prm, w, k, 1e-10, warm_start, lazy_t_min=True)
             np.testing.assert_array_equal(lazy.status, full.status)
             np.testing.assert_allclose(lazy.objective, full.objective, rtol=2e-10)
             ok = full.status == 0

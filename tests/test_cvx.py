@@ -11,7 +11,7 @@ from sflam_opt.costs import compute_energy_j, fixed_time_s, payload_bits, refere
 from sflam_opt.errors import SolverArgumentError
 from sflam_opt.scenario import Scenario
 from sflam_opt.solvers import bcd, cvx
-from sflam_opt.solvers.continuous import bandwidth_split, solve_continuous
+from sflam_opt.solvers.kernel import bandwidth_split, solve_continuous
 
 LN2 = np.log(2.0)
 

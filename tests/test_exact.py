@@ -9,7 +9,7 @@ import reference_scenarios as refs
 from sflam_opt.errors import SolverArgumentError
 from sflam_opt.scenario import Scenario
 from sflam_opt.solvers import solve
-from sflam_opt.solvers.continuous import solve_continuous_rows
+from sflam_opt.solvers.kernel import solve_continuous_rows
 
 
 def _brute_force(s: Scenario) -> tuple[float, np.ndarray]:

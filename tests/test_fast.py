@@ -146,15 +146,16 @@ def test_default_path_needs_neither_fastest_round_nor_bracketed_search(monkeypat
     # What keeps fast ~100x ahead of bcd at N = 1000 (benchmarks/bench_bcd.py): without a
     # deadline every continuous solve is one joint Newton search, with no T_min computation
     # and no nested bracketed search; the optimum is the one those slower paths find.
-    from sflam_opt.solvers import continuous as cmod
+    from sflam_opt.solvers.kernel import roundtime, rows
 
     s = Scenario.default(devices=1000, seed=0)
 
     def refuse(*args, **kwargs):
         raise AssertionError("slow path used")
 
-    monkeypatch.setattr(cmod, "_min_round_time", refuse)
-    monkeypatch.setattr(cmod, "_search_time_bracketed", refuse)
+    monkeypatch.setattr(rows, "min_round_time", refuse)
+    monkeypatch.setattr(roundtime, "min_round_time", refuse)
+    monkeypatch.setattr(roundtime, "search_time_bracketed", refuse)
     r = solve(s, "fast")
     assert r.status == "converged" and r.evaluation.violations == []
     # Measured before the joint search (bracketed search at every step): J = 0.1716748914857394.

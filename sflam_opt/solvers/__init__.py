@@ -1,4 +1,7 @@
-"""Solvers for the SFLAM allocation problem (formulation §5), dispatched by name."""
+"""Solvers for the SFLAM allocation problem, dispatched by name.
+
+The problem is the one of ``docs/formulation.md``, section "The problem".
+"""
 
 from sflam_opt.solvers.base import (
     STATUSES,

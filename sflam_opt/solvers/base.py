@@ -89,7 +89,7 @@ class SolveResult:
         return self.status in ("optimal", "converged", "max_iter") and self.allocation is not None
 
     def to_dict(self, scenario: Scenario) -> dict[str, Any]:
-        """The ``sflam-opt solve --json`` object (CLI contract of issue 5)."""
+        """The ``sflam-opt solve --json`` object (a CLI contract)."""
         out: dict[str, Any] = {
             "status": self.status,
             "message": self.message,
@@ -219,7 +219,7 @@ def _load_all() -> None:
 
 
 def solve(scenario: Scenario, solver: str = "bcd", **options: Any) -> SolveResult:
-    """Minimize J of formulation §5 over bits, bandwidth and power with the named method.
+    """Minimize J (``docs/formulation.md``, "The problem") over bits, bandwidth and power with the named method.
 
     Parameters
     ----------
@@ -233,7 +233,14 @@ def solve(scenario: Scenario, solver: str = "bcd", **options: Any) -> SolveResul
     Returns
     -------
     SolveResult
-        With ``evaluation`` filled in and ``solve_time_s`` measured here.
+        With ``evaluation`` filled in and ``solve_time_s`` measured here. A solver that raises
+        anything but :class:`SolverArgumentError` gives status "failed" with the exception in
+        the message (and the traceback in the log).
+
+    Raises
+    ------
+    SolverArgumentError
+        Unknown solver name or invalid option (the only exceptions).
     """
     if not isinstance(scenario, Scenario):
         raise SolverArgumentError(f"scenario: expected a Scenario, got {type(scenario).__name__}")
@@ -241,20 +248,32 @@ def solve(scenario: Scenario, solver: str = "bcd", **options: Any) -> SolveResul
     _check_options(solver, func, options)
     t0 = time.perf_counter()
     why = target_infeasibility(scenario)
-    if why is not None:
-        res = SolveResult(None, "infeasible", why, solver=solver)
-    else:
-        res = func(scenario, **options)
+    try:
+        if why is not None:
+            res = SolveResult(None, "infeasible", why, solver=solver)
+        else:
+            res = func(scenario, **options)
+        if res.allocation is not None:
+            res.evaluation = evaluate(scenario, res.allocation)
+            res.objective = res.evaluation.objective
+    except SolverArgumentError:
+        raise
+    except Exception as exc:
+        # Last resort: a valid input must get a status, never a traceback. The solver's own
+        # statuses cover the known failure modes; this catches the unknown ones.
+        logger.exception("solver %s raised", solver)
+        text = str(exc).splitlines()[0] if str(exc) else ""
+        res = SolveResult(
+            None, "failed", f"{solver}: internal error: {type(exc).__name__}: {text}".rstrip(": ")
+        )
     res.solve_time_s = time.perf_counter() - t0
     res.solver = solver
-    if res.allocation is not None:
-        res.evaluation = evaluate(scenario, res.allocation)
-        res.objective = res.evaluation.objective
-        if res.status not in ("infeasible", "failed") and res.evaluation.violations:
-            # A solver bug must never be reported as success.
-            logger.warning("solver %s returned violations: %s", solver, res.evaluation.violations)
-            res.status = "failed"
-            res.message = "returned allocation violates: " + "; ".join(res.evaluation.violations)
+    ev = res.evaluation
+    if ev is not None and res.status not in ("infeasible", "failed") and ev.violations:
+        # A solver bug must never be reported as success.
+        logger.warning("solver %s returned violations: %s", solver, ev.violations)
+        res.status = "failed"
+        res.message = "returned allocation violates: " + "; ".join(ev.violations)
     if res.status not in STATUSES:
         raise RuntimeError(f"solver {solver!r} returned unknown status {res.status!r}")
     logger.debug("solve(%s): %s J=%s in %.3fs", solver, res.status, res.objective, res.solve_time_s)

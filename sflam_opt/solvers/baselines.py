@@ -1,4 +1,6 @@
-"""Baseline allocations that the optimizers are measured against (formulation §5).
+"""Baseline allocations that the optimizers are measured against.
+
+The problem is the one of ``docs/formulation.md``, section "The problem".
 
 Each baseline optimizes a restricted problem exactly (up to a certified numerical tolerance) and
 honours ``[constraints]``; infeasibility is a status whose message names the binding constraint
@@ -6,7 +8,7 @@ and the smallest relaxation *within that baseline's restriction*.
 
 * ``equal``: B/N of the band, full power, the largest bit width: the reference that normalizes J.
 * ``fixed-bits``: one bit width for every device (option ``bits``), bandwidth and power optimized
-  by the exact continuous block (:mod:`sflam_opt.solvers.continuous`).
+  by the exact continuous block (:mod:`sflam_opt.solvers.kernel`).
 * ``bandwidth-only``: full power, the largest bit width, bandwidth (and round time) optimized.
   At ``p = Pmax`` a device's spectral efficiency ``y = ln(1 + Pmax g / (N0 B))`` fixes both its
   upload time ``S phi(y) / Pmax`` and energy ``S phi(y)`` (``S = N0 W ln2 / g``); the split at a
@@ -25,7 +27,6 @@ import logging
 from collections.abc import Callable
 
 import numpy as np
-from numpy.typing import NDArray
 from scipy.optimize import brentq, minimize_scalar
 
 from sflam_opt.allocation import Allocation
@@ -41,15 +42,20 @@ from sflam_opt.costs import (
     violations,
 )
 from sflam_opt.errors import SolverArgumentError
+from sflam_opt.numeric import LN2, FloatArray, IntArray
 from sflam_opt.scenario import Scenario
 from sflam_opt.solvers.base import SolveResult, register_solver
-from sflam_opt.solvers.continuous import (
-    LN2,
+from sflam_opt.solvers.kernel import (
+    ZERO_LATENCY_NOTE,
     ZERO_LATENCY_WEIGHT_RTOL,
-    fmt_up,
+    bandwidth_alternative,
+    deadline_message,
+    energy_cap_message,
+    relax_message,
     solve_continuous,
 )
 from sflam_opt.solvers.lambertw import h, h_from_expm1, phi, phi_inverse
+from sflam_opt.validation import check_int, is_int
 
 __all__ = [
     "solve_bandwidth_only",
@@ -60,8 +66,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-FloatArray = NDArray[np.float64]
 
 
 @register_solver("equal")
@@ -97,7 +101,7 @@ def solve_fixed_bits(scenario: Scenario, *, bits: int | None = None) -> SolveRes
     levels = scenario.bits.levels
     if bits is None:
         bits = levels[-1]
-    if isinstance(bits, bool) or not isinstance(bits, int | np.integer) or bits not in levels:
+    if not is_int(bits) or bits not in levels:
         raise SolverArgumentError(
             f"bits={bits!r}: not an allowed bit width of this scenario; choose one of "
             f"{list(levels)}"
@@ -118,7 +122,7 @@ def solve_fixed_bits(scenario: Scenario, *, bits: int | None = None) -> SolveRes
         )
     sol = solve_continuous(scenario, b)
     if not sol.feasible:
-        return SolveResult(None, "infeasible", sol.message, backend="numpy")
+        return SolveResult(None, sol.status, sol.message, backend="numpy")
     alloc = Allocation(b, sol.bandwidth_hz, sol.power_w, scenario.devices.ids)
     return SolveResult(
         alloc,
@@ -166,24 +170,14 @@ def _monotone_root(
 
 
 def _zero_weight_message(ref: Reference) -> str:
-    if ref.latency_weight == 0.0:
-        return (
-            f"; latency weight 0 without a deadline: round time stopped where J is within "
-            f"{ZERO_LATENCY_WEIGHT_RTOL:g} of its infimum"
-        )
-    return ""
+    return ZERO_LATENCY_NOTE if ref.latency_weight == 0.0 else ""
 
 
 def _energy_cap_check(scenario: Scenario, need_j: FloatArray, what: str) -> str | None:
     cap = scenario.constraints.device_energy_j
     if cap is None or np.all(cap > need_j):
         return None
-    k = int(np.argmax(need_j))
-    return (
-        f"energy: device_energy_j = {cap:g} J is not above the least energy "
-        f"{fmt_up(need_j[k])} J of device {scenario.devices.ids[k]!r} {what}; raise it above "
-        f"{fmt_up(need_j.max())} J"
-    )
+    return energy_cap_message(scenario, need_j, what)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -220,9 +214,9 @@ def solve_power_only(scenario: Scenario) -> SolveResult:
         return SolveResult(
             None,
             "infeasible",
-            f"deadline: round_deadline_s = {cons.round_deadline_s:g} s is below the fastest "
-            f"round {fmt_up(t_lo)} s with equal bandwidth and the largest bits; raise it to at "
-            f"least {fmt_up(t_lo)} s",
+            deadline_message(
+                cons.round_deadline_s, t_lo, "with equal bandwidth and the largest bits"
+            ),
             backend="numpy",
         )
     w_t, w_e = ref.w_latency, ref.w_energy
@@ -331,15 +325,22 @@ class _FullPowerSplit:
             return float(np.log(np.sum(self.a / np.expm1(y))) - np.log(self.band))
 
         lam_hi = float(np.max(self._log_lam(np.minimum(ym, 700.0))[0]))
-        if total(lam_hi) >= 0:
+        if total(lam_hi) >= -1e-12:  # every device at its cap already (to rounding) fills B
             y = ym
         else:
-            lo = lam_hi - 10.0
-            for _ in range(200):
+            # log lambda grows about twice as fast as y, so the bracket may need to reach
+            # thousands of units below lam_hi: widen it geometrically.
+            lo, step = lam_hi - 10.0, 10.0
+            for _ in range(60):
                 if total(lo) > 0:
                     break
-                lo -= 10.0
-            ls = brentq(total, lo, lam_hi, xtol=1e-13, rtol=1e-15, maxiter=500)
+                lo, step = lo - step, 2.0 * step
+            if total(lo) > 0 and total(lam_hi) < 0:
+                ls = brentq(total, lo, lam_hi, xtol=1e-13, rtol=1e-15, maxiter=500)
+            elif total(lo) > 0:
+                ls = lam_hi  # the root sits at lam_hi to rounding
+            else:
+                ls = lo  # the band never binds within float range: the cheapest price
             y = np.minimum(self.y_of_price(ls), ym)
         return y, float(np.sum(self.ce + self.s * phi(y)))
 
@@ -375,15 +376,15 @@ def solve_bandwidth_only(scenario: Scenario) -> SolveResult:
             for _ in range(100):
                 mid = 0.5 * (lo + hi)
                 lo, hi = (lo, mid) if fits(mid) else (mid, hi)
-            alt = f" or bandwidth_hz above {fmt_up(need_bw)} Hz" if np.isfinite(need_bw) else ""
-            return SolveResult(
-                None,
-                "infeasible",
-                f"energy: device_energy_j = {cons.device_energy_j:g} J cannot be met at full "
-                f"power and the largest bits within the band; raise it to at least "
-                f"{fmt_up(hi)} J{alt}",
-                backend="numpy",
+            msg = relax_message(
+                "device_energy_j",
+                cons.device_energy_j,
+                "J",
+                "cannot be met at full power and the largest bits within the band",
+                hi,
+                also=bandwidth_alternative(need_bw, above=True),
             )
+            return SolveResult(None, "infeasible", msg, backend="numpy")
     # Fastest round: sum of the least bandwidths meeting T equals the band.
     t_floor = float(np.max(sp.c + sp.s / sp.pmax))  # unlimited bandwidth at full power
 
@@ -395,25 +396,23 @@ def solve_bandwidth_only(scenario: Scenario) -> SolveResult:
         if excess(t_hi) <= 0:
             break
         t_hi = t_floor + 2.0 * (t_hi - t_floor)
-    t_min = brentq(excess, t_floor * (1 + 1e-15), t_hi, xtol=1e-14 * t_hi, maxiter=500)
-    t_min = float(t_min)
+    t_lo = t_floor * (1 + 1e-15)
+    if excess(t_lo) <= 0:
+        # The band is not what limits the round (a device so far that its full-power rate,
+        # not its bandwidth, sets T): the fastest round is at the unlimited-band bound.
+        t_min = t_lo
+    else:
+        t_min = float(brentq(excess, t_lo, t_hi, xtol=1e-14 * t_hi, maxiter=500))
     while excess(t_min) > 0:  # land on the feasible side of the root
         t_min = float(np.nextafter(t_min, np.inf) * (1 + 1e-15))
     if cons.round_deadline_s is not None and t_min > cons.round_deadline_s:
-        bw_need = sp.min_bandwidth(cons.round_deadline_s)
-        alt = (
-            f" or raise bandwidth_hz to at least {fmt_up(bw_need)} Hz"
-            if np.isfinite(bw_need)
-            else ""
+        msg = deadline_message(
+            cons.round_deadline_s,
+            t_min,
+            "at full power and the largest bits",
+            also=bandwidth_alternative(sp.min_bandwidth(cons.round_deadline_s)),
         )
-        return SolveResult(
-            None,
-            "infeasible",
-            f"deadline: round_deadline_s = {cons.round_deadline_s:g} s is below the fastest "
-            f"round {fmt_up(t_min)} s at full power and the largest bits; raise it to at least "
-            f"{fmt_up(t_min)} s{alt}",
-            backend="numpy",
-        )
+        return SolveResult(None, "infeasible", msg, backend="numpy")
     w_t, w_e = ref.w_latency, ref.w_energy
     # Beyond the round time of the split with no time limit, E stops falling.
     y_free, _ = sp.split(np.inf)
@@ -457,8 +456,7 @@ def solve_bandwidth_only(scenario: Scenario) -> SolveResult:
 @register_solver("bits-only")
 def solve_bits_only(scenario: Scenario, *, max_iter: int = 100) -> SolveResult:
     """Equal bandwidth and full power; bits optimized exactly (Dinkelbach + threshold sweep)."""
-    if isinstance(max_iter, bool) or not isinstance(max_iter, int | np.integer) or max_iter < 1:
-        raise SolverArgumentError(f"max_iter={max_iter!r}: need a whole number >= 1")
+    max_iter = check_int(max_iter, "max_iter", minimum=1, error=SolverArgumentError)
     ref = reference(scenario)
     alloc0 = equal_allocation(scenario)
     n = scenario.n_devices
@@ -495,11 +493,11 @@ def solve_bits_only(scenario: Scenario, *, max_iter: int = 100) -> SolveResult:
     ev_n, ev_l, ev_t = ev_n[late], ev_l[late], ev_t[late]
     start = np.where(allowed & (t_nl <= tau0), np.arange(nl)[None, :], -1).max(axis=1)
 
-    def ratio(bi: NDArray[np.int64]) -> tuple[float, float]:
+    def ratio(bi: IntArray) -> tuple[float, float]:
         num = w_t * float(t_nl[rows, bi].max()) + w_e * float(e_nl[rows, bi].sum())
         return num, room - float(pen[rows, bi].sum())
 
-    def best_at(theta: float) -> tuple[float, NDArray[np.int64]]:
+    def best_at(theta: float) -> tuple[float, IntArray]:
         cost = np.where(allowed, w_e * e_nl + theta * pen, np.inf)
         pm = np.minimum.accumulate(cost, axis=1)  # best over the usable prefix
         g0 = float(pm[rows, start].sum())
@@ -535,7 +533,13 @@ def solve_bits_only(scenario: Scenario, *, max_iter: int = 100) -> SolveResult:
     return SolveResult(alloc, status, msg, backend="numpy", iterations=history)
 
 
-def _bits_only_infeasible(scenario, t_nl, e_nl, pen, room) -> str:
+def _bits_only_infeasible(
+    scenario: Scenario,
+    t_nl: FloatArray,
+    e_nl: FloatArray,
+    pen: FloatArray,
+    room: float,
+) -> str:
     """Binding constraint of bits-only: which relaxation lets enough bits through."""
     cons = scenario.constraints
     n, nl = t_nl.shape
@@ -556,9 +560,12 @@ def _bits_only_infeasible(scenario, t_nl, e_nl, pen, room) -> str:
             top = np.where(allowed, np.arange(nl)[None, :], -1).max(axis=1)
             if np.all(top >= 0) and pen[rows, top].sum() < room:
                 if cand > limit:
-                    return (
-                        f"{name}: {key} = {limit:g} {unit} leaves too few bits at equal "
-                        f"bandwidth and full power; raise it to at least {fmt_up(cand)} {unit}"
+                    return relax_message(
+                        key,
+                        limit,
+                        unit,
+                        "leaves too few bits at equal bandwidth and full power",
+                        cand,
                     )
                 break
     return (

@@ -1,14 +1,17 @@
-"""``bcd``: block coordinate descent over bandwidth, upload time/power and bits (issue 5).
+"""``bcd``: block coordinate descent over bandwidth, upload time/power and bits.
 
 The SFLAM paper (arXiv 2504.09114) optimizes bits, powers and bandwidths by block coordinate
-descent; formulation §6 gives the structure this solver uses. Each outer iteration runs three
-blocks, each exact for its own variables with the others fixed:
+descent; ``docs/formulation.md``, section "Structure that the solvers use", gives the structure
+this solver uses. Each outer iteration runs three blocks, each exact for its own variables with
+the others fixed:
 
 (ii) upload times / power and the round time with the bandwidth fixed
      (:class:`~sflam_opt.solvers.cvx.UploadBlock`, an exponential-cone program in CVXPY);
 (i)  bandwidth with the upload times fixed (:class:`~sflam_opt.solvers.cvx.BandwidthBlock`);
 (iii) bits with bandwidth and power fixed: Dinkelbach over one-hot levels
-     (:func:`~sflam_opt.solvers.bits.solve_bits`, a MILP per step for small N).
+     (:func:`~sflam_opt.solvers.bits.solve_bits`). With the default ``bits_method="auto"`` each
+     Dinkelbach step is a HiGHS MILP only up to :data:`AUTO_MILP_MAX_DEVICES` (30) devices;
+     above that it is the exact numpy round-time sweep, which finds the same optimum.
 
 (ii) runs first so that every device's upload fills the round before (i) re-splits the band.
 Blocks (i) and (ii) are DPP problems built once per problem shape and re-solved by changing
@@ -18,20 +21,24 @@ accepted only if J does not increase, so the recorded J per outer iteration neve
 The power cap couples (i) and (ii): a device at its cap can only get faster by receiving more
 bandwidth *and* a shorter slot at once, which neither block can do alone. When an outer iteration
 improves J by less than ``tol``, the exact joint continuous step for the current bits
-(:func:`~sflam_opt.solvers.continuous.solve_continuous`) is tried; if it improves J by more than
+(:func:`~sflam_opt.solvers.kernel.solve_continuous_rows`) is tried; if it improves J by more than
 ``tol`` that is a *stall escape*, counted in ``info["stall_escapes"]`` with the relative gap it
 closed in ``info["stall_gaps"]``, and the descent continues from there.
 
 Blocks and stall escape alone stop at partial optima of the bits: block (iii) judges a bit width
 at the other devices' fixed bandwidth, so it never sees the bandwidth a smaller payload would free
-for them, and under a binding deadline no single block can trade bits for time. Measured on
-``tests/reference_scenarios.small_set(50)`` (45 feasible, no warm start): plain BCD reached 0.1%
-of the global optimum on 47% of instances (median gap 1.3e-3; one deadline-bound start stayed at
-449x the optimum), with the stall escape on 56%. Two joint bits steps therefore follow a failed
-stall escape (``info["bits_escapes"]``): a bits proposal that prices bandwidth at the continuous
-optimum's multiplier (the Lagrangian choice that ``fast`` also uses), and for small N the best
-one-level change of one device, each scored by the exact continuous block. With them every
-instance was within 4e-7 of the optimum.
+for them, and under a binding deadline no single block can trade bits for time. Two joint bits
+steps therefore follow a failed stall escape (``info["bits_escapes"]``): the bits that price
+bandwidth at the continuous optimum's multiplier (:func:`~sflam_opt.solvers.kernel.lagrangian_bits`,
+the step ``fast`` iterates), and for small N the best one-level change of one device, each scored
+by the exact continuous block. The escapes use ``fast``'s closed-form kernel, so with them bcd's
+final J is usually ``fast``'s; ``escape=False, warm_start=False`` gives pure block descent (CVXPY
+blocks and the bits block only, started from the equal split; only when the equal split is
+infeasible does the start come from the continuous block at bits the feasibility diagnosis found).
+docs/results.md reports both.
+
+If no CVXPY block solve succeeds, the status is "failed": the allocation returned is then the
+start (or an escape's point), not a block-descent result, and the message says so.
 """
 
 from __future__ import annotations
@@ -43,10 +50,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
 
 from sflam_opt.allocation import Allocation
-from sflam_opt.bounds import margin, quantization_penalty, rounds_needed, target_infeasibility
+from sflam_opt.bounds import margin, rounds_needed, target_infeasibility
 from sflam_opt.costs import (
     Reference,
     breakdown,
@@ -59,16 +65,10 @@ from sflam_opt.costs import (
     violations,
 )
 from sflam_opt.errors import SolverArgumentError
+from sflam_opt.numeric import LN2, FloatArray, IntArray
 from sflam_opt.scenario import Scenario
 from sflam_opt.solvers.base import SolveResult, register_solver
-from sflam_opt.solvers.bits import LevelTable, dinkelbach, solve_bits
-from sflam_opt.solvers.continuous import (
-    ContinuousSolution,
-    diagnose,
-    row_allocation,
-    solve_continuous,
-    solve_continuous_rows,
-)
+from sflam_opt.solvers.bits import solve_bits
 from sflam_opt.solvers.cvx import (
     MHZ,
     BandwidthBlock,
@@ -77,7 +77,17 @@ from sflam_opt.solvers.cvx import (
     get_block,
     solver_order,
 )
-from sflam_opt.solvers.lambertw import h_inverse, phi_inverse
+from sflam_opt.solvers.kernel import (
+    BitsProblem,
+    Incumbent,
+    diagnose,
+    lagrangian_bits,
+    row_allocation,
+    solve_continuous,
+    solve_continuous_rows,
+)
+from sflam_opt.solvers.lambertw import phi_inverse
+from sflam_opt.validation import check_flag, check_int, check_real
 
 __all__ = [
     "AUTO_MILP_MAX_DEVICES",
@@ -89,21 +99,16 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-FloatArray = NDArray[np.float64]
-LN2 = float(np.log(2.0))
-
-#: ``bits_method="auto"`` uses the MILP up to this many devices. Measured on the default scenario
-#: (2 cores): a Dinkelbach MILP step takes ~13 ms at N = 10, ~50 ms at N = 100, ~0.4 s at
-#: N = 300 and ~6 s at N = 1000, while the exact round-time sweep solves the same step in
-#: 0.2 ms / 1.3 ms / 2.4 ms at N = 10 / 100 / 1000 with identical results.
+#: ``bits_method="auto"`` uses the HiGHS MILP up to this many devices and the exact numpy
+#: round-time sweep above: both find the same optimum, and the MILP's cost grows much faster
+#: with N (docs/results.md has the timings).
 AUTO_MILP_MAX_DEVICES = 30
 #: Values of the ``bits_method`` option.
 BITS_OPTIONS = ("auto", "milp", "sweep", "relax")
 #: Baselines tried for the warm start (those registered), best feasible one wins.
 BASELINES = ("equal", "fixed-bits", "bandwidth-only", "power-only", "bits-only")
-#: The one-level bits neighbourhood escape runs up to this many devices: one batched exact
-#: continuous solve of 2N bit vectors costs ~3 ms at N = 10 and ~35 ms at N = 100, but ~5 s at
-#: N = 1000 (measured, 2 cores).
+#: The one-level bits neighbourhood escape runs up to this many devices: it is one batched exact
+#: continuous solve of 2N bit vectors of N devices each, O(N^2) work.
 NEIGHBOUR_MAX_DEVICES = 100
 #: Relative constraint slack accepted for an intermediate point; far inside the 1e-6 that
 #: :func:`sflam_opt.costs.evaluate` checks, so solver round-off never reaches the result.
@@ -117,7 +122,7 @@ _T_CAP_FACTOR = 1e3
 class _Point:
     """A feasible allocation and its J."""
 
-    bits: NDArray[np.int64]
+    bits: IntArray
     bandwidth_hz: FloatArray
     power_w: FloatArray
     objective: float
@@ -144,8 +149,15 @@ class _Model:
         self.energy_cap = scenario.constraints.device_energy_j
         # Bandwidth at which full power gives SNR 1: the power cap in bandwidth units, Hz.
         self.snr_hz = self.pmax * self.gain / self.n0
+        self._bits_problem: BitsProblem | None = None
 
-    def score(self, bits: NDArray[np.int64], bw: FloatArray, pw: FloatArray) -> _Point | None:
+    def bits_problem(self) -> BitsProblem:
+        """The kernel's batched continuous solver for this scenario (built on first use)."""
+        if self._bits_problem is None:
+            self._bits_problem = BitsProblem(self.scenario, self.ref, 1e-10)
+        return self._bits_problem
+
+    def score(self, bits: IntArray, bw: FloatArray, pw: FloatArray) -> _Point | None:
         """The point if it is feasible (to :data:`_ACCEPT_TOL`), else None."""
         if not (np.all(np.isfinite(bw)) and np.all(np.isfinite(pw))):
             return None
@@ -174,34 +186,38 @@ class _Model:
             self.scenario, p.bandwidth_hz, p.power_w
         )
 
-    def power_for(self, bits: NDArray[np.int64], bw: FloatArray, up: FloatArray) -> FloatArray:
+    def power_for(self, bits: IntArray, bw: FloatArray, up: FloatArray) -> FloatArray:
         """Power that sends the payload in ``up`` seconds on ``bw`` Hz, clipped to Pmax."""
         x = payload_bits(self.scenario, bits) * LN2 / (bw * up)
-        return np.minimum(self.n0 * bw * np.expm1(x) / self.gain, self.pmax)
+        # x beyond exp's range needs infinite power: the cap then holds and score() rejects it.
+        with np.errstate(over="ignore"):
+            return np.minimum(self.n0 * bw * np.expm1(x) / self.gain, self.pmax)
 
 
 def _check_options(max_iter: Any, tol: Any, bits_method: Any, escape: Any, warm_start: Any) -> None:
-    if isinstance(max_iter, bool) or not isinstance(max_iter, int | np.integer) or max_iter < 1:
-        raise SolverArgumentError(f"max_iter={max_iter!r}: need a whole number >= 1, e.g. 50")
-    if (
-        isinstance(tol, bool)
-        or not isinstance(tol, int | float | np.floating)
-        or not 0 < float(tol) < 1
-    ):
-        raise SolverArgumentError(f"tol={tol!r}: need a number in (0, 1), e.g. 1e-6")
+    check_int(max_iter, "max_iter", minimum=1, error=SolverArgumentError, hint=", e.g. 50")
+    check_real(
+        tol,
+        "tol",
+        lower=0.0,
+        upper=1.0,
+        open_lower=True,
+        open_upper=True,
+        error=SolverArgumentError,
+        hint=", e.g. 1e-6",
+    )
     if bits_method not in BITS_OPTIONS:
         raise SolverArgumentError(
             f"bits_method={bits_method!r}: unknown; choose one of {', '.join(BITS_OPTIONS)}"
         )
-    for name, val in (("escape", escape), ("warm_start", warm_start)):
-        if not isinstance(val, bool | np.bool_):
-            raise SolverArgumentError(f"{name}={val!r}: need True or False")
+    check_flag(escape, "escape", error=SolverArgumentError)
+    check_flag(warm_start, "warm_start", error=SolverArgumentError)
 
 
 def _warm_start(
     model: _Model, use_baselines: bool, info: dict[str, Any]
-) -> tuple[_Point | None, str]:
-    """Best feasible starting point, and a message explaining infeasibility when there is none.
+) -> tuple[_Point | None, str, str]:
+    """Best feasible starting point, or None with a status and a message when there is none.
 
     With ``use_baselines`` every registered baseline of :data:`BASELINES` is solved and the best
     feasible allocation wins; otherwise the equal split. If none is feasible (a deadline or an
@@ -229,18 +245,26 @@ def _warm_start(
             best, info["warm_start"] = pt, name
     info["warm_start_candidates"] = tried
     if best is not None:
-        return best, ""
+        return best, "", ""
     # No baseline is feasible (a deadline or energy cap binds): ask the feasibility diagnosis for
     # bits that fit, or for the one-line relaxation that would make the scenario feasible.
     diag = diagnose(scn, model.ref)
-    if not diag.feasible or diag.bits is None:
-        return None, diag.message or "no feasible allocation found"
+    if not diag.feasible:
+        return None, "infeasible", diag.message
     cs = solve_continuous(scn, diag.bits, ref=model.ref)
     pt = model.score(diag.bits, cs.bandwidth_hz, cs.power_w) if cs.feasible else None
     if pt is None:
-        return None, cs.message or "no feasible allocation found at the diagnosed bits"
+        # The diagnosis accepted these bits, so this is a numerical failure of the start.
+        return (
+            None,
+            "failed",
+            (
+                "no feasible start: the continuous block at the bits the feasibility diagnosis "
+                f"accepted gave no feasible point ({cs.message or 'score rejected it'})"
+            ),
+        )
     info["warm_start"] = "continuous at diagnosed bits"
-    return pt, ""
+    return pt, "", ""
 
 
 def _upload_step(
@@ -299,95 +323,7 @@ def _bandwidth_step(
     return model.score(cur.bits, bw, model.power_for(cur.bits, bw, up)), out
 
 
-def _min_bandwidth(model: _Model, t: float) -> tuple[FloatArray, FloatArray]:
-    """Least bandwidth ``Bmin`` (Hz) meeting the caps at round time ``t``, per device and level.
-
-    Returns ``(bmin, shannon)``, both shape (N, L); ``bmin`` is inf where no bandwidth works
-    (cap ratio ``r <= 1``) and ``shannon`` is the Shannon-limit upload energy ``S`` (J).
-    """
-    scn = model.scenario
-    u = (t - model.fixed_s)[:, None]  # (N, 1)
-    w = payload_bits(scn, scn.bits.array)[None, :]  # (1, L)
-    shannon = model.n0 * w * LN2 / model.gain[:, None]
-    r = model.pmax[:, None] * u / shannon
-    if model.energy_cap is not None:
-        r = np.minimum(r, (model.energy_cap - model.compute_j)[:, None] / shannon)
-    x_cap = phi_inverse(r)
-    with np.errstate(divide="ignore"):
-        bmin = np.where(x_cap > 0, w * LN2 / (u * x_cap), np.inf)
-    return bmin, shannon
-
-
-def _priced_bits(model: _Model, cur: _Point, cs: ContinuousSolution) -> NDArray[np.int64] | None:
-    """Bits proposal that charges every bit width for the bandwidth it uses, at the optimum's T.
-
-    At the continuous optimum for the current bits (round time T, bandwidth multiplier) the
-    problem separates per device once bandwidth has a price ``pi`` (J-units per Hz):
-
-    - with an energy weight, ``pi = w_E lambda`` (lambda = -de_n/dB_n, from the exact block);
-      device n at level l then uploads for ``u_n = T - c_n`` with
-      ``x = min(h^{-1}(lambda / a_n), x_cap)`` (formulation §6) and costs
-      ``w_E (e_n + lambda B_n)``;
-    - latency only: T is the smallest round with ``sum_n Bmin_n(T) <= B``, so one Hz is worth
-      ``pi = w_T / (-d sum Bmin / dT)`` and level l costs ``pi Bmin_n(T, l)``.
-
-    Unlike block (iii) this sees the bandwidth a smaller payload frees for the others. Dinkelbach
-    on the priced table (exact sweep) gives the proposal; the caller checks it with the exact
-    continuous block. None when no price applies or nothing changes.
-    """
-    scn = model.scenario
-    levels = scn.bits.array
-    n = scn.n_devices
-    t_round = cs.round_latency_s
-    bmin, shannon = _min_bandwidth(model, t_round)
-    ok = np.isfinite(bmin)
-    w_e, w_t = model.ref.w_energy, model.ref.w_latency
-    lam = cs.bandwidth_price
-    if w_e > 0:
-        if not (np.isfinite(lam) and lam > 0):
-            return None
-        u = (t_round - model.fixed_s)[:, None]  # (N, 1)
-        wl = payload_bits(scn, levels)[None, :] * LN2  # (1, L)
-        x_free = h_inverse(lam / (model.n0 * u / model.gain[:, None]))  # independent of l
-        x = np.minimum(x_free, wl / (u * np.where(ok, bmin, np.inf)))
-        x = np.where(ok & (x > 0), x, 1.0)
-        cost = w_e * (model.compute_j[:, None] + shannon * np.expm1(x) / x + lam * wl / (u * x))
-        cost -= w_e * lam * model.total_hz / n
-    elif w_t > 0:
-        h = 1e-6
-        idx = np.searchsorted(levels, cur.bits)
-        rows = np.arange(n)
-        hi = _min_bandwidth(model, t_round * (1 + h))[0][rows, idx].sum()
-        lo = _min_bandwidth(model, t_round * (1 - h))[0][rows, idx].sum()
-        slope = (lo - hi) / (2 * h * t_round)  # -d sum Bmin / dT, Hz/s
-        if not (np.isfinite(slope) and slope > 0):
-            return None
-        price = w_t / slope
-        cost = np.where(ok, price * (bmin - model.total_hz / n), 0.0)
-    else:
-        return None
-    conv, tr = scn.convergence, scn.training
-    table = LevelTable(
-        levels=levels,
-        latency_s=np.full(cost.shape, t_round),
-        energy_j=cost,
-        penalty=conv.q * scn.rho[:, None] * quantization_penalty(levels)[None, :],
-        allowed=ok,
-        rounds_scale=conv.a / (tr.learning_rate * tr.local_iters),
-        margin0=conv.epsilon - conv.phi0,
-        w_latency=w_t,
-        w_energy=1.0,
-    )
-    start = np.searchsorted(levels, cur.bits)
-    if not ok[np.arange(n), start].all():
-        return None
-    res = dinkelbach(table, start, method="sweep")
-    if res.status != "optimal" or np.array_equal(res.bits, cur.bits):
-        return None
-    return res.bits
-
-
-def _neighbour_rows(model: _Model, bits: NDArray[np.int64]) -> NDArray[np.int64]:
+def _neighbour_rows(model: _Model, bits: IntArray) -> IntArray:
     """Bit vectors one allowed level away from ``bits`` on one device, shape (M, N)."""
     levels = model.scenario.bits.array
     idx = np.searchsorted(levels, bits)
@@ -413,8 +349,8 @@ def _escape(
     """Joint steps tried when the blocks stall; the first that improves J by > tol wins.
 
     1. The exact continuous optimum at the current bits (the stall escape proper).
-    2. A bits proposal that prices bandwidth (:func:`_priced_bits`), with its exact continuous
-       optimum.
+    2. The bits that price bandwidth at the continuous optimum
+       (:func:`~sflam_opt.solvers.kernel.lagrangian_bits`), with their exact continuous optimum.
     3. For up to :data:`NEIGHBOUR_MAX_DEVICES` devices, the best of all bit vectors one level
        away on one device, each with its exact continuous optimum (one batched solve).
     """
@@ -423,16 +359,20 @@ def _escape(
     def gain(p: _Point | None) -> float:
         return (cur.objective - p.objective) / cur.objective if p is not None else -1.0
 
-    cs = solve_continuous(scn, cur.bits, ref=ref)
-    if cs.feasible:
-        cand = model.score(cur.bits, cs.bandwidth_hz, cs.power_w)
+    prob = model.bits_problem()
+    sol = prob.solve_rows(cur.bits[None, :])
+    if np.isfinite(sol.objective[0]):
+        bw, pw = row_allocation(scn, sol, 0)
+        cand = model.score(cur.bits, bw, pw)
         if gain(cand) > tol:
             stall_gaps.append(gain(cand))
             return cand
-        prop = _priced_bits(model, cur, cs)
-        if prop is not None:
-            cs2 = solve_continuous(scn, prop, ref=ref)
-            cand = model.score(prop, cs2.bandwidth_hz, cs2.power_w) if cs2.feasible else None
+        prop = lagrangian_bits(prob, Incumbent(cur.bits.copy(), sol))
+        if not np.array_equal(prop, cur.bits):
+            sol2 = prob.solve_rows(prop[None, :])
+            cand = None
+            if np.isfinite(sol2.objective[0]):
+                cand = model.score(prop, *row_allocation(scn, sol2, 0))
             if gain(cand) > tol:
                 joint_gaps["priced"].append(gain(cand))
                 return cand
@@ -520,10 +460,10 @@ def solve_bcd(
     model = _Model(scenario, ref)
     timings = Counter[str]()
 
-    cur, msg = _warm_start(model, warm_start, info)
+    cur, start_status, msg = _warm_start(model, warm_start, info)
     timings["warm_start"] = time.perf_counter() - t_start
     if cur is None:
-        return SolveResult(None, "infeasible", msg, backend="numpy", info=info)
+        return SolveResult(None, start_status, msg, backend="numpy", info=info)
 
     up_blk, built_u = get_block("upload", n)
     bw_blk, built_b = get_block("bandwidth", n)
@@ -598,6 +538,17 @@ def solve_bcd(
         history.append(cur.objective)
 
     cvx_used = sorted({b for c in backends.values() for b in c})
+    if not cvx_used:
+        # No cone block ever produced a point: whatever J was reached came from the start and
+        # the closed-form escapes, which must not pass for a block-descent result.
+        origin = "the escapes' closed-form steps" if accepted["escape"] else "the start"
+        status = "failed"
+        message = (
+            f"every CVXPY block solve failed ({failures[0] if failures else 'no solve'}); "
+            f"the allocation is from {origin} ({info.get('warm_start', 'equal')}), not from "
+            "block descent"
+        )
+        logger.warning("bcd: %s", message)
     bits_backend = "HiGHS" if method in ("milp", "relax") else "numpy"
     info.update(
         stall_escapes=len(escapes),

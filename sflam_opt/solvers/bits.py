@@ -1,12 +1,12 @@
 """The bits block of ``bcd``: best quantization bit widths at fixed bandwidth and power.
 
-Formulation §6, last bullet. With every device's bandwidth B_n and power p_n fixed, its rate R_n is
+``docs/formulation.md``, section "Structure that the solvers use", last bullet. With every device's bandwidth B_n and power p_n fixed, its rate R_n is
 fixed, so its round latency ``T_n(l) = c_n + W_n(l) / R_n`` and energy
 ``E_n(l) = e^c_n + p_n W_n(l) / R_n`` are known for every allowed bit width ``l``, and
 
     J(b) = Kc (w_T max_n T_n(b_n) + w_E sum_n E_n(b_n)) / (eps - Phi0 - sum_n rho_n q pen(b_n)),
 
-``Kc = A / (eta tau)``, ``pen(b) = 1 / (2^b - 1)^2`` (formulation §4, §5). J is a ratio of a
+``Kc = A / (eta tau)``, ``pen(b) = 1 / (2^b - 1)^2`` (sections "Convergence bound and rounds needed" and "The problem"). J is a ratio of a
 non-decreasing cost to a positive increasing margin, so Dinkelbach's method applies: with
 ``theta = J(b_k)``, minimize ``N(b) - theta D(b)`` over one-hot level choices ``x_{n,l}`` and a
 round time ``t >= sum_l x_{n,l} T_n(l)``; a negative minimum gives a strictly better ``b_{k+1}``, a
@@ -17,10 +17,9 @@ device pick its cheapest level that fits, then repairing the convergence margin.
 
 ``method="sweep"`` solves the same step exactly without a MILP: for a round time t every device
 independently takes its cheapest level with ``T_n(l) <= t``, and the best t is one of the N L
-latencies, found by one sorted pass with cumulative sums. Measured on the default scenario
-(2 cores), a MILP step takes ~13 ms at N = 10, ~50 ms at N = 100 and ~6 s at N = 1000; the sweep
-takes 0.2 / 1.3 / 2.4 ms with the same optimum, while relax-and-round took ~70 ms at N = 1000 and
-was up to 9e-4 (relative J) worse.
+latencies, found by one sorted pass with cumulative sums. It reaches the same optimum as the MILP
+at a cost that grows far more slowly with N; relax-and-round is approximate (its J can be worse).
+docs/results.md has the timings.
 
 Levels that would break the round deadline or the per-device energy cap at the fixed (B, p) are
 removed from the choice, so every returned bit vector is feasible.
@@ -46,6 +45,7 @@ from sflam_opt.costs import (
     reference,
 )
 from sflam_opt.errors import SolverArgumentError
+from sflam_opt.numeric import FloatArray, IntArray
 from sflam_opt.scenario import Scenario
 
 __all__ = [
@@ -62,8 +62,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-FloatArray = NDArray[np.float64]
-IntArray = NDArray[np.int64]
 
 #: Methods of :func:`solve_bits`.
 BITS_METHODS = ("milp", "sweep", "relax")

@@ -1,6 +1,7 @@
 """CVXPY side of ``bcd``: cone-solver choice with fallback, and the two continuous blocks.
 
-Formulation §6. With the bits fixed, device n's upload energy is
+See ``docs/formulation.md``, section "Structure that the solvers use". With the bits fixed,
+device n's upload energy is
 ``e_n(B_n, u_n) = (N0 / g_n) B_n u_n (2^{W_n / (B_n u_n)} - 1)``, a perspective of ``exp`` in either
 argument, so each block is an exponential-cone program:
 
@@ -19,19 +20,15 @@ number of devices) is a :class:`cvxpy.Parameter`, so after the first solve CVXPY
 cached parametrized program and skips canonicalization. Blocks are cached per thread by (kind, N),
 and one :class:`cvxpy.Problem` is kept per backend because CVXPY's cache is keyed by the solver.
 
-Scaling, measured on the default scenario: the third cone component is scaled per device by its
-current value (unscaled, ``y = v exp(m / v)`` spans 1 to 1e4 across devices at N = 100 and
-Clarabel stopped ``optimal_inaccurate`` with a 0.3% worse block objective; scaled, ``optimal`` in
-31 iterations), and the bandwidth is relative to the current split (in plain MHz, 0.02 MHz per
-device at N = 1000, Clarabel raised SolverError, "InsufficientProgress").
+Scaling: the third cone component is scaled per device by its current value (unscaled,
+``y = v exp(m / v)`` spans orders of magnitude across devices and the interior-point solvers stop
+``optimal_inaccurate``), and the bandwidth is relative to the current split (in plain MHz the
+per-device numbers shrink with N until Clarabel fails to make progress).
 
-Backends: Clarabel first, then ECOS, then SCS when a solve raises or ends inaccurate. The issue
-measured Clarabel within ~1e-9 of the closed form up to N = 5000 while ECOS raised SolverError at
-N = 1000 and was 2e-5 off at N = 5000, so ECOS is never the default. On these blocks (bandwidth
-block against :func:`sflam_opt.solvers.continuous.bandwidth_split`, equal-split start): Clarabel
-1e-9 at N = 10, 1e-8 at N = 100, 2e-7 at N = 1000 (0.06 s per re-solve), and at N = 5000 only
-``optimal_inaccurate`` (3e-5; the first canonicalization alone took ~20 s); ECOS 8e-6 at N = 1000
-and 1e-4 at N = 5000, both ``optimal_inaccurate``; SCS up to 1e-3.
+Backends: Clarabel first, then ECOS, then SCS when a solve raises or ends inaccurate. Clarabel is
+the most accurate of the three against the closed form
+(:func:`sflam_opt.solvers.kernel.bandwidth_split`); ECOS and SCS are fallbacks only.
+docs/results.md has the accuracy and timing figures.
 """
 
 from __future__ import annotations
@@ -47,9 +44,9 @@ from typing import Any
 
 import cvxpy as cp
 import numpy as np
-from numpy.typing import NDArray
 
 from sflam_opt.errors import SolverArgumentError
+from sflam_opt.numeric import FloatArray
 
 __all__ = [
     "DEFAULT_ORDER",
@@ -65,7 +62,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-FloatArray = NDArray[np.float64]
 
 #: Hz per MHz: the bandwidth unit inside the cone programs.
 MHZ = 1e6
@@ -74,16 +70,12 @@ EXP_CONE_SOLVERS = ("CLARABEL", "MOSEK", "ECOS", "SCS")
 #: Default order: Clarabel, then the fallbacks.
 DEFAULT_ORDER = ("CLARABEL", "ECOS", "SCS")
 
-#: Per-backend options. SCS is first-order and weak on exponential cones: on the 8-device
-#: default scenario it ended ``optimal_inaccurate`` at every block with eps 1e-7 or 1e-8 and
-#: 20000 iterations, and reached ``optimal`` on about half of them at eps 1e-6. Its looser answer
-#: is safe because bcd re-scores every block result with the cost model and keeps it only if J
-#: does not increase.
-#: Clarabel's duality-gap tolerance is 1e-7 instead of its 1e-8 default: on the 1000-device
-#: default scenario the bandwidth block stalled at a relative gap of 1.7e-8 ("AlmostSolved", so
-#: optimal_inaccurate and a fallback chain costing ~10 s) although its J was within 7e-8 of the
-#: closed form; at 1e-7 it ends "optimal" (closed-form error 1e-8 at N <= 100, 2e-7 at
-#: N = 1000), far inside bcd's own tolerance of 1e-6.
+#: Per-backend options. SCS is first-order and weak on exponential cones, so it runs at eps 1e-6
+#: (tighter settings rarely end ``optimal``); its looser answer is safe because bcd re-scores
+#: every block result with the cost model and keeps it only if J does not increase.
+#: Clarabel's duality-gap tolerance is 1e-7 instead of its 1e-8 default: at large N the
+#: bandwidth block can stall just above 1e-8 ("AlmostSolved", so ``optimal_inaccurate`` and a
+#: costly fallback chain) with a J already far inside bcd's own tolerance of 1e-6.
 _SOLVER_OPTS: dict[str, dict[str, Any]] = {
     "CLARABEL": {"tol_gap_abs": 1e-7, "tol_gap_rel": 1e-7},
     "ECOS": {"max_iters": 200},

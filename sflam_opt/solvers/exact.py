@@ -1,6 +1,7 @@
-"""``exact``: the global optimum for small instances, over all ``L^N`` bit vectors (formulation §5).
+"""``exact``: the global optimum for small instances, over all ``L^N`` bit vectors.
 
-For fixed bits the exact continuous block (:mod:`sflam_opt.solvers.continuous`) gives the optimum
+The problem is the one of ``docs/formulation.md``, section "The problem". For fixed bits the exact
+continuous block (:mod:`sflam_opt.solvers.kernel`) gives the optimum
 ``V*(b)`` of ``w_T T + w_E E`` over bandwidth and power, and ``J(b) = K(b) V*(b)``. Both factors
 are monotone in every device's bits: ``V*`` is non-decreasing (a larger payload only shrinks the
 feasible set) and ``K`` is non-increasing. So over a box ``lo <= b <= hi`` of bit vectors
@@ -19,15 +20,23 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-from numpy.typing import NDArray
 
 from sflam_opt.allocation import Allocation
-from sflam_opt.costs import payload_bits, reference
+from sflam_opt.costs import reference
 from sflam_opt.errors import SolverArgumentError
+from sflam_opt.numeric import FloatArray, IntArray
 from sflam_opt.scenario import Scenario
 from sflam_opt.solvers.base import SolveResult, register_solver
-from sflam_opt.solvers.continuous import RowSolutions, _solve_rows, row_allocation
-from sflam_opt.solvers.fast import FastState, _Problem, _take_row, run_fast
+from sflam_opt.solvers.fast import check_rtol, run_fast
+from sflam_opt.solvers.kernel import (
+    FAILED,
+    OK,
+    BitsProblem,
+    Incumbent,
+    RowSolutions,
+    row_allocation,
+)
+from sflam_opt.validation import check_int
 
 __all__ = ["DEFAULT_MAX_COMBINATIONS", "solve_exact"]
 
@@ -37,14 +46,21 @@ logger = logging.getLogger(__name__)
 DEFAULT_MAX_COMBINATIONS = 200_000
 
 
-def _values(prob: _Problem, bits: NDArray[np.int64]) -> RowSolutions:
+def _values(prob: BitsProblem, bits: IntArray) -> RowSolutions:
     """Continuous optima for rows of bits with K = 1, so ``objective`` is ``V*`` (w_T T + w_E E).
 
     K is left out because the bound needs ``V*`` at corners where the target is unreachable.
     """
-    return _solve_rows(
-        prob.prm, payload_bits(prob.scenario, bits), np.ones(bits.shape[0]), prob.rtol
-    )
+    return prob.solve_rows(bits, unit_rounds=True)
+
+
+def _bound_values(sol: RowSolutions) -> FloatArray:
+    """``V*`` per row for the bound: inf where infeasible, 0 (no bound) where the solve failed.
+
+    A failed row is not a candidate, but its box must not be pruned on its account.
+    """
+    v = np.where(sol.status == OK, sol.objective, np.inf)
+    return np.where(sol.status == FAILED, 0.0, v)
 
 
 def _short(x: int) -> str:
@@ -77,16 +93,10 @@ def solve_exact(
     SolverArgumentError
         If ``L^N`` exceeds ``max_combinations`` or an option is invalid.
     """
-    if (
-        isinstance(max_combinations, bool)
-        or not isinstance(max_combinations, int | np.integer)
-        or max_combinations < 1
-    ):
-        raise SolverArgumentError(
-            f"max_combinations={max_combinations!r}: need a whole number >= 1"
-        )
-    if isinstance(rtol, bool) or not isinstance(rtol, int | float) or not 0 < rtol < 1e-2:
-        raise SolverArgumentError(f"rtol={rtol!r}: need a number in (0, 0.01), e.g. 1e-10")
+    max_combinations = check_int(
+        max_combinations, "max_combinations", minimum=1, error=SolverArgumentError
+    )
+    rtol = check_rtol(rtol)
     n, nl = scenario.n_devices, len(scenario.bits.levels)
     total = nl**n
     if total > max_combinations:
@@ -95,10 +105,11 @@ def solve_exact(
             f"{_short(max_combinations)} (max_combinations); use solver='fast' or 'bcd'"
         )
     ref = reference(scenario)
-    inc, info, _, msg = run_fast(scenario, ref=ref, rtol=float(rtol))
+    run = run_fast(scenario, ref=ref, rtol=rtol)
+    inc, info = run.state, run.info
     if inc is None:
-        return SolveResult(None, "infeasible", msg, backend="numpy", info=info)
-    prob = _Problem(scenario, ref, float(rtol))
+        return SolveResult(None, run.status, run.message, backend="numpy", info=info)
+    prob = BitsProblem(scenario, ref, rtol)
     best_bits, best_sol = inc.bits.copy(), inc.sol
     best_j = inc.objective
     history = [best_j]
@@ -107,8 +118,8 @@ def solve_exact(
     lo = np.zeros((1, n), dtype=np.int64)
     hi = np.full((1, n), nl - 1, dtype=np.int64)
     v_lo = _values(prob, lv[lo])
-    v = np.where(v_lo.status == 0, v_lo.objective, np.inf)
-    j0 = float(prob.rounds(lv[lo])[0] * v[0])
+    v = _bound_values(v_lo)
+    j0 = float(prob.rounds(lv[lo])[0] * v[0]) if v_lo.status[0] == OK else np.inf
     if j0 < best_j:
         best_j, best_bits, best_sol = j0, lv[lo[0]].copy(), None
         history.append(best_j)
@@ -135,10 +146,10 @@ def solve_exact(
         right_lo[rows, d] = mid + 1
         sol = _values(prob, lv[right_lo])
         solves += right_lo.shape[0]
-        v_right = np.where(sol.status == 0, sol.objective, np.inf)
+        v_right = _bound_values(sol)
         # Every evaluated corner is a full bit vector: a candidate for the incumbent.
         j_right = prob.rounds(lv[right_lo]) * v_right
-        j_right = np.where(np.isfinite(j_right), j_right, np.inf)
+        j_right = np.where((sol.status == OK) & np.isfinite(j_right), j_right, np.inf)
         k = int(np.argmin(j_right))
         if j_right[k] < best_j:
             best_j = float(j_right[k])
@@ -150,7 +161,7 @@ def solve_exact(
         v = np.concatenate([v, v_right])
     if best_sol is None:
         best_sol = prob.solve_rows(best_bits[None, :])
-    state = FastState(best_bits, _take_row(best_sol, 0))
+    state = Incumbent(best_bits, best_sol.row(0))
     bw, pw = row_allocation(scenario, state.sol, 0)
     alloc = Allocation(state.bits, bw, pw, scenario.devices.ids)
     info = {

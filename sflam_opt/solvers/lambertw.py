@@ -1,4 +1,6 @@
-"""Vectorized special-function inverses for the exact continuous block (formulation §6).
+"""Vectorized special-function inverses for the exact continuous block.
+
+See ``docs/formulation.md``, section "Structure that the solvers use".
 
 The continuous block works in the spectral variable ``x = W ln2 / (B u)`` (nats per Hz-second of a
 device's upload). Two scalar maps of ``x`` appear there:
@@ -17,11 +19,12 @@ bounds that make the iteration monotone, which is much faster than :func:`scipy.
 from __future__ import annotations
 
 import numpy as np
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import ArrayLike
+
+from sflam_opt.numeric import FloatArray
 
 __all__ = ["h", "h_from_expm1", "h_inverse", "phi", "phi_inverse"]
 
-FloatArray = NDArray[np.float64]
 
 # Below this x the closed forms lose digits to cancellation; the Taylor series is exact to 1e-14.
 _SERIES_X = 0.02

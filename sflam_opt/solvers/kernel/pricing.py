@@ -1,0 +1,328 @@
+"""Bits priced by the continuous optimum: one Dinkelbach step of the joint problem.
+
+See ``docs/formulation.md``, section "Structure that the solvers use". J factors as
+``J(b) = Kc V*(b) / m(b)`` with ``Kc = A / (eta tau)``, the convergence margin
+``m(b) = eps - Phi0 - sum_n rho_n q / (2^{b_n} - 1)^2`` and ``V*(b)`` the continuous optimum. At
+the continuous optimum of the current bits (round time T, bandwidth price mu) and the current
+ratio ``theta = V/m``, ``min V - theta m`` separates per device, and each device picks
+
+    b_n = argmin_l  w_E e_n(l; T, mu) + mu B_n(l; T, mu) + theta q rho_n pen(l)
+
+where ``B_n(l)`` and ``e_n(l)`` are the device's bandwidth and upload energy at that price (its
+free spectral variable does not depend on the level; only the cap does): one vectorized (N x L)
+argmin, :func:`lagrangian_bits`. Unlike a bits step at fixed bandwidth, it sees the bandwidth a
+smaller payload frees for the other devices. ``fast`` iterates it; ``bcd`` uses it to escape
+block stalls.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from sflam_opt.costs import Reference, payload_bits
+from sflam_opt.numeric import LN2, FloatArray, IntArray
+from sflam_opt.scenario import Scenario
+from sflam_opt.solvers.kernel.params import KernelParams, kernel_params
+from sflam_opt.solvers.kernel.rows import RowSolutions, solve_rows
+from sflam_opt.solvers.lambertw import h_from_expm1, h_inverse, phi_inverse
+
+__all__ = ["BitsProblem", "Incumbent", "lagrangian_bits"]
+
+
+@dataclass
+class Incumbent:
+    """A bit vector and the exact continuous optimum at those bits.
+
+    Attributes
+    ----------
+    bits : ndarray of int, shape (N,)
+        Bit widths.
+    sol : RowSolutions
+        One-row batch: the continuous optimum at ``bits`` (see :func:`.rows.solve_rows`).
+    """
+
+    bits: IntArray
+    sol: RowSolutions
+
+    @property
+    def objective(self) -> float:
+        return float(self.sol.objective[0])
+
+
+class BitsProblem:
+    """Scenario constants in the shapes a bits search needs, and batched continuous solves.
+
+    Parameters
+    ----------
+    scenario : Scenario
+    ref : Reference
+        ``costs.reference(scenario)``.
+    rtol : float
+        Certified relative gap of every continuous solve.
+
+    Attributes
+    ----------
+    prm : KernelParams
+        Constants of the continuous block.
+    levels : ndarray of int, shape (L,)
+        Allowed bit widths.
+    w_l : ndarray, shape (L,)
+        Payload bits per level.
+    s_nl : ndarray, shape (N, L)
+        Shannon-limit upload energy ``N0 W_l ln2 / g_n``, J.
+    pen_l, pen_nl : ndarray, shapes (L,) and (N, L)
+        ``1 / (2^l - 1)^2`` and ``q rho_n / (2^l - 1)^2``.
+    room : float
+        ``eps - Phi0``: the convergence margin with no quantization.
+    k_coef : float
+        ``A / (eta tau)``: rounds ``K = k_coef / margin``.
+    """
+
+    def __init__(self, scenario: Scenario, ref: Reference, rtol: float) -> None:
+        self.scenario = scenario
+        self.ref = ref
+        self.rtol = rtol
+        self.prm: KernelParams = kernel_params(scenario, ref)
+        self.levels = scenario.bits.array  # (L,)
+        self.w_l = payload_bits(scenario, self.levels)  # (L,)
+        self.s_nl = self.prm.n0 * LN2 * self.w_l[None, :] / self.prm.gain[:, None]  # (N, L)
+        c = scenario.convergence
+        self.pen_l = 1.0 / np.square(np.exp2(self.levels) - 1.0)  # (L,)
+        self.pen_nl = c.q * scenario.rho[:, None] * self.pen_l[None, :]  # (N, L)
+        self.s_per_bit = self.s_nl[:, 0] / self.w_l[0]  # N0 ln2 / g_n, (N,)
+        self.q_rho = self.pen_nl[:, 0] / self.pen_l[0]  # q rho_n, (N,)
+        self.room = c.epsilon - c.phi0
+        t = scenario.training
+        self.k_coef = c.a / (t.learning_rate * t.local_iters)
+
+    def rounds(self, bits: IntArray) -> FloatArray:
+        """``K(b)`` for rows of bit values (M, N), from the per-level table (inf if unreachable)."""
+        idx = np.searchsorted(self.levels, bits)
+        n = idx.shape[1]
+        margin = self.room - self.pen_nl[np.arange(n)[None, :], idx].sum(axis=1)
+        with np.errstate(divide="ignore"):
+            return np.where(margin > 0, self.k_coef / np.where(margin > 0, margin, 1.0), np.inf)
+
+    def solve_rows(
+        self,
+        bits: IntArray,
+        warm: RowSolutions | None = None,
+        *,
+        unit_rounds: bool = False,
+    ) -> RowSolutions:
+        """Exact continuous optimum for each row of ``bits`` (M, N).
+
+        ``warm`` (a one-row solution) starts every row's round-time search from its optimum and
+        lets rows skip ``T_min`` when they do not need it. With ``unit_rounds`` K is set to 1,
+        so that ``objective`` is ``V* = w_T T + w_E E`` even where the target is unreachable.
+        """
+        w = payload_bits(self.scenario, bits)
+        if unit_rounds:
+            return solve_rows(self.prm, w, np.ones(bits.shape[0]), self.rtol)
+        k = self.rounds(bits)
+        wm = None
+        if warm is not None:
+            m = bits.shape[0]
+            wm = (
+                np.repeat(warm.round_latency_s, m),
+                np.repeat(warm.log_price, m),
+                np.repeat(warm.x_free, m, axis=0),
+            )
+        return solve_rows(self.prm, w, k, self.rtol, wm, lazy_t_min=True)
+
+
+def lagrangian_bits(
+    prob: BitsProblem,
+    state: Incumbent,
+    *,
+    clear: bool = False,
+    round_latency_s: float | None = None,
+) -> IntArray:
+    """One Dinkelbach step: every device's best level at the current T, lambda and ratio.
+
+    Without a binding cap, device n's cost at level l is ``alpha_n W_l + theta q rho_n pen_l``
+    with ``alpha_n = w_E (S_n phi(x_n) + lambda ln2 / (u_n x_n)) / W`` per payload bit (x_n is
+    level-independent), an (N x L) rank-2 table. A cap only raises a level's cost (it moves x
+    off the unconstrained optimum of ``e + lambda B``), so the cap-free table is a lower bound;
+    devices whose cap-free choice hits a cap are re-scored exactly.
+
+    Parameters
+    ----------
+    clear : bool
+        Re-price bandwidth (bisection on log mu) to the smallest price at which the chosen
+        levels' bandwidths fit the band at the current T: the Lagrangian choice is then feasible
+        there and uses the band up (used when the plain step at the old price fails, e.g. at a
+        deadline, where many devices would switch levels at once).
+    round_latency_s : float, optional
+        Price at this round time instead of the current one (with ``clear``: a candidate whose
+        bits fit the band at that T, for moves that need a longer or shorter round).
+
+    Returns
+    -------
+    ndarray of int, shape (N,)
+        Level *values* (bits).
+    """
+    sol, prm = state.sol, prob.prm
+    t = float(sol.round_latency_s[0]) if round_latency_s is None else float(round_latency_s)
+    u = t - prm.fixed_s  # (N,)
+    theta = float(sol.objective[0]) / prob.k_coef  # ratio V/m = J / Kc
+    log_a = np.log(prm.n0 * u / prm.gain)
+    w_e = prm.w_e
+    table = _CapTable(prob, u) if w_e == 0.0 else None
+    mu0 = _bandwidth_price(prob, state)
+
+    def at(log_mu: float, x0: FloatArray | None) -> tuple[IntArray, float, FloatArray]:
+        if table is not None:
+            p = table.choose(np.exp(log_mu), theta)
+            return p, float(table.bw[np.arange(u.size), p].sum()), x0
+        # Device optimum of w_E e + mu B without caps: h(x) = mu / (w_E a).
+        x = h_inverse(np.exp(np.minimum(log_mu - np.log(w_e) - log_a, 700.0)), x0)
+        p, b = _choose(prob, u, x, np.exp(log_mu), theta)
+        return p, float(b.sum()), x
+
+    s0 = float(np.log(mu0))
+    same_point = round_latency_s is None and mu0 == w_e * np.exp(sol.log_price[0])
+    if w_e > 0.0 and same_point:
+        # The continuous optimum's free spectral variables solve h(x) = mu / (w_E a) already.
+        xf = sol.x_free[0]
+        pick, b = _choose(prob, u, xf, np.exp(s0), theta)
+        tot = float(b.sum())
+    else:
+        pick, tot, xf = at(s0, None)
+    if not clear:
+        return prob.levels[pick]
+    # Clear the market at this T: the smallest price mu at which the chosen levels fit the
+    # band (their total bandwidth falls with mu), bracketed from mu0 in the needed direction.
+    # Prices beyond e^+-100 of the start change nothing (every device at its extreme level).
+    if tot <= prm.bandwidth_hz:
+        lo, hi, p_hi, x_hi = s0 - 1.0, s0, pick, xf
+        while True:
+            p_lo, tot_lo, x_lo = at(lo, x_hi)
+            if tot_lo > prm.bandwidth_hz:
+                break
+            if lo <= s0 - 100.0:
+                return prob.levels[p_lo]
+            width = hi - lo
+            hi, p_hi, x_hi = lo, p_lo, x_lo
+            lo = max(lo - 2.0 * width, s0 - 100.0)
+    else:
+        lo, hi = s0, s0 + 1.0
+        while True:
+            p_hi, tot, x_hi = at(hi, xf)
+            if tot <= prm.bandwidth_hz:
+                break
+            if hi >= s0 + 100.0:
+                return state.bits.copy()
+            lo, hi = hi, min(hi + 2.0 * (hi - lo), s0 + 100.0)
+    for _ in range(60):
+        if hi - lo <= 1e-4:  # the choice changes in steps; finer prices rarely change it
+            break
+        mid = 0.5 * (lo + hi)
+        p_mid, tot, x_mid = at(mid, x_hi)
+        if tot <= prm.bandwidth_hz:
+            hi, p_hi, x_hi = mid, p_mid, x_mid
+        else:
+            lo = mid
+    return prob.levels[p_hi]
+
+
+def _bandwidth_price(prob: BitsProblem, state: Incumbent) -> float:
+    """Multiplier ``mu`` of ``sum B_n <= B`` in objective units per Hz at the current optimum.
+
+    Inside ``(T_min, deadline)`` it is ``w_E lambda`` (lambda: the energy price, J/Hz). At
+    ``T = T_min`` the band is what holds the round time up, so the slope ``V'(T_min+) > 0`` adds
+    the time value of bandwidth, ``V' / (-d sum Bmin / dT)``; without it a latency-only objective
+    would see no reason to use fewer bits at a fixed round time.
+    """
+    sol, prm = state.sol, prob.prm
+    mu = prm.w_e * float(np.exp(sol.log_price[0]))
+    t, t_min = float(sol.round_latency_s[0]), float(sol.min_round_latency_s[0])
+    slope = float(sol.slope[0])
+    if not (t <= t_min * (1 + 1e-12) and slope > 0):
+        return mu if mu > 0 else 1e-300
+    u, x, w = sol.upload_s[0], sol.x[0], sol.payload_bits[0]
+    bmin = w * LN2 / (u * x)
+    power = prm.pmax * u <= (np.inf if prm.budget_j is None else prm.budget_j)
+    em1 = np.expm1(x)
+    extra = np.where(power, em1 / h_from_expm1(x, em1), 0.0)
+    dsum = float(np.sum(bmin / u * (1.0 + extra)))  # -d sum Bmin / dT
+    return mu + slope / dsum
+
+
+class _CapTable:
+    """Least bandwidth per (device, level) at a round time, for the latency-only step."""
+
+    def __init__(self, prob: BitsProblem, u: FloatArray) -> None:
+        nl = prob.levels.size
+        rows = np.broadcast_to(np.arange(u.size)[:, None], (u.size, nl))
+        lvl = np.broadcast_to(np.arange(nl)[None, :], (u.size, nl))
+        x = phi_inverse(_cap_ratio(prob, u[:, None], lvl, rows))
+        with np.errstate(divide="ignore"):
+            self.bw = np.where(x > 0, prob.w_l[None, :] * LN2 / (u[:, None] * x), np.inf)
+        self.pen = prob.pen_nl
+
+    def choose(self, mu: float, theta: float) -> IntArray:
+        return np.argmin(mu * self.bw + theta * self.pen, axis=1)
+
+
+def _choose(
+    prob: BitsProblem, u: FloatArray, xf: FloatArray, mu: float, theta: float
+) -> tuple[IntArray, FloatArray]:
+    """Per-device best level index at bandwidth price ``mu`` and its bandwidth, shapes (N,).
+
+    Device n's cost at level l is ``w_E e_nl + mu B_nl + theta q rho_n pen_l``, with its
+    spectral variable ``x_n`` (free optimum ``xf``) held at the level's cap where that binds.
+    """
+    prm = prob.prm
+    rows = np.arange(u.size)
+    em1 = np.expm1(xf)
+    alpha = prm.w_e * prob.s_per_bit * em1 / xf + mu * LN2 / (u * xf)
+    gamma = theta * prob.q_rho
+    cost = alpha[:, None] * prob.w_l[None, :] + gamma[:, None] * prob.pen_l[None, :]
+    pick = np.argmin(cost, axis=1)
+    r = _cap_ratio(prob, u[:, None], pick[:, None], rows[:, None])[:, 0]
+    hit = em1 > r * xf  # phi(x_free) > r: the cap binds (or the level cannot make it)
+    x = xf
+    if hit.any():
+        idx = np.flatnonzero(hit)
+        pick[idx] = _exact_choice(prob, idx, u[idx], xf[idx], mu, theta)
+        r = _cap_ratio(prob, u[:, None], pick[:, None], rows[:, None])[:, 0]
+        x = np.array(xf, dtype=np.float64)
+        capped = em1 > r * xf
+        x[capped] = phi_inverse(r[capped])
+    with np.errstate(divide="ignore"):
+        bw = prob.w_l[pick] * LN2 / (u * x)
+    return pick, bw
+
+
+def _cap_ratio(prob: BitsProblem, u: FloatArray, lvl: IntArray, rows: IntArray) -> FloatArray:
+    """``min(Pmax u / S, budget / S)`` at the given (device, level index) pairs."""
+    prm = prob.prm
+    s = prob.s_nl[rows, lvl]
+    r = prm.pmax[rows] * u / s
+    if prm.budget_j is not None:
+        r = np.minimum(r, prm.budget_j[rows] / s)
+    return r
+
+
+def _exact_choice(
+    prob: BitsProblem, idx: IntArray, u: FloatArray, xf: FloatArray, mu: float, theta: float
+) -> IntArray:
+    """Best level of devices ``idx`` with their caps honoured (full rows of the table)."""
+    prm = prob.prm
+    nl = prob.levels.size
+    rows = np.broadcast_to(idx[:, None], (idx.size, nl))
+    lvl = np.broadcast_to(np.arange(nl)[None, :], (idx.size, nl))
+    r = _cap_ratio(prob, u[:, None], lvl, rows)
+    x = np.broadcast_to(xf[:, None], r.shape).copy()
+    with np.errstate(over="ignore", invalid="ignore"):
+        clamped = np.expm1(x) > r * x
+    x[clamped] = phi_inverse(r[clamped])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        energy = prob.s_nl[idx] * np.expm1(x) / x
+        bw = prob.w_l[None, :] * LN2 / (u[:, None] * x)
+        cost = prm.w_e * energy + mu * bw + theta * prob.pen_nl[idx]
+    cost = np.where((r > 1.0) & np.isfinite(cost), cost, np.inf)
+    return np.argmin(cost, axis=1)
