@@ -1,4 +1,4 @@
-"""Benchmarks (issue 7): pieces of ``sflam-opt bench quick`` at tiny sizes.
+"""Benchmarks: pieces of ``python -m benchmarks quick`` at tiny sizes.
 
 Each end-to-end test runs a real benchmark section into a temporary directory and checks that the
 CSV/JSON/PNG/markdown outputs exist and hold the values that were measured (re-measured here where
@@ -14,9 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sflam_opt import Scenario, solve
-from sflam_opt.bench import report
-from sflam_opt.bench.common import (
+from benchmarks import markdown, report
+from benchmarks import memory as bench_memory
+from benchmarks import solve as bench_solve
+from benchmarks import train as bench_train
+from benchmarks.__main__ import main
+from benchmarks.common import (
     PROFILES,
     BenchContext,
     Profile,
@@ -25,9 +28,10 @@ from sflam_opt.bench.common import (
     read_json,
     write_csv,
 )
-from sflam_opt.bench.solve import fit_exponent, gap_summary, small_instance
-from sflam_opt.bench.train import run_row, summarize
-from sflam_opt.cli import main
+from benchmarks.solve import fit_exponent, gap_summary
+from benchmarks.train import run_row, summarize
+from sflam_opt import Scenario, solve
+from sflam_opt.testing import small_instance
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -39,7 +43,7 @@ def _png(path: Path) -> None:
 
 
 def _ctx(tmp_path: Path, profile: Profile) -> BenchContext:
-    return BenchContext(tmp_path, profile, f"sflam-opt bench test --out {tmp_path}")
+    return BenchContext(tmp_path, profile, f"python -m benchmarks test --out {tmp_path}")
 
 
 # ------------------------------------------------------------------------------- pure parts
@@ -156,8 +160,6 @@ TINY = PROFILES["quick"].replace(
 
 
 def test_solve_section_writes_measured_values(tmp_path: Path) -> None:
-    from sflam_opt.bench import solve as bench_solve
-
     ctx = _ctx(tmp_path, TINY.replace(bcd_sizes=(), bcd_trace_sizes=()))
     bench_solve.run(ctx, parts=("speed", "optimality", "savings", "pareto"))
     fig = tmp_path / "figures"
@@ -188,14 +190,12 @@ def test_solve_section_writes_measured_values(tmp_path: Path) -> None:
         _png(fig / f"{name}.png")
         assert f"figures/{name}.png" in md
     assert ctx.command in md
-    assert f"| fast | 10 | converged | {report.num(speed[0]['objective'])} |" in md
-    assert report.num(eq["total_latency_s"]) in md
-    assert "No data for: `sflam-opt bench train`, `sflam-opt bench memory`." in md
+    assert f"| fast | 10 | converged | {markdown.num(speed[0]['objective'])} |" in md
+    assert markdown.num(eq["total_latency_s"]) in md
+    assert "No data for: `python -m benchmarks train`, `python -m benchmarks memory`." in md
 
 
 def test_bcd_parts_record_iterations(tmp_path: Path) -> None:
-    from sflam_opt.bench import solve as bench_solve
-
     ctx = _ctx(tmp_path, TINY)
     doc = bench_solve.run(ctx, parts=("speed", "bcd"))
     trace = read_csv(tmp_path / "figures" / "solve_bcd_trace.csv")
@@ -211,8 +211,6 @@ def test_bcd_parts_record_iterations(tmp_path: Path) -> None:
 
 
 def test_train_section_runs_and_reports(tmp_path: Path) -> None:
-    from sflam_opt.bench import train as bench_train
-
     bench_train.run(_ctx(tmp_path, TINY))
     fig = tmp_path / "figures"
     runs = read_csv(fig / "train_runs.csv")
@@ -245,12 +243,10 @@ def test_train_section_runs_and_reports(tmp_path: Path) -> None:
     assert doc["cifar10"]["run"] is False and "no CUDA device" in doc["cifar10"]["reasons"]
     md = report.render(tmp_path)
     assert "## Training benchmarks" in md and "**Not run on this machine**" in md
-    assert report.pct(runs[0]["final_accuracy"]) in md
+    assert markdown.pct(runs[0]["final_accuracy"]) in md
 
 
 def test_worker_processes_reproduce_in_process_runs(tmp_path: Path) -> None:
-    from sflam_opt.bench import train as bench_train
-
     todo = [j for j in bench_train.jobs(TINY) if j["group"] == "protocols"]
     assert len(todo) == 2
     here = [bench_train._run_job(j) for j in todo]
@@ -261,8 +257,6 @@ def test_worker_processes_reproduce_in_process_runs(tmp_path: Path) -> None:
 
 
 def test_memory_section_measures_both_protocols(tmp_path: Path) -> None:
-    from sflam_opt.bench import memory as bench_memory
-
     bench_memory.run(_ctx(tmp_path, TINY))
     rows = read_csv(tmp_path / "figures" / "memory.csv")
     assert [(r["protocol"], r["batch"]) for r in rows] == [("sflam", 4), ("fl", 4)]
@@ -275,10 +269,10 @@ def test_memory_section_measures_both_protocols(tmp_path: Path) -> None:
         fl["device_peak_mb"] / sflam["device_peak_mb"]
     )
     md = report.render(tmp_path)
-    assert f"| sflam | 4 | {report.num(sflam['device_peak_mb'])} |" in md
+    assert f"| sflam | 4 | {markdown.num(sflam['device_peak_mb'])} |" in md
     # `bench report` redraws from the data files alone.
     (tmp_path / "figures" / "memory.png").unlink()
-    assert main(["bench", "report", "--out", str(tmp_path)]) == 0
+    assert main(["report", "--out", str(tmp_path)]) == 0
     _png(tmp_path / "figures" / "memory.png")
     assert (tmp_path / "results.md").read_text(encoding="utf-8").count("## Memory benchmark") == 1
 
@@ -286,8 +280,6 @@ def test_memory_section_measures_both_protocols(tmp_path: Path) -> None:
 def test_solver_exception_is_recorded_not_fatal(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from sflam_opt.bench import solve as bench_solve
-
     real = bench_solve.solve
 
     def flaky(scenario: Scenario, solver: str = "bcd", **kw: object) -> object:
@@ -311,14 +303,14 @@ def test_solver_exception_is_recorded_not_fatal(
 
 # ------------------------------------------------------------------------------- CLI
 def test_cli_lists_bench_commands(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["bench", "--help"]) == 0
+    assert main(["--help"]) == 0
     text = capsys.readouterr().out
     for cmd in ("solve", "train", "memory", "all", "quick"):
         assert cmd in text
 
 
 def test_cli_rejects_unknown_profile(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["bench", "solve", "--profile", "huge", "--out", str(tmp_path)]) == 2
+    assert main(["solve", "--profile", "huge", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "--profile 'huge'" in err and "quick" in err
     assert not (tmp_path / "results.md").exists()
@@ -326,7 +318,7 @@ def test_cli_rejects_unknown_profile(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 def test_report_lists_sections_not_run(tmp_path: Path) -> None:
     md = report.render(tmp_path)
-    assert "No data for: `sflam-opt bench solve`, `sflam-opt bench train`, " in md
+    assert "No data for: `python -m benchmarks solve`, `python -m benchmarks train`, " in md
     assert "## Machine and date" not in md
 
 
@@ -341,3 +333,60 @@ def test_profiles_size_the_published_benchmarks() -> None:
     assert full.train_uniform_bits == (2, 4, 8, 32)
     assert full.memory_batches == (8, 32, 128) and full.memory_model == "vit-b32"
     assert json.loads(json.dumps(quick.to_dict()))["name"] == "quick"
+
+
+def test_sflam_opt_bench_runs_the_checkout_benchmarks(capfd: pytest.CaptureFixture[str]) -> None:
+    from sflam_opt.cli import main as sflam_main
+
+    assert sflam_main(["bench", "--help"]) == 0
+    text = capfd.readouterr().out
+    assert "python -m benchmarks" in text and "quick" in text
+
+
+def test_sflam_opt_bench_outside_a_checkout_says_where_to_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sflam_opt.cli as cli
+
+    monkeypatch.setattr(cli, "__file__", str(tmp_path / "site-packages" / "sflam_opt" / "cli.py"))
+    assert cli.main(["bench", "quick"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "python -m benchmarks" in err and "checkout" in err
+
+
+def test_registered_section_is_run_and_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+    import types
+
+    from benchmarks import sections
+
+    mod = types.ModuleType("bench_probe")
+
+    def run(ctx: BenchContext) -> None:
+        ctx.csv("probe", [{"x": 1.5}], ["x"])
+        ctx.json("probe", {"meta": ctx.meta("probe", 0.0, "now")})
+
+    mod.run = run
+    mod.draw = lambda figures: []
+    mod.report = lambda figures, doc: [
+        "## Probe",
+        "",
+        f"x = {read_csv(figures / 'probe.csv')[0]['x']}",
+    ]
+    mod.headlines = lambda figures, doc: ["the probe ran"]
+    monkeypatch.setitem(sys.modules, "bench_probe", mod)
+    with pytest.raises(ValueError, match="taken"):
+        sections.register("quick", "bench_probe", "clashes with a command")
+    sections.register("probe", "bench_probe", "A probe.")
+    try:
+        from benchmarks.__main__ import run_sections
+
+        times, errors = run_sections(["probe"], tmp_path, TINY, "python -m benchmarks probe")
+        md = (tmp_path / "results.md").read_text(encoding="utf-8")
+    finally:
+        del sections.SECTIONS["probe"]
+    assert list(times) == ["probe"] and errors == []
+    assert "- the probe ran" in md and "## Probe" in md and "x = 1.5" in md
+    assert "`python -m benchmarks solve`" in md  # the other sections are listed as not run

@@ -1,7 +1,8 @@
-"""Solver benchmarks (issue 7): speed ladder, optimality gap, savings, Pareto front, BCD behaviour.
+"""Solver benchmarks: speed ladder, optimality gap, savings, Pareto front, BCD behaviour.
 
 Everything is measured on the formulation's default scenario (formulation §7,
-``Scenario.default(N, seed)``) or on random small instances from :func:`small_instance`, through
+``Scenario.default(N, seed)``) or on random small instances from
+:func:`sflam_opt.testing.small_instance`, through
 the public :func:`sflam_opt.solve` entry point, so what is timed is exactly what a user calls
 (argument checks, the target check and the final evaluation included).
 
@@ -22,21 +23,26 @@ from typing import Any
 
 import numpy as np
 
-from sflam_opt.bench.common import BenchContext, median, peak_memory, rss_peak, utc_now
+from benchmarks.common import BenchContext, median, peak_memory, rss_peak, utc_now
+from benchmarks.plots import solve_figures as draw
+from benchmarks.solve_report import headlines, report
 from sflam_opt.costs import breakdown, equal_allocation
-from sflam_opt.scenario import Devices, Scenario
+from sflam_opt.scenario import Scenario
 from sflam_opt.solvers import available_solvers, solve
+from sflam_opt.testing import small_instance
 
 __all__ = [
     "GAP_TOLERANCE",
     "bcd_trace",
+    "draw",
     "fit_exponent",
     "gap_summary",
+    "headlines",
     "optimality",
     "pareto",
+    "report",
     "run",
     "savings",
-    "small_instance",
     "speed_ladder",
     "stall_escapes",
 ]
@@ -215,9 +221,9 @@ def speed_ladder(ctx: BenchContext) -> dict[str, Any]:
     Each point: ``repeats`` timed solves (median, min, max of ``SolveResult.solve_time_s``, and
     the median process CPU time of the call, which other load on the machine inflates much less
     than wall time; the resident-set rise is recorded during them at no cost), then one more solve under
-    :func:`~sflam_opt.bench.common.peak_memory` for the traced peak (timed runs are not traced).
+    :func:`~benchmarks.common.peak_memory` for the traced peak (timed runs are not traced).
     A point whose solve takes longer than ``speed_time_cap_s`` stops after that run (``repeats``
-    records how many ran) and gets no traced run, so that ``bench all`` stays within its budget.
+    records how many ran) and gets no traced run, so that ``python -m benchmarks all`` stays within its budget.
     """
     p = ctx.profile
     plan = [("bcd", n) for n in p.bcd_sizes] + [("fast", n) for n in p.fast_sizes]
@@ -273,74 +279,6 @@ def speed_ladder(ctx: BenchContext) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------- optimality
-def small_instance(
-    seed: int, *, rng: np.random.Generator | None = None, devices: int | None = None
-) -> tuple[Scenario, str]:
-    """A random 3-4 device instance for the optimality benchmark, and its constraint kind.
-
-    Devices at 50-500 m, CPUs 0.5-2 GHz, Pmax 0.05-0.3 W, 100-1000 samples; latency weight,
-    target epsilon, q and bandwidth drawn at random; a quarter use a random subset of bit widths.
-    About 15 % get a round deadline at 80 % of the equal baseline's round latency and 15 % a
-    per-device energy cap at 90 % of its largest device energy (active; usually satisfiable, but
-    some deadlines fall below the fastest possible round). The test suite draws its reference set
-    (``tests/reference_scenarios.py``) from this same generator with its own random stream.
-
-    Parameters
-    ----------
-    seed : int
-        Seeds the default scenario the instance starts from and, when ``rng`` is None, the draws.
-    rng : numpy.random.Generator, optional
-        Stream for the draws; default ``np.random.default_rng([7, seed])``.
-    devices : int, optional
-        Fix N instead of drawing 3 or 4.
-
-    Returns
-    -------
-    (Scenario, str)
-        The instance and ``"none"``, ``"deadline"`` or ``"energy"``.
-    """
-    rng = rng if rng is not None else np.random.default_rng([7, seed])
-    n = int(devices or rng.integers(3, 5))
-    base = Scenario.default(devices=n, seed=seed)
-    dist = np.round(rng.uniform(50.0, 500.0, n), 2)
-    devs = Devices(
-        ids=tuple(range(n)),
-        gain_db=np.zeros(n),  # derived from distance_m when the scenario is rebuilt
-        cpu_hz=np.round(rng.uniform(0.5e9, 2e9, n), -3),
-        max_power_w=np.round(rng.uniform(0.05, 0.3, n), 3),
-        samples=rng.integers(100, 1000, n).astype(np.int64),
-        distance_m=dist,
-    )
-    omega = float(np.round(rng.uniform(0.0, 1.0), 3))
-    if rng.random() < 0.25:
-        picks = rng.choice(np.arange(1, 17), size=int(rng.integers(2, 6)), replace=False)
-        levels = sorted({int(b) for b in picks} | {16})
-    else:
-        levels = list(range(2, 17))
-    scn = base.replace(
-        devices=devs,
-        bits=levels,
-        objective={"latency_weight": omega},
-        convergence={
-            "epsilon": float(np.round(rng.uniform(0.3, 0.8), 3)),
-            "q": float(np.round(rng.uniform(0.2, 3.0), 3)),
-        },
-        system={"bandwidth_hz": float(np.round(rng.uniform(5e6, 40e6), -3))},
-    )
-    kind = rng.random()
-    if kind < 0.15:
-        t_eq = float(breakdown(scn, equal_allocation(scn)).latency_s.max())
-        return scn.replace(constraints={"round_deadline_s": float(np.round(0.8 * t_eq, 3))}), (
-            "deadline"
-        )
-    if kind < 0.3:
-        e_eq = breakdown(scn, equal_allocation(scn)).energy_j
-        return scn.replace(constraints={"device_energy_j": float(np.round(0.9 * e_eq.max(), 3))}), (
-            "energy"
-        )
-    return scn, "none"
-
-
 def _quantile(values: np.ndarray, q: float) -> float:
     # Empirical quantile without interpolation, so infinite gaps (infeasible baselines) give inf
     # instead of nan.
@@ -627,8 +565,6 @@ PARTS = ("speed", "optimality", "savings", "pareto", "bcd")
 
 def run(ctx: BenchContext, parts: Sequence[str] = PARTS) -> dict[str, Any]:
     """Run the solver benchmarks, write their CSV files, figures and ``solve.json``."""
-    from sflam_opt.bench import plots
-
     started, started_utc = time.perf_counter(), utc_now()
     doc: dict[str, Any] = {}
     timings: dict[str, float] = {}
@@ -653,5 +589,5 @@ def run(ctx: BenchContext, parts: Sequence[str] = PARTS) -> dict[str, Any]:
         doc["speed"].pop("rows", None)
     meta = ctx.meta("solve", started, started_utc, parts=list(parts), part_seconds=timings)
     ctx.json("solve", {"meta": meta, **doc})
-    ctx.written.extend(plots.solve_figures(ctx.figures))
+    ctx.written.extend(draw(ctx.figures))
     return doc

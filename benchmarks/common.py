@@ -1,7 +1,7 @@
 """Shared machinery of the benchmarks: profiles, output files, machine description, measurement.
 
 Every benchmark section writes its raw rows as CSV and a JSON document (data + metadata: command,
-profile, seeds, machine, date, elapsed time) into ``<out>/figures/``; :mod:`sflam_opt.bench.report`
+profile, seeds, machine, date, elapsed time) into ``<out>/figures/``; :mod:`benchmarks.report`
 renders ``<out>/results.md`` from those files only, so the report never holds a number that the
 code did not just write to disk.
 """
@@ -18,7 +18,6 @@ import math
 import os
 import platform
 import subprocess
-import sys
 import time
 import tracemalloc
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -34,6 +33,7 @@ __all__ = [
     "PROFILES",
     "BenchContext",
     "Profile",
+    "finite_mean",
     "jsonable",
     "machine_info",
     "median",
@@ -247,7 +247,7 @@ def _version(module: str) -> str | None:
 
 
 def _git_commit() -> str | None:
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[1]
     try:
         out = subprocess.run(
             ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
@@ -377,6 +377,12 @@ def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
+def finite_mean(values: Iterable[Any]) -> float | None:
+    """Mean of the finite values (None when there are none)."""
+    xs = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    return float(np.mean(xs)) if xs else None
+
+
 def median(values: Iterable[float]) -> float:
     """Median of finite values (nan when there are none)."""
     arr = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
@@ -469,12 +475,15 @@ class BenchContext:
     progress : callable
         ``progress(label, advance)``: called with a short description and the fraction of the
         current section completed since the last call.
+    cifar10_dir : Path, optional
+        CIFAR-10 directory for the optional ViT-B/32 training run.
     """
 
     out_dir: Path
     profile: Profile
     command: str
     progress: Progress = _no_progress
+    cifar10_dir: Path | None = None
     written: list[Path] = field(default_factory=list)
     load_at_start: float | None = None
 
@@ -526,9 +535,3 @@ class BenchContext:
             "machine": {**machine_info(), "load_avg_1m_at_start": self.load_at_start},
             **extra,
         }
-
-
-def command_line(argv: Sequence[str] | None = None) -> str:
-    """The invocation as a user would type it: ``sflam-opt bench ...``."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    return " ".join(["sflam-opt", *args])

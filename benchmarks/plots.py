@@ -20,10 +20,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from sflam_opt.bench.common import read_csv, read_json  # noqa: E402
+from benchmarks.common import read_csv, read_json  # noqa: E402
 from sflam_opt.io import atomic_write_bytes  # noqa: E402
 
-__all__ = ["all_figures", "memory_figures", "solve_figures", "train_figures"]
+__all__ = ["memory_figures", "solve_figures", "train_figures"]
 
 _DPI = 110
 _COLORS = {
@@ -422,15 +422,3 @@ def memory_figures(figures: Path) -> list[Path]:
     axb.set_title("analytic breakdown")
     axb.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return [_save(fig, figures / "memory.png")]
-
-
-def all_figures(figures: Path) -> list[Path]:
-    """Redraw every figure whose section data (``<section>.json``) exists in ``figures``."""
-    out: list[Path] = []
-    if (figures / "solve.json").exists():
-        out += solve_figures(figures)
-    if (figures / "train.json").exists():
-        out += train_figures(figures)
-    if (figures / "memory.csv").exists():
-        out += memory_figures(figures)
-    return out
