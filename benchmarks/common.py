@@ -33,6 +33,7 @@ __all__ = [
     "PROFILES",
     "BenchContext",
     "Profile",
+    "checkout_env",
     "finite_mean",
     "jsonable",
     "machine_info",
@@ -69,7 +70,12 @@ class Profile:
     speed_time_cap_s : float
         A speed-ladder point whose solve exceeds this many seconds is not repeated.
     bcd_sizes, fast_sizes : tuple of int
-        Device counts N of the speed ladder for each solver.
+        Device counts N of the speed ladder for the BCD methods and for ``fast``.
+    bcd_methods : tuple of str
+        BCD methods of the speed ladder and the BCD trace: ``"bcd"`` as shipped and
+        ``"bcd-pure"``, pure block descent (:data:`benchmarks.solve.VARIANTS`).
+    cold_runs : bool
+        Also time each speed-ladder point's first solve in a fresh process.
     optimality_instances : int
         Random small scenarios compared against ``exact``.
     optimality_solvers : tuple of str
@@ -115,6 +121,8 @@ class Profile:
         Uniform uplink bit widths compared with the solver's bits (32 = fp32).
     train_bits_alpha : float
         Dirichlet alpha of the bits comparison.
+    defaults_seeds : tuple of int
+        Seeds of the defaults section (every protocol with ``sflam-opt train``'s defaults).
     calibration_seed, calibration_bits
         Held-out seed and uniform bit widths of the run that calibrates the bound's constants
         (``sflam_opt.training.calibrate``) at ``train_bits_alpha``.
@@ -132,10 +140,13 @@ class Profile:
     speed_time_cap_s: float = 60.0
     bcd_sizes: tuple[int, ...] = (10, 100, 1000)
     fast_sizes: tuple[int, ...] = (10, 100, 1000, 10_000, 100_000)
+    bcd_methods: tuple[str, ...] = ("bcd", "bcd-pure")
+    cold_runs: bool = True
     optimality_instances: int = 200
     optimality_solvers: tuple[str, ...] = (
         "fast",
         "bcd",
+        "bcd-pure",
         "equal",
         "fixed-bits",
         "bandwidth-only",
@@ -171,6 +182,7 @@ class Profile:
     train_workers: int = 2
     train_uniform_bits: tuple[int, ...] = (2, 4, 8, 32)
     train_bits_alpha: float = 0.5
+    defaults_seeds: tuple[int, ...] = (0, 1, 2)
     calibration_seed: int = 100
     calibration_bits: tuple[int, ...] = (2, 4)
     cifar_rounds: int = 20
@@ -205,6 +217,7 @@ PROFILES: dict[str, Profile] = {
         train_rounds=4,
         train_uniform_bits=(2, 32),
         calibration_bits=(2,),
+        defaults_seeds=(0,),
         memory_batches=(8,),
     ),
 }
@@ -259,6 +272,17 @@ def _git_commit() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
+
+
+def checkout_env() -> dict[str, str]:
+    """This process's environment with the repository root first on ``PYTHONPATH``.
+
+    Child processes started with it (``python -m benchmarks.<module>``) import the same
+    ``benchmarks`` and ``sflam_opt`` as the parent, whatever directory they start in.
+    """
+    root = str(Path(__file__).resolve().parents[1])
+    path = os.pathsep.join(x for x in (root, os.environ.get("PYTHONPATH")) if x)
+    return {**os.environ, "PYTHONPATH": path}
 
 
 def machine_info() -> dict[str, Any]:

@@ -98,3 +98,9 @@ register(
     "benchmarks.memory",
     "Device peak memory of vit-b32: SFLAM device vs FL device at several batches.",
 )
+register(
+    "defaults",
+    "benchmarks.defaults",
+    "Training with every `sflam-opt train` default: all protocols x seeds (README's figures).",
+    quick=False,
+)

@@ -6,6 +6,16 @@ Everything is measured on the formulation's default scenario (formulation §7,
 the public :func:`sflam_opt.solve` entry point, so what is timed is exactly what a user calls
 (argument checks, the target check and the final evaluation included).
 
+``bcd`` is measured twice: as shipped, and as pure block descent (``bcd-pure``: ``escape=False,
+warm_start=False``), which starts from the equal split and moves only by its CVXPY bandwidth and
+upload blocks and its bits block. The shipped ``bcd`` starts from the best baseline and, when the
+blocks stall, steps to the exact continuous optimum (the closed form ``fast`` uses), so its final
+J says little about block descent itself.
+
+Solve times are reported warm (median over repeated solves in one process, after one untimed
+call) and cold (the first solve in a fresh process, imports and CVXPY canonicalization included;
+:mod:`benchmarks.cold`), which is what a one-shot ``sflam-opt solve`` pays.
+
 Outputs in ``<out>/figures/``: ``solve_speed.{csv,png}``, ``solve_optimality.csv`` (one row per
 instance and method), ``solve_optimality_summary.csv``, ``solve_optimality.png``,
 ``solve_savings.csv``, ``solve_pareto.{csv,png}``, ``solve_bcd_trace.{csv,png}`` and
@@ -23,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.cold import cold_solve
 from benchmarks.common import BenchContext, median, peak_memory, rss_peak, utc_now
 from benchmarks.plots import solve_figures as draw
 from benchmarks.solve_report import headlines, report
@@ -33,6 +44,7 @@ from sflam_opt.testing import small_instance
 
 __all__ = [
     "GAP_TOLERANCE",
+    "VARIANTS",
     "bcd_trace",
     "draw",
     "fit_exponent",
@@ -52,6 +64,11 @@ logger = logging.getLogger(__name__)
 #: "Within tolerance" of the optimum: relative gap in J at most 0.1 %.
 GAP_TOLERANCE = 1e-3
 
+#: Benchmarked methods that are a registered solver with options: name -> (solver, options).
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "bcd-pure": ("bcd", {"escape": False, "warm_start": False}),
+}
+
 SPEED_COLUMNS = (
     "solver",
     "n_devices",
@@ -63,6 +80,10 @@ SPEED_COLUMNS = (
     "max_s",
     "times_s",
     "median_cpu_s",
+    "first_s",
+    "cold_s",
+    "cold_import_s",
+    "cold_call_s",
     "traced_peak_mib",
     "rss_peak_delta_mib",
     "iterations",
@@ -122,37 +143,55 @@ PARETO_COLUMNS = (
     "seed",
     "n_devices",
 )
-TRACE_COLUMNS = ("scenario", "n_devices", "iteration", "objective", "status", "stall_escapes")
+TRACE_COLUMNS = (
+    "scenario",
+    "solver",
+    "n_devices",
+    "iteration",
+    "objective",
+    "status",
+    "stall_escapes",
+)
 RUN_COLUMNS = (
     "scenario",
+    "solver",
     "status",
     "iterations",
     "objective",
     "fast_status",
     "fast_objective",
+    "gap_to_fast",
     "stall_escapes",
+    "warm_start",
     "solve_time_s",
     "error",
 )
 
 
 # ------------------------------------------------------------------------------- helpers
-def _has(solver: str) -> bool:
-    return solver in available_solvers()
+def resolve(method: str) -> tuple[str, dict[str, Any]]:
+    """The registered solver and options behind a benchmarked method name (:data:`VARIANTS`)."""
+    solver, options = VARIANTS.get(method, (method, {}))
+    return solver, dict(options)
 
 
-def _record(scenario: Scenario, solver: str, **options: Any) -> dict[str, Any]:
-    """Solve and flatten the result; an exception inside a solver becomes ``status="error"``.
+def _has(method: str) -> bool:
+    return resolve(method)[0] in available_solvers()
+
+
+def _record(scenario: Scenario, method: str) -> dict[str, Any]:
+    """Solve with a method and flatten the result; a solver exception becomes ``status="error"``.
 
     A benchmark run takes many minutes, so one crashing solver must not lose every other number;
     the error text is recorded and shown in the report instead.
     """
+    solver, options = resolve(method)
     try:
         res = solve(scenario, solver=solver, **options)
     except Exception as exc:  # noqa: BLE001 - recorded, reported, never hidden
-        logger.warning("solver %s raised on N=%d: %s", solver, scenario.n_devices, exc)
+        logger.warning("solver %s raised on N=%d: %s", method, scenario.n_devices, exc)
         return {
-            "solver": solver,
+            "solver": method,
             "status": "error",
             "objective": math.inf,
             "error": f"{type(exc).__name__}: {exc}",
@@ -162,7 +201,7 @@ def _record(scenario: Scenario, solver: str, **options: Any) -> dict[str, Any]:
         }
     ev = res.evaluation
     out: dict[str, Any] = {
-        "solver": solver,
+        "solver": method,
         "status": res.status,
         "objective": res.objective,
         "solve_time_s": res.solve_time_s,
@@ -216,66 +255,91 @@ def fit_exponent(sizes: Sequence[float], times: Sequence[float]) -> dict[str, An
 
 # ------------------------------------------------------------------------------- speed
 def speed_ladder(ctx: BenchContext) -> dict[str, Any]:
-    """Median solve time and peak memory of ``bcd`` and ``fast`` over the profile's N ladder.
+    """Warm and cold solve times and peak memory of each method over the profile's N ladder.
 
-    Each point: ``repeats`` timed solves (median, min, max of ``SolveResult.solve_time_s``, and
-    the median process CPU time of the call, which other load on the machine inflates much less
-    than wall time; the resident-set rise is recorded during them at no cost), then one more solve under
-    :func:`~benchmarks.common.peak_memory` for the traced peak (timed runs are not traced).
-    A point whose solve takes longer than ``speed_time_cap_s`` stops after that run (``repeats``
-    records how many ran) and gets no traced run, so that ``python -m benchmarks all`` stays within its budget.
+    Each point: one untimed solve (``first_s``: the first in this process at that size, which
+    builds and canonicalizes the CVXPY problems), then ``repeats`` timed solves (warm: median,
+    min, max of ``SolveResult.solve_time_s``, and the median process CPU time of the call, which
+    other load on the machine inflates much less than wall time; the resident-set rise is
+    recorded during them at no cost), then one more solve under
+    :func:`~benchmarks.common.peak_memory` for the traced peak (timed runs are not traced), then
+    the cold solve in a fresh process (:func:`benchmarks.cold.cold_solve`). A point whose first
+    solve takes longer than ``speed_time_cap_s`` is not repeated (its one time is the first
+    solve's) and gets no traced run, so that ``python -m benchmarks all`` stays within its budget.
     """
     p = ctx.profile
-    plan = [("bcd", n) for n in p.bcd_sizes] + [("fast", n) for n in p.fast_sizes]
+    plan = [(m, n) for m in p.bcd_methods for n in p.bcd_sizes] + [
+        ("fast", n) for n in p.fast_sizes
+    ]
     rows: list[dict[str, Any]] = []
-    for solver, n in plan:
-        ctx.progress(f"speed: {solver} N={n}", 0.0)
-        row: dict[str, Any] = {"solver": solver, "n_devices": n, "seed": p.seed, "repeats": 0}
-        if not _has(solver):
-            row.update(status="unavailable", error=f"solver {solver!r} is not registered")
-            rows.append(row)
-            ctx.progress(f"speed: {solver} N={n}", 1.0 / len(plan))
-            continue
-        scn = Scenario.default(devices=n, seed=p.seed)
-        times: list[float] = []
-        cpu: list[float] = []
-        rss: list[float] = []
-        rec: dict[str, Any] = {}
+    for method, n in plan:
+        ctx.progress(f"speed: {method} N={n}", 0.0)
+        rows.append(_speed_point(ctx, method, n))
+        ctx.progress(f"speed: {method} N={n}", 1.0 / len(plan))
+    fits = {}
+    for method in (*p.bcd_methods, "fast"):
+        pts = [r for r in rows if r["solver"] == method and r.get("median_s") is not None]
+        fits[method] = fit_exponent([r["n_devices"] for r in pts], [r["median_s"] for r in pts])
+    ctx.csv("solve_speed", rows, SPEED_COLUMNS)
+    return {"rows": rows, "fits": fits}
+
+
+def _speed_point(ctx: BenchContext, method: str, n: int) -> dict[str, Any]:
+    p = ctx.profile
+    row: dict[str, Any] = {"solver": method, "n_devices": n, "seed": p.seed, "repeats": 0}
+    if not _has(method):
+        row.update(status="unavailable", error=f"solver {method!r} is not registered")
+        return row
+    scn = Scenario.default(devices=n, seed=p.seed)
+    rec = _record(scn, method)
+    first = rec["solve_time_s"]
+    times: list[float] = []
+    cpu: list[float] = []
+    rss: list[float] = []
+    if rec["status"] == "error" or first > p.speed_time_cap_s:
+        times.append(first)
+    else:
         for _ in range(p.repeats):
             c0 = time.process_time()
-            rec, mem = rss_peak(lambda scn=scn, solver=solver: _record(scn, solver))
+            rec, mem = rss_peak(lambda: _record(scn, method))
             cpu.append(time.process_time() - c0)
             times.append(rec["solve_time_s"])
             if mem is not None:
                 rss.append(mem)
             if rec["status"] == "error" or rec["solve_time_s"] > p.speed_time_cap_s:
                 break
+    row.update(
+        status=rec["status"],
+        objective=rec["objective"],
+        repeats=len(times),
+        median_s=median(times),
+        min_s=min(times),
+        max_s=max(times),
+        times_s=times,
+        median_cpu_s=median(cpu) if cpu else None,
+        first_s=first,
+        rss_peak_delta_mib=max(rss) if rss else None,
+        iterations=len(rec["iterations"]),
+        error=rec.get("error"),
+    )
+    if rec["status"] == "error":
+        return row
+    solver, options = resolve(method)
+    if max(times) <= p.speed_time_cap_s:
+        # A separate traced run: tracemalloc slows allocation-heavy code, so it never
+        # overlaps the timed runs; skipped where one solve already exceeds the cap.
+        _, mem = peak_memory(lambda: solve(scn, solver=solver, **options))
+        row["traced_peak_mib"] = mem["traced_peak_mib"]
+    if p.cold_runs:
+        cold = cold_solve(solver, n, p.seed, options)
         row.update(
-            status=rec["status"],
-            objective=rec["objective"],
-            repeats=len(times),
-            median_s=median(times),
-            min_s=min(times),
-            max_s=max(times),
-            times_s=times,
-            median_cpu_s=median(cpu),
-            rss_peak_delta_mib=max(rss) if rss else None,
-            iterations=len(rec["iterations"]),
-            error=rec.get("error"),
+            cold_s=cold.get("cold_s"),
+            cold_import_s=cold.get("import_s"),
+            cold_call_s=cold.get("call_s"),
         )
-        if rec["status"] != "error" and max(times) <= p.speed_time_cap_s:
-            # A separate traced run: tracemalloc slows allocation-heavy code, so it never
-            # overlaps the timed runs; skipped where one solve already exceeds the cap.
-            _, mem = peak_memory(lambda scn=scn, solver=solver: solve(scn, solver=solver))
-            row["traced_peak_mib"] = mem["traced_peak_mib"]
-        rows.append(row)
-        ctx.progress(f"speed: {solver} N={n}", 1.0 / len(plan))
-    fits = {}
-    for solver in ("bcd", "fast"):
-        pts = [r for r in rows if r["solver"] == solver and r.get("median_s") is not None]
-        fits[solver] = fit_exponent([r["n_devices"] for r in pts], [r["median_s"] for r in pts])
-    ctx.csv("solve_speed", rows, SPEED_COLUMNS)
-    return {"rows": rows, "fits": fits}
+        if cold.get("error"):
+            row["error"] = cold["error"]
+    return row
 
 
 # ------------------------------------------------------------------------------- optimality
@@ -517,46 +581,61 @@ def trace_scenarios(profile: Any) -> dict[str, Scenario]:
 
 
 def bcd_trace(ctx: BenchContext) -> dict[str, Any]:
-    """J after every BCD outer iteration on a few scenarios, and the stall escapes it needed."""
+    """J after every outer iteration of each BCD method on a few scenarios, against ``fast``.
+
+    Runs every method of ``profile.bcd_methods`` (``bcd`` as shipped, ``bcd-pure``) per scenario;
+    ``gap_to_fast`` is ``J / J_fast - 1`` and ``warm_start`` names the start the run used.
+    """
     if not _has("bcd"):
         ctx.csv("solve_bcd_trace", [], TRACE_COLUMNS)
         return {"unavailable": True, "runs": []}
     scns = trace_scenarios(ctx.profile)
+    methods = ctx.profile.bcd_methods
     rows: list[dict[str, Any]] = []
     runs = []
     for name, scn in scns.items():
         ctx.progress(f"bcd trace: {name}", 0.0)
-        rec = _record(scn, "bcd")
-        esc = stall_escapes(rec.get("info", {}))
         fast = _record(scn, "fast") if _has("fast") else {"status": "unavailable"}
-        runs.append(
-            {
-                "scenario": name,
-                "status": rec["status"],
-                "iterations": len(rec["iterations"]),
-                "objective": rec["objective"],
-                "fast_status": fast["status"],
-                "fast_objective": fast.get("objective") if fast["status"] != "error" else None,
-                "stall_escapes": esc,
-                "solve_time_s": rec["solve_time_s"],
-                "error": rec.get("error"),
-            }
-        )
-        for i, j in enumerate(rec["iterations"], start=1):
-            rows.append(
+        j_fast = fast.get("objective") if fast["status"] != "error" else None
+        for method in methods:
+            rec = _record(scn, method)
+            esc = stall_escapes(rec.get("info", {}))
+            gap = None
+            if j_fast and math.isfinite(j_fast) and math.isfinite(rec["objective"]):
+                gap = rec["objective"] / j_fast - 1.0
+            runs.append(
                 {
                     "scenario": name,
+                    "solver": method,
+                    "status": rec["status"],
+                    "iterations": len(rec["iterations"]),
+                    "objective": rec["objective"],
+                    "fast_status": fast["status"],
+                    "fast_objective": j_fast,
+                    "gap_to_fast": gap,
+                    "stall_escapes": esc,
+                    "warm_start": rec.get("info", {}).get("warm_start"),
+                    "solve_time_s": rec["solve_time_s"],
+                    "error": rec.get("error"),
+                }
+            )
+            rows += [
+                {
+                    "scenario": name,
+                    "solver": method,
                     "n_devices": scn.n_devices,
                     "iteration": i,
                     "objective": j,
                     "status": rec["status"],
                     "stall_escapes": esc,
                 }
-            )
-        ctx.progress(f"bcd trace: {name}", 1.0 / len(scns))
+                for i, j in enumerate(rec["iterations"], start=1)
+            ]
+            ctx.progress(f"bcd trace: {name}", 1.0 / (len(scns) * len(methods)))
     ctx.csv("solve_bcd_trace", rows, TRACE_COLUMNS)
     ctx.csv("solve_bcd_runs", runs, RUN_COLUMNS)
-    return {"runs": runs, "stall_escapes": _escape_stats([r["stall_escapes"] for r in runs])}
+    shipped = [r["stall_escapes"] for r in runs if r["solver"] == "bcd"]
+    return {"runs": runs, "stall_escapes": _escape_stats(shipped)}
 
 
 # ------------------------------------------------------------------------------- driver

@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import BenchContext, finite_mean, jsonable, utc_now
+from benchmarks.common import BenchContext, checkout_env, finite_mean, jsonable, utc_now
 from benchmarks.plots import train_figures as draw
 from benchmarks.train_report import headlines, report
 from sflam_opt.errors import SflamError
@@ -54,10 +54,12 @@ __all__ = [
     "cifar_status",
     "curve_rows",
     "draw",
+    "execute",
     "headlines",
     "jobs",
     "report",
     "run",
+    "run_job",
     "run_row",
     "summarize",
 ]
@@ -249,7 +251,7 @@ def _calibrate(job: Mapping[str, Any]) -> dict[str, Any]:
     return {k: res[k] for k in keep}
 
 
-def _run_job(job: Mapping[str, Any]) -> dict[str, Any]:
+def run_job(job: Mapping[str, Any]) -> dict[str, Any]:
     """Train one job (in a worker process); returns plain data only."""
     from sflam_opt.bounds import phi_q
     from sflam_opt.training.trainer import TrainConfig, train
@@ -451,7 +453,7 @@ def _label(j: Mapping[str, Any]) -> str:
     return f"train: {j['protocol']} α={j['alpha']:g} {j['bits_mode']} seed {j['seed']}"
 
 
-def _execute(ctx: BenchContext, todo: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def execute(ctx: BenchContext, todo: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Run the jobs, in ``train_workers`` worker processes when more than one.
 
     Each worker is a long-lived ``python -m benchmarks.train`` process fed one JSON job per
@@ -463,7 +465,7 @@ def _execute(ctx: BenchContext, todo: list[dict[str, Any]]) -> list[dict[str, An
         results = []
         for j in todo:
             ctx.progress(_label(j), 0.0)
-            results.append(_run_job(j))
+            results.append(run_job(j))
             ctx.progress(_label(j), 1.0 / len(todo))
         return results
     pending: queue.Queue[int] = queue.Queue()
@@ -471,9 +473,7 @@ def _execute(ctx: BenchContext, todo: list[dict[str, Any]]) -> list[dict[str, An
         pending.put(i)
     results_by_index: dict[int, dict[str, Any]] = {}
     lock = threading.Lock()
-    env = dict(os.environ)
-    root = str(Path(__file__).resolve().parents[1])
-    env["PYTHONPATH"] = os.pathsep.join(x for x in (root, env.get("PYTHONPATH")) if x)
+    env = checkout_env()
 
     def feed() -> None:
         with tempfile.TemporaryFile(mode="w+") as errlog:
@@ -517,7 +517,7 @@ def _execute(ctx: BenchContext, todo: list[dict[str, Any]]) -> list[dict[str, An
         t.join()
     missing = [i for i in range(len(todo)) if i not in results_by_index]
     for i in missing:  # every worker died: run what is left here
-        results_by_index[i] = _run_job(todo[i])
+        results_by_index[i] = run_job(todo[i])
     return [results_by_index[i] for i in range(len(todo))]
 
 
@@ -527,7 +527,7 @@ def main() -> int:
     sys.stdout = sys.stderr  # anything a library prints must not corrupt the result lines
     for line in sys.stdin:
         if line.strip():
-            res = _run_job(json.loads(line))
+            res = run_job(json.loads(line))
             channel.write(json.dumps(jsonable(res)) + "\n")
             channel.flush()
     return 0
@@ -597,7 +597,7 @@ def run(ctx: BenchContext) -> dict[str, Any]:
     p = ctx.profile
     started, started_utc = time.perf_counter(), utc_now()
     todo = jobs(p)
-    done = _execute(ctx, todo)
+    done = execute(ctx, todo)
     cal_job = next((r for r in done if r["group"] == "calibration"), None)
     calibration = (cal_job or {}).get("calibration")
     results = [r for r in done if r["group"] != "calibration"]

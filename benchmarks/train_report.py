@@ -159,8 +159,8 @@ def report(figures: Path, doc: Mapping[str, Any]) -> list[str]:
         )
     else:
         out.append(
-            "**Not run on this machine**: " + "; ".join(cifar.get("reasons", [])) + ". The SFLAM "
-            "seed reports its accuracy for this setting from a GPU run; sflam-opt has not "
+            "**Not run on this machine**: " + "; ".join(cifar.get("reasons", [])) + ". The paper "
+            "(arXiv 2504.09114) reports its accuracy for this setting from a GPU run; sflam-opt has not "
             "reproduced it here, so no number is claimed. `python -m benchmarks train --cifar10-dir "
             "DIR` runs it automatically on a machine with a CUDA device."
         )

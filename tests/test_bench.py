@@ -156,11 +156,12 @@ TINY = PROFILES["quick"].replace(
     train_workers=1,
     memory_model="vit-tiny",
     memory_batches=(4,),
+    cold_runs=False,
 )
 
 
 def test_solve_section_writes_measured_values(tmp_path: Path) -> None:
-    ctx = _ctx(tmp_path, TINY.replace(bcd_sizes=(), bcd_trace_sizes=()))
+    ctx = _ctx(tmp_path, TINY.replace(bcd_sizes=(), bcd_trace_sizes=(), cold_runs=True))
     bench_solve.run(ctx, parts=("speed", "optimality", "savings", "pareto"))
     fig = tmp_path / "figures"
     speed = read_csv(fig / "solve_speed.csv")
@@ -172,6 +173,9 @@ def test_solve_section_writes_measured_values(tmp_path: Path) -> None:
     ref = solve(Scenario.default(devices=10, seed=0), solver="fast")
     assert speed[0]["objective"] == pytest.approx(ref.objective, rel=1e-12)
     assert all(r["repeats"] == 2 and 0 < r["min_s"] <= r["median_s"] <= r["max_s"] for r in speed)
+    # Cold: a fresh process pays the import and the first call, more than the solver's own time.
+    assert all(r["cold_s"] > r["cold_import_s"] > 0 and r["cold_s"] > r["median_s"] for r in speed)
+    assert all(r["first_s"] > 0 for r in speed)
     doc = read_json(fig / "solve.json")
     assert doc["speed"]["fits"]["fast"]["fit_sizes"] == [100.0, 300.0]
     assert doc["meta"]["command"] == ctx.command and doc["optimality"]["seeds"] == [0, 1, 2]
@@ -192,7 +196,10 @@ def test_solve_section_writes_measured_values(tmp_path: Path) -> None:
     assert ctx.command in md
     assert f"| fast | 10 | converged | {markdown.num(speed[0]['objective'])} |" in md
     assert markdown.num(eq["total_latency_s"]) in md
-    assert "No data for: `python -m benchmarks train`, `python -m benchmarks memory`." in md
+    assert (
+        "No data for: `python -m benchmarks train`, `python -m benchmarks memory`, "
+        "`python -m benchmarks defaults`." in md
+    )
 
 
 def test_bcd_parts_record_iterations(tmp_path: Path) -> None:
@@ -200,14 +207,26 @@ def test_bcd_parts_record_iterations(tmp_path: Path) -> None:
     doc = bench_solve.run(ctx, parts=("speed", "bcd"))
     trace = read_csv(tmp_path / "figures" / "solve_bcd_trace.csv")
     runs = doc["bcd"]["runs"]
-    assert len(runs) == 4  # default N=4 plus deadline, energy-cap and latency-only variants
+    # Default N=4 plus deadline, energy-cap and latency-only variants, each as shipped and pure.
+    assert len(runs) == 8 and {r["solver"] for r in runs} == {"bcd", "bcd-pure"}
     for run in runs:
-        mine = [r for r in trace if r["scenario"] == run["scenario"]]
+        mine = [
+            r for r in trace if r["scenario"] == run["scenario"] and r["solver"] == run["solver"]
+        ]
         assert len(mine) == run["iterations"] >= 1
         assert mine[-1]["objective"] == pytest.approx(run["objective"], rel=1e-6)
+        assert run["gap_to_fast"] == pytest.approx(run["objective"] / run["fast_objective"] - 1)
+    pure = next(r for r in runs if r["solver"] == "bcd-pure" and r["scenario"] == "default N=4")
+    assert pure["warm_start"] == "equal" and pure["stall_escapes"] == 0
+    first = next(r for r in trace if r["solver"] == "bcd-pure" and r["scenario"] == "default N=4")
+    assert first["objective"] == pytest.approx(1.0)  # starts from the equal split, J = 1
+    speed = read_csv(tmp_path / "figures" / "solve_speed.csv")
+    assert [(r["solver"], r["n_devices"]) for r in speed][:2] == [("bcd", 4), ("bcd-pure", 4)]
     _png(tmp_path / "figures" / "solve_bcd_trace.png")
     md = report.render(tmp_path)
     assert "### BCD behaviour" in md and runs[0]["scenario"] in md
+    assert "`bcd-pure` is pure block descent (`escape=False, warm_start=False`)" in md
+    assert "Pure block descent (`bcd-pure`) solves the default scenario with N = 4" in md
 
 
 def test_train_section_runs_and_reports(tmp_path: Path) -> None:
@@ -249,8 +268,8 @@ def test_train_section_runs_and_reports(tmp_path: Path) -> None:
 def test_worker_processes_reproduce_in_process_runs(tmp_path: Path) -> None:
     todo = [j for j in bench_train.jobs(TINY) if j["group"] == "protocols"]
     assert len(todo) == 2
-    here = [bench_train._run_job(j) for j in todo]
-    pooled = bench_train._execute(_ctx(tmp_path, TINY.replace(train_workers=2)), todo)
+    here = [bench_train.run_job(j) for j in todo]
+    pooled = bench_train.execute(_ctx(tmp_path, TINY.replace(train_workers=2)), todo)
     for a, b in zip(here, pooled, strict=True):
         assert b["error"] is None and (b["protocol"], b["seed"]) == (a["protocol"], a["seed"])
         assert b["metrics"] == json.loads(json.dumps(a["metrics"]))  # same seed, same numbers
@@ -390,3 +409,63 @@ def test_registered_section_is_run_and_reported(
     assert list(times) == ["probe"] and errors == []
     assert "- the probe ran" in md and "## Probe" in md and "x = 1.5" in md
     assert "`python -m benchmarks solve`" in md  # the other sections are listed as not run
+
+
+def _default_row(protocol: str, seed: int, acc: float, up: float, lat: float) -> dict:
+    return {
+        "protocol": protocol,
+        "seed": seed,
+        "final_accuracy": acc,
+        "uplink_bytes": up,
+        "total_latency_s": lat,
+        "total_energy_j": 1.0,
+        "mean_bits": 6.5 if protocol == "sflam" else None,
+        "wall_time_s": 40.0,
+    }
+
+
+def test_defaults_section_checks_and_headline(tmp_path: Path) -> None:
+    from benchmarks import defaults
+    from sflam_opt.training.config import TrainConfig
+
+    todo = defaults.jobs(PROFILES["all"])
+    assert [(j["protocol"], j["seed"]) for j in todo[:4]] == [
+        ("sflam", 0),
+        ("sfl", 0),
+        ("fl", 0),
+        ("sl", 0),
+    ]
+    assert len(todo) == 12
+    assert TrainConfig(**todo[1]["config"]) == TrainConfig(protocol="sfl", seed=0, threads=1)
+    rows = [
+        _default_row("sflam", 0, 0.9667, 23.0, 10.0),
+        _default_row("sfl", 0, 0.9583, 100.0, 40.0),
+        _default_row("fl", 0, 0.95, 500.0, 50.0),
+        _default_row("sl", 0, 0.90, 100.0, 400.0),
+        _default_row("sflam", 1, 0.94, 60.0, 10.0),
+        _default_row("sfl", 1, 0.96, 100.0, 40.0),
+        _default_row("fl", 1, 0.95, 500.0, 5.0),
+        _default_row("sl", 1, 0.90, 100.0, 400.0),
+        _default_row("sflam", 2, 0.97, 20.0, 10.0),  # no other protocol at seed 2: no check
+    ]
+    c0, c1 = defaults.checks(rows)
+    assert c0["gap_points"] == pytest.approx(0.84) and c0["uplink_share"] == pytest.approx(0.23)
+    assert c0["accuracy_ok"] and c0["within_gap"] and c0["uplink_half"]
+    assert c0["latency_below_fl_sl"] and c0["latency_share"] == pytest.approx(0.25)
+    assert c1["gap_points"] == pytest.approx(-2.0) and not c1["accuracy_ok"]
+    assert not c1["within_gap"] and not c1["uplink_half"] and not c1["latency_below_fl_sl"]
+    ctx = _ctx(tmp_path, TINY)
+    ctx.csv("defaults_runs", rows, defaults.RUN_COLUMNS)
+    ctx.csv("defaults_checks", [c0, c1], defaults.CHECK_COLUMNS)
+    ctx.json(
+        "defaults",
+        {"meta": ctx.meta("defaults", 0.0, "now"), "config": TrainConfig().to_dict(), "workers": 2},
+    )
+    md = report.render(tmp_path)
+    assert "## Training with the defaults" in md and "| 1 | -2.00 |" in md
+    assert (
+        "`sflam-opt train` with its defaults (seed 0): SFLAM picks 6.5 bits on average and "
+        "reaches 96.67 % test accuracy in 40.0 s, against 95.83 % for fp32 `sfl`, with 23 % of its "
+        "uplink bytes and 25 % of its simulated latency. SFLAM - SFL at seeds 0, 1: +0.84, -2.00 "
+        "points (mean -0.58)." in md
+    )
