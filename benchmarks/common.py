@@ -76,6 +76,8 @@ class Profile:
         ``"bcd-pure"``, pure block descent (:data:`benchmarks.solve.VARIANTS`).
     cold_runs : bool
         Also time each speed-ladder point's first solve in a fresh process.
+    bits_milp_max_devices : int
+        Largest N at which the bits-block method table times the MILP.
     optimality_instances : int
         Random small scenarios compared against ``exact``.
     optimality_solvers : tuple of str
@@ -142,6 +144,7 @@ class Profile:
     fast_sizes: tuple[int, ...] = (10, 100, 1000, 10_000, 100_000)
     bcd_methods: tuple[str, ...] = ("bcd", "bcd-pure")
     cold_runs: bool = True
+    bits_milp_max_devices: int = 300
     optimality_instances: int = 200
     optimality_solvers: tuple[str, ...] = (
         "fast",

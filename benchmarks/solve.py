@@ -64,6 +64,9 @@ logger = logging.getLogger(__name__)
 #: "Within tolerance" of the optimum: relative gap in J at most 0.1 %.
 GAP_TOLERANCE = 1e-3
 
+#: Parts of a BCD run timed separately (keys of ``SolveResult.timings``).
+BCD_BLOCKS = ("bandwidth_block", "upload_block", "bits_block", "escape")
+
 #: Benchmarked methods that are a registered solver with options: name -> (solver, options).
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "bcd-pure": ("bcd", {"escape": False, "warm_start": False}),
@@ -164,8 +167,10 @@ RUN_COLUMNS = (
     "stall_escapes",
     "warm_start",
     "solve_time_s",
+    *(f"{b}_s" for b in BCD_BLOCKS),
     "error",
 )
+BITS_COLUMNS = ("n_devices", "method", "status", "time_s", "steps", "objective")
 
 
 # ------------------------------------------------------------------------------- helpers
@@ -207,6 +212,7 @@ def _record(scenario: Scenario, method: str) -> dict[str, Any]:
         "solve_time_s": res.solve_time_s,
         "iterations": list(res.iterations),
         "info": dict(res.info),
+        "timings": dict(res.timings),
         "message": res.message,
         "error": None,
     }
@@ -616,6 +622,7 @@ def bcd_trace(ctx: BenchContext) -> dict[str, Any]:
                     "stall_escapes": esc,
                     "warm_start": rec.get("info", {}).get("warm_start"),
                     "solve_time_s": rec["solve_time_s"],
+                    **{f"{b}_s": rec.get("timings", {}).get(b) for b in BCD_BLOCKS},
                     "error": rec.get("error"),
                 }
             )
@@ -635,7 +642,53 @@ def bcd_trace(ctx: BenchContext) -> dict[str, Any]:
     ctx.csv("solve_bcd_trace", rows, TRACE_COLUMNS)
     ctx.csv("solve_bcd_runs", runs, RUN_COLUMNS)
     shipped = [r["stall_escapes"] for r in runs if r["solver"] == "bcd"]
-    return {"runs": runs, "stall_escapes": _escape_stats(shipped)}
+    from sflam_opt.solvers.bcd import AUTO_MILP_MAX_DEVICES
+
+    return {
+        "runs": runs,
+        "stall_escapes": _escape_stats(shipped),
+        "bits_methods": bits_methods(ctx),
+        "auto_milp_max_devices": AUTO_MILP_MAX_DEVICES,
+    }
+
+
+def bits_methods(ctx: BenchContext) -> list[dict[str, Any]]:
+    """Time one bits-block solve by each Dinkelbach sub-problem method at the BCD ladder's N.
+
+    The block is solved at ``bcd``'s final bandwidth and power on the default scenario, from the
+    widest bits, with the one-hot MILP (HiGHS), the exact round-time sweep and LP relaxation
+    with rounding; the MILP is skipped above ``profile.bits_milp_max_devices``. Writes
+    ``solve_bits_methods.csv``.
+    """
+    from sflam_opt.solvers.bits import BITS_METHODS, solve_bits
+
+    p = ctx.profile
+    rows: list[dict[str, Any]] = []
+    for n in p.bcd_sizes:
+        scn = Scenario.default(devices=n, seed=p.seed)
+        res = solve(scn, solver="bcd")
+        if not res.success or res.allocation is None:
+            continue
+        alloc = res.allocation
+        start = np.full(n, scn.bits.max, dtype=np.int64)
+        for method in BITS_METHODS:
+            row: dict[str, Any] = {"n_devices": n, "method": method}
+            if method == "milp" and n > p.bits_milp_max_devices:
+                rows.append({**row, "status": "skipped"})
+                continue
+            t0 = time.perf_counter()
+            out = solve_bits(scn, alloc.bandwidth_hz, alloc.power_w, start, method=method)
+            rows.append(
+                {
+                    **row,
+                    "status": out.status,
+                    "time_s": time.perf_counter() - t0,
+                    "steps": out.steps,
+                    "objective": out.objective,
+                }
+            )
+    ctx.csv("solve_bits_methods", rows, BITS_COLUMNS)
+    return rows
 
 
 # ------------------------------------------------------------------------------- driver

@@ -222,6 +222,13 @@ def test_bcd_parts_record_iterations(tmp_path: Path) -> None:
     assert first["objective"] == pytest.approx(1.0)  # starts from the equal split, J = 1
     speed = read_csv(tmp_path / "figures" / "solve_speed.csv")
     assert [(r["solver"], r["n_devices"]) for r in speed][:2] == [("bcd", 4), ("bcd-pure", 4)]
+    shipped = next(r for r in runs if r["solver"] == "bcd" and r["scenario"] == "default N=4")
+    blocks = ("bandwidth_block_s", "upload_block_s", "bits_block_s", "escape_s")
+    assert 0 < sum(shipped[b] for b in blocks) <= shipped["solve_time_s"]
+    bits = {r["method"]: r for r in read_csv(tmp_path / "figures" / "solve_bits_methods.csv")}
+    assert set(bits) == {"milp", "sweep", "relax"}
+    # MILP and sweep are both exact for the block: the same J.
+    assert bits["milp"]["objective"] == pytest.approx(bits["sweep"]["objective"], rel=1e-9)
     _png(tmp_path / "figures" / "solve_bcd_trace.png")
     md = report.render(tmp_path)
     assert "### BCD behaviour" in md and runs[0]["scenario"] in md
@@ -469,3 +476,26 @@ def test_defaults_section_checks_and_headline(tmp_path: Path) -> None:
         "uplink bytes and 25 % of its simulated latency. SFLAM - SFL at seeds 0, 1: +0.84, -2.00 "
         "points (mean -0.58)." in md
     )
+
+
+def test_defaults_section_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from benchmarks import defaults
+
+    real = defaults.jobs
+
+    def short(profile: Profile) -> list[dict]:  # the default config, but 2 rounds on 4 devices
+        return [{**j, "config": {**j["config"], "rounds": 2, "devices": 4}} for j in real(profile)]
+
+    monkeypatch.setattr(defaults, "jobs", short)
+    defaults.run(_ctx(tmp_path, TINY.replace(defaults_seeds=(0,))))
+    runs = read_csv(tmp_path / "figures" / "defaults_runs.csv")
+    assert [r["protocol"] for r in runs] == ["sflam", "sfl", "fl", "sl"]
+    assert all(r["error"] is None and r["rounds"] == 2 for r in runs)
+    (check,) = read_csv(tmp_path / "figures" / "defaults_checks.csv")
+    sflam, sfl = runs[0], runs[1]
+    assert check["gap_points"] == pytest.approx(
+        100 * (sflam["final_accuracy"] - sfl["final_accuracy"])
+    )
+    assert check["uplink_share"] == pytest.approx(sflam["uplink_bytes"] / sfl["uplink_bytes"])
+    md = report.render(tmp_path)
+    assert "## Training with the defaults" in md and "`sflam-opt train` with its defaults" in md
