@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -420,18 +421,39 @@ def _fmt(v: Any) -> str:
     return "-" if v is None or (isinstance(v, float) and not np.isfinite(v)) else f"{v:.6g}"
 
 
+@app.command(
+    "bench",
+    add_help_option=False,
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
+def bench(ctx: typer.Context) -> None:
+    """Benchmarks: runs `python -m benchmarks ARGS` of the checkout this package comes from."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    checkout = (root / "pyproject.toml").is_file() and (root / "benchmarks/__main__.py").is_file()
+    if not checkout:
+        raise _fail(
+            "the benchmarks are not installed with the package; run `python -m benchmarks` from a "
+            "git checkout of sflam-opt"
+        )
+    path = os.pathsep.join(filter(None, (str(root), os.environ.get("PYTHONPATH"))))
+    cmd = [sys.executable, "-m", "benchmarks", *ctx.args]
+    raise typer.Exit(subprocess.run(cmd, env={**os.environ, "PYTHONPATH": path}).returncode)
+
+
 _registered: list[bool] = []
 
 
 def _register_extensions() -> None:
-    """Add the trainer's and the benchmarks' commands (kept in their own packages), once."""
+    """Add the trainer's commands (kept in their own package), once."""
     import importlib
 
     if _registered:
         return
     _registered.append(True)
 
-    for mod in ("sflam_opt.training.cli", "sflam_opt.bench.cli"):
+    for mod in ("sflam_opt.training.cli",):
         try:
             ext = importlib.import_module(mod)
         except ModuleNotFoundError as exc:

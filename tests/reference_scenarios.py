@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from sflam_opt.bench.solve import small_instance
 from sflam_opt.scenario import Scenario
+from sflam_opt.testing import small_instance
 
 
 def two_device() -> Scenario:

@@ -1,4 +1,4 @@
-"""Benchmarks (issue 7): pieces of ``sflam-opt bench quick`` at tiny sizes.
+"""Benchmarks: pieces of ``python -m benchmarks quick`` at tiny sizes.
 
 Each end-to-end test runs a real benchmark section into a temporary directory and checks that the
 CSV/JSON/PNG/markdown outputs exist and hold the values that were measured (re-measured here where
@@ -14,9 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sflam_opt import Scenario, solve
-from sflam_opt.bench import report
-from sflam_opt.bench.common import (
+from benchmarks import markdown, report
+from benchmarks import memory as bench_memory
+from benchmarks import solve as bench_solve
+from benchmarks import train as bench_train
+from benchmarks.__main__ import main
+from benchmarks.common import (
     PROFILES,
     BenchContext,
     Profile,
@@ -25,9 +28,10 @@ from sflam_opt.bench.common import (
     read_json,
     write_csv,
 )
-from sflam_opt.bench.solve import fit_exponent, gap_summary, small_instance
-from sflam_opt.bench.train import run_row, summarize
-from sflam_opt.cli import main
+from benchmarks.solve import fit_exponent, gap_summary
+from benchmarks.train import run_row, summarize
+from sflam_opt import Scenario, solve
+from sflam_opt.testing import small_instance
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -39,7 +43,7 @@ def _png(path: Path) -> None:
 
 
 def _ctx(tmp_path: Path, profile: Profile) -> BenchContext:
-    return BenchContext(tmp_path, profile, f"sflam-opt bench test --out {tmp_path}")
+    return BenchContext(tmp_path, profile, f"python -m benchmarks test --out {tmp_path}")
 
 
 # ------------------------------------------------------------------------------- pure parts
@@ -152,13 +156,12 @@ TINY = PROFILES["quick"].replace(
     train_workers=1,
     memory_model="vit-tiny",
     memory_batches=(4,),
+    cold_runs=False,
 )
 
 
 def test_solve_section_writes_measured_values(tmp_path: Path) -> None:
-    from sflam_opt.bench import solve as bench_solve
-
-    ctx = _ctx(tmp_path, TINY.replace(bcd_sizes=(), bcd_trace_sizes=()))
+    ctx = _ctx(tmp_path, TINY.replace(bcd_sizes=(), bcd_trace_sizes=(), cold_runs=True))
     bench_solve.run(ctx, parts=("speed", "optimality", "savings", "pareto"))
     fig = tmp_path / "figures"
     speed = read_csv(fig / "solve_speed.csv")
@@ -170,6 +173,9 @@ def test_solve_section_writes_measured_values(tmp_path: Path) -> None:
     ref = solve(Scenario.default(devices=10, seed=0), solver="fast")
     assert speed[0]["objective"] == pytest.approx(ref.objective, rel=1e-12)
     assert all(r["repeats"] == 2 and 0 < r["min_s"] <= r["median_s"] <= r["max_s"] for r in speed)
+    # Cold: a fresh process pays the import and the first call, more than the solver's own time.
+    assert all(r["cold_s"] > r["cold_import_s"] > 0 and r["cold_s"] > r["median_s"] for r in speed)
+    assert all(r["first_s"] > 0 for r in speed)
     doc = read_json(fig / "solve.json")
     assert doc["speed"]["fits"]["fast"]["fit_sizes"] == [100.0, 300.0]
     assert doc["meta"]["command"] == ctx.command and doc["optimality"]["seeds"] == [0, 1, 2]
@@ -188,31 +194,49 @@ def test_solve_section_writes_measured_values(tmp_path: Path) -> None:
         _png(fig / f"{name}.png")
         assert f"figures/{name}.png" in md
     assert ctx.command in md
-    assert f"| fast | 10 | converged | {report.num(speed[0]['objective'])} |" in md
-    assert report.num(eq["total_latency_s"]) in md
-    assert "No data for: `sflam-opt bench train`, `sflam-opt bench memory`." in md
+    assert f"| fast | 10 | converged | {markdown.num(speed[0]['objective'])} |" in md
+    assert markdown.num(eq["total_latency_s"]) in md
+    assert (
+        "No data for: `python -m benchmarks train`, `python -m benchmarks memory`, "
+        "`python -m benchmarks defaults`." in md
+    )
 
 
 def test_bcd_parts_record_iterations(tmp_path: Path) -> None:
-    from sflam_opt.bench import solve as bench_solve
-
     ctx = _ctx(tmp_path, TINY)
     doc = bench_solve.run(ctx, parts=("speed", "bcd"))
     trace = read_csv(tmp_path / "figures" / "solve_bcd_trace.csv")
     runs = doc["bcd"]["runs"]
-    assert len(runs) == 4  # default N=4 plus deadline, energy-cap and latency-only variants
+    # Default N=4 plus deadline, energy-cap and latency-only variants, each as shipped and pure.
+    assert len(runs) == 8 and {r["solver"] for r in runs} == {"bcd", "bcd-pure"}
     for run in runs:
-        mine = [r for r in trace if r["scenario"] == run["scenario"]]
+        mine = [
+            r for r in trace if r["scenario"] == run["scenario"] and r["solver"] == run["solver"]
+        ]
         assert len(mine) == run["iterations"] >= 1
         assert mine[-1]["objective"] == pytest.approx(run["objective"], rel=1e-6)
+        assert run["gap_to_fast"] == pytest.approx(run["objective"] / run["fast_objective"] - 1)
+    pure = next(r for r in runs if r["solver"] == "bcd-pure" and r["scenario"] == "default N=4")
+    assert pure["warm_start"] == "equal" and pure["stall_escapes"] == 0
+    first = next(r for r in trace if r["solver"] == "bcd-pure" and r["scenario"] == "default N=4")
+    assert first["objective"] == pytest.approx(1.0)  # starts from the equal split, J = 1
+    speed = read_csv(tmp_path / "figures" / "solve_speed.csv")
+    assert [(r["solver"], r["n_devices"]) for r in speed][:2] == [("bcd", 4), ("bcd-pure", 4)]
+    shipped = next(r for r in runs if r["solver"] == "bcd" and r["scenario"] == "default N=4")
+    blocks = ("bandwidth_block_s", "upload_block_s", "bits_block_s", "escape_s")
+    assert 0 < sum(shipped[b] for b in blocks) <= shipped["solve_time_s"]
+    bits = {r["method"]: r for r in read_csv(tmp_path / "figures" / "solve_bits_methods.csv")}
+    assert set(bits) == {"milp", "sweep", "relax"}
+    # MILP and sweep are both exact for the block: the same J.
+    assert bits["milp"]["objective"] == pytest.approx(bits["sweep"]["objective"], rel=1e-9)
     _png(tmp_path / "figures" / "solve_bcd_trace.png")
     md = report.render(tmp_path)
     assert "### BCD behaviour" in md and runs[0]["scenario"] in md
+    assert "`bcd-pure` is pure block descent (`escape=False, warm_start=False`)" in md
+    assert "Pure block descent (`bcd-pure`) solves the default scenario with N = 4" in md
 
 
 def test_train_section_runs_and_reports(tmp_path: Path) -> None:
-    from sflam_opt.bench import train as bench_train
-
     bench_train.run(_ctx(tmp_path, TINY))
     fig = tmp_path / "figures"
     runs = read_csv(fig / "train_runs.csv")
@@ -245,24 +269,20 @@ def test_train_section_runs_and_reports(tmp_path: Path) -> None:
     assert doc["cifar10"]["run"] is False and "no CUDA device" in doc["cifar10"]["reasons"]
     md = report.render(tmp_path)
     assert "## Training benchmarks" in md and "**Not run on this machine**" in md
-    assert report.pct(runs[0]["final_accuracy"]) in md
+    assert markdown.pct(runs[0]["final_accuracy"]) in md
 
 
 def test_worker_processes_reproduce_in_process_runs(tmp_path: Path) -> None:
-    from sflam_opt.bench import train as bench_train
-
     todo = [j for j in bench_train.jobs(TINY) if j["group"] == "protocols"]
     assert len(todo) == 2
-    here = [bench_train._run_job(j) for j in todo]
-    pooled = bench_train._execute(_ctx(tmp_path, TINY.replace(train_workers=2)), todo)
+    here = [bench_train.run_job(j) for j in todo]
+    pooled = bench_train.execute(_ctx(tmp_path, TINY.replace(train_workers=2)), todo)
     for a, b in zip(here, pooled, strict=True):
         assert b["error"] is None and (b["protocol"], b["seed"]) == (a["protocol"], a["seed"])
         assert b["metrics"] == json.loads(json.dumps(a["metrics"]))  # same seed, same numbers
 
 
 def test_memory_section_measures_both_protocols(tmp_path: Path) -> None:
-    from sflam_opt.bench import memory as bench_memory
-
     bench_memory.run(_ctx(tmp_path, TINY))
     rows = read_csv(tmp_path / "figures" / "memory.csv")
     assert [(r["protocol"], r["batch"]) for r in rows] == [("sflam", 4), ("fl", 4)]
@@ -275,10 +295,10 @@ def test_memory_section_measures_both_protocols(tmp_path: Path) -> None:
         fl["device_peak_mb"] / sflam["device_peak_mb"]
     )
     md = report.render(tmp_path)
-    assert f"| sflam | 4 | {report.num(sflam['device_peak_mb'])} |" in md
+    assert f"| sflam | 4 | {markdown.num(sflam['device_peak_mb'])} |" in md
     # `bench report` redraws from the data files alone.
     (tmp_path / "figures" / "memory.png").unlink()
-    assert main(["bench", "report", "--out", str(tmp_path)]) == 0
+    assert main(["report", "--out", str(tmp_path)]) == 0
     _png(tmp_path / "figures" / "memory.png")
     assert (tmp_path / "results.md").read_text(encoding="utf-8").count("## Memory benchmark") == 1
 
@@ -286,8 +306,6 @@ def test_memory_section_measures_both_protocols(tmp_path: Path) -> None:
 def test_solver_exception_is_recorded_not_fatal(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from sflam_opt.bench import solve as bench_solve
-
     real = bench_solve.solve
 
     def flaky(scenario: Scenario, solver: str = "bcd", **kw: object) -> object:
@@ -311,14 +329,14 @@ def test_solver_exception_is_recorded_not_fatal(
 
 # ------------------------------------------------------------------------------- CLI
 def test_cli_lists_bench_commands(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["bench", "--help"]) == 0
+    assert main(["--help"]) == 0
     text = capsys.readouterr().out
     for cmd in ("solve", "train", "memory", "all", "quick"):
         assert cmd in text
 
 
 def test_cli_rejects_unknown_profile(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["bench", "solve", "--profile", "huge", "--out", str(tmp_path)]) == 2
+    assert main(["solve", "--profile", "huge", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "--profile 'huge'" in err and "quick" in err
     assert not (tmp_path / "results.md").exists()
@@ -326,7 +344,7 @@ def test_cli_rejects_unknown_profile(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 def test_report_lists_sections_not_run(tmp_path: Path) -> None:
     md = report.render(tmp_path)
-    assert "No data for: `sflam-opt bench solve`, `sflam-opt bench train`, " in md
+    assert "No data for: `python -m benchmarks solve`, `python -m benchmarks train`, " in md
     assert "## Machine and date" not in md
 
 
@@ -341,3 +359,143 @@ def test_profiles_size_the_published_benchmarks() -> None:
     assert full.train_uniform_bits == (2, 4, 8, 32)
     assert full.memory_batches == (8, 32, 128) and full.memory_model == "vit-b32"
     assert json.loads(json.dumps(quick.to_dict()))["name"] == "quick"
+
+
+def test_sflam_opt_bench_runs_the_checkout_benchmarks(capfd: pytest.CaptureFixture[str]) -> None:
+    from sflam_opt.cli import main as sflam_main
+
+    assert sflam_main(["bench", "--help"]) == 0
+    text = capfd.readouterr().out
+    assert "python -m benchmarks" in text and "quick" in text
+
+
+def test_sflam_opt_bench_outside_a_checkout_says_where_to_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sflam_opt.cli as cli
+
+    monkeypatch.setattr(cli, "__file__", str(tmp_path / "site-packages" / "sflam_opt" / "cli.py"))
+    assert cli.main(["bench", "quick"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "python -m benchmarks" in err and "checkout" in err
+
+
+def test_registered_section_is_run_and_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+    import types
+
+    from benchmarks import sections
+
+    mod = types.ModuleType("bench_probe")
+
+    def run(ctx: BenchContext) -> None:
+        ctx.csv("probe", [{"x": 1.5}], ["x"])
+        ctx.json("probe", {"meta": ctx.meta("probe", 0.0, "now")})
+
+    mod.run = run
+    mod.draw = lambda figures: []
+    mod.report = lambda figures, doc: [
+        "## Probe",
+        "",
+        f"x = {read_csv(figures / 'probe.csv')[0]['x']}",
+    ]
+    mod.headlines = lambda figures, doc: ["the probe ran"]
+    monkeypatch.setitem(sys.modules, "bench_probe", mod)
+    with pytest.raises(ValueError, match="taken"):
+        sections.register("quick", "bench_probe", "clashes with a command")
+    sections.register("probe", "bench_probe", "A probe.")
+    try:
+        from benchmarks.__main__ import run_sections
+
+        times, errors = run_sections(["probe"], tmp_path, TINY, "python -m benchmarks probe")
+        md = (tmp_path / "results.md").read_text(encoding="utf-8")
+    finally:
+        del sections.SECTIONS["probe"]
+    assert list(times) == ["probe"] and errors == []
+    assert "- the probe ran" in md and "## Probe" in md and "x = 1.5" in md
+    assert "`python -m benchmarks solve`" in md  # the other sections are listed as not run
+
+
+def _default_row(protocol: str, seed: int, acc: float, up: float, lat: float) -> dict:
+    return {
+        "protocol": protocol,
+        "seed": seed,
+        "final_accuracy": acc,
+        "uplink_bytes": up,
+        "total_latency_s": lat,
+        "total_energy_j": 1.0,
+        "mean_bits": 6.5 if protocol == "sflam" else None,
+        "wall_time_s": 40.0,
+    }
+
+
+def test_defaults_section_checks_and_headline(tmp_path: Path) -> None:
+    from benchmarks import defaults
+    from sflam_opt.training.config import TrainConfig
+
+    todo = defaults.jobs(PROFILES["all"])
+    assert [(j["protocol"], j["seed"]) for j in todo[:4]] == [
+        ("sflam", 0),
+        ("sfl", 0),
+        ("fl", 0),
+        ("sl", 0),
+    ]
+    assert len(todo) == 12
+    assert TrainConfig(**todo[1]["config"]) == TrainConfig(protocol="sfl", seed=0, threads=1)
+    rows = [
+        _default_row("sflam", 0, 0.9667, 23.0, 10.0),
+        _default_row("sfl", 0, 0.9583, 100.0, 40.0),
+        _default_row("fl", 0, 0.95, 500.0, 50.0),
+        _default_row("sl", 0, 0.90, 100.0, 400.0),
+        _default_row("sflam", 1, 0.94, 60.0, 10.0),
+        _default_row("sfl", 1, 0.96, 100.0, 40.0),
+        _default_row("fl", 1, 0.95, 500.0, 5.0),
+        _default_row("sl", 1, 0.90, 100.0, 400.0),
+        _default_row("sflam", 2, 0.97, 20.0, 10.0),  # no other protocol at seed 2: no check
+    ]
+    c0, c1 = defaults.checks(rows)
+    assert c0["gap_points"] == pytest.approx(0.84) and c0["uplink_share"] == pytest.approx(0.23)
+    assert c0["accuracy_ok"] and c0["within_gap"] and c0["uplink_half"]
+    assert c0["latency_below_fl_sl"] and c0["latency_share"] == pytest.approx(0.25)
+    assert c1["gap_points"] == pytest.approx(-2.0) and not c1["accuracy_ok"]
+    assert not c1["within_gap"] and not c1["uplink_half"] and not c1["latency_below_fl_sl"]
+    ctx = _ctx(tmp_path, TINY)
+    ctx.csv("defaults_runs", rows, defaults.RUN_COLUMNS)
+    ctx.csv("defaults_checks", [c0, c1], defaults.CHECK_COLUMNS)
+    ctx.json(
+        "defaults",
+        {"meta": ctx.meta("defaults", 0.0, "now"), "config": TrainConfig().to_dict(), "workers": 2},
+    )
+    md = report.render(tmp_path)
+    assert "## Training with the defaults" in md and "| 1 | -2.00 |" in md
+    assert (
+        "`sflam-opt train` with its defaults (seed 0): SFLAM picks 6.5 bits on average and "
+        "reaches 96.67 % test accuracy in 40.0 s, against 95.83 % for fp32 `sfl`, with 23 % of its "
+        "uplink bytes and 25 % of its simulated latency. SFLAM - SFL at seeds 0, 1: +0.84, -2.00 "
+        "points (mean -0.58)." in md
+    )
+
+
+def test_defaults_section_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from benchmarks import defaults
+
+    real = defaults.jobs
+
+    def short(profile: Profile) -> list[dict]:  # the default config, but 2 rounds on 4 devices
+        return [{**j, "config": {**j["config"], "rounds": 2, "devices": 4}} for j in real(profile)]
+
+    monkeypatch.setattr(defaults, "jobs", short)
+    defaults.run(_ctx(tmp_path, TINY.replace(defaults_seeds=(0,))))
+    runs = read_csv(tmp_path / "figures" / "defaults_runs.csv")
+    assert [r["protocol"] for r in runs] == ["sflam", "sfl", "fl", "sl"]
+    assert all(r["error"] is None and r["rounds"] == 2 for r in runs)
+    (check,) = read_csv(tmp_path / "figures" / "defaults_checks.csv")
+    sflam, sfl = runs[0], runs[1]
+    assert check["gap_points"] == pytest.approx(
+        100 * (sflam["final_accuracy"] - sfl["final_accuracy"])
+    )
+    assert check["uplink_share"] == pytest.approx(sflam["uplink_bytes"] / sfl["uplink_bytes"])
+    md = report.render(tmp_path)
+    assert "## Training with the defaults" in md and "`sflam-opt train` with its defaults" in md

@@ -1,9 +1,20 @@
-"""Solver benchmarks (issue 7): speed ladder, optimality gap, savings, Pareto front, BCD behaviour.
+"""Solver benchmarks: speed ladder, optimality gap, savings, Pareto front, BCD behaviour.
 
 Everything is measured on the formulation's default scenario (formulation §7,
-``Scenario.default(N, seed)``) or on random small instances from :func:`small_instance`, through
+``Scenario.default(N, seed)``) or on random small instances from
+:func:`sflam_opt.testing.small_instance`, through
 the public :func:`sflam_opt.solve` entry point, so what is timed is exactly what a user calls
 (argument checks, the target check and the final evaluation included).
+
+``bcd`` is measured twice: as shipped, and as pure block descent (``bcd-pure``: ``escape=False,
+warm_start=False``), which starts from the equal split and moves only by its CVXPY bandwidth and
+upload blocks and its bits block. The shipped ``bcd`` starts from the best baseline and, when the
+blocks stall, steps to the exact continuous optimum (the closed form ``fast`` uses), so its final
+J says little about block descent itself.
+
+Solve times are reported warm (median over repeated solves in one process, after one untimed
+call) and cold (the first solve in a fresh process, imports and CVXPY canonicalization included;
+:mod:`benchmarks.cold`), which is what a one-shot ``sflam-opt solve`` pays.
 
 Outputs in ``<out>/figures/``: ``solve_speed.{csv,png}``, ``solve_optimality.csv`` (one row per
 instance and method), ``solve_optimality_summary.csv``, ``solve_optimality.png``,
@@ -22,21 +33,28 @@ from typing import Any
 
 import numpy as np
 
-from sflam_opt.bench.common import BenchContext, median, peak_memory, rss_peak, utc_now
+from benchmarks.cold import cold_solve
+from benchmarks.common import BenchContext, median, peak_memory, rss_peak, utc_now
+from benchmarks.plots import solve_figures as draw
+from benchmarks.solve_report import headlines, report
 from sflam_opt.costs import breakdown, equal_allocation
-from sflam_opt.scenario import Devices, Scenario
+from sflam_opt.scenario import Scenario
 from sflam_opt.solvers import available_solvers, solve
+from sflam_opt.testing import small_instance
 
 __all__ = [
     "GAP_TOLERANCE",
+    "VARIANTS",
     "bcd_trace",
+    "draw",
     "fit_exponent",
     "gap_summary",
+    "headlines",
     "optimality",
     "pareto",
+    "report",
     "run",
     "savings",
-    "small_instance",
     "speed_ladder",
     "stall_escapes",
 ]
@@ -45,6 +63,14 @@ logger = logging.getLogger(__name__)
 
 #: "Within tolerance" of the optimum: relative gap in J at most 0.1 %.
 GAP_TOLERANCE = 1e-3
+
+#: Parts of a BCD run timed separately (keys of ``SolveResult.timings``).
+BCD_BLOCKS = ("bandwidth_block", "upload_block", "bits_block", "escape")
+
+#: Benchmarked methods that are a registered solver with options: name -> (solver, options).
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "bcd-pure": ("bcd", {"escape": False, "warm_start": False}),
+}
 
 SPEED_COLUMNS = (
     "solver",
@@ -57,6 +83,10 @@ SPEED_COLUMNS = (
     "max_s",
     "times_s",
     "median_cpu_s",
+    "first_s",
+    "cold_s",
+    "cold_import_s",
+    "cold_call_s",
     "traced_peak_mib",
     "rss_peak_delta_mib",
     "iterations",
@@ -116,37 +146,57 @@ PARETO_COLUMNS = (
     "seed",
     "n_devices",
 )
-TRACE_COLUMNS = ("scenario", "n_devices", "iteration", "objective", "status", "stall_escapes")
+TRACE_COLUMNS = (
+    "scenario",
+    "solver",
+    "n_devices",
+    "iteration",
+    "objective",
+    "status",
+    "stall_escapes",
+)
 RUN_COLUMNS = (
     "scenario",
+    "solver",
     "status",
     "iterations",
     "objective",
     "fast_status",
     "fast_objective",
+    "gap_to_fast",
     "stall_escapes",
+    "warm_start",
     "solve_time_s",
+    *(f"{b}_s" for b in BCD_BLOCKS),
     "error",
 )
+BITS_COLUMNS = ("n_devices", "method", "status", "time_s", "steps", "objective")
 
 
 # ------------------------------------------------------------------------------- helpers
-def _has(solver: str) -> bool:
-    return solver in available_solvers()
+def resolve(method: str) -> tuple[str, dict[str, Any]]:
+    """The registered solver and options behind a benchmarked method name (:data:`VARIANTS`)."""
+    solver, options = VARIANTS.get(method, (method, {}))
+    return solver, dict(options)
 
 
-def _record(scenario: Scenario, solver: str, **options: Any) -> dict[str, Any]:
-    """Solve and flatten the result; an exception inside a solver becomes ``status="error"``.
+def _has(method: str) -> bool:
+    return resolve(method)[0] in available_solvers()
+
+
+def _record(scenario: Scenario, method: str) -> dict[str, Any]:
+    """Solve with a method and flatten the result; a solver exception becomes ``status="error"``.
 
     A benchmark run takes many minutes, so one crashing solver must not lose every other number;
     the error text is recorded and shown in the report instead.
     """
+    solver, options = resolve(method)
     try:
         res = solve(scenario, solver=solver, **options)
     except Exception as exc:  # noqa: BLE001 - recorded, reported, never hidden
-        logger.warning("solver %s raised on N=%d: %s", solver, scenario.n_devices, exc)
+        logger.warning("solver %s raised on N=%d: %s", method, scenario.n_devices, exc)
         return {
-            "solver": solver,
+            "solver": method,
             "status": "error",
             "objective": math.inf,
             "error": f"{type(exc).__name__}: {exc}",
@@ -156,12 +206,13 @@ def _record(scenario: Scenario, solver: str, **options: Any) -> dict[str, Any]:
         }
     ev = res.evaluation
     out: dict[str, Any] = {
-        "solver": solver,
+        "solver": method,
         "status": res.status,
         "objective": res.objective,
         "solve_time_s": res.solve_time_s,
         "iterations": list(res.iterations),
         "info": dict(res.info),
+        "timings": dict(res.timings),
         "message": res.message,
         "error": None,
     }
@@ -210,137 +261,94 @@ def fit_exponent(sizes: Sequence[float], times: Sequence[float]) -> dict[str, An
 
 # ------------------------------------------------------------------------------- speed
 def speed_ladder(ctx: BenchContext) -> dict[str, Any]:
-    """Median solve time and peak memory of ``bcd`` and ``fast`` over the profile's N ladder.
+    """Warm and cold solve times and peak memory of each method over the profile's N ladder.
 
-    Each point: ``repeats`` timed solves (median, min, max of ``SolveResult.solve_time_s``, and
-    the median process CPU time of the call, which other load on the machine inflates much less
-    than wall time; the resident-set rise is recorded during them at no cost), then one more solve under
-    :func:`~sflam_opt.bench.common.peak_memory` for the traced peak (timed runs are not traced).
-    A point whose solve takes longer than ``speed_time_cap_s`` stops after that run (``repeats``
-    records how many ran) and gets no traced run, so that ``bench all`` stays within its budget.
+    Each point: one untimed solve (``first_s``: the first in this process at that size, which
+    builds and canonicalizes the CVXPY problems), then ``repeats`` timed solves (warm: median,
+    min, max of ``SolveResult.solve_time_s``, and the median process CPU time of the call, which
+    other load on the machine inflates much less than wall time; the resident-set rise is
+    recorded during them at no cost), then one more solve under
+    :func:`~benchmarks.common.peak_memory` for the traced peak (timed runs are not traced), then
+    the cold solve in a fresh process (:func:`benchmarks.cold.cold_solve`). A point whose first
+    solve takes longer than ``speed_time_cap_s`` is not repeated (its one time is the first
+    solve's) and gets no traced run, so that ``python -m benchmarks all`` stays within its budget.
     """
     p = ctx.profile
-    plan = [("bcd", n) for n in p.bcd_sizes] + [("fast", n) for n in p.fast_sizes]
+    plan = [(m, n) for m in p.bcd_methods for n in p.bcd_sizes] + [
+        ("fast", n) for n in p.fast_sizes
+    ]
     rows: list[dict[str, Any]] = []
-    for solver, n in plan:
-        ctx.progress(f"speed: {solver} N={n}", 0.0)
-        row: dict[str, Any] = {"solver": solver, "n_devices": n, "seed": p.seed, "repeats": 0}
-        if not _has(solver):
-            row.update(status="unavailable", error=f"solver {solver!r} is not registered")
-            rows.append(row)
-            ctx.progress(f"speed: {solver} N={n}", 1.0 / len(plan))
-            continue
-        scn = Scenario.default(devices=n, seed=p.seed)
-        times: list[float] = []
-        cpu: list[float] = []
-        rss: list[float] = []
-        rec: dict[str, Any] = {}
+    for method, n in plan:
+        ctx.progress(f"speed: {method} N={n}", 0.0)
+        rows.append(_speed_point(ctx, method, n))
+        ctx.progress(f"speed: {method} N={n}", 1.0 / len(plan))
+    fits = {}
+    for method in (*p.bcd_methods, "fast"):
+        pts = [r for r in rows if r["solver"] == method and r.get("median_s") is not None]
+        fits[method] = fit_exponent([r["n_devices"] for r in pts], [r["median_s"] for r in pts])
+    ctx.csv("solve_speed", rows, SPEED_COLUMNS)
+    return {"rows": rows, "fits": fits}
+
+
+def _speed_point(ctx: BenchContext, method: str, n: int) -> dict[str, Any]:
+    p = ctx.profile
+    row: dict[str, Any] = {"solver": method, "n_devices": n, "seed": p.seed, "repeats": 0}
+    if not _has(method):
+        row.update(status="unavailable", error=f"solver {method!r} is not registered")
+        return row
+    scn = Scenario.default(devices=n, seed=p.seed)
+    rec = _record(scn, method)
+    first = rec["solve_time_s"]
+    times: list[float] = []
+    cpu: list[float] = []
+    rss: list[float] = []
+    if rec["status"] == "error" or first > p.speed_time_cap_s:
+        times.append(first)
+    else:
         for _ in range(p.repeats):
             c0 = time.process_time()
-            rec, mem = rss_peak(lambda scn=scn, solver=solver: _record(scn, solver))
+            rec, mem = rss_peak(lambda: _record(scn, method))
             cpu.append(time.process_time() - c0)
             times.append(rec["solve_time_s"])
             if mem is not None:
                 rss.append(mem)
             if rec["status"] == "error" or rec["solve_time_s"] > p.speed_time_cap_s:
                 break
+    row.update(
+        status=rec["status"],
+        objective=rec["objective"],
+        repeats=len(times),
+        median_s=median(times),
+        min_s=min(times),
+        max_s=max(times),
+        times_s=times,
+        median_cpu_s=median(cpu) if cpu else None,
+        first_s=first,
+        rss_peak_delta_mib=max(rss) if rss else None,
+        iterations=len(rec["iterations"]),
+        error=rec.get("error"),
+    )
+    if rec["status"] == "error":
+        return row
+    solver, options = resolve(method)
+    if max(times) <= p.speed_time_cap_s:
+        # A separate traced run: tracemalloc slows allocation-heavy code, so it never
+        # overlaps the timed runs; skipped where one solve already exceeds the cap.
+        _, mem = peak_memory(lambda: solve(scn, solver=solver, **options))
+        row["traced_peak_mib"] = mem["traced_peak_mib"]
+    if p.cold_runs:
+        cold = cold_solve(solver, n, p.seed, options)
         row.update(
-            status=rec["status"],
-            objective=rec["objective"],
-            repeats=len(times),
-            median_s=median(times),
-            min_s=min(times),
-            max_s=max(times),
-            times_s=times,
-            median_cpu_s=median(cpu),
-            rss_peak_delta_mib=max(rss) if rss else None,
-            iterations=len(rec["iterations"]),
-            error=rec.get("error"),
+            cold_s=cold.get("cold_s"),
+            cold_import_s=cold.get("import_s"),
+            cold_call_s=cold.get("call_s"),
         )
-        if rec["status"] != "error" and max(times) <= p.speed_time_cap_s:
-            # A separate traced run: tracemalloc slows allocation-heavy code, so it never
-            # overlaps the timed runs; skipped where one solve already exceeds the cap.
-            _, mem = peak_memory(lambda scn=scn, solver=solver: solve(scn, solver=solver))
-            row["traced_peak_mib"] = mem["traced_peak_mib"]
-        rows.append(row)
-        ctx.progress(f"speed: {solver} N={n}", 1.0 / len(plan))
-    fits = {}
-    for solver in ("bcd", "fast"):
-        pts = [r for r in rows if r["solver"] == solver and r.get("median_s") is not None]
-        fits[solver] = fit_exponent([r["n_devices"] for r in pts], [r["median_s"] for r in pts])
-    ctx.csv("solve_speed", rows, SPEED_COLUMNS)
-    return {"rows": rows, "fits": fits}
+        if cold.get("error"):
+            row["error"] = cold["error"]
+    return row
 
 
 # ------------------------------------------------------------------------------- optimality
-def small_instance(
-    seed: int, *, rng: np.random.Generator | None = None, devices: int | None = None
-) -> tuple[Scenario, str]:
-    """A random 3-4 device instance for the optimality benchmark, and its constraint kind.
-
-    Devices at 50-500 m, CPUs 0.5-2 GHz, Pmax 0.05-0.3 W, 100-1000 samples; latency weight,
-    target epsilon, q and bandwidth drawn at random; a quarter use a random subset of bit widths.
-    About 15 % get a round deadline at 80 % of the equal baseline's round latency and 15 % a
-    per-device energy cap at 90 % of its largest device energy (active; usually satisfiable, but
-    some deadlines fall below the fastest possible round). The test suite draws its reference set
-    (``tests/reference_scenarios.py``) from this same generator with its own random stream.
-
-    Parameters
-    ----------
-    seed : int
-        Seeds the default scenario the instance starts from and, when ``rng`` is None, the draws.
-    rng : numpy.random.Generator, optional
-        Stream for the draws; default ``np.random.default_rng([7, seed])``.
-    devices : int, optional
-        Fix N instead of drawing 3 or 4.
-
-    Returns
-    -------
-    (Scenario, str)
-        The instance and ``"none"``, ``"deadline"`` or ``"energy"``.
-    """
-    rng = rng if rng is not None else np.random.default_rng([7, seed])
-    n = int(devices or rng.integers(3, 5))
-    base = Scenario.default(devices=n, seed=seed)
-    dist = np.round(rng.uniform(50.0, 500.0, n), 2)
-    devs = Devices(
-        ids=tuple(range(n)),
-        gain_db=np.zeros(n),  # derived from distance_m when the scenario is rebuilt
-        cpu_hz=np.round(rng.uniform(0.5e9, 2e9, n), -3),
-        max_power_w=np.round(rng.uniform(0.05, 0.3, n), 3),
-        samples=rng.integers(100, 1000, n).astype(np.int64),
-        distance_m=dist,
-    )
-    omega = float(np.round(rng.uniform(0.0, 1.0), 3))
-    if rng.random() < 0.25:
-        picks = rng.choice(np.arange(1, 17), size=int(rng.integers(2, 6)), replace=False)
-        levels = sorted({int(b) for b in picks} | {16})
-    else:
-        levels = list(range(2, 17))
-    scn = base.replace(
-        devices=devs,
-        bits=levels,
-        objective={"latency_weight": omega},
-        convergence={
-            "epsilon": float(np.round(rng.uniform(0.3, 0.8), 3)),
-            "q": float(np.round(rng.uniform(0.2, 3.0), 3)),
-        },
-        system={"bandwidth_hz": float(np.round(rng.uniform(5e6, 40e6), -3))},
-    )
-    kind = rng.random()
-    if kind < 0.15:
-        t_eq = float(breakdown(scn, equal_allocation(scn)).latency_s.max())
-        return scn.replace(constraints={"round_deadline_s": float(np.round(0.8 * t_eq, 3))}), (
-            "deadline"
-        )
-    if kind < 0.3:
-        e_eq = breakdown(scn, equal_allocation(scn)).energy_j
-        return scn.replace(constraints={"device_energy_j": float(np.round(0.9 * e_eq.max(), 3))}), (
-            "energy"
-        )
-    return scn, "none"
-
-
 def _quantile(values: np.ndarray, q: float) -> float:
     # Empirical quantile without interpolation, so infinite gaps (infeasible baselines) give inf
     # instead of nan.
@@ -579,46 +587,108 @@ def trace_scenarios(profile: Any) -> dict[str, Scenario]:
 
 
 def bcd_trace(ctx: BenchContext) -> dict[str, Any]:
-    """J after every BCD outer iteration on a few scenarios, and the stall escapes it needed."""
+    """J after every outer iteration of each BCD method on a few scenarios, against ``fast``.
+
+    Runs every method of ``profile.bcd_methods`` (``bcd`` as shipped, ``bcd-pure``) per scenario;
+    ``gap_to_fast`` is ``J / J_fast - 1`` and ``warm_start`` names the start the run used.
+    """
     if not _has("bcd"):
         ctx.csv("solve_bcd_trace", [], TRACE_COLUMNS)
         return {"unavailable": True, "runs": []}
     scns = trace_scenarios(ctx.profile)
+    methods = ctx.profile.bcd_methods
     rows: list[dict[str, Any]] = []
     runs = []
     for name, scn in scns.items():
         ctx.progress(f"bcd trace: {name}", 0.0)
-        rec = _record(scn, "bcd")
-        esc = stall_escapes(rec.get("info", {}))
         fast = _record(scn, "fast") if _has("fast") else {"status": "unavailable"}
-        runs.append(
-            {
-                "scenario": name,
-                "status": rec["status"],
-                "iterations": len(rec["iterations"]),
-                "objective": rec["objective"],
-                "fast_status": fast["status"],
-                "fast_objective": fast.get("objective") if fast["status"] != "error" else None,
-                "stall_escapes": esc,
-                "solve_time_s": rec["solve_time_s"],
-                "error": rec.get("error"),
-            }
-        )
-        for i, j in enumerate(rec["iterations"], start=1):
-            rows.append(
+        j_fast = fast.get("objective") if fast["status"] != "error" else None
+        for method in methods:
+            rec = _record(scn, method)
+            esc = stall_escapes(rec.get("info", {}))
+            gap = None
+            if j_fast and math.isfinite(j_fast) and math.isfinite(rec["objective"]):
+                gap = rec["objective"] / j_fast - 1.0
+            runs.append(
                 {
                     "scenario": name,
+                    "solver": method,
+                    "status": rec["status"],
+                    "iterations": len(rec["iterations"]),
+                    "objective": rec["objective"],
+                    "fast_status": fast["status"],
+                    "fast_objective": j_fast,
+                    "gap_to_fast": gap,
+                    "stall_escapes": esc,
+                    "warm_start": rec.get("info", {}).get("warm_start"),
+                    "solve_time_s": rec["solve_time_s"],
+                    **{f"{b}_s": rec.get("timings", {}).get(b) for b in BCD_BLOCKS},
+                    "error": rec.get("error"),
+                }
+            )
+            rows += [
+                {
+                    "scenario": name,
+                    "solver": method,
                     "n_devices": scn.n_devices,
                     "iteration": i,
                     "objective": j,
                     "status": rec["status"],
                     "stall_escapes": esc,
                 }
-            )
-        ctx.progress(f"bcd trace: {name}", 1.0 / len(scns))
+                for i, j in enumerate(rec["iterations"], start=1)
+            ]
+            ctx.progress(f"bcd trace: {name}", 1.0 / (len(scns) * len(methods)))
     ctx.csv("solve_bcd_trace", rows, TRACE_COLUMNS)
     ctx.csv("solve_bcd_runs", runs, RUN_COLUMNS)
-    return {"runs": runs, "stall_escapes": _escape_stats([r["stall_escapes"] for r in runs])}
+    shipped = [r["stall_escapes"] for r in runs if r["solver"] == "bcd"]
+    from sflam_opt.solvers.bcd import AUTO_MILP_MAX_DEVICES
+
+    return {
+        "runs": runs,
+        "stall_escapes": _escape_stats(shipped),
+        "bits_methods": bits_methods(ctx),
+        "auto_milp_max_devices": AUTO_MILP_MAX_DEVICES,
+    }
+
+
+def bits_methods(ctx: BenchContext) -> list[dict[str, Any]]:
+    """Time one bits-block solve by each Dinkelbach sub-problem method at the BCD ladder's N.
+
+    The block is solved at ``bcd``'s final bandwidth and power on the default scenario, from the
+    widest bits, with the one-hot MILP (HiGHS), the exact round-time sweep and LP relaxation
+    with rounding; the MILP is skipped above ``profile.bits_milp_max_devices``. Writes
+    ``solve_bits_methods.csv``.
+    """
+    from sflam_opt.solvers.bits import BITS_METHODS, solve_bits
+
+    p = ctx.profile
+    rows: list[dict[str, Any]] = []
+    for n in p.bcd_sizes:
+        scn = Scenario.default(devices=n, seed=p.seed)
+        res = solve(scn, solver="bcd")
+        if not res.success or res.allocation is None:
+            continue
+        alloc = res.allocation
+        start = np.full(n, scn.bits.max, dtype=np.int64)
+        for method in BITS_METHODS:
+            row: dict[str, Any] = {"n_devices": n, "method": method}
+            if method == "milp" and n > p.bits_milp_max_devices:
+                rows.append({**row, "status": "skipped"})
+                continue
+            t0 = time.perf_counter()
+            out = solve_bits(scn, alloc.bandwidth_hz, alloc.power_w, start, method=method)
+            rows.append(
+                {
+                    **row,
+                    "status": out.status,
+                    "time_s": time.perf_counter() - t0,
+                    "steps": out.steps,
+                    "objective": out.objective,
+                }
+            )
+    ctx.csv("solve_bits_methods", rows, BITS_COLUMNS)
+    return rows
 
 
 # ------------------------------------------------------------------------------- driver
@@ -627,8 +697,6 @@ PARTS = ("speed", "optimality", "savings", "pareto", "bcd")
 
 def run(ctx: BenchContext, parts: Sequence[str] = PARTS) -> dict[str, Any]:
     """Run the solver benchmarks, write their CSV files, figures and ``solve.json``."""
-    from sflam_opt.bench import plots
-
     started, started_utc = time.perf_counter(), utc_now()
     doc: dict[str, Any] = {}
     timings: dict[str, float] = {}
@@ -653,5 +721,5 @@ def run(ctx: BenchContext, parts: Sequence[str] = PARTS) -> dict[str, Any]:
         doc["speed"].pop("rows", None)
     meta = ctx.meta("solve", started, started_utc, parts=list(parts), part_seconds=timings)
     ctx.json("solve", {"meta": meta, **doc})
-    ctx.written.extend(plots.solve_figures(ctx.figures))
+    ctx.written.extend(draw(ctx.figures))
     return doc

@@ -1,17 +1,21 @@
-"""``sflam-opt bench``: reproduce every figure sflam-opt publishes (issue 7).
+"""``python -m benchmarks``: reproduce every figure sflam-opt publishes, from a repository checkout.
 
-``sflam-opt bench {solve,train,memory,all,quick} [--out DIR]``. ``all`` and the single sections
-write into ``docs/`` by default (``results.md`` + ``figures/``); ``quick`` runs reduced sizes of
-every benchmark (for CI) into a fresh temporary directory unless ``--out`` is given. Progress goes
-to stderr.
+``python -m benchmarks {<section>,all,quick,report} [--out DIR]``, where the sections are those
+registered in :mod:`benchmarks.sections` (``solve``, ``train``, ``memory``, ...). ``all`` and the
+single sections write into ``docs/`` by default (``results.md`` + ``figures/``); ``quick`` runs
+reduced sizes of the quick sections (for CI) into a fresh temporary directory unless ``--out`` is
+given; ``report`` redraws the figures and ``results.md`` from the data files already there.
+Progress goes to stderr. Exit status: 0, 1 when a run recorded errors in its outputs, 2 on bad
+arguments.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,20 +23,24 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from sflam_opt.bench.common import PROFILES, BenchContext, Profile
-from sflam_opt.errors import SolverArgumentError
+from benchmarks import report
+from benchmarks.common import FIGURES, PROFILES, BenchContext, Profile
+from benchmarks.sections import SECTIONS
+from sflam_opt.errors import DataError, SflamError, SolverArgumentError
 
-__all__ = ["bench_app", "register", "run_sections"]
+__all__ = ["app", "main", "run_sections"]
+
+#: How users run this module; recorded under every figure.
+PROG = "python -m benchmarks"
 
 err = Console(stderr=True)
 
-bench_app = typer.Typer(
+app = typer.Typer(
     help="Benchmarks: solver speed/optimality/savings, training, device memory; writes "
     "results.md with figures.",
     no_args_is_help=True,
+    add_completion=False,
 )
-
-SECTION_NAMES = ("solve", "train", "memory")
 
 OutOption = Annotated[
     Path | None,
@@ -50,11 +58,6 @@ CifarOption = Annotated[
 ]
 
 
-def register(app: typer.Typer) -> None:
-    """Add the ``bench`` sub-app to the main ``sflam-opt`` app."""
-    app.add_typer(bench_app, name="bench")
-
-
 def _profile(name: str) -> Profile:
     if name not in PROFILES:
         raise SolverArgumentError(
@@ -64,7 +67,7 @@ def _profile(name: str) -> Profile:
 
 
 def _command(sub: str, out: Path, profile: str | None, cifar10_dir: Path | None) -> str:
-    parts = ["sflam-opt", "bench", sub]
+    parts = [PROG, sub]
     if profile is not None and profile != "all":
         parts += ["--profile", profile]
     parts += ["--out", str(out)]
@@ -74,7 +77,7 @@ def _command(sub: str, out: Path, profile: str | None, cifar10_dir: Path | None)
 
 
 def run_sections(
-    sections: tuple[str, ...],
+    sections: Sequence[str],
     out: Path,
     profile: Profile,
     command: str,
@@ -86,8 +89,8 @@ def run_sections(
 
     Parameters
     ----------
-    sections : tuple of str
-        Any of ``"solve"``, ``"train"``, ``"memory"``, in the order to run.
+    sections : sequence of str
+        Registered section names (:data:`benchmarks.sections.SECTIONS`), in the order to run.
     out : Path
         Output directory.
     profile : Profile
@@ -103,10 +106,11 @@ def run_sections(
     -------
     (dict, list of str)
         Wall time of each section (seconds), and the errors recorded in the data files
-        (:func:`sflam_opt.bench.report.recorded_errors`).
+        (:func:`benchmarks.report.recorded_errors`).
     """
-    from sflam_opt.bench import report
-
+    unknown = [s for s in sections if s not in SECTIONS]
+    if unknown:
+        raise SolverArgumentError(f"section {unknown[0]!r}: choose from {', '.join(SECTIONS)}")
     times: dict[str, float] = {}
     written: list[Path] = []
     for sec in sections:
@@ -115,22 +119,9 @@ def run_sections(
             if progress is not None:
                 progress(sec, label, advance)
 
-        ctx = BenchContext(Path(out), profile, command, prog)
+        ctx = BenchContext(Path(out), profile, command, prog, cifar10_dir=cifar10_dir)
         t0 = time.perf_counter()
-        if sec == "solve":
-            from sflam_opt.bench import solve
-
-            solve.run(ctx)
-        elif sec == "train":
-            from sflam_opt.bench import train
-
-            train.run(ctx, cifar10_dir=cifar10_dir)
-        elif sec == "memory":
-            from sflam_opt.bench import memory
-
-            memory.run(ctx)
-        else:
-            raise SolverArgumentError(f"section {sec!r}: choose from {', '.join(SECTION_NAMES)}")
+        SECTIONS[sec].load().run(ctx)
         times[sec] = time.perf_counter() - t0
         if progress is not None:
             progress(sec, f"done in {times[sec]:.1f} s", math.inf)
@@ -140,7 +131,7 @@ def run_sections(
 
 
 def _run_cli(
-    sections: tuple[str, ...],
+    sections: Sequence[str],
     out: Path,
     profile: Profile,
     command: str,
@@ -197,24 +188,20 @@ def _section_command(sec: str) -> Callable[..., Any]:
         target = out if out is not None else Path("docs")
         _run_cli((sec,), target, prof, _command(sec, target, profile, cifar10_dir), cifar10_dir)
 
-    cmd.__doc__ = {
-        "solve": "Solver speed ladder, optimality gap, savings, Pareto front, BCD behaviour.",
-        "train": "Training: protocols x Dirichlet alpha x seeds on digits; solver vs uniform bits.",
-        "memory": "Device peak memory of vit-b32: SFLAM device vs FL device at several batches.",
-    }[sec]
+    cmd.__doc__ = SECTIONS[sec].help
     return cmd
 
 
-for _sec in SECTION_NAMES:
-    bench_app.command(_sec)(_section_command(_sec))
+for _name in SECTIONS:
+    app.command(_name)(_section_command(_name))
 
 
-@bench_app.command("all")
+@app.command("all")
 def bench_all(out: OutOption = None, cifar10_dir: CifarOption = None) -> None:
-    """Every benchmark at full size (budget: 30 minutes on 2 cores); default output docs/."""
+    """Every benchmark at full size; default output docs/."""
     target = out if out is not None else Path("docs")
     _run_cli(
-        SECTION_NAMES,
+        tuple(SECTIONS),
         target,
         PROFILES["all"],
         _command("all", target, None, cifar10_dir),
@@ -222,12 +209,12 @@ def bench_all(out: OutOption = None, cifar10_dir: CifarOption = None) -> None:
     )
 
 
-@bench_app.command("quick")
+@app.command("quick")
 def bench_quick(out: OutOption = None, cifar10_dir: CifarOption = None) -> None:
-    """Reduced sizes of every benchmark (CI; budget 3 minutes); default output a new temp dir."""
+    """Reduced sizes of the quick benchmarks (CI; budget 3 minutes); default output a temp dir."""
     target = out if out is not None else Path(tempfile.mkdtemp(prefix="sflam-bench-quick-"))
     _run_cli(
-        SECTION_NAMES,
+        tuple(name for name, sec in SECTIONS.items() if sec.quick),
         target,
         PROFILES["quick"],
         _command("quick", target, None, cifar10_dir),
@@ -235,20 +222,50 @@ def bench_quick(out: OutOption = None, cifar10_dir: CifarOption = None) -> None:
     )
 
 
-@bench_app.command("report")
+@app.command("report")
 def bench_report(out: OutOption = None) -> None:
     """Redraw the figures and re-render results.md from the data files already in --out."""
-    from sflam_opt.bench import plots, report
-    from sflam_opt.bench.common import FIGURES
-    from sflam_opt.errors import DataError
-
     target = out if out is not None else Path("docs")
     figures = target / FIGURES
     if not figures.is_dir():
         raise DataError(
             f"--out {target}: no {FIGURES}/ directory with benchmark data; run "
-            f"`sflam-opt bench all --out {target}` first"
+            f"`{PROG} all --out {target}` first"
         )
-    pngs = plots.all_figures(figures)
+    pngs = [
+        png
+        for name, sec in SECTIONS.items()
+        if (figures / f"{name}.json").exists()
+        for png in sec.load().draw(figures)
+    ]
     path = report.write(target)
     err.print(f"redrew {len(pngs)} figure(s) and wrote {path}", highlight=False)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark CLI; bad arguments give one line on stderr and exit 2."""
+    try:
+        app(args=list(sys.argv[1:] if argv is None else argv), prog_name=PROG)
+    except SflamError as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        return 2
+    except SystemExit as exc:
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    except OSError as exc:  # disk full, permission denied: say what, no traceback
+        where = f" {exc.filename}" if exc.filename else ""
+        err.print(
+            f"error: cannot access{where}: {exc.strerror or exc}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+        return 1
+    except KeyboardInterrupt:
+        err.print("interrupted", highlight=False)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,7 +1,7 @@
 """Shared machinery of the benchmarks: profiles, output files, machine description, measurement.
 
 Every benchmark section writes its raw rows as CSV and a JSON document (data + metadata: command,
-profile, seeds, machine, date, elapsed time) into ``<out>/figures/``; :mod:`sflam_opt.bench.report`
+profile, seeds, machine, date, elapsed time) into ``<out>/figures/``; :mod:`benchmarks.report`
 renders ``<out>/results.md`` from those files only, so the report never holds a number that the
 code did not just write to disk.
 """
@@ -18,7 +18,6 @@ import math
 import os
 import platform
 import subprocess
-import sys
 import time
 import tracemalloc
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -34,6 +33,8 @@ __all__ = [
     "PROFILES",
     "BenchContext",
     "Profile",
+    "checkout_env",
+    "finite_mean",
     "jsonable",
     "machine_info",
     "median",
@@ -69,7 +70,14 @@ class Profile:
     speed_time_cap_s : float
         A speed-ladder point whose solve exceeds this many seconds is not repeated.
     bcd_sizes, fast_sizes : tuple of int
-        Device counts N of the speed ladder for each solver.
+        Device counts N of the speed ladder for the BCD methods and for ``fast``.
+    bcd_methods : tuple of str
+        BCD methods of the speed ladder and the BCD trace: ``"bcd"`` as shipped and
+        ``"bcd-pure"``, pure block descent (:data:`benchmarks.solve.VARIANTS`).
+    cold_runs : bool
+        Also time each speed-ladder point's first solve in a fresh process.
+    bits_milp_max_devices : int
+        Largest N at which the bits-block method table times the MILP.
     optimality_instances : int
         Random small scenarios compared against ``exact``.
     optimality_solvers : tuple of str
@@ -115,6 +123,8 @@ class Profile:
         Uniform uplink bit widths compared with the solver's bits (32 = fp32).
     train_bits_alpha : float
         Dirichlet alpha of the bits comparison.
+    defaults_seeds : tuple of int
+        Seeds of the defaults section (every protocol with ``sflam-opt train``'s defaults).
     calibration_seed, calibration_bits
         Held-out seed and uniform bit widths of the run that calibrates the bound's constants
         (``sflam_opt.training.calibrate``) at ``train_bits_alpha``.
@@ -132,10 +142,14 @@ class Profile:
     speed_time_cap_s: float = 60.0
     bcd_sizes: tuple[int, ...] = (10, 100, 1000)
     fast_sizes: tuple[int, ...] = (10, 100, 1000, 10_000, 100_000)
+    bcd_methods: tuple[str, ...] = ("bcd", "bcd-pure")
+    cold_runs: bool = True
+    bits_milp_max_devices: int = 300
     optimality_instances: int = 200
     optimality_solvers: tuple[str, ...] = (
         "fast",
         "bcd",
+        "bcd-pure",
         "equal",
         "fixed-bits",
         "bandwidth-only",
@@ -171,6 +185,7 @@ class Profile:
     train_workers: int = 2
     train_uniform_bits: tuple[int, ...] = (2, 4, 8, 32)
     train_bits_alpha: float = 0.5
+    defaults_seeds: tuple[int, ...] = (0, 1, 2)
     calibration_seed: int = 100
     calibration_bits: tuple[int, ...] = (2, 4)
     cifar_rounds: int = 20
@@ -205,6 +220,7 @@ PROFILES: dict[str, Profile] = {
         train_rounds=4,
         train_uniform_bits=(2, 32),
         calibration_bits=(2,),
+        defaults_seeds=(0,),
         memory_batches=(8,),
     ),
 }
@@ -247,7 +263,7 @@ def _version(module: str) -> str | None:
 
 
 def _git_commit() -> str | None:
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[1]
     try:
         out = subprocess.run(
             ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
@@ -259,6 +275,17 @@ def _git_commit() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
+
+
+def checkout_env() -> dict[str, str]:
+    """This process's environment with the repository root first on ``PYTHONPATH``.
+
+    Child processes started with it (``python -m benchmarks.<module>``) import the same
+    ``benchmarks`` and ``sflam_opt`` as the parent, whatever directory they start in.
+    """
+    root = str(Path(__file__).resolve().parents[1])
+    path = os.pathsep.join(x for x in (root, os.environ.get("PYTHONPATH")) if x)
+    return {**os.environ, "PYTHONPATH": path}
 
 
 def machine_info() -> dict[str, Any]:
@@ -377,6 +404,12 @@ def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
+def finite_mean(values: Iterable[Any]) -> float | None:
+    """Mean of the finite values (None when there are none)."""
+    xs = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    return float(np.mean(xs)) if xs else None
+
+
 def median(values: Iterable[float]) -> float:
     """Median of finite values (nan when there are none)."""
     arr = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
@@ -469,12 +502,15 @@ class BenchContext:
     progress : callable
         ``progress(label, advance)``: called with a short description and the fraction of the
         current section completed since the last call.
+    cifar10_dir : Path, optional
+        CIFAR-10 directory for the optional ViT-B/32 training run.
     """
 
     out_dir: Path
     profile: Profile
     command: str
     progress: Progress = _no_progress
+    cifar10_dir: Path | None = None
     written: list[Path] = field(default_factory=list)
     load_at_start: float | None = None
 
@@ -526,9 +562,3 @@ class BenchContext:
             "machine": {**machine_info(), "load_avg_1m_at_start": self.load_at_start},
             **extra,
         }
-
-
-def command_line(argv: Sequence[str] | None = None) -> str:
-    """The invocation as a user would type it: ``sflam-opt bench ...``."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    return " ".join(["sflam-opt", *args])

@@ -1,4 +1,4 @@
-"""Training benchmarks (issue 7): protocols under non-IID data, solver bits against uniform bits.
+"""Training benchmarks: protocols under non-IID data, solver bits against uniform bits.
 
 Every run is one call of :func:`sflam_opt.training.trainer.train` on scikit-learn digits with the
 ``vit-tiny`` split ViT, ``N`` devices, a Dirichlet(alpha) label split and the default scenario of
@@ -30,7 +30,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import os
 import queue
 import subprocess
@@ -44,7 +43,9 @@ from typing import Any
 
 import numpy as np
 
-from sflam_opt.bench.common import BenchContext, jsonable, read_csv, utc_now
+from benchmarks.common import BenchContext, checkout_env, finite_mean, jsonable, utc_now
+from benchmarks.plots import train_figures as draw
+from benchmarks.train_report import headlines, report
 from sflam_opt.errors import SflamError
 
 __all__ = [
@@ -52,16 +53,21 @@ __all__ = [
     "cifar_command",
     "cifar_status",
     "curve_rows",
+    "draw",
+    "execute",
+    "headlines",
     "jobs",
-    "report_section",
+    "report",
     "run",
+    "run_job",
     "run_row",
     "summarize",
 ]
 
 logger = logging.getLogger(__name__)
 
-#: The CIFAR-10 setting of the SFLAM seed, as the command ``bench train`` runs per alpha on a GPU.
+#: The CIFAR-10 setting of arXiv 2504.09114, as the command the train section runs per alpha on a
+#: GPU.
 CIFAR_COMMAND = (
     "sflam-opt train --dataset cifar10 --data-dir DIR --model vit-b32 --pretrained "
     "--device cuda --protocol sflam --alpha {alpha} --devices {devices} --rounds {rounds} "
@@ -245,7 +251,7 @@ def _calibrate(job: Mapping[str, Any]) -> dict[str, Any]:
     return {k: res[k] for k in keep}
 
 
-def _run_job(job: Mapping[str, Any]) -> dict[str, Any]:
+def run_job(job: Mapping[str, Any]) -> dict[str, Any]:
     """Train one job (in a worker process); returns plain data only."""
     from sflam_opt.bounds import phi_q
     from sflam_opt.training.trainer import TrainConfig, train
@@ -399,11 +405,6 @@ def curve_rows(
     return out
 
 
-def _mean(vals: Sequence[Any]) -> float | None:
-    xs = [float(v) for v in vals if v is not None and math.isfinite(float(v))]
-    return float(np.mean(xs)) if xs else None
-
-
 def summarize(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Aggregate runs over seeds per (alpha, protocol, bits_mode).
 
@@ -430,16 +431,18 @@ def summarize(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 "final_accuracy_min": float(acc.min()) if acc.size else None,
                 "final_accuracy_max": float(acc.max()) if acc.size else None,
                 "reached_target": f"{len(reached)}/{len(rs)}",
-                "rounds_to_target_mean": _mean(rt),
+                "rounds_to_target_mean": finite_mean(rt),
                 "rounds_to_target_min": min(rt) if rt else None,
                 "rounds_to_target_max": max(rt) if rt else None,
-                "uplink_bytes_mean": _mean([r.get("uplink_bytes") for r in ok]),
-                "uplink_bytes_to_target_mean": _mean(
+                "uplink_bytes_mean": finite_mean([r.get("uplink_bytes") for r in ok]),
+                "uplink_bytes_to_target_mean": finite_mean(
                     [r["uplink_bytes_to_target"] for r in reached]
                 ),
-                "latency_to_target_s_mean": _mean([r["latency_to_target_s"] for r in reached]),
-                "energy_to_target_j_mean": _mean([r["energy_to_target_j"] for r in reached]),
-                "mean_bits": _mean([r.get("mean_bits") for r in ok]),
+                "latency_to_target_s_mean": finite_mean(
+                    [r["latency_to_target_s"] for r in reached]
+                ),
+                "energy_to_target_j_mean": finite_mean([r["energy_to_target_j"] for r in reached]),
+                "mean_bits": finite_mean([r.get("mean_bits") for r in ok]),
                 "errors": sum(1 for r in rs if r.get("error")),
             }
         )
@@ -450,10 +453,10 @@ def _label(j: Mapping[str, Any]) -> str:
     return f"train: {j['protocol']} α={j['alpha']:g} {j['bits_mode']} seed {j['seed']}"
 
 
-def _execute(ctx: BenchContext, todo: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def execute(ctx: BenchContext, todo: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Run the jobs, in ``train_workers`` worker processes when more than one.
 
-    Each worker is a long-lived ``python -m sflam_opt.bench.train`` process fed one JSON job per
+    Each worker is a long-lived ``python -m benchmarks.train`` process fed one JSON job per
     line (so torch is imported once per worker, and nothing depends on how the parent was
     started); a thread per worker feeds it from a shared queue.
     """
@@ -462,7 +465,7 @@ def _execute(ctx: BenchContext, todo: list[dict[str, Any]]) -> list[dict[str, An
         results = []
         for j in todo:
             ctx.progress(_label(j), 0.0)
-            results.append(_run_job(j))
+            results.append(run_job(j))
             ctx.progress(_label(j), 1.0 / len(todo))
         return results
     pending: queue.Queue[int] = queue.Queue()
@@ -470,14 +473,12 @@ def _execute(ctx: BenchContext, todo: list[dict[str, Any]]) -> list[dict[str, An
         pending.put(i)
     results_by_index: dict[int, dict[str, Any]] = {}
     lock = threading.Lock()
-    env = dict(os.environ)
-    root = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = os.pathsep.join(x for x in (root, env.get("PYTHONPATH")) if x)
+    env = checkout_env()
 
     def feed() -> None:
         with tempfile.TemporaryFile(mode="w+") as errlog:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "sflam_opt.bench.train"],
+                [sys.executable, "-m", "benchmarks.train"],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=errlog,
@@ -516,17 +517,17 @@ def _execute(ctx: BenchContext, todo: list[dict[str, Any]]) -> list[dict[str, An
         t.join()
     missing = [i for i in range(len(todo)) if i not in results_by_index]
     for i in missing:  # every worker died: run what is left here
-        results_by_index[i] = _run_job(todo[i])
+        results_by_index[i] = run_job(todo[i])
     return [results_by_index[i] for i in range(len(todo))]
 
 
 def main() -> int:
-    """Worker loop of ``python -m sflam_opt.bench.train``: one JSON job in, one result out."""
+    """Worker loop of ``python -m benchmarks.train``: one JSON job in, one result out."""
     channel = sys.stdout
     sys.stdout = sys.stderr  # anything a library prints must not corrupt the result lines
     for line in sys.stdin:
         if line.strip():
-            res = _run_job(json.loads(line))
+            res = run_job(json.loads(line))
             channel.write(json.dumps(jsonable(res)) + "\n")
             channel.flush()
     return 0
@@ -591,14 +592,12 @@ def _cifar(ctx: BenchContext, status: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def run(ctx: BenchContext, cifar10_dir: Path | None = None) -> dict[str, Any]:
+def run(ctx: BenchContext) -> dict[str, Any]:
     """Run the training benchmarks; write CSVs, figures and ``train.json``."""
-    from sflam_opt.bench import plots
-
     p = ctx.profile
     started, started_utc = time.perf_counter(), utc_now()
     todo = jobs(p)
-    done = _execute(ctx, todo)
+    done = execute(ctx, todo)
     cal_job = next((r for r in done if r["group"] == "calibration"), None)
     calibration = (cal_job or {}).get("calibration")
     results = [r for r in done if r["group"] != "calibration"]
@@ -623,7 +622,7 @@ def run(ctx: BenchContext, cifar10_dir: Path | None = None) -> dict[str, Any]:
     )
     ctx.csv("train_summary", summarize(grid), SUMMARY_COLUMNS)
     ctx.csv("train_bits_summary", summarize(bits_rows), SUMMARY_COLUMNS)
-    cifar = cifar_status(cifar10_dir)
+    cifar = cifar_status(ctx.cifar10_dir)
     if cifar["run"]:
         cifar["results"] = _cifar(ctx, cifar)
     solver_bits = next(
@@ -658,225 +657,8 @@ def run(ctx: BenchContext, cifar10_dir: Path | None = None) -> dict[str, Any]:
             "cifar10_command": cifar_command(p),
         },
     )
-    ctx.written.extend(plots.train_figures(ctx.figures))
+    ctx.written.extend(draw(ctx.figures))
     return {"rows": rows, "cifar10": cifar}
-
-
-# ------------------------------------------------------------------------------- report
-def report_section(figures: Path, doc: Mapping[str, Any]) -> list[str]:
-    """Markdown of the training section, from ``train_*.csv`` and ``train.json``."""
-    from sflam_opt.bench.report import _figure, num, pct, table
-
-    meta = doc["meta"]
-    prof = meta["profile"]
-    cmd = meta["command"]
-    target = prof["train_target"]
-    out = ["## Training benchmarks", ""]
-    out.append(
-        f"scikit-learn digits, `vit-tiny` split ViT, {prof['train_devices']} devices, Dirichlet "
-        f"label split α ∈ {{{', '.join(f'{a:g}' for a in prof['train_alphas'])}}}, "
-        f"{prof['train_rounds']} rounds of {prof['train_local_iters']} local steps of batch "
-        f"{prof['train_batch_size']}, SGD momentum {prof['train_momentum']:g}, lr "
-        f"{prof['train_lr']:g} (SL {prof['train_lr_sl']:g}, profile setting `train_lr_sl`), "
-        f"seeds {', '.join(map(str, prof['train_seeds']))}; runs in {prof['train_workers']} "
-        "worker processes with one torch thread each. Bandwidth and power for every protocol "
-        f"(and SFLAM's bits) come from the `{prof['train_solver']}` solver on the default scenario "
-        "with the trained model's sizes; simulated latency and energy are the cost model's "
-        "(formulation §2), bytes are counted at the transport. Target accuracy "
-        f"{pct(target, 2)}; 'to target' columns average over the seeds that reached it."
-    )
-    if doc.get("solver_bits") is not None:
-        out.append("")
-        out.append(f"Solver bits per device (seed {prof['train_seeds'][0]}): {doc['solver_bits']}.")
-    out.append("")
-    summary = read_csv(figures / "train_summary.csv")
-    out.append(_train_table(summary, num, pct, table))
-    out += [
-        "",
-        _figure(
-            "train_accuracy.png",
-            "accuracy curves",
-            cmd,
-            ["train_runs.csv", "train_curves.csv", "train_summary.csv"],
-        ),
-        "",
-    ]
-    runs = read_csv(figures / "train_runs.csv")
-    errs = [r for r in runs if r.get("error")]
-    for r in errs:
-        out.append(
-            f"- {r['protocol']} α={r['alpha']} {r['bits_mode']} seed {r['seed']}: {r['error']}"
-        )
-    out += ["", "### Gradient norm against the bound", ""]
-    grid = [r for r in runs if r["group"] == "protocols" and r.get("final_bound") is not None]
-    cal = doc.get("calibration") or {}
-    const = cal.get("constants")
-    if grid:
-        out.append(
-            "Measured (1/K) Σ_k ‖∇‖² of the whole-model stochastic gradient after the last "
-            "round K against the bound A/(η τ K) + Φ0 + Φ_q(b) of formulation §4, once with the "
-            "constants of the trainer's scenario (what the solver used to pick the bits) and once "
-            "with constants "
-            "calibrated for this model and data by `sflam_opt.training.calibrate.calibrate`."
-        )
-        out.append("")
-        if const:
-            out.append(
-                f"Calibration on a held-out seed ({cal['seed']}), α = {num(cal['alpha'])}, fp32 "
-                f"SFL plus SFLAM at uniform {', '.join(map(str, cal['bits']))} bits, "
-                f"{const['rounds']} rounds each: A = {num(const['a'])}, Φ0 = "
-                f"{num(const['phi0'])}, q = {num(const['q'])}, ε = {num(const['epsilon'])}"
-                + _default_constants(doc.get("scenario_convergence"), num)
-                + "."
-            )
-        else:
-            out.append(f"Calibration failed: {cal.get('error') or 'not run'}.")
-        out.append("")
-        agg: dict[tuple, list] = {}
-        for r in grid:
-            agg.setdefault((r["alpha"], r["protocol"]), []).append(r)
-        out.append(
-            table(
-                [
-                    "α",
-                    "protocol",
-                    "measured avg ‖∇‖²",
-                    "bound, scenario constants",
-                    "bound, calibrated",
-                    "measured / calibrated bound",
-                ],
-                [
-                    [
-                        num(a),
-                        p,
-                        num(_mean([r["final_grad_sq_norm_avg"] for r in rs])),
-                        num(_mean([r["final_bound"] for r in rs])),
-                        num(_mean([r.get("final_bound_calibrated") for r in rs])),
-                        num(
-                            _mean(
-                                [
-                                    r["final_grad_sq_norm_avg"] / r["final_bound_calibrated"]
-                                    for r in rs
-                                    if r.get("final_bound_calibrated")
-                                ]
-                            ),
-                            3,
-                        ),
-                    ]
-                    for (a, p), rs in agg.items()
-                ],
-            )
-        )
-        out += [
-            "",
-            "Mean over seeds; a ratio above 1 means the measured average exceeds the bound.",
-            "",
-            _figure("train_gradnorm.png", "gradient norm vs bound", cmd, ["train_curves.csv"]),
-            "",
-        ]
-    out += [f"### SFLAM: solver bits against uniform bits (α = {prof['train_bits_alpha']:g})", ""]
-    bits = read_csv(figures / "train_bits_summary.csv")
-    out.append(_train_table(bits, num, pct, table, by="bits_mode"))
-    out += [
-        "",
-        _figure(
-            "train_bits.png",
-            "solver bits vs uniform bits",
-            cmd,
-            ["train_bits_curves.csv", "train_bits_summary.csv"],
-        ),
-        "",
-    ]
-    out += ["### CIFAR-10, ViT-B/32 pretrained", ""]
-    cifar = doc.get("cifar10", {})
-    out.append(f"Command, for each α: `{doc.get('cifar10_command')}`.")
-    out.append("")
-    if cifar.get("run"):
-        out.append(
-            table(
-                ["α", "rounds", "final accuracy", "best accuracy", "error"],
-                [
-                    [
-                        num(r["alpha"]),
-                        num(r.get("rounds")),
-                        pct(r.get("final_accuracy")),
-                        pct(r.get("best_accuracy")),
-                        r.get("error") or "",
-                    ]
-                    for r in cifar.get("results", [])
-                ],
-            )
-        )
-    else:
-        out.append(
-            "**Not run on this machine**: " + "; ".join(cifar.get("reasons", [])) + ". The SFLAM "
-            "seed reports its accuracy for this setting from a GPU run; sflam-opt has not "
-            "reproduced it here, so no number is claimed. `sflam-opt bench train --cifar10-dir "
-            "DIR` runs it automatically on a machine with a CUDA device."
-        )
-    out.append("")
-    return out
-
-
-def _default_constants(conv: Mapping[str, Any] | None, num: Any) -> str:
-    if not conv:
-        return ""
-    return (
-        " (the trainer's scenario"
-        + (f", constants '{conv['source']}'" if conv.get("source") else "")
-        + f": A = {num(conv['a'])}, Φ0 = {num(conv['phi0'])}, "
-        f"q = {num(conv['q'])}, ε = {num(conv['epsilon'])})"
-    )
-
-
-def _train_table(rows: list[dict], num: Any, pct: Any, table: Any, by: str = "protocol") -> str:
-    first = "protocol" if by == "protocol" else "bits"
-    return table(
-        [
-            "α",
-            first,
-            "final accuracy (mean ± std)",
-            "min-max",
-            "reached",
-            "rounds to target",
-            "uplink MB (total)",
-            "uplink MB to target",
-            "sim. latency to target (s)",
-            "sim. energy to target (J)",
-            "mean bits",
-        ],
-        [
-            [
-                num(r["alpha"]),
-                f"`{r[by]}`",
-                f"{pct(r.get('final_accuracy_mean'))} ± {pct(r.get('final_accuracy_std'), 2)}",
-                f"{pct(r.get('final_accuracy_min'))} - {pct(r.get('final_accuracy_max'))}",
-                r.get("reached_target"),
-                _range(
-                    num,
-                    r.get("rounds_to_target_mean"),
-                    r.get("rounds_to_target_min"),
-                    r.get("rounds_to_target_max"),
-                ),
-                num(_mb(r.get("uplink_bytes_mean"))),
-                num(_mb(r.get("uplink_bytes_to_target_mean"))),
-                num(r.get("latency_to_target_s_mean")),
-                num(r.get("energy_to_target_j_mean")),
-                num(r.get("mean_bits"), 3),
-            ]
-            for r in rows
-        ],
-    )
-
-
-def _mb(v: Any) -> float | None:
-    return None if v is None else float(v) / 1e6
-
-
-def _range(num: Any, mean: Any, lo: Any, hi: Any) -> str:
-    if mean is None:
-        return "-"
-    return f"{num(mean, 3)} ({num(lo)}-{num(hi)})"
 
 
 if __name__ == "__main__":

@@ -20,15 +20,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from sflam_opt.bench.common import read_csv, read_json  # noqa: E402
+from benchmarks.common import read_csv, read_json  # noqa: E402
 from sflam_opt.io import atomic_write_bytes  # noqa: E402
 
-__all__ = ["all_figures", "memory_figures", "solve_figures", "train_figures"]
+__all__ = ["memory_figures", "solve_figures", "train_figures"]
 
 _DPI = 110
 _COLORS = {
     "fast": "C0",
     "bcd": "C1",
+    "bcd-pure": "C6",
     "exact": "k",
     "equal": "C7",
     "fixed-bits": "C2",
@@ -84,7 +85,7 @@ def solve_figures(figures: Path) -> list[Path]:
 def _speed(figures: Path, fits: dict[str, Any]) -> Path:
     rows = [r for r in read_csv(figures / "solve_speed.csv") if _finite(r.get("median_s"))]
     fig, (ax, axm) = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
-    for solver in ("bcd", "fast"):
+    for solver in dict.fromkeys(r["solver"] for r in rows):
         pts = sorted((r for r in rows if r["solver"] == solver), key=lambda r: r["n_devices"])
         if not pts:
             continue
@@ -94,29 +95,29 @@ def _speed(figures: Path, fits: dict[str, Any]) -> Path:
         hi = np.array([r["max_s"] for r in pts]) - t
         fit = fits.get(solver)
         label = solver if not fit else f"{solver}: time ~ N^{fit['exponent']:.2f}"
-        ax.errorbar(n, t, yerr=[lo, hi], marker="o", capsize=3, color=_COLORS[solver], label=label)
+        color = _COLORS.get(solver, "C9")
+        ax.errorbar(n, t, yerr=[lo, hi], marker="o", capsize=3, color=color, label=label)
+        cold = [(r["n_devices"], r["cold_s"]) for r in pts if _finite(r.get("cold_s"))]
+        if cold:
+            ax.plot(*zip(*cold, strict=True), ":x", color=color, label=f"{solver} cold")
         if fit:
             xs = np.array([min(fit["fit_sizes"]), max(fit["fit_sizes"])])
-            ax.plot(
-                xs, fit["coefficient_s"] * xs ** fit["exponent"], "--", color=_COLORS[solver], lw=1
-            )
+            ax.plot(xs, fit["coefficient_s"] * xs ** fit["exponent"], "--", color=color, lw=1)
         for key, style, what in (
             ("traced_peak_mib", "-o", "traced"),
             ("rss_peak_delta_mib", ":s", "RSS rise"),
         ):
             mem = [(r["n_devices"], r[key]) for r in pts if _finite(r.get(key)) and r[key] > 0]
             if mem:
-                axm.plot(
-                    *zip(*mem, strict=True), style, color=_COLORS[solver], label=f"{solver} {what}"
-                )
-    for a, ylabel in ((ax, "median solve time (s)"), (axm, "MiB")):
+                axm.plot(*zip(*mem, strict=True), style, color=color, label=f"{solver} {what}")
+    for a, ylabel in ((ax, "solve time (s)"), (axm, "MiB")):
         a.set_xscale("log")
         a.set_yscale("log")
         a.set_xlabel("devices N")
         a.set_ylabel(ylabel)
         a.grid(True, which="both", alpha=0.3)
         a.legend()
-    ax.set_title("solve time (median, bars: min-max)")
+    ax.set_title("warm solve time (median, bars: min-max); dotted: cold")
     axm.set_title("peak memory of one solve")
     return _save(fig, figures / "solve_speed.png")
 
@@ -228,23 +229,27 @@ def _pareto(figures: Path) -> Path:
 def _bcd(figures: Path) -> Path:
     rows = read_csv(figures / "solve_bcd_trace.csv")
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    by: dict[str, list[tuple[int, float]]] = defaultdict(list)
+    by: dict[tuple[str, str], list[tuple[int, float]]] = defaultdict(list)
     for r in rows:
         if _finite(r.get("objective")):
-            by[r["scenario"]].append((r["iteration"], r["objective"]))
+            by[(r["scenario"], r.get("solver") or "bcd")].append((r["iteration"], r["objective"]))
     runs = {}
     if (figures / "solve_bcd_runs.csv").exists():
         runs = {r["scenario"]: r for r in read_csv(figures / "solve_bcd_runs.csv")}
-    for i, (name, pts) in enumerate(by.items()):
+    colors = {name: f"C{i}" for i, name in enumerate(dict.fromkeys(k[0] for k in by))}
+    for (name, method), pts in by.items():
         pts.sort()
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], "-o", ms=3, color=f"C{i}", label=name)
+        style, label = ("-o", name) if method == "bcd" else (":.", None)
+        ax.plot(*zip(*pts, strict=True), style, ms=3, color=colors[name], label=label)
+    for name, color in colors.items():
         ref = runs.get(name, {}).get("fast_objective")
         if _finite(ref):
-            ax.axhline(ref, color=f"C{i}", ls="--", lw=0.8)
+            ax.axhline(ref, color=color, ls="--", lw=0.8)
+    ax.plot([], [], "k:", lw=0.8, label="bcd-pure (dotted)")
     ax.plot([], [], "k--", lw=0.8, label="fast's J (dashed)")
     ax.set_xlabel("BCD outer iteration")
     ax.set_ylabel("J after the iteration (equal = 1)")
-    ax.set_title("BCD convergence")
+    ax.set_title("BCD convergence: bcd as shipped (solid), pure block descent (dotted)")
     ax.grid(True, alpha=0.3)
     if by:
         ax.legend(fontsize=7)
@@ -422,15 +427,3 @@ def memory_figures(figures: Path) -> list[Path]:
     axb.set_title("analytic breakdown")
     axb.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return [_save(fig, figures / "memory.png")]
-
-
-def all_figures(figures: Path) -> list[Path]:
-    """Redraw every figure whose section data (``<section>.json``) exists in ``figures``."""
-    out: list[Path] = []
-    if (figures / "solve.json").exists():
-        out += solve_figures(figures)
-    if (figures / "train.json").exists():
-        out += train_figures(figures)
-    if (figures / "memory.csv").exists():
-        out += memory_figures(figures)
-    return out

@@ -1,4 +1,4 @@
-"""Memory benchmark (issue 7): device peak memory of SFLAM's device versus an FL device.
+"""Memory benchmark: device peak memory of SFLAM's device versus an FL device.
 
 For each batch size of the profile, one device-side training step of the profile's model
 (``vit-b32``) is measured by :func:`sflam_opt.training.memory.measure_device_memory`, each in a
@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
-from sflam_opt.bench.common import BenchContext, utc_now
+from benchmarks.common import BenchContext, read_csv, utc_now
+from benchmarks.markdown import figure, num, table
+from benchmarks.plots import memory_figures as draw
 
-__all__ = ["COLUMNS", "run"]
+__all__ = ["COLUMNS", "draw", "headlines", "report", "run"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +43,6 @@ COLUMNS = (
 
 def run(ctx: BenchContext) -> dict[str, Any]:
     """Measure every (protocol, batch) pair; write ``memory.csv``, ``memory.json``, the figure."""
-    from sflam_opt.bench import plots
     from sflam_opt.training.memory import measure_device_memory
 
     p = ctx.profile
@@ -90,5 +93,79 @@ def run(ctx: BenchContext) -> dict[str, Any]:
         "memory",
         {"meta": ctx.meta("memory", started, started_utc), "method": method, "ratios": ratios},
     )
-    ctx.written.extend(plots.memory_figures(ctx.figures))
+    ctx.written.extend(draw(ctx.figures))
     return {"rows": rows, "ratios": ratios}
+
+
+def report(figures: Path, doc: Mapping[str, Any]) -> list[str]:
+    """Markdown lines of the memory section, from ``memory.csv`` and ``memory.json``."""
+    meta = doc["meta"]
+    rows = read_csv(figures / "memory.csv")
+    out = ["## Memory benchmark", ""]
+    model = meta["profile"]["memory_model"]
+    out.append(
+        f"Peak device memory of one training step of `{model}`: the SFLAM device trains only the "
+        "patch embedding and sends 8-bit activations; the FL device trains the whole model. "
+        f"Measurement: {doc.get('method') or '-'}. The breakdown is analytic "
+        "(`sflam_opt.training.memory.analytic_breakdown`). MB = 10^6 bytes."
+    )
+    out.append("")
+    out.append(
+        table(
+            [
+                "protocol",
+                "batch",
+                "measured peak MB",
+                "analytic MB",
+                "weights",
+                "gradients",
+                "optimizer",
+                "activations",
+                "input",
+                "trained params",
+                "time (s)",
+            ],
+            [
+                [
+                    r["protocol"],
+                    num(r["batch"]),
+                    num(r.get("device_peak_mb")),
+                    num(r.get("analytic_mb")),
+                    num(r.get("weights_mb")),
+                    num(r.get("gradients_mb")),
+                    num(r.get("optimizer_state_mb")),
+                    num(r.get("activations_mb")),
+                    num(r.get("input_mb")),
+                    num(r.get("trained_params")),
+                    num(r.get("seconds"), 3),
+                ]
+                for r in rows
+            ],
+        )
+    )
+    for r in rows:
+        if r.get("error"):
+            out.append(f"\n{r['protocol']} batch {r['batch']} failed: {r['error']}")
+    if doc.get("ratios"):
+        out += [""] + [
+            f"- batch {r['batch']}: FL device needs {num(r['fl_over_sflam'], 3)}x the SFLAM "
+            f"device's peak ({num(r['fl_mb'])} MB vs {num(r['sflam_mb'])} MB)."
+            for r in doc["ratios"]
+        ]
+    out += [
+        "",
+        figure("memory.png", "device memory", meta["command"], ["memory.csv", "memory.json"]),
+        "",
+    ]
+    return out
+
+
+def headlines(figures: Path, doc: Mapping[str, Any]) -> list[str]:
+    """The device-memory sentence of the report's headlines."""
+    if not doc.get("ratios"):
+        return []
+    r = max(doc["ratios"], key=lambda r: r["batch"])
+    return [
+        f"Device memory at batch {r['batch']}: the FL device peaks at {num(r['fl_mb'])} MB, "
+        f"the SFLAM device at {num(r['sflam_mb'])} MB ({num(r['fl_over_sflam'], 3)}x less)."
+    ]
