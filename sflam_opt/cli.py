@@ -16,7 +16,7 @@ import numpy as np
 import typer
 from rich.table import Table
 
-from sflam_opt.allocation import Allocation
+from sflam_opt.allocation import Allocation, scenario_sha256
 from sflam_opt.costs import evaluate
 from sflam_opt.console import consoles, print_error, print_table, usage_error_line
 from sflam_opt.errors import SflamError
@@ -146,6 +146,13 @@ def evaluate_cmd(
     """
     scn = Scenario.from_toml(scenario_file)
     alloc = Allocation.load(allocation_file)
+    if alloc.matches(scn) is False:
+        err.print(
+            f"warning: {allocation_file} was solved for another scenario than {scenario_file} "
+            "(scenario_sha256 differs); solve this scenario for a matching allocation",
+            highlight=False,
+            soft_wrap=True,
+        )
     ev = evaluate(scn, alloc)
     bd = ev.breakdown
     if as_json:
@@ -287,7 +294,8 @@ def solve_cmd(
     else:
         with err.status(f"solving {scn.n_devices} devices with {solver} ..."):
             res = solve(scn, solver=solver, **options)
-    doc = _finite(res.to_dict(scn))
+    # The fingerprint lets `evaluate` and `train --allocation` flag use with another scenario.
+    doc = {"scenario_sha256": scenario_sha256(scn), **_finite(res.to_dict(scn))}
     text = json.dumps(doc, indent=1) + "\n"
     if out_file is not None:
         atomic_write_text(out_file, text)

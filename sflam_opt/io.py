@@ -16,8 +16,10 @@ The rule depends on what the target is:
 Temporary files are named ``.NAME.sflam-PID-RANDOM.tmp``. Ones left behind by a process that was
 killed (its pid no longer runs) are removed at the next write to the same target.
 
-Every failure is an :class:`~sflam_opt.errors.OutputError` naming the path the user gave, never
-the temporary file. :func:`check_writable` runs the same checks up front, so that a command can
+A path that cannot be written (its parent is a file, a read-only directory, ``/proc``...) raises
+:class:`~sflam_opt.errors.OutputError` (exit code 2); a write that fails half-way (disk full)
+raises :class:`~sflam_opt.errors.SflamRuntimeError` (exit code 1). Both name the path the user
+gave, never the temporary file. :func:`check_writable` runs the same checks up front, so that a command can
 refuse a bad ``--out`` before it starts long work.
 """
 
@@ -32,7 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from sflam_opt.errors import OutputError
+from sflam_opt.errors import OutputError, SflamRuntimeError
 
 __all__ = [
     "atomic_write_bytes",
@@ -265,7 +267,7 @@ def _write_in_place(
     except OSError as exc:
         if exc.errno == errno.EPIPE:  # the reader went away, as with `| head`
             return
-        raise _fail(user, _os_reason(exc)) from None
+        raise SflamRuntimeError(f"cannot write {user}: {_os_reason(exc)}") from None
 
 
 def _write_atomic(
@@ -292,8 +294,8 @@ def _write_atomic(
             os.unlink(tmp)
         except OSError:
             pass
-        if isinstance(exc, OSError):
-            raise _fail(user, _os_reason(exc)) from None
+        if isinstance(exc, OSError):  # disk full, I/O error: the write failed, exit code 1
+            raise SflamRuntimeError(f"cannot write {user}: {_os_reason(exc)}") from None
         raise
 
 

@@ -248,6 +248,12 @@ def resolve_allocation(
     info: dict[str, Any]
     if config.allocation is not None:
         alloc = Allocation.load(config.allocation)
+        if alloc.matches(base) is False:
+            logger.warning(
+                "allocation %s was solved for another scenario than the one trained "
+                "(scenario_sha256 differs)",
+                config.allocation,
+            )
         if len(alloc) != n:
             raise AllocationError(
                 f"allocation: {config.allocation} has {len(alloc)} devices but --devices is {n}; "
