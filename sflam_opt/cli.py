@@ -17,8 +17,8 @@ import typer
 from rich.table import Table
 
 from sflam_opt.allocation import Allocation, scenario_sha256
-from sflam_opt.costs import evaluate
 from sflam_opt.console import consoles, print_error, print_table, usage_error_line
+from sflam_opt.costs import evaluate
 from sflam_opt.errors import SflamError
 from sflam_opt.io import atomic_write_text, check_writable
 from sflam_opt.scenario import Scenario

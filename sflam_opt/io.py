@@ -274,9 +274,7 @@ def _write_atomic(
     user: Path, real: Path, st: os.stat_result | None, write: Callable[[IO[bytes]], None]
 ) -> None:
     _remove_stale(real)
-    tmp = real.parent / (
-        f".{real.name}{_TMP_TAG}{os.getpid()}-{secrets.token_hex(4)}{_TMP_SUFFIX}"
-    )
+    tmp = real.parent / (f".{real.name}{_TMP_TAG}{os.getpid()}-{secrets.token_hex(4)}{_TMP_SUFFIX}")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except OSError as exc:

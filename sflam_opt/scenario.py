@@ -93,7 +93,7 @@ class TrainingParams:
 
     batch_size: int = _f(1, inclusive=True, hi=1e6, unit="samples")
     local_iters: int = _f(1, inclusive=True, hi=1e6, unit="mini-batches per round")
-    learning_rate: float = _f(hi=1e3)
+    learning_rate: float = _f(hi=1e9)
 
 
 @dataclass(frozen=True)
@@ -358,7 +358,9 @@ class Scenario:
             raise ScenarioError(f"{source}: invalid TOML: {exc}") from None
         except ValueError as exc:  # an integer of more digits than Python converts
             reason = str(exc).split(":")[0]
-            raise ScenarioError(f"{source}: invalid TOML: {reason}; no field takes such a number") from None
+            raise ScenarioError(
+                f"{source}: invalid TOML: {reason}; no field takes such a number"
+            ) from None
         return cls.from_dict(data, source=source)
 
     @classmethod

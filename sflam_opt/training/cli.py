@@ -193,7 +193,10 @@ def train_command(
         )
         from sflam_opt.training.rundir import claim_run_dir
 
-        with claim_run_dir(out, resume=resume, overwrite=overwrite), _RoundBars(err, rounds) as bars:
+        with (
+            claim_run_dir(out, resume=resume, overwrite=overwrite),
+            _RoundBars(err, rounds) as bars,
+        ):
             result = train(config, progress=lambda row: bars.update(f"{protocol} rounds", row))
         summary = result.summary
         if as_json:

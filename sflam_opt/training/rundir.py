@@ -62,8 +62,10 @@ def _is_run_file(name: str) -> bool:
     """A file a training run writes (or a temporary file of one, left by a kill)."""
     if name in _RUN_FILES:
         return True
-    return name.startswith(".") and name.endswith(".tmp") and name[1:].split(".sflam-")[0] in (
-        _RUN_FILES
+    return (
+        name.startswith(".")
+        and name.endswith(".tmp")
+        and name[1:].split(".sflam-")[0] in _RUN_FILES
     )
 
 

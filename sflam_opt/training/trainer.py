@@ -119,8 +119,16 @@ _CHECKPOINT_FORMAT = 1
 #: Config fields that may differ between a run and its resumption.
 _RESUME_FREE = ("rounds", "resume", "out")
 _CHECKPOINT_KEYS = (
-    "config", "round", "partition_sizes", "scenario", "allocation", "allocation_info",
-    "metrics", "protocol", "wall_time_s", "rng",
+    "config",
+    "round",
+    "partition_sizes",
+    "scenario",
+    "allocation",
+    "allocation_info",
+    "metrics",
+    "protocol",
+    "wall_time_s",
+    "rng",
 )
 _EVAL_BATCH = 1024
 _SMALL_STEP_FLOPS = 1e9
