@@ -115,6 +115,9 @@ def claim_run_dir(
     directory = Path(out)
     if resume and overwrite:
         raise RunDirectoryError("overwrite: --overwrite and --resume exclude each other; pick one")
+    if resume and not directory.is_dir():
+        yield directory  # nothing to resume: the trainer says so, and nothing is created
+        return
     check_writable(directory, directory=True)
     directory.mkdir(parents=True, exist_ok=True)
     fd = _lock(directory)
