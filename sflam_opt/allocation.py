@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -14,8 +15,18 @@ from numpy.typing import NDArray
 
 from sflam_opt.errors import AllocationError
 from sflam_opt.io import atomic_write_text
+from sflam_opt.scenario import Scenario
 
-__all__ = ["Allocation"]
+__all__ = ["Allocation", "scenario_sha256"]
+
+#: Valid ranges of an allocation file's per-device numbers; outside them a value is not a
+#: decision (a bit width is a small whole number) and could overflow the cost model.
+_RANGES = {"bits": (1, 64), "bandwidth_hz": (0.0, 1e15), "power_w": (0.0, 1e6)}
+
+
+def scenario_sha256(scenario: Scenario) -> str:
+    """SHA-256 (hex) of the scenario's canonical TOML text: the fingerprint allocations carry."""
+    return hashlib.sha256(scenario.to_toml().encode("utf-8")).hexdigest()
 
 
 @dataclass(frozen=True, eq=False)
@@ -32,12 +43,16 @@ class Allocation:
         Transmit power p_n in W.
     ids : tuple, optional
         Device ids, in scenario order; checked against the scenario when given.
+    scenario_sha256 : str, optional
+        :func:`scenario_sha256` of the scenario the allocation was solved for; written to and
+        read from the JSON file so that using it with another scenario can be flagged.
     """
 
     bits: NDArray[np.int64]
     bandwidth_hz: NDArray[np.float64]
     power_w: NDArray[np.float64]
     ids: tuple[Any, ...] | None = None
+    scenario_sha256: str | None = None
 
     def __post_init__(self) -> None:
         bits = np.asarray(self.bits)
@@ -82,7 +97,9 @@ class Allocation:
     def to_dict(self) -> dict[str, Any]:
         """Plain data: ``{"devices": [{"id", "bits", "bandwidth_hz", "power_w"}, ...]}``."""
         ids = self.ids if self.ids is not None else tuple(range(len(self)))
+        head = {} if self.scenario_sha256 is None else {"scenario_sha256": self.scenario_sha256}
         return {
+            **head,
             "devices": [
                 {"id": i, "bits": b, "bandwidth_hz": w, "power_w": p}
                 for i, b, w, p in zip(
@@ -92,8 +109,14 @@ class Allocation:
                     self.power_w.tolist(),
                     strict=True,
                 )
-            ]
+            ],
         }
+
+    def matches(self, scenario: Scenario) -> bool | None:
+        """Whether the allocation was solved for ``scenario`` (None when the file has no hash)."""
+        if self.scenario_sha256 is None:
+            return None
+        return self.scenario_sha256 == scenario_sha256(scenario)
 
     def to_json(self) -> str:
         """JSON text; floats are written with full precision so the round trip is exact."""
@@ -119,15 +142,25 @@ class Allocation:
                 if key not in row:
                     raise AllocationError(f"{where}: missing key {key!r}")
                 v = row[key]
-                if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+                if isinstance(v, bool) or not isinstance(v, int | float):
                     raise AllocationError(f"{where}.{key}: expected a finite number, got {v!r}")
+                lo, hi = _RANGES[key]
+                # Compared before float(): an integer of hundreds of digits must not overflow.
+                if isinstance(v, float) and not math.isfinite(v) or not lo <= v <= hi:
+                    shown = f"{str(v)[:8]}... ({len(str(v))} digits)" if len(str(v)) > 30 else v
+                    raise AllocationError(
+                        f"{where}.{key}: {shown} is outside the valid range [{lo:g}, {hi:g}]"
+                    )
             if isinstance(row["bits"], float) and not row["bits"].is_integer():
                 raise AllocationError(f"{where}.bits: expected a whole number, got {row['bits']!r}")
             ids.append(row.get("id", k))
             bits.append(int(row["bits"]))
             bw.append(float(row["bandwidth_hz"]))
             pw.append(float(row["power_w"]))
-        return cls(np.array(bits), np.array(bw), np.array(pw), tuple(ids))
+        digest = data.get("scenario_sha256")
+        if digest is not None and not isinstance(digest, str):
+            raise AllocationError(f"{source}: scenario_sha256: expected a hex string")
+        return cls(np.array(bits), np.array(bw), np.array(pw), tuple(ids), digest)
 
     @classmethod
     def from_json(cls, text: str, source: str = "<allocation>") -> Allocation:

@@ -15,13 +15,13 @@ from typing import Annotated, Any
 
 import numpy as np
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from sflam_opt.allocation import Allocation
+from sflam_opt.allocation import Allocation, scenario_sha256
+from sflam_opt.console import consoles, print_error, print_table, usage_error_line
 from sflam_opt.costs import evaluate
 from sflam_opt.errors import SflamError
-from sflam_opt.io import atomic_write_text
+from sflam_opt.io import atomic_write_text, check_writable
 from sflam_opt.scenario import Scenario
 
 EXIT_VIOLATION = 1
@@ -39,13 +39,8 @@ app = typer.Typer(
 scenario_app = typer.Typer(help="Create and inspect scenario files.", no_args_is_help=True)
 app.add_typer(scenario_app, name="scenario")
 
-out = Console()
-err = Console(stderr=True)
-
-
-def _fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
-    err.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
-    return typer.Exit(code)
+# Markup off: paths, ids and messages are user text and may contain "[...]".
+out, err = consoles()
 
 
 @app.callback()
@@ -73,6 +68,8 @@ def scenario_new(
     ] = None,
 ) -> None:
     """Write the default scenario of formulation section 7 (TOML)."""
+    if out_file is not None:
+        check_writable(out_file)
     text = Scenario.default(devices=devices, seed=seed).to_toml()
     if out_file is None:
         sys.stdout.write(text)
@@ -97,7 +94,7 @@ def scenario_show(
             if val is not None:
                 t.add_row(name, key, f"{val:g}" if isinstance(val, float) else str(val))
     t.add_row("bits", "levels", _levels(scn.bits.levels))
-    out.print(t)
+    print_table(out, t)
     d = Table(title="devices", show_header=True)
     for col in ("id", "gain dB", "distance m", "CPU GHz", "Pmax W", "samples"):
         d.add_column(col, justify="right")
@@ -126,7 +123,7 @@ def scenario_show(
             f"{fn(dv.max_power_w):g}",
             f"{fn(dv.samples):.0f}",
         )
-    out.print(d)
+    print_table(out, d)
 
 
 def _levels(levels: tuple[int, ...]) -> str:
@@ -150,6 +147,13 @@ def evaluate_cmd(
     """
     scn = Scenario.from_toml(scenario_file)
     alloc = Allocation.load(allocation_file)
+    if alloc.matches(scn) is False:
+        err.print(
+            f"warning: {allocation_file} was solved for another scenario than {scenario_file} "
+            "(scenario_sha256 differs); solve this scenario for a matching allocation",
+            highlight=False,
+            soft_wrap=True,
+        )
     ev = evaluate(scn, alloc)
     bd = ev.breakdown
     if as_json:
@@ -215,10 +219,10 @@ def evaluate_cmd(
                     )
                 ),
             )
-        out.print(t)
+        print_table(out, t)
         _print_summary(ev.summary())
         for v in ev.violations:
-            out.print(f"[red]violated[/red] {v}", highlight=False)
+            out.print(f"violated {v}", style="red", highlight=False)
     if ev.violations:
         raise typer.Exit(EXIT_VIOLATION)
 
@@ -250,7 +254,7 @@ def _print_summary(doc: dict[str, Any]) -> None:
     for key, label in labels:
         v = doc.get(key)
         s.add_row(label, "-" if v is None else f"{v:.6g}")
-    out.print(s)
+    print_table(out, s)
 
 
 # ------------------------------------------------------------------------------ solve
@@ -283,13 +287,16 @@ def solve_cmd(
 
     scn = Scenario.from_toml(scenario_file)
     get_solver(solver)  # unknown names fail before any work
+    if out_file is not None:
+        check_writable(out_file)
     options = _solver_options(bits, cvx_solver, max_iter)
     if as_json:
         res = solve(scn, solver=solver, **options)
     else:
         with err.status(f"solving {scn.n_devices} devices with {solver} ..."):
             res = solve(scn, solver=solver, **options)
-    doc = _finite(res.to_dict(scn))
+    # The fingerprint lets `evaluate` and `train --allocation` flag use with another scenario.
+    doc = {"scenario_sha256": scenario_sha256(scn), **_finite(res.to_dict(scn))}
     text = json.dumps(doc, indent=1) + "\n"
     if out_file is not None:
         atomic_write_text(out_file, text)
@@ -345,7 +352,7 @@ def _render_result(scn: Scenario, res: Any, doc: dict[str, Any]) -> None:
             )
         if len(rows) > 50:
             t.add_row("...", f"{len(rows) - 50} more", "", "", "", "", "", "")
-        out.print(t)
+        print_table(out, t)
     _print_summary(doc)
     out.print(f"status {res.status}: {res.message}", markup=False, highlight=False)
     out.print(
@@ -365,7 +372,7 @@ def solvers_cmd() -> None:
     t.add_column("description")
     for name, desc in available_solvers().items():
         t.add_row(name, desc)
-    out.print(t)
+    print_table(out, t)
 
 
 # ------------------------------------------------------------------------------ sweep
@@ -388,6 +395,7 @@ def sweep_cmd(
     scn = Scenario.from_toml(scenario_file)
     get_solver(solver)
     ws = sweep.parse_weights(weights)
+    check_writable(out_dir, directory=True)
     from rich.progress import Progress
 
     with Progress(console=err, transient=True) as prog:
@@ -413,8 +421,11 @@ def sweep_cmd(
             _fmt(r.get("total_energy_j")),
             _fmt(r.get("rounds")),
         )
-    out.print(t)
+    print_table(out, t)
     err.print(f"wrote {csv_path} and {png_path}", highlight=False)
+    if not any(r["status"] in sweep.FEASIBLE_STATUSES for r in rows):
+        err.print("infeasible: no latency weight has a feasible allocation", highlight=False)
+        raise typer.Exit(EXIT_INFEASIBLE)
 
 
 def _fmt(v: Any) -> str:
@@ -463,31 +474,56 @@ def _register_extensions() -> None:
         ext.register(app)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Console-script entry point; turns SflamError into a one-line message and exit code 2."""
-    _register_extensions()
+def _verbose_first(argv: list[str]) -> list[str]:
+    """Move ``-v``/``--verbose`` given after a subcommand to the front, where the root reads it."""
     try:
-        # Standalone mode: typer/click render usage errors themselves and exit 2.
-        app(args=argv, prog_name="sflam-opt")
-    except SflamError as exc:
-        err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        end = argv.index("--")
+    except ValueError:
+        end = len(argv)
+    flags = [a for a in argv[:end] if a in ("-v", "--verbose")]
+    rest = [a for a in argv[:end] if a not in ("-v", "--verbose")]
+    return flags + rest + argv[end:]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point: runs a command and returns its exit code.
+
+    Errors become one line on stderr, never a traceback: an
+    :class:`~sflam_opt.errors.SflamError` exits with its ``exit_code`` (2 for bad input, 3 for
+    an infeasible problem, 1 for a failed run), a command-line usage error with 2.
+    """
+    from typer import _click
+
+    _register_extensions()
+    args = _verbose_first(list(sys.argv[1:] if argv is None else argv))
+    command = typer.main.get_command(app)
+    try:
+        rv = command.main(args=args, prog_name="sflam-opt", standalone_mode=False)
+    except _click.exceptions.NoArgsIsHelpError as exc:
+        text = exc.format_message()  # empty when rich has printed the help already
+        if text.strip():
+            sys.stdout.write(text + "\n")
+        return 0
+    except _click.exceptions.ClickException as exc:
+        print_error(err, usage_error_line(exc))
         return EXIT_BAD_INPUT
+    except typer.Abort:
+        err.print("aborted", highlight=False)
+        return 130
+    except SflamError as exc:
+        print_error(err, str(exc))
+        return exc.exit_code
     except SystemExit as exc:
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else 1)
     except OSError as exc:  # disk full, permission denied: say what, no traceback
         where = f" {exc.filename}" if exc.filename else ""
-        err.print(
-            f"error: cannot access{where}: {exc.strerror or exc}",
-            markup=False,
-            highlight=False,
-            soft_wrap=True,
-        )
+        print_error(err, f"cannot access{where}: {exc.strerror or exc}")
         return 1
     except KeyboardInterrupt:
         err.print("interrupted", highlight=False)
         return 130
-    return 0
+    return rv if isinstance(rv, int) else 0
 
 
 if __name__ == "__main__":

@@ -57,7 +57,8 @@ def gain_db_from_distance(distance_m: FloatArray | float) -> FloatArray:
 
 # --------------------------------------------------------------------------------------------
 # Sections. Field metadata drives validation: "min" is an exclusive lower bound unless
-# "inclusive" is set; "max" is inclusive.
+# "inclusive" is set; "max" is inclusive. The ranges are physical limits (the table in the
+# Scenario docstring); inside them every solver works without overflow.
 # --------------------------------------------------------------------------------------------
 
 
@@ -69,40 +70,40 @@ def _f(lo: float | None = 0.0, *, inclusive: bool = False, hi: float | None = No
 class SystemParams:
     """``[system]``: the shared uplink and the server."""
 
-    bandwidth_hz: float = _f(unit="Hz")
-    noise_dbm_per_hz: float = _f(None, unit="dBm/Hz")
-    downlink_bps: float = _f(unit="bit/s")
-    server_cycles_per_s: float = _f(unit="cycles/s")
-    kappa: float = _f(0.0, inclusive=True, unit="effective switched capacitance")
+    bandwidth_hz: float = _f(1e3, inclusive=True, hi=1e11, unit="Hz")
+    noise_dbm_per_hz: float = _f(-200.0, inclusive=True, hi=-100.0, unit="dBm/Hz")
+    downlink_bps: float = _f(1e3, inclusive=True, hi=1e13, unit="bit/s")
+    server_cycles_per_s: float = _f(1e6, inclusive=True, hi=1e16, unit="cycles/s")
+    kappa: float = _f(0.0, inclusive=True, hi=1e-20, unit="(effective switched capacitance)")
 
 
 @dataclass(frozen=True)
 class ModelParams:
     """``[model]``: the split model (device part = patch embedding)."""
 
-    activation_elems: int = _f(unit="values per sample")
-    device_cycles_per_sample: float = _f(0.0, inclusive=True, unit="cycles")
-    server_cycles_per_sample: float = _f(0.0, inclusive=True, unit="cycles")
-    device_params: int = _f(0, inclusive=True, unit="parameters")
+    activation_elems: int = _f(1, inclusive=True, hi=1e12, unit="values per sample")
+    device_cycles_per_sample: float = _f(0.0, inclusive=True, hi=1e15, unit="cycles")
+    server_cycles_per_sample: float = _f(0.0, inclusive=True, hi=1e15, unit="cycles")
+    device_params: int = _f(0, inclusive=True, hi=1e12, unit="parameters")
 
 
 @dataclass(frozen=True)
 class TrainingParams:
     """``[training]``: mini-batch size, local iterations per round and learning rate."""
 
-    batch_size: int = _f(unit="samples")
-    local_iters: int = _f(unit="mini-batches per round")
-    learning_rate: float = _f()
+    batch_size: int = _f(1, inclusive=True, hi=1e6, unit="samples")
+    local_iters: int = _f(1, inclusive=True, hi=1e6, unit="mini-batches per round")
+    learning_rate: float = _f(hi=1e9)
 
 
 @dataclass(frozen=True)
 class ConvergenceParams:
     """``[convergence]``: constants of the bound of formulation §4."""
 
-    a: float = _f()
-    phi0: float = _f(0.0, inclusive=True)
-    q: float = _f(0.0, inclusive=True)
-    epsilon: float = _f()
+    a: float = _f(hi=1e9)
+    phi0: float = _f(0.0, inclusive=True, hi=1e9)
+    q: float = _f(0.0, inclusive=True, hi=1e9)
+    epsilon: float = _f(hi=1e9)
 
 
 @dataclass(frozen=True)
@@ -116,8 +117,8 @@ class ObjectiveParams:
 class ConstraintParams:
     """``[constraints]`` (optional): round deadline (s) and per-device energy cap (J) per round."""
 
-    round_deadline_s: float | None = _f(unit="s")
-    device_energy_j: float | None = _f(unit="J")
+    round_deadline_s: float | None = _f(hi=1e9, unit="s")
+    device_energy_j: float | None = _f(hi=1e9, unit="J")
 
 
 @dataclass(frozen=True)
@@ -195,6 +196,14 @@ _INT_FIELDS = {
     ("training", "local_iters"),
 }
 _DEVICE_KEYS = ("id", "gain_db", "distance_m", "cpu_hz", "max_power_w", "samples")
+#: Valid ranges of the ``[[device]]`` keys (validation metadata, as for the sections).
+_DEVICE_RANGES: dict[str, dict[str, Any]] = {
+    "gain_db": {"min": -200.0, "inclusive": True, "max": 0.0, "unit": "dB"},
+    "distance_m": {"min": 1.0, "inclusive": True, "max": 5e4, "unit": "m"},
+    "cpu_hz": {"min": 1e6, "inclusive": True, "max": 1e12, "unit": "cycles/s"},
+    "max_power_w": {"min": 1e-6, "inclusive": True, "max": 100.0, "unit": "W"},
+    "samples": {"min": 1, "inclusive": True, "max": 1e12, "unit": "samples"},
+}
 _BITS_KEYS = ("levels", "min", "max")
 
 
@@ -210,6 +219,38 @@ class Scenario:
         Allowed quantization bit widths.
     devices : Devices
         Per-device vectors, shape (N,).
+
+    Notes
+    -----
+    Valid ranges, checked at load (physical limits; inside them every solver works without
+    overflow). Brackets are inclusive, parentheses exclusive; the model is described in
+    ``docs/formulation.md``.
+
+    ==================================  ==================  ==============================
+    key                                 range               unit
+    ==================================  ==================  ==============================
+    system.bandwidth_hz                 [1e3, 1e11]         Hz
+    system.noise_dbm_per_hz             [-200, -100]        dBm/Hz (thermal: -174)
+    system.downlink_bps                 [1e3, 1e13]         bit/s
+    system.server_cycles_per_s          [1e6, 1e16]         cycles/s
+    system.kappa                        [0, 1e-20]          effective switched capacitance
+    model.activation_elems              [1, 1e12]           values per sample (integer)
+    model.*_cycles_per_sample      [0, 1e15]           cycles per sample
+    model.device_params                 [0, 1e12]           parameters (integer)
+    training.batch_size, local_iters    [1, 1e6]            integer
+    training.learning_rate              (0, 1e3]
+    convergence.a, epsilon              (0, 1e9]
+    convergence.phi0, q                 [0, 1e9]
+    objective.latency_weight            [0, 1]
+    constraints.round_deadline_s        (0, 1e9]            s
+    constraints.device_energy_j         (0, 1e9]            J
+    bits levels / min / max             1..32               bits (integer)
+    device.gain_db                      [-200, 0]           dB (a channel does not amplify)
+    device.distance_m                   [1, 5e4]            m (gain -15.3 to -192.0 dB)
+    device.cpu_hz                       [1e6, 1e12]         cycles/s
+    device.max_power_w                  [1e-6, 100]         W
+    device.samples                      [1, 1e12]           samples (integer)
+    ==================================  ==================  ==============================
     """
 
     system: SystemParams
@@ -315,6 +356,11 @@ class Scenario:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise ScenarioError(f"{source}: invalid TOML: {exc}") from None
+        except ValueError as exc:  # an integer of more digits than Python converts
+            reason = str(exc).split(":")[0]
+            raise ScenarioError(
+                f"{source}: invalid TOML: {reason}; no field takes such a number"
+            ) from None
         return cls.from_dict(data, source=source)
 
     @classmethod
@@ -457,6 +503,14 @@ def _devices_to_dicts(d: Devices) -> list[dict[str, Any]]:
     return rows
 
 
+def _short(v: float | int) -> str:
+    """``repr(v)``, shortened for integers of many digits."""
+    if isinstance(v, int) and abs(v) >= 10**30:
+        digits = len(str(abs(v)))
+        return f"{str(v)[:8]}... ({digits} digits)"
+    return repr(v)
+
+
 def _suggest(key: str, valid: Sequence[str]) -> str:
     import difflib
 
@@ -543,21 +597,23 @@ class _Parser:
             raise self.fail(where, f"expected {kind}, got {type(v).__name__} {v!r}")
         if isinstance(v, float) and not math.isfinite(v):
             raise self.fail(where, f"must be finite, got {v!r}")
-        if integer:
-            if isinstance(v, float):
-                if not v.is_integer():
-                    raise self.fail(where, f"expected a whole number, got {v!r}")
-                v = int(v)
-        else:
-            v = float(v)
+        if integer and isinstance(v, float) and not v.is_integer():
+            raise self.fail(where, f"expected a whole number, got {v!r}")
+        # Compared before any conversion: Python compares int and float exactly, so an integer
+        # of hundreds of digits is reported here instead of overflowing float() or int64.
         lo, hi, inclusive = meta.get("min"), meta.get("max"), meta.get("inclusive")
-        unit = f" {meta['unit']}" if meta.get("unit") else ""
-        if lo is not None and (v < lo or (v == lo and not inclusive)):
-            rel = ">=" if inclusive else ">"
-            raise self.fail(where, f"must be {rel} {lo:g}{unit}, got {v!r}")
-        if hi is not None and v > hi:
-            raise self.fail(where, f"must be <= {hi:g}, got {v!r}")
-        return v
+        if (lo is not None and (v < lo or (v == lo and not inclusive))) or (
+            hi is not None and v > hi
+        ):
+            unit = f" {meta['unit']}" if meta.get("unit") else ""
+            left = ("[" if inclusive else "(") + (f"{lo:g}" if lo is not None else "-inf")
+            right = f"{hi:g}]" if hi is not None else "inf)"
+            raise self.fail(
+                where,
+                f"{_short(v)} is outside the valid range {left}, {right}{unit}; "
+                "give a value in that range",
+            )
+        return int(v) if integer else float(v)
 
     def bits(self, table: Any) -> BitsSpec:
         if not isinstance(table, Mapping):
@@ -604,7 +660,6 @@ class _Parser:
         cpu = np.empty(n)
         pmax = np.empty(n)
         samples = np.empty(n, dtype=np.int64)
-        pos = {"min": 0.0, "inclusive": False}
         seen: dict[Any, int] = {}
         for i, t in enumerate(tables):
             for key in t:
@@ -631,20 +686,19 @@ class _Parser:
             if has_g == has_d:
                 raise self.fail(tag, "give exactly one of gain_db or distance_m")
             if has_g:
-                gain[i] = self.number(f"{tag} gain_db", t["gain_db"], {"min": None})
+                gain[i] = self.number(f"{tag} gain_db", t["gain_db"], _DEVICE_RANGES["gain_db"])
             else:
-                dist[i] = self.number(f"{tag} distance_m", t["distance_m"], {**pos, "unit": "m"})
-            for key, arr, meta in (
-                ("cpu_hz", cpu, {**pos, "unit": "cycles/s"}),
-                ("max_power_w", pmax, {**pos, "unit": "W"}),
-            ):
+                dist[i] = self.number(
+                    f"{tag} distance_m", t["distance_m"], _DEVICE_RANGES["distance_m"]
+                )
+            for key, arr in (("cpu_hz", cpu), ("max_power_w", pmax)):
                 if key not in t:
                     raise self.fail(f"{tag} {key}", "missing key; add it to the device table")
-                arr[i] = self.number(f"{tag} {key}", t[key], meta)
+                arr[i] = self.number(f"{tag} {key}", t[key], _DEVICE_RANGES[key])
             if "samples" not in t:
                 raise self.fail(f"{tag} samples", "missing key; add it to the device table")
             samples[i] = self.number(
-                f"{tag} samples", t["samples"], {**pos, "unit": "samples"}, integer=True
+                f"{tag} samples", t["samples"], _DEVICE_RANGES["samples"], integer=True
             )
         from_dist = ~np.isnan(dist)
         gain[from_dist] = gain_db_from_distance(dist[from_dist])

@@ -26,6 +26,7 @@ from sflam_opt.scenario import Scenario
 
 __all__ = [
     "COLUMNS",
+    "FEASIBLE_STATUSES",
     "pareto",
     "pareto_front",
     "parse_weights",
@@ -50,7 +51,8 @@ COLUMNS = (
     "solve_time_s",
     "message",
 )
-_OK = ("optimal", "converged", "max_iter")
+#: Solver statuses whose allocation is feasible (a point of the front).
+FEASIBLE_STATUSES = ("optimal", "converged", "max_iter")
 _WEIGHT_HINT = (
     "use START:STOP:COUNT (e.g. 0:1:11) or a comma list (e.g. 0,0.5,1) of values in [0, 1]"
 )
@@ -193,7 +195,7 @@ def pareto(
         scn = scenario.replace(objective={"latency_weight": omega})
         res = solve(scn, solver, **options)
         ev = res.evaluation
-        ok = res.status in _OK and ev is not None and res.allocation is not None
+        ok = res.status in FEASIBLE_STATUSES and ev is not None and res.allocation is not None
         row: dict[str, Any] = {
             "weight": omega,
             "status": res.status,
@@ -219,7 +221,7 @@ def _points(rows: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     return [
         r
         for r in rows
-        if r.get("status") in _OK
+        if r.get("status") in FEASIBLE_STATUSES
         and _num(r.get("total_latency_s")) is not None
         and _num(r.get("total_energy_j")) is not None
     ]

@@ -84,14 +84,19 @@ def check_real(
     ``lower``/``upper`` are inclusive unless ``open_lower``/``open_upper`` is set. Non-finite
     values and ``bool`` are rejected.
     """
-    ok = is_real(value) and math.isfinite(float(value))
+    try:
+        ok = is_real(value) and math.isfinite(float(value))
+    except OverflowError:  # an integer beyond float's range
+        ok = False
     if ok and lower is not None:
         ok = float(value) > lower if open_lower else float(value) >= lower
     if ok and upper is not None:
         ok = float(value) < upper if open_upper else float(value) <= upper
     if not ok:
         if lower is not None and upper is not None:
-            rng = f" in {'(' if open_lower else '['}{lower:g}, {upper:g}{')' if open_upper else ']'}"
+            rng = (
+                f" in {'(' if open_lower else '['}{lower:g}, {upper:g}{')' if open_upper else ']'}"
+            )
         else:
             rng = _range(lower, upper, open_lower, open_upper)
         raise error(f"{name}={value!r}: need a finite number{rng}{hint}")

@@ -111,27 +111,27 @@ CASES = [
     (
         "negative bandwidth",
         lambda t: edit("bandwidth_hz = 20000000.0", "bandwidth_hz = -5.0", t),
-        "[system] bandwidth_hz: must be > 0 Hz, got -5.0",
+        "[system] bandwidth_hz: -5.0 is outside the valid range [1000, 1e+11] Hz",
     ),
     (
         "zero rate",
         lambda t: edit("downlink_bps = 200000000.0", "downlink_bps = 0", t),
-        "[system] downlink_bps: must be > 0",
+        "[system] downlink_bps: 0 is outside the valid range [1000,",
     ),
     (
         "zero cpu",
         lambda t: edit("cpu_hz = ", "cpu_hz = 0.0\n#", t),
-        "[[device]] id=0 cpu_hz: must be > 0",
+        "[[device]] id=0 cpu_hz: 0.0 is outside the valid range [1e+06, 1e+12] cycles/s",
     ),
     (
         "weight > 1",
         lambda t: edit("latency_weight = 0.5", "latency_weight = 1.5", t),
-        "[objective] latency_weight: must be <= 1",
+        "[objective] latency_weight: 1.5 is outside the valid range [0, 1]",
     ),
     (
         "weight < 0",
         lambda t: edit("latency_weight = 0.5", "latency_weight = -0.1", t),
-        "[objective] latency_weight: must be >= 0",
+        "[objective] latency_weight: -0.1 is outside the valid range [0, 1]",
     ),
     ("empty bits", lambda t: edit("min = 2\nmax = 16", "levels = []", t), "empty bit set"),
     ("min > max", lambda t: edit("min = 2\nmax = 16", "min = 9\nmax = 4", t), "min = 9 > max = 4"),
@@ -160,7 +160,7 @@ CASES = [
     (
         "bad constraint",
         lambda t: t + "\n[constraints]\nround_deadline_s = -1.0\n",
-        "[constraints] round_deadline_s: must be > 0 s",
+        "[constraints] round_deadline_s: -1.0 is outside the valid range (0, 1e+09] s",
     ),
 ]
 

@@ -12,7 +12,13 @@ import torch
 from sflam_opt.allocation import Allocation
 from sflam_opt.bounds import bound
 from sflam_opt.costs import breakdown, payload_bits
-from sflam_opt.errors import AllocationError, ScenarioError, SflamError, TrainingConfigError
+from sflam_opt.errors import (
+    AllocationError,
+    InfeasibleError,
+    ScenarioError,
+    SflamError,
+    TrainingConfigError,
+)
 from sflam_opt.scenario import Scenario
 from sflam_opt.training import TrainConfig, train
 from sflam_opt.training.trainer import (
@@ -259,9 +265,9 @@ def test_bad_files_and_infeasible_scenarios(tmp_path):
         train(TrainConfig(allocation=str(tmp_path / "a20.json"), **SMALL))
     hard = Scenario.default(devices=4).replace(convergence={"epsilon": 0.1})
     (tmp_path / "hard.toml").write_text(hard.to_toml())
-    with pytest.raises(TrainingConfigError, match="infeasible") as info:
+    with pytest.raises(InfeasibleError, match="infeasible") as info:
         train(TrainConfig(scenario=str(tmp_path / "hard.toml"), **SMALL))
-    assert "\n" not in str(info.value)
+    assert "\n" not in str(info.value) and info.value.exit_code == 3
     with pytest.raises(SflamError, match="solver"):
         train(TrainConfig(**{**SMALL, "solver": "no-such-solver"}))
 

@@ -22,14 +22,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from sflam_opt.console import consoles, print_error, print_table
 from sflam_opt.errors import SflamError, TrainingConfigError
-from sflam_opt.io import atomic_write_text
+from sflam_opt.io import atomic_write_text, check_writable
 from sflam_opt.training.config import defaults
 
 __all__ = ["register"]
 
 EXIT_BAD_INPUT = 2
-EXIT_FAILED = 1
 
 
 _D = defaults()
@@ -37,7 +37,7 @@ _D = defaults()
 
 def _consoles() -> tuple[Console, Console]:
     # Created per command so that CliRunner's captured streams are used in tests.
-    return Console(), Console(stderr=True)
+    return consoles()
 
 
 @contextmanager
@@ -45,8 +45,8 @@ def _errors_to_exit(err: Console) -> Iterator[None]:
     try:
         yield
     except SflamError as exc:
-        err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
-        raise typer.Exit(EXIT_BAD_INPUT) from None
+        print_error(err, str(exc))
+        raise typer.Exit(exc.exit_code) from None
 
 
 def _path(p: Path | None) -> str | None:
@@ -154,6 +154,9 @@ def train_command(
         typer.Option(help="Output directory: metrics.jsonl, summary.json, curves.png, checkpoint."),
     ] = None,
     resume: Annotated[bool, typer.Option(help="Continue from --out DIR/checkpoint.pt.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace the run already in --out DIR (deletes its files).")
+    ] = False,
     pretrained: Annotated[
         bool, typer.Option(help="Start from timm ImageNet weights (vit-s32/vit-b32).")
     ] = False,
@@ -188,7 +191,12 @@ def train_command(
             resume=resume,
             pretrained=pretrained,
         )
-        with _RoundBars(err, rounds) as bars:
+        from sflam_opt.training.rundir import claim_run_dir
+
+        with (
+            claim_run_dir(out, resume=resume, overwrite=overwrite),
+            _RoundBars(err, rounds) as bars,
+        ):
             result = train(config, progress=lambda row: bars.update(f"{protocol} rounds", row))
         summary = result.summary
         if as_json:
@@ -212,7 +220,7 @@ def train_command(
         ]
         for name, value in rows:
             table.add_row(name, _fmt(value))
-        stdout.print(table)
+        print_table(stdout, table)
         if out is not None:
             err.print(f"wrote {out}/metrics.jsonl, summary.json, curves.png", highlight=False)
 
@@ -258,6 +266,8 @@ def calibrate_command(
         from sflam_opt.training.calibrate import calibrate, calibration_scenario
 
         widths = _parse_bits(bits)
+        if out is not None:
+            check_writable(out)
         with _RoundBars(err, rounds) as bars:
             result = calibrate(
                 model,
@@ -291,7 +301,7 @@ def calibrate_command(
             table.add_row(key, _fmt(result[key]))
         for b, floor in result["floors"].items():
             table.add_row(f"gradient floor at {b} bits", _fmt(floor))
-        stdout.print(table)
+        print_table(stdout, table)
 
 
 # ------------------------------------------------------------------------------ memory
@@ -303,7 +313,7 @@ def memory_command(
     ),
     bits: Annotated[int, typer.Option(help="Uplink bits for sflam.")] = 8,
     image_size: Annotated[int | None, typer.Option(help="Input side (default: preset's).")] = None,
-    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, help="Seed.")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the measurement as JSON.")] = False,
 ) -> None:
     """Measure the device's peak memory of one training step (SFLAM vs whole-model FL)."""
@@ -311,13 +321,10 @@ def memory_command(
     with _errors_to_exit(err):
         from sflam_opt.training.memory import measure_device_memory
 
-        try:
+        with err.status(f"measuring one training step of {model} in a subprocess ..."):
             result = measure_device_memory(
                 model, batch, protocol, image_size=image_size, seed=seed, bits=bits
             )
-        except RuntimeError as exc:
-            err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
-            raise typer.Exit(EXIT_FAILED) from None
         if as_json:
             typer.echo(json.dumps(result, indent=2))
             return
@@ -328,7 +335,7 @@ def memory_command(
         table.add_row("analytic total", _fmt(result["analytic_mb"]))
         for key, value in result["breakdown_mb"].items():
             table.add_row(f"  {key}", _fmt(value))
-        stdout.print(table)
+        print_table(stdout, table)
         err.print(f"method: {result['method']}", highlight=False)
 
 

@@ -39,7 +39,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from sflam_opt.errors import SflamError, TrainingConfigError
+from sflam_opt.errors import SflamError, SflamRuntimeError, TrainingConfigError
 from sflam_opt.training.models import (
     PRESETS,
     DeviceModel,
@@ -310,7 +310,7 @@ def measure_device_memory(
     ------
     TrainingConfigError
         Unknown model or protocol, invalid batch, bits or image size.
-    RuntimeError
+    SflamRuntimeError
         The measuring subprocess failed or timed out.
     """
     _validate(model, batch, protocol, bits)
@@ -343,10 +343,10 @@ def measure_device_memory(
             cmd, capture_output=True, text=True, env=env, timeout=timeout_s, check=False
         )
     except subprocess.TimeoutExpired as exc:
-        raise RuntimeError(f"memory measurement timed out after {timeout_s} s") from exc
+        raise SflamRuntimeError(f"memory measurement timed out after {timeout_s} s") from exc
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise RuntimeError(f"memory measurement subprocess failed ({proc.returncode}): {tail}")
+        raise SflamRuntimeError(f"memory measurement subprocess failed ({proc.returncode}): {tail}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 

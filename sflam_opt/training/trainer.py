@@ -55,7 +55,14 @@ from torch.nn import functional as F
 
 from sflam_opt.allocation import Allocation
 from sflam_opt.bounds import bound, rounds_needed
-from sflam_opt.errors import AllocationError, SflamError, TrainingConfigError
+from sflam_opt.errors import (
+    AllocationError,
+    InfeasibleError,
+    SflamError,
+    SflamRuntimeError,
+    TrainingConfigError,
+    TrainingRuntimeError,
+)
 from sflam_opt.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from sflam_opt.scenario import Scenario
 from sflam_opt.solvers import solve
@@ -111,6 +118,18 @@ CURVES_NAME = "curves.png"
 _CHECKPOINT_FORMAT = 1
 #: Config fields that may differ between a run and its resumption.
 _RESUME_FREE = ("rounds", "resume", "out")
+_CHECKPOINT_KEYS = (
+    "config",
+    "round",
+    "partition_sizes",
+    "scenario",
+    "allocation",
+    "allocation_info",
+    "metrics",
+    "protocol",
+    "wall_time_s",
+    "rng",
+)
 _EVAL_BATCH = 1024
 _SMALL_STEP_FLOPS = 1e9
 
@@ -237,6 +256,12 @@ def resolve_allocation(
     info: dict[str, Any]
     if config.allocation is not None:
         alloc = Allocation.load(config.allocation)
+        if alloc.matches(base) is False:
+            logger.warning(
+                "allocation %s was solved for another scenario than the one trained "
+                "(scenario_sha256 differs)",
+                config.allocation,
+            )
         if len(alloc) != n:
             raise AllocationError(
                 f"allocation: {config.allocation} has {len(alloc)} devices but --devices is {n}; "
@@ -254,7 +279,7 @@ def resolve_allocation(
     else:
         result = solve(scenario, solver=config.solver)
         if result.status in ("infeasible", "failed") or result.allocation is None:
-            raise TrainingConfigError(
+            raise (InfeasibleError if result.status == "infeasible" else SflamRuntimeError)(
                 f"scenario: solver {config.solver!r} returned {result.status}: {result.message}"
             )
         alloc = result.allocation
@@ -353,6 +378,11 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
     if not isinstance(ckpt, dict) or ckpt.get("format") != _CHECKPOINT_FORMAT:
         raise TrainingConfigError(
             f"resume: {path} is not a sflam-opt training checkpoint; start without --resume"
+        )
+    missing = [k for k in _CHECKPOINT_KEYS if k not in ckpt]
+    if missing:
+        raise TrainingConfigError(
+            f"resume: {path} lacks {', '.join(missing)}; delete it and start without --resume"
         )
     return ckpt
 
@@ -523,6 +553,13 @@ def train(
             data.y_train.numpy(), config.devices, config.alpha, seed=config.seed
         )
         sizes = partition_sizes(parts)
+        if config.batch_size > int(sizes.min()):
+            logger.warning(
+                "batch-size %d is larger than the smallest device's data (%d samples); its "
+                "mini-batches hold all it has",
+                config.batch_size,
+                int(sizes.min()),
+            )
         device_model, server_model, spec = build_split_model(
             config.model,
             num_classes=data.num_classes,
@@ -579,9 +616,14 @@ def train(
         for r in range(len(metrics) + 1, config.rounds + 1):
             participants = sample_participants(config.seed, r, config.devices, k)
             transport.meter.reset()
-            stats = protocol.run_round(RoundPlan(r, participants, bits, config.seed))
+            try:
+                stats = protocol.run_round(RoundPlan(r, participants, bits, config.seed))
+            except SflamError as exc:  # options were checked before the loop: the run failed
+                raise TrainingRuntimeError(
+                    f"lr: training failed in round {r} ({exc}); lower --lr (now {config.lr})"
+                ) from None
             if not math.isfinite(stats.train_loss):
-                raise TrainingConfigError(
+                raise TrainingRuntimeError(
                     f"lr: training diverged in round {r} (loss {stats.train_loss}); lower --lr "
                     f"(now {config.lr})"
                 )
