@@ -444,7 +444,7 @@ def bench(ctx: typer.Context) -> None:
     root = Path(__file__).resolve().parents[1]
     checkout = (root / "pyproject.toml").is_file() and (root / "benchmarks/__main__.py").is_file()
     if not checkout:
-        raise _fail(
+        raise SflamError(
             "the benchmarks are not installed with the package; run `python -m benchmarks` from a "
             "git checkout of sflam-opt"
         )
