@@ -267,6 +267,11 @@ def _warm_start(
     return pt, "", ""
 
 
+def _skipped(reason: str) -> BlockSolve:
+    """A block solve not attempted: its data are out of the cone solvers' range."""
+    return BlockSolve(False, "failed", None, {}, [f"skipped: {reason}"])
+
+
 def _upload_step(
     model: _Model, blk: UploadBlock, cur: _Point, order: tuple[str, ...]
 ) -> tuple[_Point | None, BlockSolve]:
@@ -279,6 +284,8 @@ def _upload_step(
     m = w * LN2 / (bw * t0)
     # Caps as x <= x_cap (x = W ln2 / (B u)): power via log1p(SNR), energy via phi^{-1}.
     x_cap = np.minimum(np.log1p(model.snr_hz / bw), model.x_energy_cap(w))
+    if not np.all(x_cap > 0):
+        return None, _skipped("a device's caps leave it no rate at this bandwidth")
     vmin = m / x_cap
     a_n = model.n0 * bw * t0 / model.gain  # J per unit of (y - v)
     tmax = model.deadline / t0 if model.deadline is not None else _T_CAP_FACTOR
@@ -288,7 +295,12 @@ def _upload_step(
     # weight on one term, unscaled costs of 1e-8 left every cone solver "inaccurate".
     scale = wt + k_rounds * model.ref.w_energy * float(np.sum(cur.power_w * up))
     v0 = up / t0
-    blk.set(m, vmin, model.fixed_s / t0, cost / scale, wt / scale, tmax, v0 * np.exp(m / v0))
+    with np.errstate(over="ignore"):
+        y0 = v0 * np.exp(m / v0)
+    values = (m, vmin, model.fixed_s / t0, cost / scale, wt / scale, tmax, y0)
+    if not all(np.all(np.isfinite(v)) for v in values):
+        return None, _skipped("the cone program's data are not finite at this point")
+    blk.set(*values)
     out = blk.solve(order)
     if not out.ok:
         return None, out
@@ -307,6 +319,8 @@ def _bandwidth_step(
     k_hz = w * LN2 / up
     # Power cap: (N0 k / g) phi(x) <= Pmax; energy cap: S phi(x) <= cap - compute (x = k / B).
     x_cap = np.minimum(phi_inverse(model.snr_hz / k_hz), model.x_energy_cap(w))
+    if not np.all(x_cap > 0):
+        return None, _skipped("a device's caps leave it no bandwidth that meets its upload time")
     a_n = model.n0 * up / model.gain * MHZ  # J per MHz of (z - B)
     # Only the energy depends on B here; weight each device's energy by 1 / (current total) so
     # the objective is ~1 (the argmin is unchanged; zero weight stays zero).
@@ -314,7 +328,12 @@ def _bandwidth_step(
     cost = a_n / energy if model.ref.w_energy > 0 else np.zeros_like(a_n)
     b0 = cur.bandwidth_hz / MHZ
     k = k_hz / MHZ
-    blk.set(k, k / x_cap, cost, model.total_hz / MHZ, b0, b0 * np.exp(k / b0))
+    with np.errstate(over="ignore"):
+        z0 = b0 * np.exp(k / b0)
+    values = (k, k / x_cap, cost, model.total_hz / MHZ, b0, z0)
+    if not all(np.all(np.isfinite(v)) for v in values):
+        return None, _skipped("the cone program's data are not finite at this point")
+    blk.set(*values)
     out = blk.solve(order)
     if not out.ok:
         return None, out
