@@ -67,7 +67,7 @@ from sflam_opt.costs import (
 from sflam_opt.errors import SolverArgumentError
 from sflam_opt.numeric import LN2, FloatArray, IntArray
 from sflam_opt.scenario import Scenario
-from sflam_opt.solvers.base import SolveResult, register_solver
+from sflam_opt.solvers.base import SolveResult, check_tolerance, register_solver
 from sflam_opt.solvers.bits import solve_bits
 from sflam_opt.solvers.cvx import (
     MHZ,
@@ -87,7 +87,7 @@ from sflam_opt.solvers.kernel import (
     solve_continuous_rows,
 )
 from sflam_opt.solvers.lambertw import phi_inverse
-from sflam_opt.validation import check_flag, check_int, check_real
+from sflam_opt.validation import check_flag, check_int
 
 __all__ = [
     "AUTO_MILP_MAX_DEVICES",
@@ -196,16 +196,7 @@ class _Model:
 
 def _check_options(max_iter: Any, tol: Any, bits_method: Any, escape: Any, warm_start: Any) -> None:
     check_int(max_iter, "max_iter", minimum=1, error=SolverArgumentError, hint=", e.g. 50")
-    check_real(
-        tol,
-        "tol",
-        lower=0.0,
-        upper=1.0,
-        open_lower=True,
-        open_upper=True,
-        error=SolverArgumentError,
-        hint=", e.g. 1e-6",
-    )
+    check_tolerance(tol, "tol", upper=1.0, example="1e-6")
     if bits_method not in BITS_OPTIONS:
         raise SolverArgumentError(
             f"bits_method={bits_method!r}: unknown; choose one of {', '.join(BITS_OPTIONS)}"
@@ -272,6 +263,16 @@ def _skipped(reason: str) -> BlockSolve:
     return BlockSolve(False, "failed", None, {}, [f"skipped: {reason}"])
 
 
+def _solve_block(
+    blk: UploadBlock | BandwidthBlock, order: tuple[str, ...], *values: FloatArray | float
+) -> BlockSolve:
+    """Load ``values`` into ``blk`` (see its ``set``) and solve, unless one is not finite."""
+    if not all(np.all(np.isfinite(v)) for v in values):
+        return _skipped("the cone program's data are not finite at this point")
+    blk.set(*values)  # type: ignore[arg-type]
+    return blk.solve(order)
+
+
 def _upload_step(
     model: _Model, blk: UploadBlock, cur: _Point, order: tuple[str, ...]
 ) -> tuple[_Point | None, BlockSolve]:
@@ -297,11 +298,7 @@ def _upload_step(
     v0 = up / t0
     with np.errstate(over="ignore"):
         y0 = v0 * np.exp(m / v0)
-    values = (m, vmin, model.fixed_s / t0, cost / scale, wt / scale, tmax, y0)
-    if not all(np.all(np.isfinite(v)) for v in values):
-        return None, _skipped("the cone program's data are not finite at this point")
-    blk.set(*values)
-    out = blk.solve(order)
+    out = _solve_block(blk, order, m, vmin, model.fixed_s / t0, cost / scale, wt / scale, tmax, y0)
     if not out.ok:
         return None, out
     u = np.maximum(out.values["v"], vmin) * t0
@@ -330,11 +327,7 @@ def _bandwidth_step(
     k = k_hz / MHZ
     with np.errstate(over="ignore"):
         z0 = b0 * np.exp(k / b0)
-    values = (k, k / x_cap, cost, model.total_hz / MHZ, b0, z0)
-    if not all(np.all(np.isfinite(v)) for v in values):
-        return None, _skipped("the cone program's data are not finite at this point")
-    blk.set(*values)
-    out = blk.solve(order)
+    out = _solve_block(blk, order, k, k / x_cap, cost, model.total_hz / MHZ, b0, z0)
     if not out.ok:
         return None, out
     bw = np.maximum(blk.bandwidth(out.values, b0) * MHZ, k_hz / x_cap)
