@@ -21,12 +21,14 @@ from sflam_opt.bounds import target_infeasibility
 from sflam_opt.costs import Evaluation, evaluate
 from sflam_opt.errors import SolverArgumentError
 from sflam_opt.scenario import Scenario
+from sflam_opt.validation import check_real
 
 __all__ = [
     "STATUSES",
     "SolveResult",
     "SolverFunc",
     "available_solvers",
+    "check_tolerance",
     "get_solver",
     "register_solver",
     "solve",
@@ -278,6 +280,26 @@ def solve(scenario: Scenario, solver: str = "bcd", **options: Any) -> SolveResul
         raise RuntimeError(f"solver {solver!r} returned unknown status {res.status!r}")
     logger.debug("solve(%s): %s J=%s in %.3fs", solver, res.status, res.objective, res.solve_time_s)
     return res
+
+
+def check_tolerance(value: Any, name: str, *, upper: float, example: str) -> float:
+    """A solver's relative tolerance option: a number in ``(0, upper)``.
+
+    Raises
+    ------
+    SolverArgumentError
+        ``"name=value: need a finite number in (0, upper), e.g. example"``.
+    """
+    return check_real(
+        value,
+        name,
+        lower=0.0,
+        upper=upper,
+        open_lower=True,
+        open_upper=True,
+        error=SolverArgumentError,
+        hint=f", e.g. {example}",
+    )
 
 
 def _check_options(name: str, func: SolverFunc, options: dict[str, Any]) -> None:

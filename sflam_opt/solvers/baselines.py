@@ -28,6 +28,7 @@ from collections.abc import Callable
 
 import numpy as np
 from scipy.optimize import brentq, minimize_scalar
+from scipy.special import logsumexp
 
 from sflam_opt.allocation import Allocation
 from sflam_opt.bounds import rounds_needed
@@ -322,25 +323,35 @@ class _FullPowerSplit:
         def total(log_lam: float) -> float:
             y = np.minimum(self.y_of_price(log_lam, cache.get("y")), ym)
             cache["y"] = np.maximum(y, 1e-300)
-            return float(np.log(np.sum(self.a / np.expm1(y))) - np.log(self.band))
+            with np.errstate(over="ignore", under="ignore"):
+                tot = float(np.sum(self.a / np.expm1(y)))
+            if not 0.0 < tot < np.inf:
+                # a_n / (e^y_n - 1) underflows for very weak channels: sum in logs instead.
+                with np.errstate(divide="ignore"):
+                    log_em1 = np.where(y > 30.0, y + np.log1p(-np.exp(-y)), np.log(np.expm1(y)))
+                return float(logsumexp(np.log(self.a) - log_em1) - np.log(self.band))
+            return float(np.log(tot) - np.log(self.band))
 
         lam_hi = float(np.max(self._log_lam(np.minimum(ym, 700.0))[0]))
-        if total(lam_hi) >= -1e-12:  # every device at its cap already (to rounding) fills B
+        if total(lam_hi) >= 0:  # every device at its cap already fills B
             y = ym
         else:
             # log lambda grows about twice as fast as y, so the bracket may need to reach
-            # thousands of units below lam_hi: widen it geometrically.
-            lo, step = lam_hi - 10.0, 10.0
-            for _ in range(60):
+            # thousands of units below lam_hi: steps of 10, then geometric.
+            lo = lam_hi - 10.0
+            bracketed = False
+            for i in range(260):
                 if total(lo) > 0:
+                    bracketed = True
                     break
-                lo, step = lo - step, 2.0 * step
-            if total(lo) > 0 and total(lam_hi) < 0:
-                ls = brentq(total, lo, lam_hi, xtol=1e-13, rtol=1e-15, maxiter=500)
-            elif total(lo) > 0:
-                ls = lam_hi  # the root sits at lam_hi to rounding
-            else:
+                lo -= 10.0 if i < 200 else 10.0 * 2.0 ** (i - 199)
+            if not bracketed:
                 ls = lo  # the band never binds within float range: the cheapest price
+            else:
+                try:
+                    ls = brentq(total, lo, lam_hi, xtol=1e-13, rtol=1e-15, maxiter=500)
+                except ValueError:
+                    ls = lam_hi  # total(lam_hi) re-evaluates to >= 0: the root is lam_hi
             y = np.minimum(self.y_of_price(ls), ym)
         return y, float(np.sum(self.ce + self.s * phi(y)))
 

@@ -67,7 +67,7 @@ from sflam_opt.costs import (
 from sflam_opt.errors import SolverArgumentError
 from sflam_opt.numeric import LN2, FloatArray, IntArray
 from sflam_opt.scenario import Scenario
-from sflam_opt.solvers.base import SolveResult, register_solver
+from sflam_opt.solvers.base import SolveResult, check_tolerance, register_solver
 from sflam_opt.solvers.bits import solve_bits
 from sflam_opt.solvers.cvx import (
     MHZ,
@@ -87,7 +87,7 @@ from sflam_opt.solvers.kernel import (
     solve_continuous_rows,
 )
 from sflam_opt.solvers.lambertw import phi_inverse
-from sflam_opt.validation import check_flag, check_int, check_real
+from sflam_opt.validation import check_flag, check_int
 
 __all__ = [
     "AUTO_MILP_MAX_DEVICES",
@@ -196,16 +196,7 @@ class _Model:
 
 def _check_options(max_iter: Any, tol: Any, bits_method: Any, escape: Any, warm_start: Any) -> None:
     check_int(max_iter, "max_iter", minimum=1, error=SolverArgumentError, hint=", e.g. 50")
-    check_real(
-        tol,
-        "tol",
-        lower=0.0,
-        upper=1.0,
-        open_lower=True,
-        open_upper=True,
-        error=SolverArgumentError,
-        hint=", e.g. 1e-6",
-    )
+    check_tolerance(tol, "tol", upper=1.0, example="1e-6")
     if bits_method not in BITS_OPTIONS:
         raise SolverArgumentError(
             f"bits_method={bits_method!r}: unknown; choose one of {', '.join(BITS_OPTIONS)}"
@@ -267,6 +258,21 @@ def _warm_start(
     return pt, "", ""
 
 
+def _skipped(reason: str) -> BlockSolve:
+    """A block solve not attempted: its data are out of the cone solvers' range."""
+    return BlockSolve(False, "failed", None, {}, [f"skipped: {reason}"])
+
+
+def _solve_block(
+    blk: UploadBlock | BandwidthBlock, order: tuple[str, ...], *values: FloatArray | float
+) -> BlockSolve:
+    """Load ``values`` into ``blk`` (see its ``set``) and solve, unless one is not finite."""
+    if not all(np.all(np.isfinite(v)) for v in values):
+        return _skipped("the cone program's data are not finite at this point")
+    blk.set(*values)  # type: ignore[arg-type]
+    return blk.solve(order)
+
+
 def _upload_step(
     model: _Model, blk: UploadBlock, cur: _Point, order: tuple[str, ...]
 ) -> tuple[_Point | None, BlockSolve]:
@@ -279,6 +285,8 @@ def _upload_step(
     m = w * LN2 / (bw * t0)
     # Caps as x <= x_cap (x = W ln2 / (B u)): power via log1p(SNR), energy via phi^{-1}.
     x_cap = np.minimum(np.log1p(model.snr_hz / bw), model.x_energy_cap(w))
+    if not np.all(x_cap > 0):
+        return None, _skipped("a device's caps leave it no rate at this bandwidth")
     vmin = m / x_cap
     a_n = model.n0 * bw * t0 / model.gain  # J per unit of (y - v)
     tmax = model.deadline / t0 if model.deadline is not None else _T_CAP_FACTOR
@@ -288,8 +296,9 @@ def _upload_step(
     # weight on one term, unscaled costs of 1e-8 left every cone solver "inaccurate".
     scale = wt + k_rounds * model.ref.w_energy * float(np.sum(cur.power_w * up))
     v0 = up / t0
-    blk.set(m, vmin, model.fixed_s / t0, cost / scale, wt / scale, tmax, v0 * np.exp(m / v0))
-    out = blk.solve(order)
+    with np.errstate(over="ignore"):
+        y0 = v0 * np.exp(m / v0)
+    out = _solve_block(blk, order, m, vmin, model.fixed_s / t0, cost / scale, wt / scale, tmax, y0)
     if not out.ok:
         return None, out
     u = np.maximum(out.values["v"], vmin) * t0
@@ -307,6 +316,8 @@ def _bandwidth_step(
     k_hz = w * LN2 / up
     # Power cap: (N0 k / g) phi(x) <= Pmax; energy cap: S phi(x) <= cap - compute (x = k / B).
     x_cap = np.minimum(phi_inverse(model.snr_hz / k_hz), model.x_energy_cap(w))
+    if not np.all(x_cap > 0):
+        return None, _skipped("a device's caps leave it no bandwidth that meets its upload time")
     a_n = model.n0 * up / model.gain * MHZ  # J per MHz of (z - B)
     # Only the energy depends on B here; weight each device's energy by 1 / (current total) so
     # the objective is ~1 (the argmin is unchanged; zero weight stays zero).
@@ -314,8 +325,9 @@ def _bandwidth_step(
     cost = a_n / energy if model.ref.w_energy > 0 else np.zeros_like(a_n)
     b0 = cur.bandwidth_hz / MHZ
     k = k_hz / MHZ
-    blk.set(k, k / x_cap, cost, model.total_hz / MHZ, b0, b0 * np.exp(k / b0))
-    out = blk.solve(order)
+    with np.errstate(over="ignore"):
+        z0 = b0 * np.exp(k / b0)
+    out = _solve_block(blk, order, k, k / x_cap, cost, model.total_hz / MHZ, b0, z0)
     if not out.ok:
         return None, out
     bw = np.maximum(blk.bandwidth(out.values, b0) * MHZ, k_hz / x_cap)

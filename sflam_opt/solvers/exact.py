@@ -26,8 +26,8 @@ from sflam_opt.costs import reference
 from sflam_opt.errors import SolverArgumentError
 from sflam_opt.numeric import FloatArray, IntArray
 from sflam_opt.scenario import Scenario
-from sflam_opt.solvers.base import SolveResult, register_solver
-from sflam_opt.solvers.fast import check_rtol, run_fast
+from sflam_opt.solvers.base import SolveResult, check_tolerance, register_solver
+from sflam_opt.solvers.fast import run_fast
 from sflam_opt.solvers.kernel import (
     FAILED,
     OK,
@@ -96,7 +96,7 @@ def solve_exact(
     max_combinations = check_int(
         max_combinations, "max_combinations", minimum=1, error=SolverArgumentError
     )
-    rtol = check_rtol(rtol)
+    rtol = check_tolerance(rtol, "rtol", upper=1e-2, example="1e-10")
     n, nl = scenario.n_devices, len(scenario.bits.levels)
     total = nl**n
     if total > max_combinations:

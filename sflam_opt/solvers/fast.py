@@ -41,7 +41,7 @@ from sflam_opt.costs import Reference, reference
 from sflam_opt.errors import SolverArgumentError
 from sflam_opt.numeric import IntArray
 from sflam_opt.scenario import Scenario
-from sflam_opt.solvers.base import SolveResult, register_solver
+from sflam_opt.solvers.base import SolveResult, check_tolerance, register_solver
 from sflam_opt.solvers.kernel import (
     ZERO_LATENCY_NOTE,
     BitsProblem,
@@ -51,9 +51,9 @@ from sflam_opt.solvers.kernel import (
     lagrangian_bits,
     row_allocation,
 )
-from sflam_opt.validation import check_flag, check_int, check_real
+from sflam_opt.validation import check_flag, check_int
 
-__all__ = ["FastRun", "check_rtol", "run_fast", "solve_fast"]
+__all__ = ["FastRun", "run_fast", "solve_fast"]
 
 logger = logging.getLogger(__name__)
 
@@ -284,7 +284,7 @@ def solve_fast(
     max_iter = check_int(max_iter, "max_iter", minimum=1, error=SolverArgumentError)
     if polish is not None:
         polish = check_flag(polish, "polish", error=SolverArgumentError)
-    rtol = check_rtol(rtol)
+    rtol = check_tolerance(rtol, "rtol", upper=1e-2, example="1e-10")
     run = run_fast(scenario, max_iter=max_iter, polish=polish, rtol=rtol)
     state, info, history, status = run.state, run.info, run.history, run.status
     if state is None:
@@ -301,17 +301,3 @@ def solve_fast(
     if bool(state.sol.capped_at_limit[0]):
         msg += ZERO_LATENCY_NOTE
     return SolveResult(alloc, status, msg, backend="numpy", iterations=history, info=info)
-
-
-def check_rtol(rtol: Any) -> float:
-    """``rtol`` of ``fast`` and ``exact``: a number in (0, 0.01)."""
-    return check_real(
-        rtol,
-        "rtol",
-        lower=0.0,
-        upper=1e-2,
-        open_lower=True,
-        open_upper=True,
-        error=SolverArgumentError,
-        hint=", e.g. 1e-10",
-    )

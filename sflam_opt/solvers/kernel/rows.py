@@ -24,6 +24,7 @@ from sflam_opt.costs import Reference, payload_bits, reference
 from sflam_opt.errors import SolverArgumentError
 from sflam_opt.numeric import LN2, FloatArray, IntArray
 from sflam_opt.scenario import Scenario
+from sflam_opt.solvers.base import check_tolerance
 from sflam_opt.solvers.kernel.messages import ZERO_LATENCY_NOTE, infeasibility_message
 from sflam_opt.solvers.kernel.params import (
     FAILED,
@@ -37,7 +38,6 @@ from sflam_opt.solvers.kernel.params import (
 )
 from sflam_opt.solvers.kernel.roundtime import search_time
 from sflam_opt.solvers.kernel.split import min_round_time, split_at
-from sflam_opt.validation import check_real
 
 logger = logging.getLogger(__name__)
 
@@ -320,16 +320,7 @@ def solve_continuous(
         binding constraint and the relaxation that makes these bits feasible.
     """
     b = _check_bits(scenario, bits, rows=False)
-    rtol = check_real(
-        rtol,
-        "rtol",
-        lower=0.0,
-        upper=1.0,
-        open_lower=True,
-        open_upper=True,
-        error=SolverArgumentError,
-        hint=", e.g. 1e-10",
-    )
+    rtol = check_tolerance(rtol, "rtol", upper=1.0, example="1e-10")
     ref = ref if ref is not None else reference(scenario)
     sol = solve_continuous_rows(scenario, b[None, :], ref=ref, rtol=rtol)
     n = scenario.n_devices
