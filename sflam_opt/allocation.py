@@ -195,8 +195,10 @@ class Allocation:
                 f"{p}: no such allocation file (write one with "
                 "`sflam-opt solve SCENARIO --out FILE`)"
             ) from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise AllocationError(f"{p}: cannot read allocation file: {exc}") from None
+        except OSError as exc:
+            raise AllocationError(f"{p}: cannot read allocation file: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise AllocationError(f"{p}: not a UTF-8 text file; an allocation is JSON") from None
         return cls.from_json(text, str(p))
 
     def save(self, path: str | os.PathLike[str]) -> Path:
