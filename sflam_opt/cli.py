@@ -6,7 +6,6 @@ Exit codes: 0 success; 1 an evaluated allocation violates a constraint; 2 bad in
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -21,7 +20,8 @@ from sflam_opt.allocation import Allocation, scenario_sha256
 from sflam_opt.console import consoles, print_error, print_table, usage_error_line
 from sflam_opt.costs import evaluate
 from sflam_opt.errors import SflamError
-from sflam_opt.io import atomic_write_text, check_writable
+from sflam_opt.io import atomic_write_text, check_writable, write_stream
+from sflam_opt.jsonio import iter_json
 from sflam_opt.scenario import Scenario
 
 EXIT_VIOLATION = 1
@@ -185,7 +185,7 @@ def evaluate_cmd(
                 strict=True,
             )
         ]
-        sys.stdout.write(json.dumps(_finite(doc), indent=1) + "\n")
+        sys.stdout.writelines(iter_json(doc, "devices"))
     else:
         t = Table(title="per-device round breakdown")
         for col in (
@@ -225,17 +225,6 @@ def evaluate_cmd(
             out.print(f"violated {v}", style="red", highlight=False)
     if ev.violations:
         raise typer.Exit(EXIT_VIOLATION)
-
-
-def _finite(obj: Any) -> Any:
-    """JSON has no inf/nan: write them as null."""
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_finite(v) for v in obj]
-    if isinstance(obj, float) and not np.isfinite(obj):
-        return None
-    return obj
 
 
 def _print_summary(doc: dict[str, Any]) -> None:
@@ -296,12 +285,13 @@ def solve_cmd(
         with err.status(f"solving {scn.n_devices} devices with {solver} ..."):
             res = solve(scn, solver=solver, **options)
     # The fingerprint lets `evaluate` and `train --allocation` flag use with another scenario.
-    doc = {"scenario_sha256": scenario_sha256(scn), **_finite(res.to_dict(scn))}
-    text = json.dumps(doc, indent=1) + "\n"
+    doc = {"scenario_sha256": scenario_sha256(scn), **res.to_dict(scn)}
     if out_file is not None:
-        atomic_write_text(out_file, text)
+        write_stream(
+            out_file, lambda fh: fh.writelines(p.encode() for p in iter_json(doc, "devices"))
+        )
     if as_json:
-        sys.stdout.write(text)
+        sys.stdout.writelines(iter_json(doc, "devices"))
     else:
         _render_result(scn, res, doc)
         if out_file is not None:

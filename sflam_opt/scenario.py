@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from sflam_opt.device_tables import DeviceColumns, read_device_columns
 from sflam_opt.errors import ScenarioError
 from sflam_opt.numeric import FloatArray
 
@@ -352,6 +353,11 @@ class Scenario:
     @classmethod
     def from_toml_string(cls, text: str, source: str = "<string>") -> Scenario:
         """Parse and validate scenario TOML text; ``source`` names it in error messages."""
+        fast = read_device_columns(text)  # large files written by to_toml: columns, not tomllib
+        if fast is not None:
+            scenario = _Parser(source).from_columns(*fast)
+            if scenario is not None:
+                return scenario
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
@@ -410,6 +416,12 @@ class Scenario:
     # ---------------------------------------------------------------- serialization
     def to_dict(self) -> dict[str, Any]:
         """The TOML document as plain Python data (what :meth:`from_dict` accepts)."""
+        doc = self.to_dict_without_devices()
+        doc["device"] = _devices_to_dicts(self.devices)
+        return doc
+
+    def to_dict_without_devices(self) -> dict[str, Any]:
+        """:meth:`to_dict` without the ``device`` list (cheap for any number of devices)."""
         doc: dict[str, Any] = {}
         for name in ("system", "model", "training", "convergence"):
             doc[name] = dataclasses.asdict(getattr(self, name))
@@ -421,12 +433,11 @@ class Scenario:
         cons = {k: v for k, v in dataclasses.asdict(self.constraints).items() if v is not None}
         if cons:
             doc["constraints"] = cons
-        doc["device"] = _devices_to_dicts(self.devices)
         return doc
 
     def to_toml(self) -> str:
         """Serialize as TOML; ``Scenario.from_toml_string(s.to_toml()) == s`` exactly."""
-        doc = self.to_dict()
+        doc = self.to_dict_without_devices()
         out: list[str] = []
         for name in (
             "system",
@@ -648,7 +659,47 @@ class _Parser:
             raise self.fail(where, f"bit width must be in 1..32, got {v}")
         return int(v)
 
+    def from_columns(self, head: str, cols: DeviceColumns) -> Scenario | None:
+        """The scenario of ``head`` and device columns, or None if any check fails (the caller
+        then parses the whole text the general way, which reports the first problem)."""
+        try:
+            data = tomllib.loads(head)
+        except (tomllib.TOMLDecodeError, ValueError):
+            return None
+        if "device" in data:
+            return None
+        ok = len(set(cols.ids)) == len(cols.ids)
+        for key, values in (
+            ("gain_db", cols.gain_db[~np.isnan(cols.gain_db)]),
+            ("distance_m", cols.distance_m[~np.isnan(cols.distance_m)]),
+            ("cpu_hz", cols.cpu_hz),
+            ("max_power_w", cols.max_power_w),
+            ("samples", cols.samples),
+        ):
+            meta = _DEVICE_RANGES[key]
+            ok = ok and bool(np.all((values >= meta["min"]) & (values <= meta["max"])))
+        ok = ok and bool(np.all(cols.samples == np.floor(cols.samples)))
+        if not ok:
+            return None
+        gain = cols.gain_db.copy()
+        from_dist = ~np.isnan(cols.distance_m)
+        gain[from_dist] = gain_db_from_distance(cols.distance_m[from_dist])
+        devices = Devices(
+            cols.ids,
+            gain,
+            cols.cpu_hz,
+            cols.max_power_w,
+            cols.samples.astype(np.int64),
+            cols.distance_m,
+        )
+        try:
+            return self.scenario({**data, "device": devices})
+        except ScenarioError:
+            return None
+
     def devices(self, tables: Any) -> Devices:
+        if isinstance(tables, Devices):  # already read and checked by from_columns
+            return tables
         if tables is None or (isinstance(tables, list) and not tables):
             raise self.fail("[[device]]", "no devices; add at least one [[device]] table")
         if not isinstance(tables, list) or not all(isinstance(t, Mapping) for t in tables):

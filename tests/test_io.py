@@ -176,3 +176,27 @@ def test_a_failed_write_is_a_runtime_error_naming_the_target(tmp_path, monkeypat
         atomic_write_text(target, "new")
     assert str(target) in str(info.value) and ".tmp" not in str(info.value)
     assert target.read_text() == "keep me" and os.listdir(tmp_path) == ["a.json"]
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 7])
+@pytest.mark.parametrize("string_ids", [False, True])
+def test_chunked_json_is_the_same_text_as_json_dumps(monkeypatch, n: int, string_ids: bool) -> None:
+    import json
+
+    import sflam_opt.jsonio as jsonio
+
+    monkeypatch.setattr(jsonio, "_CHUNK", 3)
+    rows = [
+        {
+            "id": f'd}}, {{"{i}' if string_ids else i,
+            "v": float("nan") if i == 4 else i * 0.5,
+            "flag": True,
+            "none": None,
+            "tiny": -1e-300,
+        }
+        for i in range(n)
+    ]
+    doc = {"a": 1, "x": float("inf"), "devices": rows, "violations": ["y"]}
+    text = "".join(jsonio.iter_json(doc, "devices"))
+    assert text == json.dumps(jsonio.finite(doc), indent=1) + "\n"
+    assert json.loads(text)["x"] is None

@@ -207,3 +207,34 @@ def test_replace_validates_and_subset_keeps_order() -> None:
 def test_large_default_scenario_round_trips() -> None:
     s = Scenario.default(devices=20000, seed=5)
     assert Scenario.from_toml_string(s.to_toml()) == s
+
+
+def test_fast_device_reader_agrees_with_tomllib_on_values_and_errors() -> None:
+    import dataclasses
+    import re
+    import tomllib
+
+    from sflam_opt.device_tables import read_device_columns
+
+    base = Scenario.default(50, 4)
+    dist = base.devices.distance_m.copy()
+    dist[::3] = np.nan  # a mix of gain_db and distance_m devices
+    mixed = dataclasses.replace(base, devices=dataclasses.replace(base.devices, distance_m=dist))
+    text = mixed.to_toml()
+    assert read_device_columns(text) is not None
+    assert Scenario.from_toml_string(text) == Scenario.from_dict(tomllib.loads(text)) == mixed
+    # Values the fast path must not read differently from TOML: either it declines, or the
+    # outcome (value or first error) is the general parser's.
+    for value in ("1.", ".5", "01.5", "1_000", "0x10", "inf", "nan", "+1e9", "1E9", "1e-05"):
+        edited = re.sub(r"cpu_hz = \S+", f"cpu_hz = {value}", text, count=1)
+        try:
+            expected = Scenario.from_dict(tomllib.loads(edited), "s.toml").devices.cpu_hz[0]
+        except tomllib.TOMLDecodeError:
+            expected = "invalid TOML"
+        except ScenarioError as exc:
+            expected = str(exc)
+        try:
+            got = Scenario.from_toml_string(edited, "s.toml").devices.cpu_hz[0]
+        except ScenarioError as exc:
+            got = "invalid TOML" if "invalid TOML" in str(exc) else str(exc)
+        assert got == expected, value
