@@ -15,7 +15,7 @@ from numpy.typing import NDArray
 from sflam_opt.errors import AllocationError
 from sflam_opt.io import atomic_write_text
 
-__all__ = ["Allocation"]
+__all__ = ["Allocation", "check_block_lists"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -32,12 +32,20 @@ class Allocation:
         Transmit power p_n in W.
     ids : tuple, optional
         Device ids, in scenario order; checked against the scenario when given.
+    blocks : tuple of ndarray of int, optional
+        Resource-block scenarios only (``docs/formulation.md`` §10): device n's block indices,
+        one array of shape (k_n,) per device.
+    block_power_w : tuple of ndarray, optional
+        With ``blocks``: device n's transmit power on each of its blocks in W, shape (k_n,).
+        ``power_w`` is their sum and ``bandwidth_hz`` is ``k_n`` times the block width.
     """
 
     bits: NDArray[np.int64]
     bandwidth_hz: NDArray[np.float64]
     power_w: NDArray[np.float64]
     ids: tuple[Any, ...] | None = None
+    blocks: tuple[NDArray[np.int64], ...] | None = None
+    block_power_w: tuple[NDArray[np.float64], ...] | None = None
 
     def __post_init__(self) -> None:
         bits = np.asarray(self.bits)
@@ -62,6 +70,10 @@ class Allocation:
         object.__setattr__(self, "power_w", pw)
         if self.ids is not None:
             object.__setattr__(self, "ids", tuple(self.ids))
+        if self.blocks is not None or self.block_power_w is not None:
+            blocks, powers = check_block_lists(self.blocks, self.block_power_w, bits.size)
+            object.__setattr__(self, "blocks", blocks)
+            object.__setattr__(self, "block_power_w", powers)
 
     def __len__(self) -> int:
         return int(self.bits.size)
@@ -74,6 +86,8 @@ class Allocation:
             and np.array_equal(self.bandwidth_hz, other.bandwidth_hz)
             and np.array_equal(self.power_w, other.power_w)
             and self.ids == other.ids
+            and _same_lists(self.blocks, other.blocks)
+            and _same_lists(self.block_power_w, other.block_power_w)
         )
 
     __hash__ = None  # type: ignore[assignment]
@@ -82,18 +96,20 @@ class Allocation:
     def to_dict(self) -> dict[str, Any]:
         """Plain data: ``{"devices": [{"id", "bits", "bandwidth_hz", "power_w"}, ...]}``."""
         ids = self.ids if self.ids is not None else tuple(range(len(self)))
-        return {
-            "devices": [
-                {"id": i, "bits": b, "bandwidth_hz": w, "power_w": p}
-                for i, b, w, p in zip(
-                    ids,
-                    self.bits.tolist(),
-                    self.bandwidth_hz.tolist(),
-                    self.power_w.tolist(),
-                    strict=True,
-                )
-            ]
-        }
+        rows = [
+            {"id": i, "bits": b, "bandwidth_hz": w, "power_w": p}
+            for i, b, w, p in zip(
+                ids,
+                self.bits.tolist(),
+                self.bandwidth_hz.tolist(),
+                self.power_w.tolist(),
+                strict=True,
+            )
+        ]
+        if self.blocks is not None and self.block_power_w is not None:
+            for row, blk, pw in zip(rows, self.blocks, self.block_power_w, strict=True):
+                row.update(blocks=blk.tolist(), block_power_w=pw.tolist())
+        return {"devices": rows}
 
     def to_json(self) -> str:
         """JSON text; floats are written with full precision so the round trip is exact."""
@@ -111,6 +127,8 @@ class Allocation:
         if not rows:
             raise AllocationError(f'{source}: "devices" is empty')
         ids, bits, bw, pw = [], [], [], []
+        blocks: list[Any] = []
+        powers: list[Any] = []
         for k, row in enumerate(rows):
             where = f"{source}: devices[{k}]"
             if not isinstance(row, dict):
@@ -127,7 +145,22 @@ class Allocation:
             bits.append(int(row["bits"]))
             bw.append(float(row["bandwidth_hz"]))
             pw.append(float(row["power_w"]))
-        return cls(np.array(bits), np.array(bw), np.array(pw), tuple(ids))
+            blocks.append(row.get("blocks"))
+            powers.append(row.get("block_power_w"))
+        has = [b is not None or p is not None for b, p in zip(blocks, powers, strict=True)]
+        if not any(has):
+            return cls(np.array(bits), np.array(bw), np.array(pw), tuple(ids))
+        if not all(has):
+            k = has.index(False)
+            raise AllocationError(
+                f'{source}: devices[{k}]: missing "blocks" and "block_power_w" '
+                "(give them for every device or for none)"
+            )
+        try:
+            blk, bpw = check_block_lists(blocks, powers, len(rows))
+        except AllocationError as exc:
+            raise AllocationError(f"{source}: {exc}") from None
+        return cls(np.array(bits), np.array(bw), np.array(pw), tuple(ids), blk, bpw)
 
     @classmethod
     def from_json(cls, text: str, source: str = "<allocation>") -> Allocation:
@@ -158,3 +191,55 @@ class Allocation:
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write atomically as JSON."""
         return atomic_write_text(path, self.to_json())
+
+
+def check_block_lists(
+    blocks: Any, powers: Any, n: int
+) -> tuple[tuple[NDArray[np.int64], ...], tuple[NDArray[np.float64], ...]]:
+    """Validate per-device block indices and block powers; one array per device each.
+
+    Raises
+    ------
+    AllocationError
+        When only one is given, the counts differ from ``n`` devices, a device's two lists differ
+        in length, an index is not a whole number >= 0 or a power is not finite.
+    """
+    if blocks is None or powers is None:
+        raise AllocationError("blocks and block_power_w: give both or neither")
+    if len(blocks) != n or len(powers) != n:
+        raise AllocationError(
+            f"blocks and block_power_w: need one list per device ({n}), got "
+            f"{len(blocks)} and {len(powers)}"
+        )
+    out_b: list[NDArray[np.int64]] = []
+    out_p: list[NDArray[np.float64]] = []
+    for k, (b, p) in enumerate(zip(blocks, powers, strict=True)):
+        where = f"devices[{k}]"
+        if not isinstance(b, list | tuple | np.ndarray) or not isinstance(
+            p, list | tuple | np.ndarray
+        ):
+            raise AllocationError(f"{where}: blocks and block_power_w must be lists")
+        if any(isinstance(v, bool) for v in list(b) + list(p)):
+            raise AllocationError(f"{where}: blocks and block_power_w must hold numbers")
+        try:
+            bi = np.asarray(b, dtype=np.float64).reshape(-1)
+            pi = np.asarray(p, dtype=np.float64).reshape(-1)
+        except (TypeError, ValueError):
+            raise AllocationError(f"{where}: blocks and block_power_w must hold numbers") from None
+        if bi.size != pi.size:
+            raise AllocationError(
+                f"{where}: {bi.size} blocks but {pi.size} block_power_w entries; need one each"
+            )
+        if not np.all(np.isfinite(bi)) or not np.array_equal(bi, np.round(bi)) or np.any(bi < 0):
+            raise AllocationError(f"{where}.blocks: need whole block indices >= 0")
+        if not np.all(np.isfinite(pi)):
+            raise AllocationError(f"{where}.block_power_w: must be finite numbers")
+        out_b.append(bi.astype(np.int64))
+        out_p.append(pi)
+    return tuple(out_b), tuple(out_p)
+
+
+def _same_lists(a: tuple[NDArray[Any], ...] | None, b: tuple[NDArray[Any], ...] | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))

@@ -30,6 +30,7 @@ __all__ = [
     "Devices",
     "ModelParams",
     "ObjectiveParams",
+    "ResourceBlocks",
     "Scenario",
     "SystemParams",
     "TrainingParams",
@@ -121,6 +122,18 @@ class ConstraintParams:
 
 
 @dataclass(frozen=True)
+class ResourceBlocks:
+    """``[system] resource_blocks`` and ``block_hz`` (optional): the band as M equal blocks.
+
+    Per-device block gains live in :attr:`Devices.block_gain_db`; the model is described in
+    ``docs/formulation.md`` §10.
+    """
+
+    count: int
+    block_hz: float
+
+
+@dataclass(frozen=True)
 class BitsSpec:
     """``[bits]``: allowed bit widths, sorted, unique, integers in [1, 32]."""
 
@@ -147,6 +160,7 @@ class Devices:
     """One entry per ``[[device]]`` table; every array has shape (N,).
 
     ``distance_m`` is kept (NaN where a device gave ``gain_db`` directly) so the file round-trips.
+    ``block_gain_db`` (shape (N, M), dB) is set only in scenarios with resource blocks.
     """
 
     ids: tuple[Any, ...]
@@ -155,6 +169,7 @@ class Devices:
     max_power_w: FloatArray
     samples: NDArray[np.int64]
     distance_m: FloatArray
+    block_gain_db: FloatArray | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -162,9 +177,17 @@ class Devices:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Devices):
             return NotImplemented
-        return self.ids == other.ids and all(
-            np.array_equal(getattr(self, k), getattr(other, k), equal_nan=True)
-            for k in ("gain_db", "cpu_hz", "max_power_w", "samples", "distance_m")
+        return (
+            self.ids == other.ids
+            and all(
+                np.array_equal(getattr(self, k), getattr(other, k), equal_nan=True)
+                for k in ("gain_db", "cpu_hz", "max_power_w", "samples", "distance_m")
+            )
+            and (self.block_gain_db is None) == (other.block_gain_db is None)
+            and (
+                self.block_gain_db is None
+                or np.array_equal(self.block_gain_db, other.block_gain_db)
+            )
         )
 
     def take(self, index: Sequence[int] | NDArray[np.int64]) -> Devices:
@@ -177,6 +200,7 @@ class Devices:
             max_power_w=self.max_power_w[idx],
             samples=self.samples[idx],
             distance_m=self.distance_m[idx],
+            block_gain_db=None if self.block_gain_db is None else self.block_gain_db[idx],
         )
 
 
@@ -194,7 +218,17 @@ _INT_FIELDS = {
     ("training", "batch_size"),
     ("training", "local_iters"),
 }
-_DEVICE_KEYS = ("id", "gain_db", "distance_m", "cpu_hz", "max_power_w", "samples")
+_DEVICE_KEYS = (
+    "id",
+    "gain_db",
+    "distance_m",
+    "cpu_hz",
+    "max_power_w",
+    "samples",
+    "block_gain_db",
+)
+#: Optional ``[system]`` keys of a resource-block scenario (formulation §10).
+_BLOCK_KEYS = ("resource_blocks", "block_hz")
 _BITS_KEYS = ("levels", "min", "max")
 
 
@@ -210,6 +244,8 @@ class Scenario:
         Allowed quantization bit widths.
     devices : Devices
         Per-device vectors, shape (N,).
+    resource_blocks : ResourceBlocks or None
+        The band as discrete blocks (formulation §10); None for continuous bandwidth.
     """
 
     system: SystemParams
@@ -220,6 +256,7 @@ class Scenario:
     objective: ObjectiveParams
     devices: Devices
     constraints: ConstraintParams = ConstraintParams(None, None)
+    resource_blocks: ResourceBlocks | None = None
 
     # ---------------------------------------------------------------- derived quantities
     @property
@@ -367,6 +404,9 @@ class Scenario:
         doc: dict[str, Any] = {}
         for name in ("system", "model", "training", "convergence"):
             doc[name] = dataclasses.asdict(getattr(self, name))
+        if self.resource_blocks is not None:
+            rb = self.resource_blocks
+            doc["system"].update(resource_blocks=rb.count, block_hz=rb.block_hz)
         if self.bits.style == "levels":
             doc["bits"] = {"levels": list(self.bits.levels)}
         else:
@@ -406,9 +446,14 @@ class Scenario:
         cpu = [_float(x) for x in d.cpu_hz.tolist()]
         pmax = [_float(x) for x in d.max_power_w.tolist()]
         smp = [str(int(x)) for x in d.samples.tolist()]
+        blk = (
+            [""] * len(d)
+            if d.block_gain_db is None
+            else [f"block_gain_db = {_toml_value(row)}\n" for row in d.block_gain_db.tolist()]
+        )
         out.extend(
-            f"[[device]]\nid = {i}\n{lo}\ncpu_hz = {c}\nmax_power_w = {p}\nsamples = {s}\n"
-            for i, lo, c, p, s in zip(ids, loc, cpu, pmax, smp, strict=True)
+            f"[[device]]\nid = {i}\n{lo}\ncpu_hz = {c}\nmax_power_w = {p}\nsamples = {s}\n{g}"
+            for i, lo, c, p, s, g in zip(ids, loc, cpu, pmax, smp, blk, strict=True)
         )
         return "\n".join(out).rstrip("\n") + "\n"
 
@@ -453,6 +498,8 @@ def _devices_to_dicts(d: Devices) -> list[dict[str, Any]]:
         row["cpu_hz"] = float(d.cpu_hz[i])
         row["max_power_w"] = float(d.max_power_w[i])
         row["samples"] = int(d.samples[i])
+        if d.block_gain_db is not None:
+            row["block_gain_db"] = d.block_gain_db[i].tolist()
         rows.append(row)
     return rows
 
@@ -486,6 +533,7 @@ class _Parser:
             table = data.get(name)
             if isinstance(table, Mapping):
                 keys = [f.name for f in dataclasses.fields(cls)]
+                keys += list(_BLOCK_KEYS) if name == "system" else []
                 for key in table:
                     if key not in keys:
                         raise self.fail(f"[{name}] {key}", "unknown key" + _suggest(key, keys))
@@ -497,7 +545,12 @@ class _Parser:
                     f"missing table; add a [{name}] table "
                     "(see `sflam-opt scenario new` for a complete example)",
                 )
-        sections = {name: self.section(name, data.get(name, {})) for name in _SECTIONS}
+        blocks, system = self.resource_blocks(data["system"])
+        sections = {
+            name: self.section(name, system if name == "system" else data.get(name, {}))
+            for name in _SECTIONS
+        }
+        devices = self.devices(data.get("device"), None if blocks is None else blocks.count)
         return Scenario(
             system=sections["system"],
             model=sections["model"],
@@ -506,8 +559,40 @@ class _Parser:
             objective=sections["objective"],
             constraints=sections["constraints"],
             bits=self.bits(data["bits"]),
-            devices=self.devices(data.get("device")),
+            devices=devices,
+            resource_blocks=blocks,
         )
+
+    def resource_blocks(self, table: Any) -> tuple[ResourceBlocks | None, Any]:
+        """``[system] resource_blocks``/``block_hz``, and the table without them (B = M W)."""
+        if not isinstance(table, Mapping) or not any(k in table for k in _BLOCK_KEYS):
+            return None, table
+        for key in _BLOCK_KEYS:
+            if key not in table:
+                raise self.fail(
+                    f"[system] {key}", "missing key; give both resource_blocks and block_hz"
+                )
+        m = int(
+            self.number(
+                "[system] resource_blocks", table["resource_blocks"], {"min": 0}, integer=True
+            )
+        )
+        w = float(
+            self.number("[system] block_hz", table["block_hz"], {"min": 0.0, "unit": "Hz"})
+        )
+        rest = {k: v for k, v in table.items() if k not in _BLOCK_KEYS}
+        if "bandwidth_hz" in rest:
+            b = self.number(
+                "[system] bandwidth_hz", rest["bandwidth_hz"], {"min": 0.0, "unit": "Hz"}
+            )
+            if not math.isclose(b, m * w, rel_tol=1e-9):
+                raise self.fail(
+                    "[system] bandwidth_hz",
+                    f"= {b:g} Hz but resource_blocks x block_hz = {m * w:g} Hz; "
+                    "drop bandwidth_hz or set it to resource_blocks x block_hz",
+                )
+        rest["bandwidth_hz"] = m * w
+        return ResourceBlocks(m, w), rest
 
     def section(self, name: str, table: Any) -> Any:
         cls = _SECTIONS[name]
@@ -592,7 +677,7 @@ class _Parser:
             raise self.fail(where, f"bit width must be in 1..32, got {v}")
         return int(v)
 
-    def devices(self, tables: Any) -> Devices:
+    def devices(self, tables: Any, blocks: int | None = None) -> Devices:
         if tables is None or (isinstance(tables, list) and not tables):
             raise self.fail("[[device]]", "no devices; add at least one [[device]] table")
         if not isinstance(tables, list) or not all(isinstance(t, Mapping) for t in tables):
@@ -627,6 +712,11 @@ class _Parser:
             seen[did] = i
             ids.append(did)
             tag = f"[[device]] id={did!r}"
+            if blocks is None and "block_gain_db" in t:
+                raise self.fail(
+                    f"{tag} block_gain_db",
+                    "only with resource blocks; set [system] resource_blocks and block_hz",
+                )
             has_g, has_d = "gain_db" in t, "distance_m" in t
             if has_g == has_d:
                 raise self.fail(tag, "give exactly one of gain_db or distance_m")
@@ -648,4 +738,21 @@ class _Parser:
             )
         from_dist = ~np.isnan(dist)
         gain[from_dist] = gain_db_from_distance(dist[from_dist])
-        return Devices(tuple(ids), gain, cpu, pmax, samples, dist)
+        block_gain = None if blocks is None else self.block_gains(tables, ids, blocks)
+        return Devices(tuple(ids), gain, cpu, pmax, samples, dist, block_gain)
+
+    def block_gains(self, tables: list[Any], ids: list[Any], m: int) -> FloatArray:
+        """``block_gain_db = [M values]`` of every device, shape (N, M) (formulation §10)."""
+        if m < len(tables):
+            raise self.fail(
+                "[system] resource_blocks",
+                f"= {m} blocks for {len(tables)} devices; every device needs at least one block",
+            )
+        out = np.empty((len(tables), m))
+        for i, (t, did) in enumerate(zip(tables, ids, strict=True)):
+            where = f"[[device]] id={did!r} block_gain_db"
+            row = t.get("block_gain_db")
+            if not isinstance(row, list) or len(row) != m:
+                raise self.fail(where, f"need a list of resource_blocks = {m} gains in dB")
+            out[i] = [self.number(f"{where}[{k}]", v, {"min": None}) for k, v in enumerate(row)]
+        return out
