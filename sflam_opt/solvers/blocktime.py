@@ -148,7 +148,8 @@ class BlockProblem:
             t_lo = np.minimum(t_lo, self.deadline)
         t = np.where(feasible, t_lo, np.inf)
         rows = np.flatnonzero(feasible)
-        slope_lo = np.zeros(r_rows)
+        # Without an energy weight V' = w_T: the round stays at T_lo, which its caps hold up.
+        slope_lo = np.full(r_rows, self.w_t if self.w_e <= 0 else 0.0)
         if self.w_e > 0 and rows.size:
             t[rows], slope_lo[rows] = self._round_time(padded, payload, rows, t_lo[rows])
         up = np.where(feasible[:, None], t[:, None] - c, np.inf)
@@ -201,7 +202,9 @@ class BlockProblem:
         up_e[i, j] = np.exp(np.maximum(res.bracket[1], res.x))
         return up_e, ok
 
-    def _dv(self, t: FloatArray, k: IntArray, padded: FloatArray, payload: FloatArray) -> FloatArray:
+    def _dv(
+        self, t: FloatArray, k: IntArray, padded: FloatArray, payload: FloatArray
+    ) -> FloatArray:
         up = t[:, None] - self.fixed_s[None, :]
         return self.w_t + self.w_e * np.sum(self._slope(padded[k], payload[k], up), axis=1)
 

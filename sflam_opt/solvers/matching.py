@@ -52,6 +52,7 @@ from sflam_opt.validation import check_int
 __all__ = [
     "BLOCK_SOLVERS",
     "DEFAULT_MAX_ASSIGNMENTS",
+    "DEFAULT_POLISH",
     "BlockState",
     "block_solver",
     "run_matching",
@@ -63,6 +64,8 @@ logger = logging.getLogger(__name__)
 
 #: Default cap on the assignments ``exact`` enumerates (``N^M``).
 DEFAULT_MAX_ASSIGNMENTS = 20_000
+#: ``bcd``'s default cap on single moves scored exactly once the priced passes stop.
+DEFAULT_POLISH = 200
 #: Largest number of float64 entries one batch of candidate water-fillings may hold.
 _CHUNK_ENTRIES = 1_500_000
 
@@ -133,6 +136,11 @@ def _feasible(prob: BlockProblem, power: FloatArray, e: FloatArray, dev: IntArra
 
 def _transfers(prob: BlockProblem, st: BlockState) -> tuple[FloatArray, IntArray, IntArray]:
     """Best transfer of every block: (priced change of V, block, receiving device)."""
+    with np.errstate(invalid="ignore"):
+        return _transfers_impl(prob, st)
+
+
+def _transfers_impl(prob: BlockProblem, st: BlockState) -> tuple[FloatArray, IntArray, IntArray]:
     up, rate, e_cur = _current(prob, st)
     w = st.sol.weight[0]
     owner = st.owner
@@ -172,6 +180,11 @@ def _transfers(prob: BlockProblem, st: BlockState) -> tuple[FloatArray, IntArray
 
 def _swaps(prob: BlockProblem, st: BlockState) -> tuple[FloatArray, IntArray, IntArray]:
     """Best swap partner of every block: (priced change of V, block, partner block)."""
+    with np.errstate(invalid="ignore"):
+        return _swaps_impl(prob, st)
+
+
+def _swaps_impl(prob: BlockProblem, st: BlockState) -> tuple[FloatArray, IntArray, IntArray]:
     up, rate, e_cur = _current(prob, st)
     w = st.sol.weight[0]
     owner = st.owner
@@ -188,7 +201,9 @@ def _swaps(prob: BlockProblem, st: BlockState) -> tuple[FloatArray, IntArray, In
         fill = waterfill(base, rate[owner[x]][:, None], prob.block_hz)
         e_new = up[owner[x]][:, None] * fill.power_w
         ok = _feasible(prob, fill.power_w, e_new, owner[x][:, None])
-        swapped[sl] = np.where(ok, w[owner[x]][:, None] * (e_new - e_cur[owner[x]][:, None]), np.inf)
+        swapped[sl] = np.where(
+            ok, w[owner[x]][:, None] * (e_new - e_cur[owner[x]][:, None]), np.inf
+        )
     delta = swapped + swapped.T
     delta[owner[:, None] == owner[None, :]] = np.inf
     partner = np.argmin(delta, axis=1)
@@ -234,10 +249,44 @@ def _apply(owner: IntArray, moves: list[tuple[str, int, int]]) -> IntArray:
     return new
 
 
+def _exact_moves(prob: BlockProblem, st: BlockState, swaps: bool, budget: int) -> BlockState | None:
+    """The best single transfer or swap scored exactly, if it lowers J (small instances)."""
+    counts = np.bincount(st.owner, minlength=prob.n)
+    moves: list[tuple[str, int, int]] = [
+        ("transfer", m, j)
+        for m in range(prob.m)
+        for j in range(prob.n)
+        if j != st.owner[m] and counts[st.owner[m]] >= 2
+    ]
+    if swaps:
+        moves += [
+            ("swap", m, k)
+            for m in range(prob.m)
+            for k in range(m + 1, prob.m)
+            if st.owner[m] != st.owner[k]
+        ]
+    if not moves or len(moves) > budget:
+        return None
+    best = st
+    for mv in moves:
+        cand = _state(prob, _apply(st.owner, [mv]), st.bits)
+        if cand.objective < best.objective * (1 - 1e-12):
+            best = cand
+    return None if best is st else best
+
+
 def run_matching(
-    prob: BlockProblem, start: BlockState, *, swaps: bool = True, max_iter: int = 500
+    prob: BlockProblem,
+    start: BlockState,
+    *,
+    swaps: bool = True,
+    max_iter: int = 500,
+    polish: int = 0,
 ) -> tuple[BlockState, list[float], dict[str, Any]]:
     """Swap matching from ``start``; every accepted pass lowers ``J``.
+
+    When no priced pass lowers ``J`` and there are at most ``polish`` single moves, each one is
+    scored exactly (round time, power and bits re-solved) and the best improving one is taken.
 
     Returns
     -------
@@ -250,7 +299,12 @@ def run_matching(
     """
     st = start
     history = [st.objective]
-    info: dict[str, Any] = {"passes": 0, "moves": {"transfer": 0, "swap": 0}, "rejected_sets": 0}
+    info: dict[str, Any] = {
+        "passes": 0,
+        "moves": {"transfer": 0, "swap": 0},
+        "rejected_sets": 0,
+        "polish_moves": 0,
+    }
     info["stopped"] = "iteration cap"
     for _ in range(max_iter):
         if not np.isfinite(st.objective):
@@ -273,6 +327,13 @@ def run_matching(
                 break
             info["rejected_sets"] += 1
             moves = moves[: len(moves) // 2]
+        if better is None and polish:
+            better = _exact_moves(prob, st, swaps, polish)
+            if better is not None:
+                info["polish_moves"] += 1
+                history.append(better.objective)
+                st = better
+                continue
         if better is None:
             info["stopped"] = "no improving move"
             break
@@ -337,16 +398,30 @@ def _require_blocks(scenario: Scenario, name: str) -> None:
         )
 
 
-def _matching_solver(name: str, swaps: bool) -> SolverFunc:
-    def solve_matching(scenario: Scenario, *, max_iter: int = 500) -> SolveResult:
-        """Swap matching alternating with the round-time/water-filling and bits blocks."""
+def _matching_solver(name: str, swaps: bool, polish_default: int) -> SolverFunc:
+    def solve_matching(
+        scenario: Scenario, *, max_iter: int = 500, polish: int = polish_default
+    ) -> SolveResult:
+        """Swap matching alternating with the round-time/water-filling and bits blocks.
+
+        Parameters
+        ----------
+        max_iter : int
+            Cap on matching passes.
+        polish : int
+            When no priced pass improves and there are at most this many single moves, score
+            each exactly and take the best improving one (0: never).
+        """
         _require_blocks(scenario, name)
         max_iter = check_int(max_iter, "max_iter", minimum=1, error=SolverArgumentError)
+        polish = check_int(polish, "polish", minimum=0, error=SolverArgumentError)
         t0 = time.perf_counter()
         prob = BlockProblem(scenario, reference(scenario))
         starts = _start_states(prob, ("greedy", "round-robin"))
         first = min(starts, key=lambda k: starts[k].objective)
-        st, history, info = run_matching(prob, starts[first], swaps=swaps, max_iter=max_iter)
+        st, history, info = run_matching(
+            prob, starts[first], swaps=swaps, max_iter=max_iter, polish=polish
+        )
         info["start"] = first
         info["start_objectives"] = {k: v.objective for k, v in starts.items()}
         status = "max_iter" if info["stopped"] == "iteration cap" else "converged"
@@ -424,7 +499,7 @@ def solve_exact_blocks(
     prob = BlockProblem(scenario, reference(scenario))
     starts = _start_states(prob, ("greedy", "round-robin"))
     first = min(starts, key=lambda k: starts[k].objective)
-    inc, _, _ = run_matching(prob, starts[first])
+    inc, _, _ = run_matching(prob, starts[first], polish=DEFAULT_POLISH)
     best_j, best_owner, best_bits = inc.objective, inc.owner, inc.bits
     history = [best_j]
     owners = _surjective_assignments(n, m)
@@ -496,8 +571,8 @@ def _equal_blocks(scenario: Scenario) -> SolveResult:
 
 #: Solvers that accept resource-block scenarios, by registered name.
 BLOCK_SOLVERS: dict[str, SolverFunc] = {
-    "bcd": _matching_solver("bcd", swaps=True),
-    "fast": _matching_solver("fast", swaps=False),
+    "bcd": _matching_solver("bcd", swaps=True, polish_default=DEFAULT_POLISH),
+    "fast": _matching_solver("fast", swaps=False, polish_default=0),
     "exact": solve_exact_blocks,
     "equal": _equal_blocks,
     "round-robin": solve_round_robin,
