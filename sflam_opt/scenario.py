@@ -588,7 +588,7 @@ class _Parser:
             if not math.isclose(b, m * w, rel_tol=1e-9):
                 raise self.fail(
                     "[system] bandwidth_hz",
-                    f"= {b:g} Hz but resource_blocks x block_hz = {m * w:g} Hz; "
+                    f"{b:g} Hz is not resource_blocks x block_hz = {m * w:g} Hz; "
                     "drop bandwidth_hz or set it to resource_blocks x block_hz",
                 )
         rest["bandwidth_hz"] = m * w
