@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+from scipy.optimize import linear_sum_assignment
 
 from sflam_opt.allocation import Allocation
 from sflam_opt.errors import AllocationError, ScenarioError
@@ -229,28 +230,21 @@ def round_robin_assignment(n: int, m: int) -> IntArray:
 def greedy_assignment(gain: FloatArray) -> IntArray:
     """Best-gain greedy assignment, shape (M,).
 
-    First every device takes one block: repeatedly the (device, block) pair with the highest gain
-    among devices without a block and free blocks. Then every remaining block goes to the device
-    with the highest gain on it.
+    First every device takes one block: the one-to-one matching of devices to blocks with the
+    largest product of gains (:func:`scipy.optimize.linear_sum_assignment` on the dB gains). Then
+    every remaining block goes to the device with the highest gain on it.
 
     Parameters
     ----------
     gain : ndarray, shape (N, M)
-        Linear block gains (any positive per-device scale; only the order per block and the pairs
-        matter).
+        Linear block gains, > 0.
     """
     n, m = gain.shape
     if m < n:
         raise ScenarioError(f"{m} blocks for {n} devices; every device needs at least one block")
     owner = np.full(m, -1, dtype=np.int64)
-    g = gain.astype(np.float64).copy()
-    # One pick per device: N steps, each a vectorized argmax over the remaining pairs.
-    for _ in range(n):
-        flat = int(np.argmax(g))
-        dev, blk = divmod(flat, m)
-        owner[blk] = dev
-        g[dev, :] = -np.inf
-        g[:, blk] = -np.inf
+    dev, blk = linear_sum_assignment(np.log(gain), maximize=True)
+    owner[blk] = dev
     free = owner < 0
     owner[free] = np.argmax(gain[:, free], axis=0)
     return owner
@@ -276,12 +270,13 @@ def block_allocation(
     order = used[np.argsort(owner[used], kind="stable")]
     counts = np.bincount(owner[used], minlength=n)
     splits = np.cumsum(counts)[:-1]
+    power = np.asarray(power, dtype=np.float64)
     blocks = tuple(np.split(order, splits))
-    powers = tuple(np.split(np.asarray(power, dtype=np.float64)[order], splits))
+    powers = tuple(np.split(power[order], splits))
     return Allocation(
         np.asarray(bits, dtype=np.int64),
         counts * spec.block_hz,
-        np.array([float(p.sum()) for p in powers]),
+        np.bincount(owner[order], weights=power[order], minlength=n),
         scenario.devices.ids,
         blocks,
         powers,
@@ -301,7 +296,7 @@ def equal_block_allocation(scenario: Scenario) -> Allocation:
 def _owner_of(scenario: Scenario, allocation: Allocation) -> tuple[IntArray, FloatArray]:
     """Flattened (device, block) and power arrays of a block allocation."""
     assert allocation.blocks is not None and allocation.block_power_w is not None
-    counts = np.array([b.size for b in allocation.blocks], dtype=np.int64)
+    counts = np.fromiter(map(len, allocation.blocks), dtype=np.int64, count=scenario.n_devices)
     dev = np.repeat(np.arange(scenario.n_devices), counts)
     blk = np.concatenate(allocation.blocks) if dev.size else np.zeros(0, dtype=np.int64)
     pw = np.concatenate(allocation.block_power_w) if dev.size else np.zeros(0)
@@ -366,13 +361,13 @@ def block_violations(scenario: Scenario, allocation: Allocation, tol: float) -> 
             f"blocks: blocks {twice[:5].tolist()} used by more than one device "
             f"(devices {devs(np.bincount(dev[holders], minlength=len(ids)) > 0)})"
         )
-    counts = np.array([b.size for b in allocation.blocks])
+    counts = np.bincount(dev, minlength=len(ids))
     if np.any(counts == 0):
         out.append(f"blocks: every device needs at least one block (devices {devs(counts == 0)})")
     if np.any(pw < 0):
         neg = np.bincount(dev[pw < 0], minlength=len(ids)) > 0
         out.append(f"power: block_power_w must be >= 0 (devices {devs(neg)})")
-    sums = np.array([float(p.sum()) for p in allocation.block_power_w])
+    sums = np.bincount(dev, weights=pw, minlength=len(ids))
     off = ~np.isclose(allocation.power_w, sums, rtol=tol, atol=0.0)
     if np.any(off):
         out.append(f"power: power_w must equal the sum of block_power_w (devices {devs(off)})")

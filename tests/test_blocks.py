@@ -180,7 +180,7 @@ def test_unsupported_solvers_say_which_are_supported() -> None:
 def test_assignments() -> None:
     assert round_robin_assignment(3, 7).tolist() == [0, 1, 2, 0, 1, 2, 0]
     gain = np.array([[5.0, 4.0, 1.0, 3.0], [6.0, 1.0, 2.0, 0.5]])
-    # Device 1 takes block 0 (the best pair), device 0 its best free block 1; then best gain.
+    # One block each with the largest gain product (4 x 6), then each other block by best gain.
     assert greedy_assignment(gain).tolist() == [1, 0, 1, 0]
 
 
