@@ -9,8 +9,9 @@ its power or energy cap), at the deadline, or at the root of
 
     V'(T) = w_T + w_E sum_n e_n'(T - c_n),      e_n'(u) = P - r L ln2 / W,
 
-(``r = W_n / u``, ``L`` the water level), found by :func:`scipy.optimize.elementwise.find_root`,
-vectorized over a batch of rows (assignments x bit vectors). The bits block is Dinkelbach's
+(``r = W_n / u``, ``L`` the water level), found by :func:`scipy.optimize.elementwise.find_root`
+vectorized over a batch of rows (assignments x bit vectors), or :func:`scipy.optimize.brentq`
+for a single row. The bits block is Dinkelbach's
 method on ``J = K(b) V`` at a fixed round time, one (N x L) argmin per step, each step re-scored
 with the exact round-time solve and kept only if ``J`` falls.
 
@@ -26,7 +27,7 @@ import dataclasses
 import logging
 
 import numpy as np
-from scipy.optimize import elementwise
+from scipy.optimize import brentq, elementwise
 
 from sflam_opt.blocks import block_levels, max_rate_bps, waterfill
 from sflam_opt.bounds import quantization_penalty, rounds_needed
@@ -249,7 +250,16 @@ class BlockProblem:
                 t_hi = np.where(todo, t_lo + 2.0 * (t_hi - t_lo), t_hi)
             inner &= ~todo
         k = np.flatnonzero(inner)
-        if k.size:
+        if k.size == 1:
+            # One row: scalar Brent, far less overhead than the batched root finder.
+            t[k] = brentq(
+                lambda x: float(self._dv(np.array([x]), k, pad, pay)[0]),
+                float(t_lo[k[0]]),
+                float(t_hi[k[0]]),
+                xtol=1e-300,
+                rtol=1e-13,
+            )
+        elif k.size:
             res = elementwise.find_root(
                 lambda x, kk: self._dv(x, kk, pad, pay),
                 (t_lo[k], t_hi[k]),

@@ -249,27 +249,39 @@ def _apply(owner: IntArray, moves: list[tuple[str, int, int]]) -> IntArray:
     return new
 
 
-def _exact_moves(prob: BlockProblem, st: BlockState, swaps: bool, budget: int) -> BlockState | None:
-    """The best single transfer or swap scored exactly, if it lowers J (small instances)."""
+def _exact_moves(
+    prob: BlockProblem, st: BlockState, swaps: bool, budget: int, top: int = 5
+) -> BlockState | None:
+    """The best single transfer or swap scored exactly, if it lowers J (small instances).
+
+    Every move is scored at the current bits in one batched round-time solve; the ``top`` best
+    then get the bits block too.
+    """
     counts = np.bincount(st.owner, minlength=prob.n)
+    m_idx, other = np.meshgrid(np.arange(prob.m), np.arange(prob.n), indexing="ij")
+    keep = (other != st.owner[:, None]) & (counts[st.owner] >= 2)[:, None]
     moves: list[tuple[str, int, int]] = [
-        ("transfer", m, j)
-        for m in range(prob.m)
-        for j in range(prob.n)
-        if j != st.owner[m] and counts[st.owner[m]] >= 2
+        ("transfer", int(m), int(j)) for m, j in zip(m_idx[keep], other[keep], strict=True)
     ]
     if swaps:
-        moves += [
-            ("swap", m, k)
-            for m in range(prob.m)
-            for k in range(m + 1, prob.m)
-            if st.owner[m] != st.owner[k]
-        ]
+        a, b = np.triu_indices(prob.m, k=1)
+        diff = st.owner[a] != st.owner[b]
+        moves += [("swap", int(x), int(y)) for x, y in zip(a[diff], b[diff], strict=True)]
     if not moves or len(moves) > budget:
         return None
+    owners = np.array([_apply(st.owner, [mv]) for mv in moves])
+    pads = [padded_levels(prob.levels, o, prob.n)[0] for o in owners]
+    k = max(p.shape[1] for p in pads)
+    padded = np.array(
+        [np.pad(p, ((0, 0), (0, k - p.shape[1])), constant_values=np.inf) for p in pads]
+    )
+    bits = np.repeat(st.bits[None, :], len(moves), axis=0)
+    j = prob.objective(prob.solve(padded, bits), bits)
     best = st
-    for mv in moves:
-        cand = _state(prob, _apply(st.owner, [mv]), st.bits)
+    for r in np.argsort(j, kind="stable")[:top]:
+        if not np.isfinite(j[r]):
+            break
+        cand = _state(prob, owners[r], st.bits)
         if cand.objective < best.objective * (1 - 1e-12):
             best = cand
     return None if best is st else best
