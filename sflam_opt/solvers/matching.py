@@ -249,13 +249,11 @@ def _apply(owner: IntArray, moves: list[tuple[str, int, int]]) -> IntArray:
     return new
 
 
-def _exact_moves(
-    prob: BlockProblem, st: BlockState, swaps: bool, budget: int, top: int = 5
-) -> BlockState | None:
+def _exact_moves(prob: BlockProblem, st: BlockState, swaps: bool, budget: int) -> BlockState | None:
     """The best single transfer or swap scored exactly, if it lowers J (small instances).
 
-    Every move is scored at the current bits in one batched round-time solve; the ``top`` best
-    then get the bits block too.
+    Every move is scored at the current bits in one batched round-time solve, then, best first,
+    with the bits block too (a move that only pays off at other bits is found as well).
     """
     counts = np.bincount(st.owner, minlength=prob.n)
     m_idx, other = np.meshgrid(np.arange(prob.m), np.arange(prob.n), indexing="ij")
@@ -278,9 +276,7 @@ def _exact_moves(
     bits = np.repeat(st.bits[None, :], len(moves), axis=0)
     j = prob.objective(prob.solve(padded, bits), bits)
     best = st
-    for r in np.argsort(j, kind="stable")[:top]:
-        if not np.isfinite(j[r]):
-            break
+    for r in np.argsort(j, kind="stable"):
         cand = _state(prob, owners[r], st.bits)
         if cand.objective < best.objective * (1 - 1e-12):
             best = cand
