@@ -133,16 +133,8 @@ class BlockProblem:
         r_rows = padded.shape[0]
         payload = payload_bits(self.scenario, bits)
         c = self.fixed_s[None, :]
-        with np.errstate(divide="ignore"):
-            up_pow = payload / max_rate_bps(padded, self.pmax[None, :], self.block_hz)
-        up_lb = up_pow.copy()
-        feasible = np.all(np.isfinite(up_pow), axis=1)
-        energy_bound = np.zeros(up_pow.shape, dtype=bool)
-        if self.upload_cap_j is not None:
-            up_e, ok = self._energy_floor(padded, payload, up_pow)
-            feasible &= ok
-            energy_bound = up_e > up_pow
-            up_lb = np.maximum(up_pow, up_e)
+        up_lb, ok_dev, energy_bound = self.slot_floor(padded, payload)
+        feasible = np.all(ok_dev, axis=1)
         t_lo = np.max(c + up_lb, axis=1)
         if self.deadline is not None:
             feasible &= t_lo <= self.deadline * (1 + CAP_SLACK)
@@ -169,19 +161,63 @@ class BlockProblem:
             )
         return TimeSolution(feasible, t, value, up, weight)
 
+    def slot_floor(
+        self, padded: FloatArray, payload: FloatArray
+    ) -> tuple[FloatArray, np.ndarray, np.ndarray]:
+        """Shortest slot of every device within its power and energy caps.
+
+        Parameters
+        ----------
+        padded : ndarray, shape (R, N, K)
+        payload : ndarray, shape (R, N)
+            Uplink bits.
+
+        Returns
+        -------
+        slot : ndarray, shape (R, N)
+            Shortest feasible upload time (s).
+        ok : ndarray of bool, shape (R, N)
+            Whether any slot is feasible (no deadline considered).
+        energy_bound : ndarray of bool, shape (R, N)
+            True where the energy cap, not the power cap, sets the slot.
+        """
+        with np.errstate(divide="ignore"):
+            up_pow = payload / max_rate_bps(padded, self.pmax[None, :], self.block_hz)
+        ok = np.isfinite(up_pow)
+        if self.upload_cap_j is None:
+            return up_pow, ok, np.zeros(up_pow.shape, dtype=bool)
+        up_e, ok_e = self._energy_floor(padded, payload, up_pow)
+        return np.maximum(up_pow, up_e), ok & ok_e, up_e > up_pow
+
+    def feasible_bits(self, padded: FloatArray) -> IntArray | None:
+        """Each device's largest bit level that its caps and the deadline allow, shape (N,).
+
+        Without a shared band the devices do not compete for feasibility, and a level is
+        feasible whenever a larger one is, so this also gives the largest margin ``m(b)``. None
+        when some device has no feasible level with these blocks.
+        """
+        nl = self.bit_levels.size
+        pad = np.broadcast_to(padded[None], (nl, *padded.shape))
+        pay = np.broadcast_to(self.payload_levels[:, None], (nl, self.n))
+        slot, ok, _ = self.slot_floor(pad, pay)
+        if self.deadline is not None:
+            ok &= self.fixed_s[None, :] + slot <= self.deadline * (1 + CAP_SLACK)
+        if not np.all(ok.any(axis=0)):
+            return None
+        return self.bit_levels[nl - 1 - np.argmax(ok[::-1], axis=0)]
+
     def _energy_floor(
         self, padded: FloatArray, payload: FloatArray, up_pow: FloatArray
     ) -> tuple[FloatArray, np.ndarray]:
-        """Shortest slot within the energy cap, shape (R, N); and rows where one exists."""
+        """Shortest slot within the energy cap, shape (R, N); and where one exists."""
         assert self.upload_cap_j is not None
         cap = np.broadcast_to(self.upload_cap_j[None, :], up_pow.shape)
         # Infimum of e(u) as u grows: the Shannon-limit energy on the device's best block.
         e_inf = payload * LN2 * np.min(padded, axis=-1) / self.block_hz
-        ok_dev = cap > e_inf * (1 + CAP_SLACK)
-        ok = np.all(ok_dev & np.isfinite(up_pow), axis=1)
+        ok = (cap > e_inf * (1 + CAP_SLACK)) & np.isfinite(up_pow)
         up_e = np.zeros(up_pow.shape)
         u0 = np.where(np.isfinite(up_pow), up_pow, 1.0)
-        over = ok[:, None] & ok_dev & (self.energy(padded, payload, u0) > cap)
+        over = ok & (self.energy(padded, payload, u0) > cap)
         if not np.any(over):
             return up_e, ok
         i, j = np.nonzero(over)
@@ -336,11 +372,17 @@ class BlockProblem:
     ) -> tuple[IntArray, TimeSolution, float, int]:
         """Dinkelbach's bits block at a fixed assignment (shape (N, K) levels).
 
-        Returns the bits, their round-time solution (one row), ``J`` and the number of accepted
+        When ``bits`` is infeasible it starts from :meth:`feasible_bits` instead. Returns the bits, their round-time solution (one row), ``J`` and the number of accepted
         steps; ``J`` never rises.
         """
         sol = self.solve(padded[None], bits[None])
         j = float(self.objective(sol, bits[None])[0])
+        if not np.isfinite(j):
+            start = self.feasible_bits(padded)
+            if start is not None and not np.array_equal(start, bits):
+                bits = start
+                sol = self.solve(padded[None], bits[None])
+                j = float(self.objective(sol, bits[None])[0])
         steps = 0
         pen = quantization_penalty(self.bit_levels)
         for _ in range(max_steps):

@@ -43,7 +43,7 @@ from sflam_opt.blocks import (
 )
 from sflam_opt.costs import payload_bits, reference
 from sflam_opt.errors import SolverArgumentError
-from sflam_opt.numeric import FloatArray, IntArray
+from sflam_opt.numeric import LN2, FloatArray, IntArray
 from sflam_opt.scenario import Scenario
 from sflam_opt.solvers.base import SolveResult, SolverFunc, register_solver
 from sflam_opt.solvers.blocktime import CAP_SLACK, BlockProblem, TimeSolution
@@ -385,16 +385,40 @@ def _result(
     info: dict[str, Any],
 ) -> SolveResult:
     if not np.isfinite(st.objective):
-        return SolveResult(
-            None,
-            "infeasible",
-            "no feasible round time and power split for this assignment at any tried bits "
-            "(a deadline or energy cap binds); relax [constraints]",
-            backend="numpy",
-            info=info,
-        )
+        return SolveResult(None, "infeasible", _infeasible_message(prob), "numpy", info=info)
     return SolveResult(
         _allocation(prob, st), status, message, backend="numpy", iterations=history, info=info
+    )
+
+
+def _infeasible_message(prob: BlockProblem) -> str:
+    """Why no allocation was found; names a device that fails even with every block."""
+    scn = prob.scenario
+    ids = scn.devices.ids
+    pay = np.full((1, prob.n), prob.payload_levels[0])
+    slot, ok, _ = prob.slot_floor(np.sort(prob.levels, axis=1)[None], pay)
+    cap = scn.constraints.device_energy_j
+    if cap is not None and not np.all(ok):
+        a_min = np.min(prob.levels, axis=1)
+        need = prob.compute_j + prob.payload_levels[0] * LN2 * a_min / prob.block_hz
+        worst = int(np.argmax(need))
+        return (
+            f"device_energy_j = {cap:g} J: device {ids[worst]!r} needs more than "
+            f"{need[worst]:.6g} J even with every block and {scn.bits.min} bits; raise "
+            "device_energy_j"
+        )
+    fastest = prob.fixed_s + slot[0]
+    tmax = scn.constraints.round_deadline_s
+    if tmax is not None and np.any(fastest > tmax):
+        worst = int(np.argmax(fastest))
+        return (
+            f"round_deadline_s = {tmax:g} s: device {ids[worst]!r} needs "
+            f"{fastest[worst]:.6g} s even with every block and {scn.bits.min} bits; raise "
+            "round_deadline_s"
+        )
+    return (
+        "no assignment found whose blocks let every device meet [constraints] "
+        "(round_deadline_s, device_energy_j) at any bits tried; relax them"
     )
 
 
