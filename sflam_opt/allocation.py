@@ -17,7 +17,7 @@ from sflam_opt.errors import AllocationError
 from sflam_opt.io import atomic_write_text
 from sflam_opt.scenario import Scenario
 
-__all__ = ["Allocation", "scenario_sha256"]
+__all__ = ["Allocation", "check_block_lists", "scenario_sha256"]
 
 #: Valid ranges of an allocation file's per-device numbers; outside them a value is not a
 #: decision (a bit width is a small whole number) and could overflow the cost model.
@@ -36,6 +36,8 @@ def scenario_sha256(scenario: Scenario) -> str:
     for arr in (d.gain_db, d.distance_m, d.cpu_hz, d.max_power_w):
         digest.update(np.ascontiguousarray(arr, dtype="<f8").tobytes())
     digest.update(np.ascontiguousarray(d.samples, dtype="<i8").tobytes())
+    if d.block_gain_db is not None:
+        digest.update(np.ascontiguousarray(d.block_gain_db, dtype="<f8").tobytes())
     digest.update("\x00".join(map(repr, d.ids)).encode("utf-8"))
     return digest.hexdigest()
 
@@ -54,6 +56,12 @@ class Allocation:
         Transmit power p_n in W.
     ids : tuple, optional
         Device ids, in scenario order; checked against the scenario when given.
+    blocks : tuple of ndarray of int, optional
+        Resource-block scenarios only (``docs/formulation.md`` §10): device n's block indices,
+        one array of shape (k_n,) per device.
+    block_power_w : tuple of ndarray, optional
+        With ``blocks``: device n's transmit power on each of its blocks in W, shape (k_n,).
+        ``power_w`` is their sum and ``bandwidth_hz`` is ``k_n`` times the block width.
     scenario_sha256 : str, optional
         :func:`scenario_sha256` of the scenario the allocation was solved for; written to and
         read from the JSON file so that using it with another scenario can be flagged.
@@ -63,6 +71,8 @@ class Allocation:
     bandwidth_hz: NDArray[np.float64]
     power_w: NDArray[np.float64]
     ids: tuple[Any, ...] | None = None
+    blocks: tuple[NDArray[np.int64], ...] | None = None
+    block_power_w: tuple[NDArray[np.float64], ...] | None = None
     scenario_sha256: str | None = None
 
     def __post_init__(self) -> None:
@@ -88,6 +98,10 @@ class Allocation:
         object.__setattr__(self, "power_w", pw)
         if self.ids is not None:
             object.__setattr__(self, "ids", tuple(self.ids))
+        if self.blocks is not None or self.block_power_w is not None:
+            blocks, powers = check_block_lists(self.blocks, self.block_power_w, bits.size)
+            object.__setattr__(self, "blocks", blocks)
+            object.__setattr__(self, "block_power_w", powers)
 
     def __len__(self) -> int:
         return int(self.bits.size)
@@ -100,6 +114,8 @@ class Allocation:
             and np.array_equal(self.bandwidth_hz, other.bandwidth_hz)
             and np.array_equal(self.power_w, other.power_w)
             and self.ids == other.ids
+            and _same_lists(self.blocks, other.blocks)
+            and _same_lists(self.block_power_w, other.block_power_w)
         )
 
     __hash__ = None  # type: ignore[assignment]
@@ -109,19 +125,20 @@ class Allocation:
         """Plain data: ``{"devices": [{"id", "bits", "bandwidth_hz", "power_w"}, ...]}``."""
         ids = self.ids if self.ids is not None else tuple(range(len(self)))
         head = {} if self.scenario_sha256 is None else {"scenario_sha256": self.scenario_sha256}
-        return {
-            **head,
-            "devices": [
-                {"id": i, "bits": b, "bandwidth_hz": w, "power_w": p}
-                for i, b, w, p in zip(
-                    ids,
-                    self.bits.tolist(),
-                    self.bandwidth_hz.tolist(),
-                    self.power_w.tolist(),
-                    strict=True,
-                )
-            ],
-        }
+        rows = [
+            {"id": i, "bits": b, "bandwidth_hz": w, "power_w": p}
+            for i, b, w, p in zip(
+                ids,
+                self.bits.tolist(),
+                self.bandwidth_hz.tolist(),
+                self.power_w.tolist(),
+                strict=True,
+            )
+        ]
+        if self.blocks is not None and self.block_power_w is not None:
+            for row, blk, pw in zip(rows, self.blocks, self.block_power_w, strict=True):
+                row.update(blocks=blk.tolist(), block_power_w=pw.tolist())
+        return {**head, "devices": rows}
 
     def matches(self, scenario: Scenario) -> bool | None:
         """Whether the allocation was solved for ``scenario`` (None when the file has no hash)."""
@@ -145,6 +162,8 @@ class Allocation:
         if not rows:
             raise AllocationError(f'{source}: "devices" is empty')
         ids, bits, bw, pw = [], [], [], []
+        blocks: list[Any] = []
+        powers: list[Any] = []
         for k, row in enumerate(rows):
             where = f"{source}: devices[{k}]"
             if not isinstance(row, dict):
@@ -168,10 +187,29 @@ class Allocation:
             bits.append(int(row["bits"]))
             bw.append(float(row["bandwidth_hz"]))
             pw.append(float(row["power_w"]))
+            blocks.append(row.get("blocks"))
+            powers.append(row.get("block_power_w"))
         digest = data.get("scenario_sha256")
         if digest is not None and not isinstance(digest, str):
             raise AllocationError(f"{source}: scenario_sha256: expected a hex string")
-        return cls(np.array(bits), np.array(bw), np.array(pw), tuple(ids), digest)
+        has = [b is not None or p is not None for b, p in zip(blocks, powers, strict=True)]
+        if not any(has):
+            return cls(
+                np.array(bits), np.array(bw), np.array(pw), tuple(ids), scenario_sha256=digest
+            )
+        if not all(has):
+            k = has.index(False)
+            raise AllocationError(
+                f'{source}: devices[{k}]: missing "blocks" and "block_power_w" '
+                "(give them for every device or for none)"
+            )
+        try:
+            blk, bpw = check_block_lists(blocks, powers, len(rows))
+        except AllocationError as exc:
+            raise AllocationError(f"{source}: {exc}") from None
+        return cls(
+            np.array(bits), np.array(bw), np.array(pw), tuple(ids), blk, bpw, scenario_sha256=digest
+        )
 
     @classmethod
     def from_json(cls, text: str, source: str = "<allocation>") -> Allocation:
@@ -204,3 +242,55 @@ class Allocation:
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write atomically as JSON."""
         return atomic_write_text(path, self.to_json())
+
+
+def check_block_lists(
+    blocks: Any, powers: Any, n: int
+) -> tuple[tuple[NDArray[np.int64], ...], tuple[NDArray[np.float64], ...]]:
+    """Validate per-device block indices and block powers; one array per device each.
+
+    Raises
+    ------
+    AllocationError
+        When only one is given, the counts differ from ``n`` devices, a device's two lists differ
+        in length, an index is not a whole number >= 0 or a power is not finite.
+    """
+    if blocks is None or powers is None:
+        raise AllocationError("blocks and block_power_w: give both or neither")
+    if len(blocks) != n or len(powers) != n:
+        raise AllocationError(
+            f"blocks and block_power_w: need one list per device ({n}), got "
+            f"{len(blocks)} and {len(powers)}"
+        )
+    out_b: list[NDArray[np.int64]] = []
+    out_p: list[NDArray[np.float64]] = []
+    for k, (b, p) in enumerate(zip(blocks, powers, strict=True)):
+        where = f"devices[{k}]"
+        if not isinstance(b, list | tuple | np.ndarray) or not isinstance(
+            p, list | tuple | np.ndarray
+        ):
+            raise AllocationError(f"{where}: blocks and block_power_w must be lists")
+        if any(isinstance(v, bool) for v in list(b) + list(p)):
+            raise AllocationError(f"{where}: blocks and block_power_w must hold numbers")
+        try:
+            bi = np.asarray(b, dtype=np.float64).reshape(-1)
+            pi = np.asarray(p, dtype=np.float64).reshape(-1)
+        except (TypeError, ValueError):
+            raise AllocationError(f"{where}: blocks and block_power_w must hold numbers") from None
+        if bi.size != pi.size:
+            raise AllocationError(
+                f"{where}: {bi.size} blocks but {pi.size} block_power_w entries; need one each"
+            )
+        if not np.all(np.isfinite(bi)) or not np.array_equal(bi, np.round(bi)) or np.any(bi < 0):
+            raise AllocationError(f"{where}.blocks: need whole block indices >= 0")
+        if not np.all(np.isfinite(pi)):
+            raise AllocationError(f"{where}.block_power_w: must be finite numbers")
+        out_b.append(bi.astype(np.int64))
+        out_p.append(pi)
+    return tuple(out_b), tuple(out_p)
+
+
+def _same_lists(a: tuple[NDArray[Any], ...] | None, b: tuple[NDArray[Any], ...] | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))

@@ -66,11 +66,22 @@ def scenario_new(
     out_file: Annotated[
         Path | None, typer.Option("--out", "-o", help="Write here instead of stdout.")
     ] = None,
+    blocks: Annotated[
+        int | None,
+        typer.Option(
+            "--blocks", min=1, help="Cut the band into M resource blocks (Rayleigh block gains)."
+        ),
+    ] = None,
 ) -> None:
-    """Write the default scenario of formulation section 7 (TOML)."""
+    """Write the default scenario (docs/formulation.md §7) as TOML."""
     if out_file is not None:
         check_writable(out_file)
-    text = Scenario.default(devices=devices, seed=seed).to_toml()
+    scn = Scenario.default(devices=devices, seed=seed)
+    if blocks is not None:
+        from sflam_opt.blocks import with_resource_blocks
+
+        scn = with_resource_blocks(scn, blocks, seed=seed)
+    text = scn.to_toml()
     if out_file is None:
         sys.stdout.write(text)
     else:

@@ -13,6 +13,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from sflam_opt.allocation import Allocation
+from sflam_opt.blocks import block_rate_bps, block_violations, equal_block_allocation
 from sflam_opt.bounds import min_epsilon, phi_q, rounds_needed
 from sflam_opt.errors import AllocationError
 from sflam_opt.numeric import LN2, FloatArray
@@ -139,7 +140,10 @@ def breakdown(scenario: Scenario, allocation: Allocation) -> Breakdown:
     _check_shape(scenario, allocation)
     n = scenario.n_devices
     w = payload_bits(scenario, allocation.bits)
-    r = rate_bps(scenario, allocation.bandwidth_hz, allocation.power_w)
+    if scenario.resource_blocks is not None and allocation.blocks is not None:
+        r = block_rate_bps(scenario, allocation)
+    else:
+        r = rate_bps(scenario, allocation.bandwidth_hz, allocation.power_w)
     with np.errstate(divide="ignore"):
         up = np.where(r > 0, w / np.where(r > 0, r, 1.0), np.inf)
     comp = compute_time_s(scenario)
@@ -192,7 +196,12 @@ class Reference:
 
 
 def equal_allocation(scenario: Scenario) -> Allocation:
-    """The equal baseline: ``B/N`` each, full power, the largest allowed bit width."""
+    """The equal baseline: ``B/N`` each, full power, the largest allowed bit width.
+
+    With resource blocks: round robin with an equal power split (``docs/formulation.md`` §10).
+    """
+    if scenario.resource_blocks is not None:
+        return equal_block_allocation(scenario)
     n = scenario.n_devices
     return Allocation(
         bits=np.full(n, scenario.bits.max, dtype=np.int64),
@@ -303,6 +312,7 @@ def violations(
         shown = ", ".join(repr(ids[i]) for i in idx[:5])
         return shown + (f" and {idx.size - 5} more" if idx.size > 5 else "")
 
+    out.extend(block_violations(scenario, allocation, tol))
     bw, p = allocation.bandwidth_hz, allocation.power_w
     total = float(bw.sum())
     cap = scenario.system.bandwidth_hz

@@ -31,6 +31,7 @@ __all__ = [
     "Devices",
     "ModelParams",
     "ObjectiveParams",
+    "ResourceBlocks",
     "Scenario",
     "SystemParams",
     "TrainingParams",
@@ -123,6 +124,18 @@ class ConstraintParams:
 
 
 @dataclass(frozen=True)
+class ResourceBlocks:
+    """``[system] resource_blocks`` and ``block_hz`` (optional): the band as M equal blocks.
+
+    Per-device block gains live in :attr:`Devices.block_gain_db`; the model is described in
+    ``docs/formulation.md`` §10.
+    """
+
+    count: int
+    block_hz: float
+
+
+@dataclass(frozen=True)
 class BitsSpec:
     """``[bits]``: allowed bit widths, sorted, unique, integers in [1, 32]."""
 
@@ -149,6 +162,7 @@ class Devices:
     """One entry per ``[[device]]`` table; every array has shape (N,).
 
     ``distance_m`` is kept (NaN where a device gave ``gain_db`` directly) so the file round-trips.
+    ``block_gain_db`` (shape (N, M), dB) is set only in scenarios with resource blocks.
     """
 
     ids: tuple[Any, ...]
@@ -157,6 +171,7 @@ class Devices:
     max_power_w: FloatArray
     samples: NDArray[np.int64]
     distance_m: FloatArray
+    block_gain_db: FloatArray | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -164,9 +179,17 @@ class Devices:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Devices):
             return NotImplemented
-        return self.ids == other.ids and all(
-            np.array_equal(getattr(self, k), getattr(other, k), equal_nan=True)
-            for k in ("gain_db", "cpu_hz", "max_power_w", "samples", "distance_m")
+        return (
+            self.ids == other.ids
+            and all(
+                np.array_equal(getattr(self, k), getattr(other, k), equal_nan=True)
+                for k in ("gain_db", "cpu_hz", "max_power_w", "samples", "distance_m")
+            )
+            and (self.block_gain_db is None) == (other.block_gain_db is None)
+            and (
+                self.block_gain_db is None
+                or np.array_equal(self.block_gain_db, other.block_gain_db)
+            )
         )
 
     def take(self, index: Sequence[int] | NDArray[np.int64]) -> Devices:
@@ -179,6 +202,7 @@ class Devices:
             max_power_w=self.max_power_w[idx],
             samples=self.samples[idx],
             distance_m=self.distance_m[idx],
+            block_gain_db=None if self.block_gain_db is None else self.block_gain_db[idx],
         )
 
 
@@ -196,7 +220,15 @@ _INT_FIELDS = {
     ("training", "batch_size"),
     ("training", "local_iters"),
 }
-_DEVICE_KEYS = ("id", "gain_db", "distance_m", "cpu_hz", "max_power_w", "samples")
+_DEVICE_KEYS = (
+    "id",
+    "gain_db",
+    "distance_m",
+    "cpu_hz",
+    "max_power_w",
+    "samples",
+    "block_gain_db",
+)
 #: Valid ranges of the ``[[device]]`` keys (validation metadata, as for the sections).
 _DEVICE_RANGES: dict[str, dict[str, Any]] = {
     "gain_db": {"min": -200.0, "inclusive": True, "max": 0.0, "unit": "dB"},
@@ -204,7 +236,11 @@ _DEVICE_RANGES: dict[str, dict[str, Any]] = {
     "cpu_hz": {"min": 1e6, "inclusive": True, "max": 1e12, "unit": "cycles/s"},
     "max_power_w": {"min": 1e-6, "inclusive": True, "max": 100.0, "unit": "W"},
     "samples": {"min": 1, "inclusive": True, "max": 1e12, "unit": "samples"},
+    # Path loss (at most -15.3 dB at 1 m) plus a Rayleigh fade, which rarely lifts it 15 dB.
+    "block_gain_db": {"min": -250.0, "inclusive": True, "max": 20.0, "unit": "dB"},
 }
+#: Optional ``[system]`` keys of a resource-block scenario (formulation §10).
+_BLOCK_KEYS = ("resource_blocks", "block_hz")
 _BITS_KEYS = ("levels", "min", "max")
 
 
@@ -220,14 +256,6 @@ class Scenario:
         Allowed quantization bit widths.
     devices : Devices
         Per-device vectors, shape (N,).
-
-    Notes
-    -----
-    Valid ranges, checked at load (physical limits; inside them every solver works without
-    overflow). Brackets are inclusive, parentheses exclusive; the model is described in
-    ``docs/formulation.md``.
-
-    ==================================  ==================  ==============================
     key                                 range               unit
     ==================================  ==================  ==============================
     system.bandwidth_hz                 [1e3, 1e11]         Hz
@@ -251,8 +279,19 @@ class Scenario:
     device.cpu_hz                       [1e6, 1e12]         cycles/s
     device.max_power_w                  [1e-6, 100]         W
     device.samples                      [1, 1e12]           samples (integer)
+    device.block_gain_db                [-250, 20]          dB per block (path loss + fading)
     ==================================  ==================  ==============================
-    """
+=======
+    resource_blocks : ResourceBlocks or None
+        The band as discrete blocks (formulation §10); None for continuous bandwidth.
+
+    Notes
+    -----
+    Valid ranges, checked at load (physical limits; inside them every solver works without
+    overflow). Brackets are inclusive, parentheses exclusive; the model is described in
+    ``docs/formulation.md``.
+
+    ==================================  ==================  =======================    """
 
     system: SystemParams
     model: ModelParams
@@ -262,6 +301,7 @@ class Scenario:
     objective: ObjectiveParams
     devices: Devices
     constraints: ConstraintParams = ConstraintParams(None, None)
+    resource_blocks: ResourceBlocks | None = None
 
     # ---------------------------------------------------------------- derived quantities
     @property
@@ -425,6 +465,9 @@ class Scenario:
         doc: dict[str, Any] = {}
         for name in ("system", "model", "training", "convergence"):
             doc[name] = dataclasses.asdict(getattr(self, name))
+        if self.resource_blocks is not None:
+            rb = self.resource_blocks
+            doc["system"].update(resource_blocks=rb.count, block_hz=rb.block_hz)
         if self.bits.style == "levels":
             doc["bits"] = {"levels": list(self.bits.levels)}
         else:
@@ -463,9 +506,14 @@ class Scenario:
         cpu = [_float(x) for x in d.cpu_hz.tolist()]
         pmax = [_float(x) for x in d.max_power_w.tolist()]
         smp = [str(int(x)) for x in d.samples.tolist()]
+        blk = (
+            [""] * len(d)
+            if d.block_gain_db is None
+            else [f"block_gain_db = {_toml_value(row)}\n" for row in d.block_gain_db.tolist()]
+        )
         out.extend(
-            f"[[device]]\nid = {i}\n{lo}\ncpu_hz = {c}\nmax_power_w = {p}\nsamples = {s}\n"
-            for i, lo, c, p, s in zip(ids, loc, cpu, pmax, smp, strict=True)
+            f"[[device]]\nid = {i}\n{lo}\ncpu_hz = {c}\nmax_power_w = {p}\nsamples = {s}\n{g}"
+            for i, lo, c, p, s, g in zip(ids, loc, cpu, pmax, smp, blk, strict=True)
         )
         return "\n".join(out).rstrip("\n") + "\n"
 
@@ -510,6 +558,8 @@ def _devices_to_dicts(d: Devices) -> list[dict[str, Any]]:
         row["cpu_hz"] = float(d.cpu_hz[i])
         row["max_power_w"] = float(d.max_power_w[i])
         row["samples"] = int(d.samples[i])
+        if d.block_gain_db is not None:
+            row["block_gain_db"] = d.block_gain_db[i].tolist()
         rows.append(row)
     return rows
 
@@ -551,6 +601,7 @@ class _Parser:
             table = data.get(name)
             if isinstance(table, Mapping):
                 keys = [f.name for f in dataclasses.fields(cls)]
+                keys += list(_BLOCK_KEYS) if name == "system" else []
                 for key in table:
                     if key not in keys:
                         raise self.fail(f"[{name}] {key}", "unknown key" + _suggest(key, keys))
@@ -562,7 +613,12 @@ class _Parser:
                     f"missing table; add a [{name}] table "
                     "(see `sflam-opt scenario new` for a complete example)",
                 )
-        sections = {name: self.section(name, data.get(name, {})) for name in _SECTIONS}
+        blocks, system = self.resource_blocks(data["system"])
+        sections = {
+            name: self.section(name, system if name == "system" else data.get(name, {}))
+            for name in _SECTIONS
+        }
+        devices = self.devices(data.get("device"), None if blocks is None else blocks.count)
         return Scenario(
             system=sections["system"],
             model=sections["model"],
@@ -571,8 +627,40 @@ class _Parser:
             objective=sections["objective"],
             constraints=sections["constraints"],
             bits=self.bits(data["bits"]),
-            devices=self.devices(data.get("device")),
+            devices=devices,
+            resource_blocks=blocks,
         )
+
+    def resource_blocks(self, table: Any) -> tuple[ResourceBlocks | None, Any]:
+        """``[system] resource_blocks``/``block_hz``, and the table without them (B = M W)."""
+        if not isinstance(table, Mapping) or not any(k in table for k in _BLOCK_KEYS):
+            return None, table
+        for key in _BLOCK_KEYS:
+            if key not in table:
+                raise self.fail(
+                    f"[system] {key}", "missing key; give both resource_blocks and block_hz"
+                )
+        m = int(
+            self.number(
+                "[system] resource_blocks", table["resource_blocks"], {"min": 0}, integer=True
+            )
+        )
+        w = float(
+            self.number("[system] block_hz", table["block_hz"], {"min": 0.0, "unit": "Hz"})
+        )
+        rest = {k: v for k, v in table.items() if k not in _BLOCK_KEYS}
+        if "bandwidth_hz" in rest:
+            b = self.number(
+                "[system] bandwidth_hz", rest["bandwidth_hz"], {"min": 0.0, "unit": "Hz"}
+            )
+            if not math.isclose(b, m * w, rel_tol=1e-9):
+                raise self.fail(
+                    "[system] bandwidth_hz",
+                    f"{b:g} Hz is not resource_blocks x block_hz = {m * w:g} Hz; "
+                    "drop bandwidth_hz or set it to resource_blocks x block_hz",
+                )
+        rest["bandwidth_hz"] = m * w
+        return ResourceBlocks(m, w), rest
 
     def section(self, name: str, table: Any) -> Any:
         cls = _SECTIONS[name]
@@ -666,7 +754,7 @@ class _Parser:
             data = tomllib.loads(head)
         except (tomllib.TOMLDecodeError, ValueError):
             return None
-        if "device" in data:
+        if "device" in data or "resource_blocks" in data.get("system", {}):
             return None
         ok = len(set(cols.ids)) == len(cols.ids)
         for key, values in (
@@ -697,8 +785,8 @@ class _Parser:
         except ScenarioError:
             return None
 
-    def devices(self, tables: Any) -> Devices:
-        if isinstance(tables, Devices):  # already read and checked by from_columns
+    def devices(self, tables: Any, blocks: int | None = None) -> Devices:
+        if isinstance(tables, Devices) and blocks is None:  # read and checked by from_columns
             return tables
         if tables is None or (isinstance(tables, list) and not tables):
             raise self.fail("[[device]]", "no devices; add at least one [[device]] table")
@@ -733,6 +821,11 @@ class _Parser:
             seen[did] = i
             ids.append(did)
             tag = f"[[device]] id={did!r}"
+            if blocks is None and "block_gain_db" in t:
+                raise self.fail(
+                    f"{tag} block_gain_db",
+                    "only with resource blocks; set [system] resource_blocks and block_hz",
+                )
             has_g, has_d = "gain_db" in t, "distance_m" in t
             if has_g == has_d:
                 raise self.fail(tag, "give exactly one of gain_db or distance_m")
@@ -753,4 +846,22 @@ class _Parser:
             )
         from_dist = ~np.isnan(dist)
         gain[from_dist] = gain_db_from_distance(dist[from_dist])
-        return Devices(tuple(ids), gain, cpu, pmax, samples, dist)
+        block_gain = None if blocks is None else self.block_gains(tables, ids, blocks)
+        return Devices(tuple(ids), gain, cpu, pmax, samples, dist, block_gain)
+
+    def block_gains(self, tables: list[Any], ids: list[Any], m: int) -> FloatArray:
+        """``block_gain_db = [M values]`` of every device, shape (N, M) (formulation §10)."""
+        if m < len(tables):
+            raise self.fail(
+                "[system] resource_blocks",
+                f"= {m} blocks for {len(tables)} devices; every device needs at least one block",
+            )
+        out = np.empty((len(tables), m))
+        for i, (t, did) in enumerate(zip(tables, ids, strict=True)):
+            where = f"[[device]] id={did!r} block_gain_db"
+            row = t.get("block_gain_db")
+            if not isinstance(row, list) or len(row) != m:
+                raise self.fail(where, f"need a list of resource_blocks = {m} gains in dB")
+            meta = _DEVICE_RANGES["block_gain_db"]
+            out[i] = [self.number(f"{where}[{k}]", v, meta) for k, v in enumerate(row)]
+        return out

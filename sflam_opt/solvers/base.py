@@ -120,7 +120,7 @@ class SolveResult:
                 violations=list(ev.violations),
             )
             bd = ev.breakdown
-            out["devices"] = [
+            devices = [
                 {
                     "id": i,
                     "bits": b,
@@ -143,6 +143,10 @@ class SolveResult:
                     strict=True,
                 )
             ]
+            if alloc.blocks is not None and alloc.block_power_w is not None:
+                for row, blk, bpw in zip(devices, alloc.blocks, alloc.block_power_w, strict=True):
+                    row.update(blocks=blk.tolist(), block_power_w=bpw.tolist())
+            out["devices"] = devices
         if self.info:
             out["info"] = _jsonable(self.info)
         return out
@@ -212,7 +216,7 @@ def _load_all() -> None:
     # stays cheap and the registry has no import cycle with the solver modules.
     import importlib
 
-    for mod in ("baselines", "fast", "exact", "bcd"):
+    for mod in ("baselines", "fast", "exact", "bcd", "matching"):
         try:
             importlib.import_module(f"sflam_opt.solvers.{mod}")
         except ModuleNotFoundError as exc:
@@ -247,6 +251,10 @@ def solve(scenario: Scenario, solver: str = "bcd", **options: Any) -> SolveResul
     if not isinstance(scenario, Scenario):
         raise SolverArgumentError(f"scenario: expected a Scenario, got {type(scenario).__name__}")
     func = get_solver(solver)
+    if scenario.resource_blocks is not None:
+        from sflam_opt.solvers.matching import block_solver
+
+        func = block_solver(solver)
     _check_options(solver, func, options)
     t0 = time.perf_counter()
     why = target_infeasibility(scenario)
