@@ -25,18 +25,19 @@ from sflam_opt.scenario import Devices, Scenario
 from sflam_opt.solvers import STATUSES, available_solvers, solve
 from sflam_opt.solvers.kernel import diagnose
 
-#: Ranges the property test draws from (per device unless noted). They are wider than physics
-#: needs (docs/formulation.md names the valid ranges that scenario loading enforces), so that
-#: the solvers are checked beyond the edges of what a scenario may hold.
-GAIN_DB = (-300.0, 100.0)
-NOISE_DBM_PER_HZ = (-250.0, -100.0)  # scenario-wide
-BANDWIDTH_HZ = (1.0, 1e12)  # scenario-wide
-CPU_HZ = (1e3, 1e13)
-KAPPA = (1e-40, 1e-18)  # scenario-wide
-MAX_POWER_W = (1e-6, 1e4)
+#: Ranges the property test draws from (per device unless noted): the whole valid range that
+#: scenario loading enforces (the ``Scenario`` docstring and docs/formulation.md list them), so
+#: every solver is checked up to the edges of what a scenario may hold.
+GAIN_DB = (-200.0, 0.0)
+NOISE_DBM_PER_HZ = (-200.0, -100.0)  # scenario-wide
+BANDWIDTH_HZ = (1e3, 1e11)  # scenario-wide
+CPU_HZ = (1e6, 1e12)
+KAPPA = (1e-40, 1e-20)  # scenario-wide
+MAX_POWER_W = (1e-6, 100.0)
 
 #: Solvers restricted to part of the problem: "infeasible" may be their restriction binding.
 RESTRICTED = {"equal", "fixed-bits", "bandwidth-only", "power-only", "bits-only"}
+BLOCK_ONLY = {"round-robin", "greedy"}
 
 
 def _log_uniform(rng: np.random.Generator, lo: float, hi: float, size: int | None = None):
@@ -86,15 +87,18 @@ def random_scenario(seed: int) -> Scenario:
         ev = evaluate(scn, equal_allocation(scn))
         cons = {}
         if kind in (5, 7):  # a deadline near the equal split's round time
-            cons["round_deadline_s"] = float(ev.round_latency_s * rng.uniform(0.3, 1.2))
+            cons["round_deadline_s"] = min(float(ev.round_latency_s * rng.uniform(0.3, 1.2)), 1e9)
         if kind in (6, 7):  # an energy cap near the equal split's largest device energy
-            cons["device_energy_j"] = float(ev.breakdown.energy_j.max() * rng.uniform(0.3, 1.2))
-        scn = scn.replace(constraints=cons)
+            cons["device_energy_j"] = min(
+                float(ev.breakdown.energy_j.max() * rng.uniform(0.3, 1.2)), 1e9
+            )
+        scn = scn.replace(constraints=cons)  # capped at the valid maximum, 1e9 s or J
     return scn
 
 
 def _solvers(scn: Scenario) -> list[str]:
-    names = list(available_solvers())
+    # round-robin and greedy assign resource blocks; they refuse continuous-bandwidth scenarios.
+    names = [n for n in available_solvers() if n not in BLOCK_ONLY]
     if len(scn.bits.levels) ** scn.n_devices > 2000:
         names.remove("exact")  # refuses large instances by design (an argument error)
     return names
@@ -140,7 +144,7 @@ def test_bcd_returns_a_status(seed):
 
 
 @pytest.mark.parametrize(
-    "gain_db", [GAIN_DB[0], -200.0, -100.0, -40.0, 0.0, GAIN_DB[1]], ids=lambda g: f"{g:g}dB"
+    "gain_db", [GAIN_DB[0], -150.0, -100.0, -40.0, GAIN_DB[1]], ids=lambda g: f"{g:g}dB"
 )
 def test_one_device_at_the_ends_of_the_gain_range(gain_db):
     base = Scenario.default(devices=4, seed=1).replace(bits=[2, 4, 8])
