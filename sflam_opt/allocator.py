@@ -131,6 +131,25 @@ class Allocator:
         #: One :class:`RoundRecord` per :meth:`step`, oldest first.
         self.history: list[RoundRecord] = []
 
+    @property
+    def last_bits(self) -> NDArray[np.int64]:
+        """Each device's bits in the last round it took part in (0 if never), shape (N,).
+
+        The warm-start state; assign it to restore an allocator saved with a host checkpoint.
+        """
+        return self._bits.copy()
+
+    @last_bits.setter
+    def last_bits(self, bits: Any) -> None:
+        arr = np.asarray(bits)
+        n = self.scenario.n_devices
+        ok = arr.shape == (n,) and np.all(np.isin(arr, [0, *self.scenario.bits.levels]))
+        if not ok:
+            raise SolverArgumentError(
+                f"last_bits: need {n} values, each 0 or an allowed bit width of the scenario"
+            )
+        self._bits = arr.astype(np.int64)
+
     # ------------------------------------------------------------------ the round's problem
     def round_scenario(
         self,

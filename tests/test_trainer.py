@@ -154,12 +154,17 @@ def test_default_scenario_uses_the_calibrated_convergence_constants(tmp_path):
 
 def test_devices_per_round_trains_and_costs_only_the_participants():
     res = train(TrainConfig(protocol="sflam", bits=4, devices_per_round=2, **SMALL))
-    bd = breakdown(res.scenario, res.allocation)
     for row in res.metrics:
         part = row["participants"]
         assert len(part) == 2 and len(set(part)) == 2
         assert part == sample_participants(0, row["round"], 4, 2).tolist()
-        assert row["latency_s"] == pytest.approx(bd.latency_s[part].max())
+        # Re-solved for the participants only: they share the whole band.
+        got = row["allocation"]
+        assert got["bits"] == [4, 4] and sum(got["bandwidth_hz"]) == pytest.approx(20e6)
+        alloc = Allocation(np.array(got["bits"]), got["bandwidth_hz"], got["power_w"])
+        bd = breakdown(res.scenario.subset(part), alloc)
+        assert row["latency_s"] == pytest.approx(bd.latency_s.max(), rel=1e-12)
+        assert row["energy_j"] == pytest.approx(bd.energy_j.sum(), rel=1e-12)
     assert len({tuple(r["participants"]) for r in res.metrics}) > 1
 
 
