@@ -53,7 +53,7 @@ def device_vector(name: str, value: Any, n: int, *, positive: bool) -> FloatArra
     if bad.any():
         k = int(np.flatnonzero(bad)[0])
         need = "a finite number > 0" if positive else "a finite number"
-        raise ScenarioError(f"from_arrays(): {name}[{k}] = {arr[k]!r}: need {need}")
+        raise ScenarioError(f"from_arrays(): {name}[{k}] = {float(arr[k])!r}: need {need}")
     return arr
 
 
