@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -251,3 +253,13 @@ def test_select_and_with_gains():
         scn.with_gains({0: None})
     with pytest.raises(ScenarioError, match="device id 'x'"):
         scn.with_gains({"x": -90.0})
+
+
+def test_readme_embedding_example_runs(capsys):
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    code = readme.split("<!-- test:embedding -->", 1)[1].split("```python\n", 1)[1]
+    code = code.split("```", 1)[0]
+    assert "alloc.step(" in code and len(code.strip().splitlines()) <= 22
+    exec(compile(code, "README.md", "exec"), {})
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 5 and all(" converged T = " in line for line in lines)
