@@ -263,3 +263,16 @@ def test_readme_embedding_example_runs(capsys):
     exec(compile(code, "README.md", "exec"), {})
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 5 and all(" converged T = " in line for line in lines)
+
+
+def test_fast_start_point_reaches_the_fresh_optimum():
+    scn = Scenario.default(devices=400, seed=6)  # large enough for the single-row warm path
+    fresh = solve(scn, "fast")
+    point = (fresh.info["round_latency_s"], fresh.info["bandwidth_price_j_per_hz"])
+    near = fresh.allocation.bits.copy()
+    near[::7] = np.clip(near[::7] + 1, scn.bits.min, scn.bits.max)
+    warm = solve(scn, "fast", start_bits=near, start_point=point)
+    assert warm.status == fresh.status
+    assert warm.objective == pytest.approx(fresh.objective, rel=1e-6)
+    with pytest.raises(SolverArgumentError, match="start_point=3.0"):
+        solve(scn, "fast", start_bits=near, start_point=3.0)
