@@ -97,6 +97,10 @@ def measure(
                 "step_j": res.objective,
                 "fresh_j": fresh.objective,
                 "j_gap": gap,
+                "step_iterations": len(res.iterations),
+                "fresh_iterations": len(fresh.iterations),
+                "step_fallbacks": len(res.info.get("fallbacks", [])),
+                "fresh_fallbacks": len(fresh.info.get("fallbacks", [])),
                 "round_latency_s": alloc.history[-1].round_latency_s,
                 "round_energy_j": alloc.history[-1].round_energy_j,
             }

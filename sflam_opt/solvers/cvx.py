@@ -179,7 +179,9 @@ class _DPPBlock:
         self._problems: dict[str, cp.Problem] = {}
         #: Devices the problem was built for; :meth:`set` may give fewer (see :meth:`_set`).
         self.size = int(next(iter(variables.values())).shape[0])
-        self._active = self.size
+        #: Slot -> device of the last :meth:`set`, and copies per device (see :meth:`_set`).
+        self._slot: NDArray[np.int64] | None = None
+        self._copies: FloatArray | None = None
 
     def problem(self, solver: str) -> cp.Problem:
         """The :class:`cvxpy.Problem` used with ``solver`` (created on first use)."""
@@ -193,31 +195,48 @@ class _DPPBlock:
         """Whether the problem is DPP (so re-solves skip canonicalization)."""
         return self.problem(DEFAULT_ORDER[0]).is_dpp()
 
+    #: Per-device parameters that scale with a device's share of the problem (divided among
+    #: its copies, see :meth:`_set`); the others are intensive and copied as they are.
+    extensive: tuple[str, ...] = ()
+
     def _set(self, **values: Any) -> None:
         """Load parameter values; per-device vectors may be shorter than :attr:`size`.
 
-        With ``n < size`` devices, the problem's last ``size - n`` devices are switched off: their
-        parameters take the values of :meth:`_switched_off`, which decouple them (no band, no
-        round time) and pin them at a fixed interior-friendly point, so one canonicalization
-        serves every N up to ``size``. :meth:`solve` returns the first ``n`` entries only.
+        With ``n < size`` devices, each device fills ``size / n`` slots (rounded) as identical
+        copies that split its payload, its share of the band and its cost (the parameters in
+        :attr:`extensive`). Upload energy is a perspective function, positively homogeneous,
+        so copies of one device reach the original optimum with equal parts, and the mean over
+        a device's copies of any optimal solution is optimal for the original problem (by
+        convexity); :meth:`solve` returns those means. Every slot stays a real device of the
+        round, so one canonicalization serves every N up to ``size`` without the badly scaled
+        dummy devices that made Clarabel fail.
         """
         arrays = {k: np.asarray(v, dtype=np.float64) for k, v in values.items()}
         n = next(a.shape[0] for k, a in arrays.items() if self.params[k].shape != ())
         if n > self.size:
             raise ValueError(f"{self.kind} block built for {self.size} devices, got {n}")
-        off = self._switched_off(arrays) if n < self.size else {}
+        if n < self.size:
+            copies = np.full(n, self.size // n, dtype=np.int64)
+            copies[: self.size % n] += 1
+            self._slot = np.repeat(np.arange(n), copies)
+            self._copies = copies.astype(np.float64)
+        else:
+            self._slot = self._copies = None
         for name, arr in arrays.items():
             p = self.params[name]
             if p.shape == ():
                 arr = arr.reshape(())
-            elif n < self.size:
-                arr = np.concatenate([arr, np.full(self.size - n, off[name])])
+            elif self._slot is not None:
+                part = arr / self._copies if name in self.extensive else arr
+                arr = part[self._slot]
             p.value = arr
-        self._active = n
 
-    def _switched_off(self, values: dict[str, FloatArray]) -> dict[str, float]:
-        """Parameter values of a switched-off device, by parameter name (per-device ones)."""
-        raise NotImplementedError
+    def _per_device(self, value: FloatArray) -> FloatArray:
+        """A solution vector over slots back to devices: the mean over each device's copies."""
+        if self._slot is None or self._copies is None or value.ndim == 0:
+            return value
+        sums = np.bincount(self._slot, weights=value, minlength=self._copies.size)
+        return sums / self._copies
 
     def solve(self, order: tuple[str, ...]) -> BlockSolve:
         """Solve with the first backend in ``order`` that ends ``optimal``.
@@ -241,7 +260,7 @@ class _DPPBlock:
                 logger.debug("%s block: %s raised %s", self.kind, solver, exc)
                 continue
             values = {
-                k: v.value if v.value is None or v.ndim == 0 else v.value[: self._active]
+                k: v.value if v.value is None else self._per_device(np.asarray(v.value))
                 for k, v in self.variables.items()
             }
             finite = all(v is not None and np.all(np.isfinite(v)) for v in values.values())
@@ -276,6 +295,7 @@ class BandwidthBlock(_DPPBlock):
     """
 
     kind = "bandwidth"
+    extensive = ("cost_times_s", "cost_times_b0", "b0_over_total")
 
     def __init__(self, n: int) -> None:
         beta = cp.Variable(n, name="beta")
@@ -321,19 +341,6 @@ class BandwidthBlock(_DPPBlock):
             bmin_over_b0=bmin / ref,
         )
 
-    def _switched_off(self, values: dict[str, FloatArray]) -> dict[str, float]:
-        # k = 0 makes the cone beta <= zh; a small cost on zh pins beta at its bound 1, and a
-        # zero share keeps the device out of the band. The cost sums to at most 1 over the
-        # switched-off devices, the scale of the real objective.
-        return {
-            "k_over_s": 0.0,
-            "b0_over_s": 1.0,
-            "cost_times_s": 1.0 / self.size,
-            "cost_times_b0": 0.0,
-            "b0_over_total": 0.0,
-            "bmin_over_b0": 1.0,
-        }
-
     def bandwidth(self, values: dict[str, FloatArray], ref: FloatArray) -> FloatArray:
         """Bandwidth of a solution, in the unit of ``ref``."""
         return values["beta"] * ref
@@ -351,6 +358,7 @@ class UploadBlock(_DPPBlock):
     """
 
     kind = "upload"
+    extensive = ("cost_times_s", "cost")
 
     def __init__(self, n: int) -> None:
         v = cp.Variable(n, name="v")
@@ -405,19 +413,6 @@ class UploadBlock(_DPPBlock):
             tmax=tmax,
         )
 
-    def _switched_off(self, values: dict[str, FloatArray]) -> dict[str, float]:
-        # m = 0 makes the cone v <= yh; a small cost on yh pins v at vmin, set to half the
-        # shortest round any active device allows, so that T >= c + v never binds for it.
-        floor = 0.5 * float(np.max(values["c"] + values["vmin"]))
-        return {
-            "m_over_s": 0.0,
-            "inv_s": 1.0,
-            "cost_times_s": 1.0 / self.size,
-            "cost": 0.0,
-            "vmin": floor,
-            "c": 0.0,
-        }
-
 
 _BUILDERS: dict[str, Callable[[int], _DPPBlock]] = {
     "bandwidth": BandwidthBlock,
@@ -436,8 +431,9 @@ def get_block(kind: str, n: int, size: int | None = None) -> tuple[_DPPBlock, bo
     share parameter values.
 
     ``size`` (>= ``n``) builds the block for that many devices instead; it then serves any
-    ``n <= size`` by switching the extra devices off with parameters (:meth:`_DPPBlock._set`), so
-    a host whose number of participants changes every round compiles once.
+    ``n <= size`` by spreading each device over several slots as exact copies
+    (:meth:`_DPPBlock._set`), so a host whose number of participants changes every round
+    compiles once.
     """
     if size is not None:
         if size < n:
