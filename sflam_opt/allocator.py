@@ -9,8 +9,8 @@ state between rounds:
 - solvers with a ``start_bits`` option (``fast``, ``bcd``) start from the last bits of the devices
   still present (newcomers start at the median of those);
 - solvers with a ``block_size`` option (``bcd``) compile their cone programs once, for the full
-  scenario, and switch absent devices off with parameters, so a changing number of participants
-  never triggers a new canonicalization.
+  scenario, and fill the slots of absent devices with exact copies of the participants (set by
+  parameters), so a changing number of participants never triggers a new canonicalization.
 
 Example::
 

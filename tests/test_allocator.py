@@ -153,7 +153,7 @@ def test_bcd_compiles_once_across_participant_counts():
     assert res.info["warm_start"] == "start_bits"
 
 
-def test_bcd_block_size_switches_extra_devices_off_without_changing_the_answer():
+def test_bcd_block_size_fills_slots_with_copies_without_changing_the_answer():
     scn = Scenario.default(devices=9, seed=8)
     plain = solve_bcd(scn)
     padded = solve_bcd(scn, block_size=25)

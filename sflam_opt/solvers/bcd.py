@@ -499,9 +499,9 @@ def solve_bcd(
         Start from the exact continuous optimum at these bits (e.g. the last round's) instead of
         the baselines, when it is feasible.
     block_size : int, optional
-        Build the cone blocks for this many devices (>= N) and switch the extra ones off with
-        parameters, so that scenarios with different N up to ``block_size`` share one
-        canonicalization (:func:`~sflam_opt.solvers.cvx.get_block`).
+        Build the cone blocks for this many devices (>= N) and fill the extra slots with exact
+        copies of the N devices (parameters only), so that scenarios with different N up to
+        ``block_size`` share one canonicalization (:func:`~sflam_opt.solvers.cvx.get_block`).
 
     Returns
     -------
