@@ -64,12 +64,13 @@ def test_core_commands_work_and_trainer_commands_ask_for_the_extra(tmp_path):
     for args in (
         ["solve", str(scn), "--solver", "fast", "--json"],
         ["evaluate", str(scn), str(tmp_path / "missing.json")],
-        ["sweep", str(scn), "--weights", "0:1:2", "--solver", "fast"],
+        ["sweep", str(scn), "--weights", "0:1:2", "--solver", "fast", "--out", str(tmp_path)],
         ["train", "--help"],
     ):
         proc = _run(cli, *args)
         assert "torch" not in proc.stderr and "Traceback" not in proc.stderr, (args, proc.stderr)
         assert proc.returncode in (0, 2), (args, proc.stderr)
+    assert (tmp_path / "pareto.csv").is_file() and (tmp_path / "pareto.png").is_file()
     for command in ("train", "calibrate", "memory"):
         proc = _run(cli, command)
         assert proc.returncode == 2, proc.stderr
