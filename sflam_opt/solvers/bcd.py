@@ -50,6 +50,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from sflam_opt.allocation import Allocation
 from sflam_opt.bounds import margin, rounds_needed, target_infeasibility
@@ -67,7 +68,7 @@ from sflam_opt.costs import (
 from sflam_opt.errors import SolverArgumentError
 from sflam_opt.numeric import LN2, FloatArray, IntArray
 from sflam_opt.scenario import Scenario
-from sflam_opt.solvers.base import SolveResult, check_tolerance, register_solver
+from sflam_opt.solvers.base import SolveResult, check_start_bits, check_tolerance, register_solver
 from sflam_opt.solvers.bits import solve_bits
 from sflam_opt.solvers.cvx import (
     MHZ,
@@ -206,17 +207,27 @@ def _check_options(max_iter: Any, tol: Any, bits_method: Any, escape: Any, warm_
 
 
 def _warm_start(
-    model: _Model, use_baselines: bool, info: dict[str, Any]
+    model: _Model,
+    use_baselines: bool,
+    info: dict[str, Any],
+    start_bits: IntArray | None = None,
 ) -> tuple[_Point | None, str, str]:
     """Best feasible starting point, or None with a status and a message when there is none.
 
-    With ``use_baselines`` every registered baseline of :data:`BASELINES` is solved and the best
-    feasible allocation wins; otherwise the equal split. If none is feasible (a deadline or an
+    Given ``start_bits``, the exact continuous optimum at those bits, if feasible. Otherwise, with
+    ``use_baselines`` every registered baseline of :data:`BASELINES` is solved and the best
+    feasible allocation wins; without, the equal split. If none is feasible (a deadline or an
     energy cap binds), the exact continuous optimum at bits that the feasibility diagnosis found.
     """
     from sflam_opt.solvers.base import available_solvers, solve
 
     scn = model.scenario
+    if start_bits is not None:
+        cs = solve_continuous(scn, start_bits, ref=model.ref)
+        pt = model.score(start_bits, cs.bandwidth_hz, cs.power_w) if cs.feasible else None
+        if pt is not None:
+            info["warm_start"] = "start_bits"
+            return pt, "", ""
     best: _Point | None = None
     tried: dict[str, float | None] = {}
     registered = available_solvers() if use_baselines else {}
@@ -413,6 +424,8 @@ def solve_bcd(
     bits_method: str = "auto",
     escape: bool = True,
     warm_start: bool = True,
+    start_bits: ArrayLike | None = None,
+    block_size: int | None = None,
 ) -> SolveResult:
     """Block coordinate descent: CVXPY bandwidth and upload blocks, exact bits block (default).
 
@@ -435,6 +448,13 @@ def solve_bcd(
         (priced proposal, one-level neighbourhood); see the module docstring.
     warm_start : bool
         Start from the best registered baseline instead of the equal split.
+    start_bits : array_like of int, shape (N,), optional
+        Start from the exact continuous optimum at these bits (e.g. the last round's) instead of
+        the baselines, when it is feasible.
+    block_size : int, optional
+        Build the cone blocks for this many devices (>= N) and fill the extra slots with exact
+        copies of the N devices (parameters only), so that scenarios with different N up to
+        ``block_size`` share one canonicalization (:func:`~sflam_opt.solvers.cvx.get_block`).
 
     Returns
     -------
@@ -450,6 +470,9 @@ def solve_bcd(
     """
     _check_options(max_iter, tol, bits_method, escape, warm_start)
     order = solver_order(cvx_solver)
+    start = None if start_bits is None else check_start_bits(scenario, start_bits)
+    if block_size is not None:
+        check_int(block_size, "block_size", minimum=scenario.n_devices, error=SolverArgumentError)
 
     t_start = time.perf_counter()
     n = scenario.n_devices
@@ -472,13 +495,13 @@ def solve_bcd(
     model = _Model(scenario, ref)
     timings = Counter[str]()
 
-    cur, start_status, msg = _warm_start(model, warm_start, info)
+    cur, start_status, msg = _warm_start(model, warm_start, info, start)
     timings["warm_start"] = time.perf_counter() - t_start
     if cur is None:
         return SolveResult(None, start_status, msg, backend="numpy", info=info)
 
-    up_blk, built_u = get_block("upload", n)
-    bw_blk, built_b = get_block("bandwidth", n)
+    up_blk, built_u = get_block("upload", n, block_size)
+    bw_blk, built_b = get_block("bandwidth", n, block_size)
     info["blocks_built"] = int(built_u) + int(built_b)
     backends: dict[str, Counter[str]] = {"upload": Counter(), "bandwidth": Counter()}
     fallbacks: list[str] = []

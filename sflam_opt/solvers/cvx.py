@@ -46,7 +46,7 @@ import cvxpy as cp
 import numpy as np
 
 from sflam_opt.errors import SolverArgumentError
-from sflam_opt.numeric import FloatArray
+from sflam_opt.numeric import FloatArray, IntArray
 
 __all__ = [
     "DEFAULT_ORDER",
@@ -169,6 +169,11 @@ class _DPPBlock:
         self.variables = variables
         self.params = params
         self._problems: dict[str, cp.Problem] = {}
+        #: Devices the problem was built for; :meth:`set` may give fewer (see :meth:`_set`).
+        self.size = int(next(iter(variables.values())).shape[0])
+        #: Slot -> device of the last :meth:`set`, and copies per device (see :meth:`_set`).
+        self._slot: IntArray | None = None
+        self._copies: FloatArray | None = None
 
     def problem(self, solver: str) -> cp.Problem:
         """The :class:`cvxpy.Problem` used with ``solver`` (created on first use)."""
@@ -182,13 +187,48 @@ class _DPPBlock:
         """Whether the problem is DPP (so re-solves skip canonicalization)."""
         return self.problem(DEFAULT_ORDER[0]).is_dpp()
 
+    #: Per-device parameters that scale with a device's share of the problem (divided among
+    #: its copies, see :meth:`_set`); the others are intensive and copied as they are.
+    extensive: tuple[str, ...] = ()
+
     def _set(self, **values: Any) -> None:
-        for name, val in values.items():
+        """Load parameter values; per-device vectors may be shorter than :attr:`size`.
+
+        With ``n < size`` devices, each device fills ``size / n`` slots (rounded) as identical
+        copies that split its payload, its share of the band and its cost (the parameters in
+        :attr:`extensive`). Upload energy is a perspective function, positively homogeneous,
+        so copies of one device reach the original optimum with equal parts, and the mean over
+        a device's copies of any optimal solution is optimal for the original problem (by
+        convexity); :meth:`solve` returns those means. Every slot stays a real device of the
+        round, so one canonicalization serves every N up to ``size`` without the badly scaled
+        dummy devices that made Clarabel fail.
+        """
+        arrays = {k: np.asarray(v, dtype=np.float64) for k, v in values.items()}
+        n = next(a.shape[0] for k, a in arrays.items() if self.params[k].shape != ())
+        if n > self.size:
+            raise ValueError(f"{self.kind} block built for {self.size} devices, got {n}")
+        if n < self.size:
+            copies = np.full(n, self.size // n, dtype=np.int64)
+            copies[: self.size % n] += 1
+            self._slot = np.repeat(np.arange(n), copies)
+            self._copies = copies.astype(np.float64)
+        else:
+            self._slot = self._copies = None
+        for name, arr in arrays.items():
             p = self.params[name]
-            arr = np.asarray(val, dtype=np.float64)
             if p.shape == ():
                 arr = arr.reshape(())
+            elif self._slot is not None:
+                part = arr / self._copies if name in self.extensive else arr
+                arr = part[self._slot]
             p.value = arr
+
+    def _per_device(self, value: FloatArray) -> FloatArray:
+        """A solution vector over slots back to devices: the mean over each device's copies."""
+        if self._slot is None or self._copies is None or value.ndim == 0:
+            return value
+        sums = np.bincount(self._slot, weights=value, minlength=self._copies.size)
+        return sums / self._copies
 
     def solve(self, order: tuple[str, ...]) -> BlockSolve:
         """Solve with the first backend in ``order`` that ends ``optimal``.
@@ -211,7 +251,10 @@ class _DPPBlock:
                 attempts.append(f"{solver}: {type(exc).__name__}: {str(exc).splitlines()[0]}")
                 logger.debug("%s block: %s raised %s", self.kind, solver, exc)
                 continue
-            values = {k: v.value for k, v in self.variables.items()}
+            values = {
+                k: v.value if v.value is None else self._per_device(np.asarray(v.value))
+                for k, v in self.variables.items()
+            }
             finite = all(v is not None and np.all(np.isfinite(v)) for v in values.values())
             status = prob.status if finite else f"{prob.status} (non-finite values)"
             attempts.append(f"{solver}: {status}")
@@ -244,6 +287,7 @@ class BandwidthBlock(_DPPBlock):
     """
 
     kind = "bandwidth"
+    extensive = ("cost_times_s", "cost_times_b0", "b0_over_total")
 
     def __init__(self, n: int) -> None:
         beta = cp.Variable(n, name="beta")
@@ -306,6 +350,7 @@ class UploadBlock(_DPPBlock):
     """
 
     kind = "upload"
+    extensive = ("cost_times_s", "cost")
 
     def __init__(self, n: int) -> None:
         v = cp.Variable(n, name="v")
@@ -370,13 +415,22 @@ _CACHE_SIZE = 8
 _local = threading.local()
 
 
-def get_block(kind: str, n: int) -> tuple[_DPPBlock, bool]:
+def get_block(kind: str, n: int, size: int | None = None) -> tuple[_DPPBlock, bool]:
     """The cached block of this kind and size (built on first request), and whether it was built.
 
     Blocks depend only on (kind, N): every scenario number is a parameter, so scenarios of the
     same size share one canonicalization. The cache is per thread, so concurrent solves never
     share parameter values.
+
+    ``size`` (>= ``n``) builds the block for that many devices instead; it then serves any
+    ``n <= size`` by spreading each device over several slots as exact copies
+    (:meth:`_DPPBlock._set`), so a host whose number of participants changes every round
+    compiles once.
     """
+    if size is not None:
+        if size < n:
+            raise ValueError(f"block size {size} is below the {n} devices to solve")
+        n = size
     cache: OrderedDict[tuple[str, int], _DPPBlock] | None = getattr(_local, "blocks", None)
     if cache is None:
         cache = OrderedDict()

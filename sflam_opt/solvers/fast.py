@@ -35,13 +35,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from sflam_opt.allocation import Allocation
 from sflam_opt.costs import Reference, reference
 from sflam_opt.errors import SolverArgumentError
 from sflam_opt.numeric import IntArray
 from sflam_opt.scenario import Scenario
-from sflam_opt.solvers.base import SolveResult, check_tolerance, register_solver
+from sflam_opt.solvers.base import SolveResult, check_start_bits, check_tolerance, register_solver
 from sflam_opt.solvers.kernel import (
     ZERO_LATENCY_NOTE,
     BitsProblem,
@@ -141,8 +142,14 @@ def run_fast(
     polish: bool | None = None,
     rtol: float = 1e-10,
     start_bits: IntArray | None = None,
+    start_point: tuple[float, float] | None = None,
 ) -> FastRun:
-    """The ``fast`` search (options as in :func:`solve_fast`; ``start_bits`` is one more start)."""
+    """The ``fast`` search (options as in :func:`solve_fast`).
+
+    ``start_bits`` joins the starting rows; on a large instance (no uniform-level starts) it is
+    tried alone first, from ``start_point`` (round time, bandwidth price) if given, and the other
+    starting rows are solved only if it is infeasible.
+    """
     ref = ref if ref is not None else reference(scenario)
     diag = diagnose(scenario, ref)
     if not diag.feasible:
@@ -152,15 +159,24 @@ def run_fast(
     info: dict[str, Any] = {}
     # Starting rows: the diagnosis' feasible bits, max bits, and (small N) every uniform level.
     starts = [diag.bits, np.full(n, prob.levels[-1])]
+    small = nl * n <= POLISH_SINGLE_BUDGET // 4
+    sol = None
     if start_bits is not None:
-        starts.insert(0, np.asarray(start_bits, dtype=np.int64))
-    if nl * n <= POLISH_SINGLE_BUDGET // 4:
+        start = np.asarray(start_bits, dtype=np.int64)
+        if not small:
+            cand = start[None, :]
+            sol = prob.solve_rows(cand, point=start_point)
+            if not np.isfinite(sol.objective[0]):
+                sol = None
+        starts.insert(0, start)
+    if small:
         starts.extend(np.full(n, lv) for lv in prob.levels)
-    seen: dict[bytes, IntArray] = {}
-    for b in starts:
-        seen.setdefault(np.asarray(b, dtype=np.int64).tobytes(), np.asarray(b, dtype=np.int64))
-    cand = np.array(list(seen.values()))
-    sol = prob.solve_rows(cand)
+    if sol is None:
+        seen: dict[bytes, IntArray] = {}
+        for b in starts:
+            seen.setdefault(np.asarray(b, dtype=np.int64).tobytes(), np.asarray(b, dtype=np.int64))
+        cand = np.array(list(seen.values()))
+        sol = prob.solve_rows(cand)
     k = _best_row(sol)
     if not np.isfinite(sol.objective[k]):
         # The diagnosis found feasible bits, so this is a numerical failure, not infeasibility.
@@ -267,6 +283,8 @@ def solve_fast(
     max_iter: int = 50,
     polish: bool | None = None,
     rtol: float = 1e-10,
+    start_bits: ArrayLike | None = None,
+    start_point: tuple[float, float] | None = None,
 ) -> SolveResult:
     """Exact continuous block with a Dinkelbach bits search (no general solver).
 
@@ -280,12 +298,35 @@ def solve_fast(
         candidate batch is small, i.e. small N).
     rtol : float
         Relative optimality gap of each continuous solve.
+    start_bits : array_like of int, shape (N,), optional
+        Warm start: bit widths (allowed levels) scored alongside the usual starting points; the
+        search continues from the best of them (e.g. the last round's bits).
+    start_point : (float, float), optional
+        Round time (s) and bandwidth price (J/Hz) of a nearby solution, as in ``info``
+        (``round_latency_s``, ``bandwidth_price_j_per_hz``) of the last round: with
+        ``start_bits`` on a large instance, the first continuous solve starts there.
     """
     max_iter = check_int(max_iter, "max_iter", minimum=1, error=SolverArgumentError)
     if polish is not None:
         polish = check_flag(polish, "polish", error=SolverArgumentError)
     rtol = check_tolerance(rtol, "rtol", upper=1e-2, example="1e-10")
-    run = run_fast(scenario, max_iter=max_iter, polish=polish, rtol=rtol)
+    start = None if start_bits is None else check_start_bits(scenario, start_bits)
+    point = None
+    if start_point is not None:
+        try:
+            point = (float(start_point[0]), float(start_point[1]))
+        except (TypeError, ValueError, IndexError):
+            raise SolverArgumentError(
+                f"start_point={start_point!r}: need (round time s, bandwidth price J/Hz)"
+            ) from None
+    run = run_fast(
+        scenario,
+        max_iter=max_iter,
+        polish=polish,
+        rtol=rtol,
+        start_bits=start,
+        start_point=point,
+    )
     state, info, history, status = run.state, run.info, run.history, run.status
     if state is None:
         return SolveResult(None, run.status, run.message, backend="numpy", info=info)

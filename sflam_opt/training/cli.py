@@ -40,6 +40,10 @@ def _consoles() -> tuple[Console, Console]:
     return consoles()
 
 
+#: Modules of the ``train`` extra, by import name.
+TRAIN_EXTRA = ("torch", "sklearn")
+
+
 @contextmanager
 def _errors_to_exit(err: Console) -> Iterator[None]:
     try:
@@ -47,6 +51,17 @@ def _errors_to_exit(err: Console) -> Iterator[None]:
     except SflamError as exc:
         print_error(err, str(exc))
         raise typer.Exit(exc.exit_code) from None
+    except ModuleNotFoundError as exc:
+        # A core install (no torch, no scikit-learn) has everything but the trainer's commands.
+        missing = (exc.name or "").split(".")[0]
+        if missing not in TRAIN_EXTRA:
+            raise
+        print_error(
+            err,
+            f"this command needs {missing}, which the core install leaves out; "
+            "pip install 'sflam-opt[train]'",
+        )
+        raise typer.Exit(EXIT_BAD_INPUT) from None
 
 
 def _path(p: Path | None) -> str | None:
@@ -160,6 +175,9 @@ def train_command(
     pretrained: Annotated[
         bool, typer.Option(help="Start from timm ImageNet weights (vit-s32/vit-b32).")
     ] = False,
+    fading: Annotated[
+        str, typer.Option(help="Channel fading per round: none or rayleigh (re-solves each round).")
+    ] = _D["fading"],
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Train a split ViT with SFLAM, SFL, FL or SL and measure accuracy, bytes and cost."""
@@ -190,6 +208,7 @@ def train_command(
             out=_path(out),
             resume=resume,
             pretrained=pretrained,
+            fading=fading,
         )
         from sflam_opt.training.rundir import claim_run_dir
 

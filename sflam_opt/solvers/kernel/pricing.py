@@ -111,18 +111,23 @@ class BitsProblem:
         warm: RowSolutions | None = None,
         *,
         unit_rounds: bool = False,
+        point: tuple[float, float] | None = None,
     ) -> RowSolutions:
         """Exact continuous optimum for each row of ``bits`` (M, N).
 
         ``warm`` (a one-row solution) starts every row's round-time search from its optimum and
-        lets rows skip ``T_min`` when they do not need it. With ``unit_rounds`` K is set to 1,
-        so that ``objective`` is ``V* = w_T T + w_E E`` even where the target is unreachable.
+        lets rows skip ``T_min`` when they do not need it. Without ``warm``, ``point`` (round time
+        T in s and bandwidth price lambda in J/Hz of a nearby problem, e.g. the last round's)
+        starts the search there. With ``unit_rounds`` K is set to 1, so that ``objective`` is
+        ``V* = w_T T + w_E E`` even where the target is unreachable.
         """
         w = payload_bits(self.scenario, bits)
         if unit_rounds:
             return solve_rows(self.prm, w, np.ones(bits.shape[0]), self.rtol)
         k = self.rounds(bits)
         wm = None
+        if warm is None and point is not None:
+            wm = self._warm_from_point(point, bits.shape[0])
         if warm is not None:
             m = bits.shape[0]
             wm = (
@@ -131,6 +136,22 @@ class BitsProblem:
                 np.repeat(warm.x_free, m, axis=0),
             )
         return solve_rows(self.prm, w, k, self.rtol, wm, lazy_t_min=True)
+
+    def _warm_from_point(
+        self, point: tuple[float, float], m: int
+    ) -> tuple[FloatArray, FloatArray, FloatArray] | None:
+        """Search start ``(T, log lambda, x_free)`` for ``m`` rows from a (T, lambda) point."""
+        prm = self.prm
+        t, lam = float(point[0]), float(point[1])
+        if not (prm.w_e > 0 and prm.w_t > 0 and np.isfinite(t) and np.isfinite(lam) and lam > 0):
+            return None
+        # Every device needs some upload time; the free spectral variable solves h(x) = lam / a.
+        t = max(t, float(np.max(prm.fixed_s)) * (1.0 + 1e-6))
+        a = prm.n0 * (t - prm.fixed_s) / prm.gain
+        x_free = h_inverse(lam / a)
+        if not np.all(np.isfinite(x_free) & (x_free > 0)):
+            return None
+        return (np.full(m, t), np.full(m, np.log(lam)), np.repeat(x_free[None, :], m, axis=0))
 
 
 def lagrangian_bits(
