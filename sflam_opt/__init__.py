@@ -9,6 +9,7 @@ Public API::
 """
 
 from sflam_opt.allocation import Allocation
+from sflam_opt.allocator import Allocator, RoundRecord
 from sflam_opt.bounds import bound, min_epsilon, phi_q, rounds_needed
 from sflam_opt.costs import Evaluation, breakdown, equal_allocation, evaluate, objective
 from sflam_opt.errors import (
@@ -27,8 +28,10 @@ __version__ = "0.1.0"
 __all__ = [
     "Allocation",
     "AllocationError",
+    "Allocator",
     "DataError",
     "Evaluation",
+    "RoundRecord",
     "Scenario",
     "ScenarioError",
     "SflamError",

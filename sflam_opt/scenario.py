@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
 
+from sflam_opt.device_arrays import device_ids, device_vector, gain_values, id_positions
 from sflam_opt.errors import ScenarioError
 
 __all__ = [
@@ -420,6 +421,132 @@ class Scenario:
         )
 
     __hash__ = None  # type: ignore[assignment]
+
+    # ---------------------------------------------------------------- helpers for host systems
+    @classmethod
+    def from_arrays(
+        cls,
+        *,
+        gain_db: ArrayLike | None = None,
+        distance_m: ArrayLike | None = None,
+        cpu_hz: ArrayLike = 1.0e9,
+        max_power_w: ArrayLike = 0.2,
+        samples: ArrayLike = 500,
+        ids: Sequence[Any] | None = None,
+        **sections: Mapping[str, Any] | Any,
+    ) -> Scenario:
+        """Build a scenario in code from per-device arrays, with defaults for everything else.
+
+        The sections (system, model, training, convergence, bits, objective) default to those of
+        :meth:`Scenario.default`; override any of them as in :meth:`replace`, e.g.
+        ``system={"bandwidth_hz": 10e6}``, ``bits=[2, 4, 8]``,
+        ``constraints={"round_deadline_s": 30.0}``.
+
+        Parameters
+        ----------
+        gain_db : array_like, shape (N,), optional
+            Channel power gain of each device in dB. Give exactly one of ``gain_db`` and
+            ``distance_m``.
+        distance_m : array_like, shape (N,), optional
+            Distance to the base station in metres (> 0); the gain follows the path-loss model
+            of :func:`gain_db_from_distance`.
+        cpu_hz : float or array_like, shape (N,)
+            Device CPU frequency in cycles/s (> 0).
+        max_power_w : float or array_like, shape (N,)
+            Transmit power cap in W (> 0).
+        samples : int or array_like of int, shape (N,)
+            Local data set sizes (whole numbers > 0).
+        ids : sequence, optional
+            Unique device ids (whole numbers or strings); default ``0 .. N-1``.
+        **sections
+            Section overrides, as in :meth:`replace`.
+
+        Raises
+        ------
+        ScenarioError
+            One line naming the field (and device index) and the fix.
+        """
+        if (gain_db is None) == (distance_m is None):
+            raise ScenarioError("from_arrays(): give exactly one of gain_db= or distance_m=")
+        given = "gain_db" if gain_db is not None else "distance_m"
+        loc = np.atleast_1d(np.asarray(gain_db if gain_db is not None else distance_m))
+        if loc.ndim != 1 or loc.size == 0:
+            raise ScenarioError(f"from_arrays(): {given} must be a non-empty 1-D array")
+        n = loc.size
+        loc = device_vector(given, loc, n, positive=given == "distance_m")
+        cpu = device_vector("cpu_hz", cpu_hz, n, positive=True)
+        pmax = device_vector("max_power_w", max_power_w, n, positive=True)
+        smp = device_vector("samples", samples, n, positive=True)
+        if not np.array_equal(smp, np.round(smp)):
+            bad = int(np.flatnonzero(smp != np.round(smp))[0])
+            raise ScenarioError(
+                f"from_arrays(): samples[{bad}] = {smp[bad]!r}: need a whole number of samples"
+            )
+        id_tuple = device_ids(ids, n)
+        dist = loc if given == "distance_m" else np.full(n, np.nan)
+        devs = Devices(
+            ids=id_tuple,
+            gain_db=gain_db_from_distance(dist) if given == "distance_m" else loc,
+            cpu_hz=cpu,
+            max_power_w=pmax,
+            samples=smp.astype(np.int64),
+            distance_m=dist,
+        )
+        # Sections are validated on a one-device copy (fast), then the devices are swapped in.
+        base = cls.default(devices=1, seed=0)
+        if sections:
+            base = base.replace(**sections)
+        return dataclasses.replace(base, devices=devs)
+
+    def positions(self, ids: Sequence[Any]) -> NDArray[np.int64]:
+        """Positions of the devices with these ids, in the order given, shape (len(ids),).
+
+        Raises
+        ------
+        ScenarioError
+            Naming the first unknown or repeated id.
+        """
+        return id_positions(self.devices.ids, ids)
+
+    def select(self, ids: Sequence[Any]) -> Scenario:
+        """The same scenario restricted to the devices with these ids, in that order.
+
+        Raises
+        ------
+        ScenarioError
+            If ``ids`` is empty, or names an unknown or repeated id.
+        """
+        if isinstance(ids, str | bytes) or not isinstance(ids, Sequence | np.ndarray):
+            raise ScenarioError(f"select(ids): need a list of device ids, got {ids!r}")
+        if len(ids) == 0:
+            raise ScenarioError("select(ids): need at least one device id")
+        return dataclasses.replace(self, devices=self.devices.take(self.positions(ids)))
+
+    def with_gains(self, gain_db: Mapping[Any, float]) -> Scenario:
+        """A copy with the channel gains (dB) of some devices replaced, ``{id: dB}``.
+
+        Devices not named keep their gains. A replaced gain is stored as a direct ``gain_db``
+        (its ``distance_m`` becomes NaN), so :meth:`to_toml` writes what is used.
+
+        Raises
+        ------
+        ScenarioError
+            Naming the first unknown id or non-finite gain.
+        """
+        if not isinstance(gain_db, Mapping):
+            raise ScenarioError(f"with_gains(gain_db): need a mapping {{id: dB}}, got {gain_db!r}")
+        if not gain_db:
+            return self
+        pos = self.positions(list(gain_db))
+        vals = gain_values(gain_db)
+        d = self.devices
+        gain = d.gain_db.copy()
+        gain[pos] = vals
+        dist = d.distance_m.copy()
+        dist[pos] = np.nan
+        return dataclasses.replace(
+            self, devices=dataclasses.replace(d, gain_db=gain, distance_m=dist)
+        )
 
 
 def _float(x: float) -> str:

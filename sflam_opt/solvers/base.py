@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from sflam_opt.allocation import Allocation
 from sflam_opt.bounds import target_infeasibility
@@ -27,6 +28,7 @@ __all__ = [
     "SolveResult",
     "SolverFunc",
     "available_solvers",
+    "check_start_bits",
     "get_solver",
     "register_solver",
     "solve",
@@ -272,3 +274,32 @@ def _check_options(name: str, func: SolverFunc, options: dict[str, Any]) -> None
                 f"{key}={options[key]!r}: not an option of solver {name!r}; valid options: "
                 f"{', '.join(valid) or 'none'}"
             )
+
+
+def check_start_bits(scenario: Scenario, start_bits: ArrayLike) -> NDArray[np.int64]:
+    """The ``start_bits`` warm-start option as an int vector of allowed levels, shape (N,).
+
+    Raises
+    ------
+    SolverArgumentError
+        Naming the first entry that is not one of the scenario's bit levels, or a wrong length.
+    """
+    try:
+        arr = np.asarray(start_bits, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise SolverArgumentError(
+            f"start_bits: need {scenario.n_devices} bit widths, got {start_bits!r}"
+        ) from None
+    if arr.shape != (scenario.n_devices,):
+        raise SolverArgumentError(
+            f"start_bits: need one bit width per device ({scenario.n_devices}), got shape "
+            f"{arr.shape}"
+        )
+    bad = ~np.isin(arr, scenario.bits.array)
+    if bad.any():
+        k = int(np.flatnonzero(bad)[0])
+        raise SolverArgumentError(
+            f"start_bits[{k}] = {arr[k]!r}: not an allowed bit width; choose from "
+            f"{list(scenario.bits.levels)}"
+        )
+    return arr.astype(np.int64)

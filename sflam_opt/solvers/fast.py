@@ -34,13 +34,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
 
 from sflam_opt.allocation import Allocation
 from sflam_opt.costs import Reference, payload_bits, reference
 from sflam_opt.errors import SolverArgumentError
 from sflam_opt.scenario import Scenario
-from sflam_opt.solvers.base import SolveResult, register_solver
+from sflam_opt.solvers.base import SolveResult, check_start_bits, register_solver
 from sflam_opt.solvers.continuous import (
     LN2,
     RowSolutions,
@@ -492,6 +492,7 @@ def solve_fast(
     max_iter: int = 50,
     polish: bool | None = None,
     rtol: float = 1e-10,
+    start_bits: ArrayLike | None = None,
 ) -> SolveResult:
     """Exact continuous block with a Dinkelbach bits search (no general solver).
 
@@ -505,6 +506,9 @@ def solve_fast(
         candidate batch is small, i.e. small N).
     rtol : float
         Relative optimality gap of each continuous solve.
+    start_bits : array_like of int, shape (N,), optional
+        Warm start: bit widths (allowed levels) scored alongside the usual starting points; the
+        search continues from the best of them (e.g. the last round's bits).
     """
     if isinstance(max_iter, bool) or not isinstance(max_iter, int | np.integer) or max_iter < 1:
         raise SolverArgumentError(f"max_iter={max_iter!r}: need a whole number >= 1")
@@ -512,8 +516,9 @@ def solve_fast(
         raise SolverArgumentError(f"polish={polish!r}: need true or false")
     if isinstance(rtol, bool) or not isinstance(rtol, int | float) or not 0 < rtol < 1e-2:
         raise SolverArgumentError(f"rtol={rtol!r}: need a number in (0, 0.01), e.g. 1e-10")
+    start = None if start_bits is None else check_start_bits(scenario, start_bits)
     state, info, history, status = run_fast(
-        scenario, max_iter=int(max_iter), polish=polish, rtol=float(rtol)
+        scenario, max_iter=int(max_iter), polish=polish, rtol=float(rtol), start_bits=start
     )
     if state is None:
         return SolveResult(None, "infeasible", status, backend="numpy", info=info)

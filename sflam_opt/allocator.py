@@ -1,0 +1,281 @@
+"""Per-round allocation for a host federated-learning system: :class:`Allocator`.
+
+A host system (its own loop, Flower, FedML) changes two things every round: which devices take
+part, and each device's channel gain. :meth:`Allocator.step` solves that round's problem, the
+scenario restricted to the participants with the round's gains, exactly as :func:`sflam_opt.solve`
+would (same devices, same gains, same normalization of J, see ``docs/formulation.md``), but reuses
+state between rounds:
+
+- solvers with a ``start_bits`` option (``fast``, ``bcd``) start from the last bits of the devices
+  still present (newcomers start at the median of those);
+- solvers with a ``block_size`` option (``bcd``) compile their cone programs once, for the full
+  scenario, and switch absent devices off with parameters, so a changing number of participants
+  never triggers a new canonicalization.
+
+Example::
+
+    alloc = Allocator(Scenario.default(devices=100), solver="fast")
+    res = alloc.step(gain_db={3: -95.0, 7: -101.2}, devices=[3, 7, 12])
+    res.allocation.ids          # (3, 7, 12)
+    alloc.history[-1].round_latency_s
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from sflam_opt.allocation import Allocation
+from sflam_opt.device_arrays import gain_values, id_index, id_positions
+from sflam_opt.errors import ScenarioError, SolverArgumentError
+from sflam_opt.scenario import Devices, Scenario
+from sflam_opt.solvers.base import SolveResult, get_solver, solve
+
+__all__ = ["Allocator", "RoundRecord"]
+
+logger = logging.getLogger(__name__)
+
+#: Solver options the allocator fills in itself each round.
+MANAGED_OPTIONS = ("start_bits", "block_size")
+
+
+@dataclass(frozen=True, eq=False)
+class RoundRecord:
+    """One :meth:`Allocator.step`, as kept in :attr:`Allocator.history`.
+
+    Attributes
+    ----------
+    round : int
+        0-based step number.
+    devices : tuple
+        Ids of the devices that took part, in the order given.
+    allocation : Allocation or None
+        The round's decision (``allocation.ids == devices``), None if the round had none.
+    status, message : str
+        The solver's status and one-line message (see :data:`sflam_opt.solvers.STATUSES`).
+    objective : float
+        J of the round, normalized to that round's equal split (1 = equal); inf without an
+        allocation. Not comparable across rounds: use the absolute figures below.
+    round_latency_s : float
+        Absolute latency of one training round under the allocation, s (nan without one).
+    round_energy_j : float
+        Absolute energy of all participants in one round, J (nan without one).
+    solve_time_s : float
+        Wall time of the whole step (building the round's scenario included), s.
+    """
+
+    round: int
+    devices: tuple[Any, ...]
+    allocation: Allocation | None
+    status: str
+    message: str
+    objective: float
+    round_latency_s: float
+    round_energy_j: float
+    solve_time_s: float
+
+
+class Allocator:
+    """Re-solve the allocation every round for the devices that take part, under fading.
+
+    Parameters
+    ----------
+    scenario : Scenario
+        All devices that may ever take part, with their nominal (e.g. path-loss) gains.
+    solver : str
+        Any registered solver (see :func:`sflam_opt.available_solvers`), default ``"fast"``.
+    **options
+        Solver options, as for :func:`sflam_opt.solve`. ``start_bits`` and ``block_size`` are
+        set by the allocator and cannot be given.
+
+    Raises
+    ------
+    SolverArgumentError
+        Unknown solver, unknown option, or an option the allocator manages.
+    """
+
+    def __init__(self, scenario: Scenario, solver: str = "fast", **options: Any) -> None:
+        if not isinstance(scenario, Scenario):
+            raise SolverArgumentError(
+                f"scenario: expected a Scenario, got {type(scenario).__name__}"
+            )
+        func = get_solver(solver)
+        params = inspect.signature(func).parameters
+        valid = [k for k, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY]
+        for key in options:
+            if key in MANAGED_OPTIONS:
+                raise SolverArgumentError(
+                    f"{key}: set by the Allocator each round; leave it out of the options"
+                )
+            if key not in valid:
+                raise SolverArgumentError(
+                    f"{key}={options[key]!r}: not an option of solver {solver!r}; valid "
+                    f"options: {', '.join(k for k in valid if k not in MANAGED_OPTIONS) or 'none'}"
+                )
+        self.scenario = scenario
+        self.solver = solver
+        self.options = dict(options)
+        self._warm = "start_bits" in valid
+        self._padded = "block_size" in valid
+        self._index = id_index(scenario.devices.ids)
+        self._all = np.arange(scenario.n_devices)
+        #: Last bits of each device (0 = never allocated), shape (N,).
+        self._bits = np.zeros(scenario.n_devices, dtype=np.int64)
+        #: One :class:`RoundRecord` per :meth:`step`, oldest first.
+        self.history: list[RoundRecord] = []
+
+    # ------------------------------------------------------------------ the round's problem
+    def round_scenario(
+        self,
+        gain_db: Mapping[Any, float] | None = None,
+        devices: Iterable[Any] | None = None,
+    ) -> Scenario:
+        """The scenario that :meth:`step` solves for these arguments.
+
+        Equal to ``scenario.with_gains(gain_db).select(devices)``.
+
+        Raises
+        ------
+        SolverArgumentError
+            Naming an unknown or repeated id, or a gain that is not a finite number.
+        """
+        return self._round(gain_db, devices)[0]
+
+    def _round(
+        self, gain_db: Mapping[Any, float] | None, devices: Iterable[Any] | None
+    ) -> tuple[Scenario, NDArray[np.int64]]:
+        base = self.scenario
+        try:
+            if devices is None:
+                idx = self._all
+            else:
+                if isinstance(devices, str | bytes | Mapping) or not isinstance(devices, Iterable):
+                    raise SolverArgumentError(
+                        f"devices={devices!r}: need a list of device ids, or None for all"
+                    )
+                ids = list(devices)
+                if not ids:
+                    raise SolverArgumentError("devices=[]: need at least one device id")
+                try:
+                    idx = id_positions(base.devices.ids, ids, self._index)
+                except ScenarioError as exc:
+                    raise SolverArgumentError(f"devices: {exc}") from None
+            d = base.devices
+            gain, dist = d.gain_db, d.distance_m
+            if gain_db is not None:
+                if not isinstance(gain_db, Mapping):
+                    raise SolverArgumentError(
+                        f"gain_db: need a mapping {{device id: dB}}, got {type(gain_db).__name__}"
+                    )
+                if gain_db:
+                    keys = list(gain_db)
+                    try:
+                        pos = id_positions(base.devices.ids, keys, self._index)
+                    except ScenarioError as exc:
+                        raise SolverArgumentError(f"gain_db: {exc}") from None
+                    gain, dist = gain.copy(), dist.copy()
+                    gain[pos] = gain_values(gain_db)
+                    dist[pos] = np.nan
+        except ScenarioError as exc:
+            raise SolverArgumentError(str(exc)) from None
+        devs = Devices(
+            ids=d.ids if devices is None else tuple(d.ids[i] for i in idx.tolist()),
+            gain_db=gain[idx],
+            cpu_hz=d.cpu_hz[idx],
+            max_power_w=d.max_power_w[idx],
+            samples=d.samples[idx],
+            distance_m=dist[idx],
+        )
+        return Scenario(
+            system=base.system,
+            model=base.model,
+            training=base.training,
+            convergence=base.convergence,
+            bits=base.bits,
+            objective=base.objective,
+            devices=devs,
+            constraints=base.constraints,
+        ), idx
+
+    def _start_bits(self, idx: NDArray[np.int64], levels: NDArray[np.int64]) -> Any:
+        """Last bits of the participants; newcomers at the allowed level nearest their median."""
+        warm = self._bits[idx]
+        known = warm > 0
+        if not known.any():
+            return None
+        if not known.all():
+            med = float(np.median(warm[known]))
+            warm = np.where(known, warm, levels[int(np.argmin(np.abs(levels - med)))])
+        return warm
+
+    # ------------------------------------------------------------------ one round
+    def step(
+        self,
+        gain_db: Mapping[Any, float] | None = None,
+        devices: Iterable[Any] | None = None,
+    ) -> SolveResult:
+        """Solve one round for the participating devices under this round's gains.
+
+        Parameters
+        ----------
+        gain_db : mapping of device id to float, optional
+            This round's channel gains in dB; devices not named keep the scenario's gain. Ids
+            of devices that do not take part this round are allowed and ignored.
+        devices : iterable of ids, optional
+            The devices taking part this round, in the order the allocation should list them;
+            all devices when omitted.
+
+        Returns
+        -------
+        SolveResult
+            What :func:`sflam_opt.solve` returns on :meth:`round_scenario`: ``allocation.ids``
+            lists exactly ``devices`` in that order, the band is shared among them only, and J
+            is normalized to that round's equal split. Infeasible rounds carry the solver's
+            usual status and message.
+
+        Raises
+        ------
+        SolverArgumentError
+            Naming an unknown or repeated id, or a gain that is not a finite number.
+        """
+        t0 = time.perf_counter()
+        scn, idx = self._round(gain_db, devices)
+        opts = dict(self.options)
+        if self._warm:
+            start = self._start_bits(idx, scn.bits.array)
+            if start is not None:
+                opts["start_bits"] = start
+        if self._padded:
+            opts["block_size"] = self.scenario.n_devices
+        res = solve(scn, self.solver, **opts)
+        if res.allocation is not None:
+            self._bits[idx] = res.allocation.bits
+        ev = res.evaluation
+        rec = RoundRecord(
+            round=len(self.history),
+            devices=scn.devices.ids,
+            allocation=res.allocation,
+            status=res.status,
+            message=res.message,
+            objective=float(res.objective),
+            round_latency_s=float(ev.round_latency_s) if ev is not None else float("nan"),
+            round_energy_j=float(ev.round_energy_j) if ev is not None else float("nan"),
+            solve_time_s=time.perf_counter() - t0,
+        )
+        self.history.append(rec)
+        logger.debug(
+            "round %d: %d devices, %s, J=%s in %.3fs",
+            rec.round,
+            len(rec.devices),
+            rec.status,
+            rec.objective,
+            rec.solve_time_s,
+        )
+        return res

@@ -1,0 +1,111 @@
+"""Checks for per-device inputs given in code: vectors, ids and ``{id: dB}`` gain maps.
+
+Used by the :class:`~sflam_opt.scenario.Scenario` helpers for host systems (``from_arrays``,
+``select``, ``with_gains``) and by :class:`~sflam_opt.allocator.Allocator`. Every failure is a
+one-line :class:`~sflam_opt.errors.ScenarioError` naming the entry.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from sflam_opt.errors import ScenarioError
+
+__all__ = ["device_ids", "device_vector", "gain_values", "id_index", "id_positions"]
+
+FloatArray = NDArray[np.float64]
+
+
+def device_ids(ids: Sequence[Any] | None, n: int) -> tuple[Any, ...]:
+    """Checked device ids (whole numbers or strings, unique); ``0 .. n-1`` when None."""
+    if ids is None:
+        return tuple(range(n))
+    out = tuple(int(i) if isinstance(i, np.integer) else i for i in ids)
+    if len(out) != n:
+        raise ScenarioError(f"from_arrays(): {len(out)} ids for {n} devices")
+    for k, did in enumerate(out):
+        if isinstance(did, bool) or not isinstance(did, int | str):
+            raise ScenarioError(
+                f"from_arrays(): ids[{k}] = {did!r}: need a whole number or a string"
+            )
+    if len(set(out)) != n:
+        seen: set[Any] = set()
+        dup = next(i for i in out if i in seen or seen.add(i))
+        raise ScenarioError(f"from_arrays(): duplicate device id {dup!r}; ids must be unique")
+    return out
+
+
+def device_vector(name: str, value: Any, n: int, *, positive: bool) -> FloatArray:
+    """``value`` broadcast to a finite float vector of shape (n,), checked element-wise."""
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ScenarioError(f"from_arrays(): {name}: need numbers, got {value!r}") from None
+    if arr.ndim > 1 or (arr.ndim == 1 and arr.size != n):
+        raise ScenarioError(f"from_arrays(): {name}: need one value or {n} values, got {arr.shape}")
+    arr = np.broadcast_to(arr, (n,)).copy()
+    bad = ~np.isfinite(arr) | ((arr <= 0) if positive else False)
+    if bad.any():
+        k = int(np.flatnonzero(bad)[0])
+        need = "a finite number > 0" if positive else "a finite number"
+        raise ScenarioError(f"from_arrays(): {name}[{k}] = {arr[k]!r}: need {need}")
+    return arr
+
+
+def id_index(all_ids: Sequence[Any]) -> dict[Any, int]:
+    """Map from device id to its position, for repeated :func:`id_positions` look-ups."""
+    return {did: i for i, did in enumerate(all_ids)}
+
+
+def id_positions(
+    all_ids: Sequence[Any], ids: Sequence[Any], index: Mapping[Any, int] | None = None
+) -> NDArray[np.int64]:
+    """Positions of ``ids`` within ``all_ids``, in the order given, shape (len(ids),).
+
+    ``index`` (from :func:`id_index`) saves rebuilding the map on every call.
+
+    Raises
+    ------
+    ScenarioError
+        Naming the first unknown or repeated id.
+    """
+    index = index if index is not None else id_index(all_ids)
+    try:
+        out = np.fromiter((index[d] for d in ids), dtype=np.int64, count=len(ids))
+    except (KeyError, TypeError):
+        bad = next(d for d in ids if not _known(index, d))
+        raise ScenarioError(f"device id {bad!r}: not in the scenario") from None
+    if np.unique(out).size != out.size:
+        seen: set[int] = set()
+        dup = next(k for k, p in enumerate(out.tolist()) if p in seen or seen.add(p))
+        raise ScenarioError(f"device id {ids[dup]!r}: listed twice; ids must be unique")
+    return out
+
+
+def _known(index: Mapping[Any, int], did: Any) -> bool:
+    try:
+        return did in index
+    except TypeError:  # unhashable
+        return False
+
+
+def gain_values(gain_db: Mapping[Any, Any]) -> FloatArray:
+    """The values of an ``{id: dB}`` map as a float vector; names the first non-finite entry."""
+    try:
+        vals = np.fromiter(gain_db.values(), dtype=np.float64, count=len(gain_db))
+        if np.all(np.isfinite(vals)):
+            return vals
+    except (TypeError, ValueError):
+        pass
+    for did, g in gain_db.items():
+        ok = not isinstance(g, bool | np.bool_) and isinstance(
+            g, int | float | np.integer | np.floating
+        )
+        if not ok or not math.isfinite(float(g)):
+            raise ScenarioError(f"gain_db[{did!r}] = {g!r}: need a finite number of dB")
+    raise AssertionError("unreachable: a non-finite gain was not found")  # pragma: no cover
