@@ -24,11 +24,11 @@ from sflam_opt.integrations.flower.client import (
     train_reply,
     unpack_update,
 )
-from sflam_opt.integrations.flower.strategy import RoundRecord, SflamStrategy
+from sflam_opt.integrations.flower.strategy import SflamRound, SflamStrategy
 
 __all__ = [
     "QUERY_CHANNEL",
-    "RoundRecord",
+    "SflamRound",
     "SflamStrategy",
     "channel_reply",
     "pack_update",

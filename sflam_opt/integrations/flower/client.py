@@ -17,6 +17,7 @@ carried in a Flower ``Array`` whose ``data`` is exactly the frame's bytes.
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -120,7 +121,11 @@ def unpack_update(frame: bytes) -> list[np.ndarray]:
     DataError
         The bytes are not an update frame.
     """
-    msg = decode(frame)
+    try:
+        msg = decode(frame)
+    except (struct.error, ValueError, IndexError, UnicodeDecodeError) as exc:
+        # decode() checks tags and sizes it knows about; a truncated frame fails deeper down.
+        raise DataError(f"update frame: corrupt ({exc})") from None
     if not isinstance(msg, Mapping) or not all(isinstance(q, QuantizedTensor) for q in msg.values()):
         raise DataError("update frame: not a state frame of quantized tensors")
     if list(msg) != [str(i) for i in range(len(msg))]:

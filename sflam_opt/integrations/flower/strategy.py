@@ -48,13 +48,13 @@ from sflam_opt.scenario import Scenario
 from sflam_opt.solvers import SolveResult
 from sflam_opt.validation import check_real
 
-__all__ = ["RoundRecord", "SflamStrategy"]
+__all__ = ["SflamRound", "SflamStrategy"]
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
-class RoundRecord:
+class SflamRound:
     """What happened in one training round.
 
     Attributes
@@ -154,7 +154,7 @@ class SflamStrategy(FedAvg):
 
     Attributes
     ----------
-    history : list of RoundRecord
+    history : list of SflamRound
         One record per training round.
     allocator : Allocator
         The per-round solver (its own ``history`` holds the solver's view of each round).
@@ -181,8 +181,8 @@ class SflamStrategy(FedAvg):
         self.solver = solver
         self.query_timeout = check_real(query_timeout, "query_timeout", lower=0.0, open_lower=True)
         self.allocator = Allocator(scenario, solver=solver, **dict(solver_options or {}))
-        self.history: list[RoundRecord] = []
-        self._pending: dict[int, tuple[RoundRecord, ArrayRecord]] = {}
+        self.history: list[SflamRound] = []
+        self._pending: dict[int, tuple[SflamRound, ArrayRecord]] = {}
 
     def summary(self) -> None:
         """Log the configuration."""
@@ -244,12 +244,12 @@ class SflamStrategy(FedAvg):
         sampled: list[int],
         answers: dict[int, tuple[Any, float]],
         left_out: dict[int, str],
-    ) -> RoundRecord:
+    ) -> SflamRound:
         # Node order as sampled, so the allocation lists the devices in a stable order.
         nodes = [nid for nid in sampled if nid in answers]
         devices = [answers[nid][0] for nid in nodes]
         gains = [answers[nid][1] for nid in nodes]
-        rec = RoundRecord(server_round, list(sampled), left_out, nodes, devices, gains, None, "skipped", "no node answered the channel query")
+        rec = SflamRound(server_round, list(sampled), left_out, nodes, devices, gains, None, "skipped", "no node answered the channel query")
         if not nodes:
             logger.warning("round %d: no node answered the channel query; round skipped", server_round)
             return rec
@@ -258,7 +258,7 @@ class SflamStrategy(FedAvg):
         res = self._solve(devices, gain_map)
         rec.solve_time_s = time.perf_counter() - t0
         rec.status, rec.message, rec.objective = res.status, res.message, float(res.objective)
-        round_scn = self.scenario.select(devices).with_gains(gain_map)
+        round_scn = self.allocator.round_scenario(gain_map, devices)
         if res.success and res.allocation is not None:
             alloc = res.allocation
         else:
