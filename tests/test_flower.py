@@ -192,9 +192,7 @@ def test_aggregation_is_fedavg_of_the_updates_within_quantization_error():
     bits = {rec.device_ids[i]: int(b) for i, b in enumerate(rec.allocation.bits)}
     got = result.arrays.to_numpy_ndarrays()
     for k in range(len(SHAPES)):
-        step = sum(
-            w[d] * np.ptp(client_update(d, 1)[k]) / (2 ** bits[d] - 1) for d in range(N_DEV)
-        )
+        step = sum(w[d] * np.ptp(client_update(d, 1)[k]) / (2 ** bits[d] - 1) for d in range(N_DEV))
         err = np.abs(got[k] - exact[k])
         assert err.max() <= step * (1 + 1e-5) + 1e-6
         assert got[k].dtype == np.float32
@@ -251,7 +249,7 @@ def test_a_node_that_does_not_answer_the_query_is_left_out(caplog):
     trained = {d.node_id for d in grid.log if d.message.metadata.message_type == MessageType.TRAIN}
     assert silent not in trained and grid.node_ids[4] not in trained
     assert sorted(rec.aggregated) == [0, 2, 3]  # node 5 crashed in training
-    assert "node %d left out" % silent in caplog.text
+    assert f"node {silent} left out" in caplog.text
 
 
 def test_an_infeasible_round_falls_back_to_the_equal_allocation(caplog):
@@ -290,7 +288,9 @@ def test_pack_update_round_trips_within_one_step_and_checks_input():
 
 def test_client_helpers_reject_bad_input():
     grid = InProcessGrid(make_app(), 1)  # sets the task identity Message() needs
-    msg = Message(RecordDict({"config": ConfigRecord({"server-round": 1})}), grid.node_ids[0], "train")
+    msg = Message(
+        RecordDict({"config": ConfigRecord({"server-round": 1})}), grid.node_ids[0], "train"
+    )
     with pytest.raises(DataError, match="bits"):
         read_allocation(msg)
     with pytest.raises(DataError, match="gain_db"):
@@ -307,7 +307,9 @@ def test_client_helpers_reject_bad_input():
 
 def test_update_scenario_is_the_fl_payload():
     scn = update_scenario(1000, gain_db=[-90.0, -100.0], ids=["a", "b"])
-    np.testing.assert_array_equal(payload_bits(scn, np.array([4, 8])), [1000 * 4 + 64, 1000 * 8 + 64])
+    np.testing.assert_array_equal(
+        payload_bits(scn, np.array([4, 8])), [1000 * 4 + 64, 1000 * 8 + 64]
+    )
     assert downlink_time_s(scn) == pytest.approx(32 * 1000 / scn.system.downlink_bps)
     assert scn.devices.ids == ("a", "b")
     with pytest.raises(ScenarioError, match="activation_elems"):
@@ -357,12 +359,16 @@ def test_the_example_app_learns_in_process():
 @pytest.mark.ray
 @pytest.mark.slow
 def test_the_example_app_runs_in_the_simulation_engine(monkeypatch):
-    pytest.importorskip("ray", reason="the simulation engine needs ray: pip install 'flwr[simulation]'")
+    pytest.importorskip(
+        "ray", reason="the simulation engine needs ray: pip install 'flwr[simulation]'"
+    )
     from flwr.simulation import run_simulation
 
     server, client = _example_modules()
     # Ray's workers import the ClientApp by module name.
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(EXAMPLE), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join([str(EXAMPLE), os.environ.get("PYTHONPATH", "")])
+    )
     server.LAST_RUN["history"] = []
     run_simulation(
         server_app=server.app,

@@ -30,7 +30,12 @@ from sflam_opt.validation import check_int, check_real
 __all__ = ["update_scenario"]
 
 _FIXED = {
-    "model": ("activation_elems", "server_cycles_per_sample", "device_params", "device_cycles_per_sample"),
+    "model": (
+        "activation_elems",
+        "server_cycles_per_sample",
+        "device_params",
+        "device_cycles_per_sample",
+    ),
     "training": ("batch_size", "local_iters"),
 }
 
@@ -93,7 +98,16 @@ def update_scenario(
         "server_cycles_per_sample": 0.0,
         "device_params": 0,
     }
-    sections["training"] = {**dict(sections.get("training") or {}), "batch_size": 1, "local_iters": 1}
+    sections["training"] = {
+        **dict(sections.get("training") or {}),
+        "batch_size": 1,
+        "local_iters": 1,
+    }
     return Scenario.from_arrays(
-        gain_db=gain_db, ids=ids, cpu_hz=cpu_hz, max_power_w=max_power_w, samples=samples, **sections
+        gain_db=gain_db,
+        ids=ids,
+        cpu_hz=cpu_hz,
+        max_power_w=max_power_w,
+        samples=samples,
+        **sections,
     )

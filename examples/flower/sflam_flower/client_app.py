@@ -16,7 +16,9 @@ def channel(msg: Message, context: Context) -> Message:
     cfg = task.config(context.run_config)
     device = int(context.node_config["partition-id"])  # the device id in the server's scenario
     rnd = int(msg.content["config"]["server-round"])
-    return channel_reply(msg, device, task.faded_gain_db(device, rnd, int(cfg["num-devices"]), int(cfg["seed"])))
+    return channel_reply(
+        msg, device, task.faded_gain_db(device, rnd, int(cfg["num-devices"]), int(cfg["seed"]))
+    )
 
 
 @app.train()
@@ -29,6 +31,8 @@ def train(msg: Message, context: Context) -> Message:
     received = [v.detach().numpy().copy() for v in model.state_dict().values()]
     x, y = task.partition(device, int(cfg["num-devices"]), int(cfg["seed"]))
     loss = task.train(model, x, y, cfg, seed=1000 * rnd + device)
-    update = [v.detach().numpy() - r for v, r in zip(model.state_dict().values(), received, strict=True)]
+    update = [
+        v.detach().numpy() - r for v, r in zip(model.state_dict().values(), received, strict=True)
+    ]
     bits = read_allocation(msg)["bits"]  # what the update will be quantized to
     return train_reply(msg, update, num_examples=len(x), metrics={"train-loss": loss, "bits": bits})

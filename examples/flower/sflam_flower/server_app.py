@@ -58,7 +58,14 @@ def run(grid: Grid, context: Context) -> tuple[Result, SflamStrategy]:
         acc = result.evaluate_metrics_serverapp[rec.server_round]["accuracy"]
         sent = rec.allocation.bits.tolist() if rec.allocation is not None else []
         bits = dict(zip(rec.device_ids, sent, strict=True))
-        rows.append({"round": rec.server_round, "accuracy": acc, "uplink_bytes": rec.uplink_bytes, "bits": bits})
+        rows.append(
+            {
+                "round": rec.server_round,
+                "accuracy": acc,
+                "uplink_bytes": rec.uplink_bytes,
+                "bits": bits,
+            }
+        )
         per_device = " ".join(f"{k}:{b}" for k, b in sorted(bits.items()))
         log(INFO, "%5d  %8.3f  %12d  %s", rec.server_round, acc, rec.uplink_bytes, per_device)
     LAST_RUN["history"] = rows

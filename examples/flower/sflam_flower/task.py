@@ -62,7 +62,9 @@ def num_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: Mapping[str, Any], seed: int) -> float:
+def train(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: Mapping[str, Any], seed: int
+) -> float:
     """Local SGD epochs; returns the mean training loss of the last epoch."""
     opt = torch.optim.SGD(model.parameters(), lr=float(cfg["lr"]))
     gen = torch.Generator().manual_seed(seed)

@@ -105,7 +105,9 @@ def pack_update(
     for i, arr in enumerate(update):
         a = np.asarray(arr)
         if not np.issubdtype(a.dtype, np.floating):
-            raise DataError(f"update[{i}]: dtype {a.dtype} is not a float array; send trained - received")
+            raise DataError(
+                f"update[{i}]: dtype {a.dtype} is not a float array; send trained - received"
+            )
         if not np.all(np.isfinite(a)):
             raise DataError(f"update[{i}]: holds NaN or infinite values; training diverged")
         quantized.append(quantize(torch.from_numpy(np.ascontiguousarray(a, np.float32)), bits, gen))
@@ -126,7 +128,9 @@ def unpack_update(frame: bytes) -> list[np.ndarray]:
     except (struct.error, ValueError, IndexError, UnicodeDecodeError) as exc:
         # decode() checks tags and sizes it knows about; a truncated frame fails deeper down.
         raise DataError(f"update frame: corrupt ({exc})") from None
-    if not isinstance(msg, Mapping) or not all(isinstance(q, QuantizedTensor) for q in msg.values()):
+    if not isinstance(msg, Mapping) or not all(
+        isinstance(q, QuantizedTensor) for q in msg.values()
+    ):
         raise DataError("update frame: not a state frame of quantized tensors")
     if list(msg) != [str(i) for i in range(len(msg))]:
         raise DataError(f"update frame: tensor names {list(msg)[:3]}... are not 0, 1, 2, ...")
@@ -273,9 +277,7 @@ def train_reply(
             raise DataError(f"metrics: key {key!r} is reserved; rename it")
         record[key] = check_real(value, f"metrics[{key!r}]", error=DataError)
     array = Array(dtype="uint8", shape=(len(frame),), stype=FRAME_STYPE, data=frame)
-    content = RecordDict(
-        {UPDATE_KEY: ArrayRecord({_FRAME_NAME: array}), _METRICS_KEY: record}
-    )
+    content = RecordDict({UPDATE_KEY: ArrayRecord({_FRAME_NAME: array}), _METRICS_KEY: record})
     return Message(content, reply_to=msg)
 
 
@@ -294,5 +296,7 @@ def read_update(reply: Message, weight_key: str = "num-examples") -> tuple[bytes
     metrics = content.metric_records.get(_METRICS_KEY)
     weight = None if metrics is None else metrics.get(weight_key)
     if not isinstance(weight, int | float) or isinstance(weight, bool) or not weight > 0:
-        raise DataError(f"train reply: no positive {weight_key!r} metric; answer with train_reply()")
+        raise DataError(
+            f"train reply: no positive {weight_key!r} metric; answer with train_reply()"
+        )
     return arrays[_FRAME_NAME].data, metrics

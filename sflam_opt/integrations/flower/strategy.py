@@ -28,7 +28,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Message,
+    MessageType,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 from flwr.serverapp.strategy.strategy_utils import sample_nodes
@@ -249,9 +257,21 @@ class SflamStrategy(FedAvg):
         nodes = [nid for nid in sampled if nid in answers]
         devices = [answers[nid][0] for nid in nodes]
         gains = [answers[nid][1] for nid in nodes]
-        rec = SflamRound(server_round, list(sampled), left_out, nodes, devices, gains, None, "skipped", "no node answered the channel query")
+        rec = SflamRound(
+            server_round,
+            list(sampled),
+            left_out,
+            nodes,
+            devices,
+            gains,
+            None,
+            "skipped",
+            "no node answered the channel query",
+        )
         if not nodes:
-            logger.warning("round %d: no node answered the channel query; round skipped", server_round)
+            logger.warning(
+                "round %d: no node answered the channel query; round skipped", server_round
+            )
             return rec
         gain_map = dict(zip(devices, gains, strict=True))
         t0 = time.perf_counter()

@@ -215,7 +215,9 @@ class InProcessGrid(Grid):
             except Exception as exc:  # noqa: BLE001 -- Flower turns ClientApp errors into replies
                 logger.debug("ClientApp raised:\n%s", traceback.format_exc())
                 reason = f"{type(exc).__name__}: {exc}"
-                reply = Message(Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason), reply_to=delivered)
+                reply = Message(
+                    Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason), reply_to=delivered
+                )
             received = _wire(reply, uuid.uuid4().hex)
             self._replies[mid] = received
             self.log.append(Delivery(msg.metadata.dst_node_id, delivered, received))
