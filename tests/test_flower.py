@@ -231,6 +231,27 @@ def test_uplink_bytes_are_the_sum_of_the_packed_frames():
         assert metrics["loss"] == pytest.approx(np.dot(w, np.arange(N_DEV)) / w.sum())
 
 
+def test_integer_arrays_such_as_step_counters_stay_integers():
+    app = ClientApp()
+
+    @app.query("channel")
+    def channel(msg: Message, context: Context) -> Message:
+        return channel_reply(msg, int(context.node_config["partition-id"]), -100.0)
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        return train_reply(msg, [np.full(4, 0.5, np.float32), np.array([5], np.int64)], 10)
+
+    scn = update_scenario(5, gain_db=[-100.0, -100.0])
+    strat = SflamStrategy(scn, fraction_evaluate=0.0, min_available_nodes=2)
+    grid = InProcessGrid(app, 2)
+    init = ArrayRecord([np.zeros(4, np.float32), np.array([7], np.int64)])
+    result = strat.start(grid=grid, initial_arrays=init, num_rounds=2)
+    weights, steps = result.arrays.to_numpy_ndarrays()
+    assert steps.dtype == np.int64 and steps.tolist() == [17]
+    np.testing.assert_allclose(weights, 1.0, rtol=1e-6)
+
+
 # ----------------------------------------------------------------------------- missing nodes
 def test_a_node_that_does_not_answer_the_query_is_left_out(caplog):
     grid = InProcessGrid(make_app(bad_device={4: 99}, crash_train={5}), N_DEV, seed=3)

@@ -80,7 +80,8 @@ def pack_update(
     Parameters
     ----------
     update : sequence of ndarray
-        The arrays to send, any shapes, any float dtype (computed in float32).
+        The arrays to send, any shapes, float or integer (e.g. a batch-norm step counter);
+        quantized in float32.
     bits : int
         Bits per value, 1..16, or 32 for the fp32 passthrough.
     seed : int
@@ -96,7 +97,7 @@ def pack_update(
     Raises
     ------
     DataError
-        An array is not a float array or holds non-finite values.
+        An array is neither float nor integer, or holds non-finite values.
     TrainingConfigError
         ``bits`` is not a supported bit width.
     """
@@ -104,10 +105,8 @@ def pack_update(
     quantized: list[QuantizedTensor] = []
     for i, arr in enumerate(update):
         a = np.asarray(arr)
-        if not np.issubdtype(a.dtype, np.floating):
-            raise DataError(
-                f"update[{i}]: dtype {a.dtype} is not a float array; send trained - received"
-            )
+        if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
+            raise DataError(f"update[{i}]: dtype {a.dtype} is not numeric; send trained - received")
         if not np.all(np.isfinite(a)):
             raise DataError(f"update[{i}]: holds NaN or infinite values; training diverged")
         quantized.append(quantize(torch.from_numpy(np.ascontiguousarray(a, np.float32)), bits, gen))

@@ -388,7 +388,10 @@ class SflamStrategy(FedAvg):
         for k, (key, g) in enumerate(zip(keys, glob, strict=True)):
             stacked = np.stack([u[k] for u in updates]).astype(np.float64)
             mean = np.tensordot(w, stacked, axes=1)
-            new[key] = Array(np.asarray(g.astype(np.float64) + mean, dtype=g.dtype))
+            value = g.astype(np.float64) + mean
+            if not np.issubdtype(g.dtype, np.floating):  # e.g. batch-norm step counters
+                value = np.rint(value)
+            new[key] = Array(np.asarray(value, dtype=g.dtype))
         metrics_out = self.train_metrics_aggr_fn(contents, self.weighted_by_key)
         metrics_out["uplink-bytes"] = nbytes
         metrics_out["round-latency-s"] = rec.latency_s
