@@ -57,7 +57,11 @@ def num_examples(dev: int) -> int:
     return 10 + 7 * dev
 
 
-def make_app(bad_device: dict[int, object] | None = None, crash_train: set[int] | None = None):
+def make_app(
+    bad_device: dict[int, object] | None = None,
+    crash_train: set[int] | None = None,
+    corrupt: set[int] | None = None,
+):
     """A ClientApp whose device id is its partition id; updates are seeded per device and round."""
     app = ClientApp()
 
@@ -74,7 +78,11 @@ def make_app(bad_device: dict[int, object] | None = None, crash_train: set[int] 
         if dev in (crash_train or set()):
             raise RuntimeError("out of memory")
         rnd = int(msg.content["config"]["server-round"])
-        return train_reply(msg, client_update(dev, rnd), num_examples(dev), metrics={"loss": dev})
+        reply = train_reply(msg, client_update(dev, rnd), num_examples(dev), metrics={"loss": dev})
+        if dev in (corrupt or set()):
+            frame = reply.content["update"]["frame"]
+            frame.data = frame.data[: len(frame.data) // 2]  # truncated on the way
+        return reply
 
     return app
 
@@ -254,7 +262,8 @@ def test_integer_arrays_such_as_step_counters_stay_integers():
 
 # ----------------------------------------------------------------------------- missing nodes
 def test_a_node_that_does_not_answer_the_query_is_left_out(caplog):
-    grid = InProcessGrid(make_app(bad_device={4: 99}, crash_train={5}), N_DEV, seed=3)
+    app = make_app(bad_device={4: 99}, crash_train={5}, corrupt={3})
+    grid = InProcessGrid(app, N_DEV, seed=3)
     silent = grid.node_ids[1]
     grid.mute(silent, "query.channel")
     strat = strategy_for()
@@ -269,8 +278,12 @@ def test_a_node_that_does_not_answer_the_query_is_left_out(caplog):
     assert rec.allocation.bandwidth_hz.sum() == pytest.approx(scn.system.bandwidth_hz, rel=1e-6)
     trained = {d.node_id for d in grid.log if d.message.metadata.message_type == MessageType.TRAIN}
     assert silent not in trained and grid.node_ids[4] not in trained
-    assert sorted(rec.aggregated) == [0, 2, 3]  # node 5 crashed in training
+    assert sorted(rec.aggregated) == [0, 2]  # 5 crashed in training, 3 sent a truncated frame
     assert f"node {silent} left out" in caplog.text
+    corrupt_line = [
+        ln for ln in caplog.text.splitlines() if f"node {grid.node_ids[3]} ignored" in ln
+    ]
+    assert len(corrupt_line) == 1 and "corrupt" in corrupt_line[0]
 
 
 def test_an_infeasible_round_falls_back_to_the_equal_allocation(caplog):

@@ -220,9 +220,10 @@ class SflamStrategy(FedAvg):
         answers: dict[int, tuple[Any, float]] = {}
         left_out: dict[int, str] = {}
         claimed: dict[Any, int] = {}
+        asked = set(node_ids)
         for reply in replies:
             nid = reply.metadata.src_node_id
-            if nid not in node_ids or nid in answers or nid in left_out:
+            if nid not in asked or nid in answers or nid in left_out:
                 continue
             if reply.has_error():
                 left_out[nid] = f"channel query failed: {reply.error.reason}"
@@ -349,14 +350,16 @@ class SflamStrategy(FedAvg):
         keys = list(base.keys())
         glob = base.to_numpy_ndarrays()
         dev_of = dict(zip(rec.node_ids, rec.device_ids, strict=True))
-        updates: list[list[np.ndarray]] = []
-        weights: list[float] = []
+        # Running sum of weight * update per array: memory of one model, whatever the node count.
+        acc = [np.zeros(g.shape, dtype=np.float64) for g in glob]
+        total = 0.0
         contents: list[RecordDict] = []
+        done: set[int] = set()
         nbytes = 0
         for reply in replies:
             nid = reply.metadata.src_node_id
             why = None
-            if nid not in dev_of or dev_of[nid] in rec.aggregated:
+            if nid not in dev_of or nid in done:
                 why = "not a node of this round"
             elif reply.has_error():
                 why = f"train failed: {reply.error.reason}"
@@ -373,22 +376,22 @@ class SflamStrategy(FedAvg):
             if why is not None:
                 logger.warning("round %d: reply of node %d ignored: %s", server_round, nid, why)
                 continue
-            updates.append(update)
-            weights.append(float(metrics[self.weighted_by_key]))
+            weight = float(metrics[self.weighted_by_key])
+            for a, u in zip(acc, update, strict=True):
+                a += weight * u
+            total += weight
             contents.append(reply.content)
+            done.add(nid)
             nbytes += len(frame)
             rec.aggregated.append(dev_of[nid])
             rec.num_examples += int(metrics[self.weighted_by_key])
         rec.uplink_bytes = nbytes
-        if not updates:
+        if not contents:
             logger.warning("round %d: no usable update; global arrays unchanged", server_round)
             return None, None
-        w = np.asarray(weights) / np.sum(weights)
         new = {}
-        for k, (key, g) in enumerate(zip(keys, glob, strict=True)):
-            stacked = np.stack([u[k] for u in updates]).astype(np.float64)
-            mean = np.tensordot(w, stacked, axes=1)
-            value = g.astype(np.float64) + mean
+        for key, g, a in zip(keys, glob, acc, strict=True):
+            value = g.astype(np.float64) + a / total
             if not np.issubdtype(g.dtype, np.floating):  # e.g. batch-norm step counters
                 value = np.rint(value)
             new[key] = Array(np.asarray(value, dtype=g.dtype))
@@ -396,5 +399,5 @@ class SflamStrategy(FedAvg):
         metrics_out["uplink-bytes"] = nbytes
         metrics_out["round-latency-s"] = rec.latency_s
         metrics_out["round-energy-j"] = rec.energy_j
-        metrics_out["nodes"] = len(updates)
+        metrics_out["nodes"] = len(contents)
         return ArrayRecord(new), metrics_out
