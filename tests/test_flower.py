@@ -387,7 +387,8 @@ def test_the_example_app_learns_in_process():
     acc = [result.evaluate_metrics_serverapp[r]["accuracy"] for r in range(4)]
     assert acc[-1] > acc[0] + 0.3
     assert all(rec.fallback is None for rec in strategy.history)
-    assert len({tuple(rec.allocation.bits) for rec in strategy.history}) >= 1
+    # Stronger channels get more bits: at least one round gives its devices different widths.
+    assert any(np.unique(rec.allocation.bits).size > 1 for rec in strategy.history)
 
 
 @pytest.mark.ray
