@@ -62,10 +62,10 @@ def sendable_bits(bits: int) -> bool:
     return 1 <= bits <= MAX_BITS or bits == FP32_BITS
 
 
-def _seed_from(msg: Message) -> int:
+def _seed_from(msg: Message, config_key: str) -> int:
     # A fresh, reproducible stream per (round, node): the same seed every round would reuse the
     # rounding draws position by position, correlating the quantization noise across rounds.
-    cfg = _config(msg, "config")
+    cfg = _config(msg, config_key)
     rnd = cfg.get("server-round", 0)
     rnd = int(rnd) if is_int(rnd) else 0
     ss = np.random.SeedSequence([rnd, int(msg.metadata.dst_node_id) % 2**63])
@@ -269,7 +269,7 @@ def train_reply(
     """
     bits = read_allocation(msg, config_key)["bits"]
     n = check_int(num_examples, "num_examples", minimum=1, error=DataError)
-    frame, _ = pack_update(update, bits, seed=_seed_from(msg) if seed is None else seed)
+    frame, _ = pack_update(update, bits, seed=_seed_from(msg, config_key) if seed is None else seed)
     record = MetricRecord({"num-examples": n, "uplink-bytes": len(frame)})
     for key, value in (metrics or {}).items():
         if key in record:
