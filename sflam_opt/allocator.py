@@ -43,7 +43,7 @@ __all__ = ["Allocator", "RoundRecord"]
 logger = logging.getLogger(__name__)
 
 #: Solver options the allocator fills in itself each round.
-MANAGED_OPTIONS = ("start_bits", "block_size")
+MANAGED_OPTIONS = ("start_bits", "start_point", "block_size")
 
 
 @dataclass(frozen=True, eq=False)
@@ -123,13 +123,37 @@ class Allocator:
         self.solver = solver
         self.options = dict(options)
         self._warm = "start_bits" in valid
+        self._warm_point = "start_point" in valid
+        #: (round time s, bandwidth price J/Hz) of the last solved round, for ``start_point``.
+        self._point: tuple[float, float] | None = None
         self._padded = "block_size" in valid
         self._index = id_index(scenario.devices.ids)
+        self._ids = np.empty(scenario.n_devices, dtype=object)
+        self._ids[:] = scenario.devices.ids
         self._all = np.arange(scenario.n_devices)
         #: Last bits of each device (0 = never allocated), shape (N,).
         self._bits = np.zeros(scenario.n_devices, dtype=np.int64)
         #: One :class:`RoundRecord` per :meth:`step`, oldest first.
         self.history: list[RoundRecord] = []
+
+    @property
+    def last_bits(self) -> NDArray[np.int64]:
+        """Each device's bits in the last round it took part in (0 if never), shape (N,).
+
+        The warm-start state; assign it to restore an allocator saved with a host checkpoint.
+        """
+        return self._bits.copy()
+
+    @last_bits.setter
+    def last_bits(self, bits: Any) -> None:
+        arr = np.asarray(bits)
+        n = self.scenario.n_devices
+        ok = arr.shape == (n,) and np.all(np.isin(arr, [0, *self.scenario.bits.levels]))
+        if not ok:
+            raise SolverArgumentError(
+                f"last_bits: need {n} values, each 0 or an allowed bit width of the scenario"
+            )
+        self._bits = arr.astype(np.int64)
 
     # ------------------------------------------------------------------ the round's problem
     def round_scenario(
@@ -177,7 +201,9 @@ class Allocator:
                 if gain_db:
                     keys = list(gain_db)
                     try:
-                        pos = id_positions(base.devices.ids, keys, self._index)
+                        # Hosts usually pass the gains of exactly this round's devices.
+                        same = devices is not None and len(keys) == len(idx) and keys == ids
+                        pos = idx if same else id_positions(base.devices.ids, keys, self._index)
                     except ScenarioError as exc:
                         raise SolverArgumentError(f"gain_db: {exc}") from None
                     gain, dist = gain.copy(), dist.copy()
@@ -186,7 +212,7 @@ class Allocator:
         except ScenarioError as exc:
             raise SolverArgumentError(str(exc)) from None
         devs = Devices(
-            ids=d.ids if devices is None else tuple(d.ids[i] for i in idx.tolist()),
+            ids=d.ids if devices is None else tuple(self._ids[idx].tolist()),
             gain_db=gain[idx],
             cpu_hz=d.cpu_hz[idx],
             max_power_w=d.max_power_w[idx],
@@ -252,11 +278,15 @@ class Allocator:
             start = self._start_bits(idx, scn.bits.array)
             if start is not None:
                 opts["start_bits"] = start
+                if self._warm_point and self._point is not None:
+                    opts["start_point"] = self._point
         if self._padded:
             opts["block_size"] = self.scenario.n_devices
         res = solve(scn, self.solver, **opts)
         if res.allocation is not None:
             self._bits[idx] = res.allocation.bits
+            t, lam = res.info.get("round_latency_s"), res.info.get("bandwidth_price_j_per_hz")
+            self._point = None if t is None or lam is None else (float(t), float(lam))
         ev = res.evaluation
         rec = RoundRecord(
             round=len(self.history),

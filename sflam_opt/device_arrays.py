@@ -8,6 +8,7 @@ one-line :class:`~sflam_opt.errors.ScenarioError` naming the entry.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -53,7 +54,7 @@ def device_vector(name: str, value: Any, n: int, *, positive: bool) -> FloatArra
     if bad.any():
         k = int(np.flatnonzero(bad)[0])
         need = "a finite number > 0" if positive else "a finite number"
-        raise ScenarioError(f"from_arrays(): {name}[{k}] = {arr[k]!r}: need {need}")
+        raise ScenarioError(f"from_arrays(): {name}[{k}] = {float(arr[k])!r}: need {need}")
     return arr
 
 
@@ -76,7 +77,9 @@ def id_positions(
     """
     index = index if index is not None else id_index(all_ids)
     try:
-        out = np.fromiter((index[d] for d in ids), dtype=np.int64, count=len(ids))
+        # itemgetter looks all ids up in C; it returns a bare value for a single id.
+        found = operator.itemgetter(*ids)(index) if len(ids) else ()
+        out = np.array(found if len(ids) != 1 else [found], dtype=np.int64)
     except (KeyError, TypeError):
         bad = next(d for d in ids if not _known(index, d))
         raise ScenarioError(f"device id {bad!r}: not in the scenario") from None

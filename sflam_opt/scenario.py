@@ -480,7 +480,7 @@ class Scenario:
         if not np.array_equal(smp, np.round(smp)):
             bad = int(np.flatnonzero(smp != np.round(smp))[0])
             raise ScenarioError(
-                f"from_arrays(): samples[{bad}] = {smp[bad]!r}: need a whole number of samples"
+                f"from_arrays(): samples[{bad}] = {float(smp[bad])!r}: need a whole number of samples"
             )
         id_tuple = device_ids(ids, n)
         dist = loc if given == "distance_m" else np.full(n, np.nan)

@@ -14,6 +14,7 @@ from sflam_opt.bounds import bound
 from sflam_opt.costs import breakdown, payload_bits
 from sflam_opt.errors import AllocationError, ScenarioError, SflamError, TrainingConfigError
 from sflam_opt.scenario import Scenario
+from sflam_opt.solvers import solve
 from sflam_opt.training import TrainConfig, train
 from sflam_opt.training.trainer import (
     CALIBRATED_CONVERGENCE,
@@ -154,12 +155,17 @@ def test_default_scenario_uses_the_calibrated_convergence_constants(tmp_path):
 
 def test_devices_per_round_trains_and_costs_only_the_participants():
     res = train(TrainConfig(protocol="sflam", bits=4, devices_per_round=2, **SMALL))
-    bd = breakdown(res.scenario, res.allocation)
     for row in res.metrics:
         part = row["participants"]
         assert len(part) == 2 and len(set(part)) == 2
         assert part == sample_participants(0, row["round"], 4, 2).tolist()
-        assert row["latency_s"] == pytest.approx(bd.latency_s[part].max())
+        # Re-solved for the participants only: they share the whole band.
+        got = row["allocation"]
+        assert got["bits"] == [4, 4] and sum(got["bandwidth_hz"]) == pytest.approx(20e6)
+        alloc = Allocation(np.array(got["bits"]), got["bandwidth_hz"], got["power_w"])
+        bd = breakdown(res.scenario.subset(part), alloc)
+        assert row["latency_s"] == pytest.approx(bd.latency_s.max(), rel=1e-12)
+        assert row["energy_j"] == pytest.approx(bd.energy_j.sum(), rel=1e-12)
     assert len({tuple(r["participants"]) for r in res.metrics}) > 1
 
 
@@ -322,3 +328,82 @@ def test_diverged_flags_runs_that_end_far_above_their_start_and_a_uniform_guess(
     assert not diverged([9.0], 10)
     # Only the last rounds count: a late recovery clears the flag.
     assert not diverged([2.3, 9.0, 9.0, 9.0, 9.0, 9.0, 9.0, 9.0, 9.0, 0.5], 10)
+
+
+def test_fading_and_devices_per_round_resolve_every_round_against_the_static_run(monkeypatch):
+    from sflam_opt.training import schedule
+
+    cfg = {**SMALL, "devices": 6, "solver": "fast", "rounds": 3}
+    static = train(TrainConfig(protocol="sflam", **cfg))
+    faded = train(TrainConfig(protocol="sflam", fading="rayleigh", devices_per_round=3, **cfg))
+    # The static run applies its one solve every round, and says so in metrics.jsonl.
+    for row in static.metrics:
+        part = row["participants"]
+        assert row["allocation"]["bits"] == static.allocation.bits[part].tolist()
+        assert row["allocation"]["bandwidth_hz"] == static.allocation.bandwidth_hz[part].tolist()
+        assert row["allocation"]["status"] == "converged"
+    # The faded run re-solves each round for its 3 participants under that round's gains.
+    ids = faded.scenario.devices.ids
+    for row in faded.metrics:
+        part = row["participants"]
+        gains = schedule.faded_gain_db(faded.scenario.devices.gain_db, 0, row["round"], "rayleigh")
+        devices = [ids[i] for i in part]
+        round_scn = faded.scenario.with_gains(dict(zip(devices, gains[part], strict=True))).select(
+            devices
+        )
+        fresh = solve(round_scn, "fast")
+        got = row["allocation"]
+        assert got["status"] == fresh.status and len(got["bits"]) == 3
+        assert got["objective"] == pytest.approx(fresh.objective, rel=1e-3)
+        assert sum(got["bandwidth_hz"]) == pytest.approx(20e6, rel=1e-9)
+        used = Allocation(np.array(got["bits"]), got["bandwidth_hz"], got["power_w"])
+        bd = breakdown(round_scn, used)
+        assert row["latency_s"] == pytest.approx(bd.latency_s.max(), rel=1e-12)
+        assert row["energy_j"] == pytest.approx(bd.energy_j.sum(), rel=1e-12)
+        # Uplink bytes follow this round's bits: activations of 3 devices at their widths.
+        assert (
+            row["uplink_payload_bytes"] < static.metrics[row["round"] - 1]["uplink_payload_bytes"]
+        )
+    assert len({tuple(r["allocation"]["bandwidth_hz"]) for r in faded.metrics}) == 3
+    # Fading draws are seeded: the same run again gives the same rows.
+    again = train(TrainConfig(protocol="sflam", fading="rayleigh", devices_per_round=3, **cfg))
+    assert again.metrics == faded.metrics
+
+    # With every device and the fading switched to identity, the per-round Allocator path
+    # reproduces the static run: same bits, so the same training, and costs to round-off.
+    monkeypatch.setattr(schedule, "faded_gain_db", lambda g, s, r, m: np.asarray(g))
+    forced = train(TrainConfig(protocol="sflam", fading="rayleigh", **cfg))
+    assert _same_weights(forced, static)
+    for a, b in zip(static.metrics, forced.metrics, strict=True):
+        for key in ("train_loss", "test_accuracy", "uplink_bytes", "downlink_bytes", "bound"):
+            assert a[key] == b[key]
+        assert b["latency_s"] == pytest.approx(a["latency_s"], rel=1e-9)
+        assert b["energy_j"] == pytest.approx(a["energy_j"], rel=1e-9)
+
+
+def test_static_run_is_unchanged_by_the_schedule():
+    """No fading, full participation: costs are exactly those of the one solve, as before."""
+    res = train(TrainConfig(protocol="sflam", **{**SMALL, "solver": "fast", "rounds": 2}))
+    sol = solve(res.scenario, "fast")
+    assert res.allocation == sol.allocation
+    bd = breakdown(res.scenario, sol.allocation)
+    for row in res.metrics:
+        part = row["participants"]
+        assert row["latency_s"] == float(bd.latency_s[part].max())
+        assert row["energy_j"] == float(bd.energy_j[part].sum())
+
+
+def test_fading_needs_the_solver(tmp_path):
+    with pytest.raises(TrainingConfigError, match="fading: --fading rayleigh re-solves"):
+        TrainConfig(fading="rayleigh", allocation=str(tmp_path / "a.json"), **SMALL)
+    with pytest.raises(TrainingConfigError, match="fading: invalid value 'rician'"):
+        TrainConfig(fading="rician", **SMALL)
+
+
+def test_resume_with_fading_is_bit_for_bit(tmp_path):
+    cfg = {**SMALL, "devices": 6, "solver": "fast", "fading": "rayleigh", "devices_per_round": 4}
+    full = train(TrainConfig(out=str(tmp_path / "full"), **cfg))
+    train(TrainConfig(out=str(tmp_path / "cut"), **{**cfg, "rounds": 1}))
+    resumed = train(TrainConfig(out=str(tmp_path / "cut"), resume=True, **cfg))
+    assert resumed.metrics == full.metrics
+    assert _same_weights(resumed, full)

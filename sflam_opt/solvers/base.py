@@ -299,7 +299,7 @@ def check_start_bits(scenario: Scenario, start_bits: ArrayLike) -> NDArray[np.in
     if bad.any():
         k = int(np.flatnonzero(bad)[0])
         raise SolverArgumentError(
-            f"start_bits[{k}] = {arr[k]!r}: not an allowed bit width; choose from "
+            f"start_bits[{k}] = {float(arr[k])!r}: not an allowed bit width; choose from "
             f"{list(scenario.bits.levels)}"
         )
     return arr.astype(np.int64)

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
 
 from sflam_opt.allocation import Allocation
 from sflam_opt.bounds import margin, quantization_penalty, rounds_needed, target_infeasibility
@@ -60,7 +60,7 @@ from sflam_opt.costs import (
 )
 from sflam_opt.errors import SolverArgumentError
 from sflam_opt.scenario import Scenario
-from sflam_opt.solvers.base import SolveResult, register_solver
+from sflam_opt.solvers.base import SolveResult, check_start_bits, register_solver
 from sflam_opt.solvers.bits import LevelTable, dinkelbach, solve_bits
 from sflam_opt.solvers.continuous import (
     ContinuousSolution,
@@ -199,17 +199,27 @@ def _check_options(max_iter: Any, tol: Any, bits_method: Any, escape: Any, warm_
 
 
 def _warm_start(
-    model: _Model, use_baselines: bool, info: dict[str, Any]
+    model: _Model,
+    use_baselines: bool,
+    info: dict[str, Any],
+    start_bits: NDArray[np.int64] | None = None,
 ) -> tuple[_Point | None, str]:
     """Best feasible starting point, and a message explaining infeasibility when there is none.
 
-    With ``use_baselines`` every registered baseline of :data:`BASELINES` is solved and the best
-    feasible allocation wins; otherwise the equal split. If none is feasible (a deadline or an
+    Given ``start_bits``, the exact continuous optimum at those bits, if feasible. Otherwise, with
+    ``use_baselines`` every registered baseline of :data:`BASELINES` is solved and the best
+    feasible allocation wins; without, the equal split. If none is feasible (a deadline or an
     energy cap binds), the exact continuous optimum at bits that the feasibility diagnosis found.
     """
     from sflam_opt.solvers.base import available_solvers, solve
 
     scn = model.scenario
+    if start_bits is not None:
+        cs = solve_continuous(scn, start_bits, ref=model.ref)
+        pt = model.score(start_bits, cs.bandwidth_hz, cs.power_w) if cs.feasible else None
+        if pt is not None:
+            info["warm_start"] = "start_bits"
+            return pt, ""
     best: _Point | None = None
     tried: dict[str, float | None] = {}
     registered = available_solvers() if use_baselines else {}
@@ -461,6 +471,8 @@ def solve_bcd(
     bits_method: str = "auto",
     escape: bool = True,
     warm_start: bool = True,
+    start_bits: ArrayLike | None = None,
+    block_size: int | None = None,
 ) -> SolveResult:
     """Block coordinate descent: CVXPY bandwidth and upload blocks, exact bits block (default).
 
@@ -483,6 +495,13 @@ def solve_bcd(
         (priced proposal, one-level neighbourhood); see the module docstring.
     warm_start : bool
         Start from the best registered baseline instead of the equal split.
+    start_bits : array_like of int, shape (N,), optional
+        Start from the exact continuous optimum at these bits (e.g. the last round's) instead of
+        the baselines, when it is feasible.
+    block_size : int, optional
+        Build the cone blocks for this many devices (>= N) and switch the extra ones off with
+        parameters, so that scenarios with different N up to ``block_size`` share one
+        canonicalization (:func:`~sflam_opt.solvers.cvx.get_block`).
 
     Returns
     -------
@@ -498,6 +517,15 @@ def solve_bcd(
     """
     _check_options(max_iter, tol, bits_method, escape, warm_start)
     order = solver_order(cvx_solver)
+    start = None if start_bits is None else check_start_bits(scenario, start_bits)
+    if block_size is not None and (
+        not isinstance(block_size, int | np.integer)
+        or isinstance(block_size, bool)
+        or block_size < scenario.n_devices
+    ):
+        raise SolverArgumentError(
+            f"block_size={block_size!r}: need a whole number >= the {scenario.n_devices} devices"
+        )
 
     t_start = time.perf_counter()
     n = scenario.n_devices
@@ -520,13 +548,13 @@ def solve_bcd(
     model = _Model(scenario, ref)
     timings = Counter[str]()
 
-    cur, msg = _warm_start(model, warm_start, info)
+    cur, msg = _warm_start(model, warm_start, info, start)
     timings["warm_start"] = time.perf_counter() - t_start
     if cur is None:
         return SolveResult(None, "infeasible", msg, backend="numpy", info=info)
 
-    up_blk, built_u = get_block("upload", n)
-    bw_blk, built_b = get_block("bandwidth", n)
+    up_blk, built_u = get_block("upload", n, block_size)
+    bw_blk, built_b = get_block("bandwidth", n, block_size)
     info["blocks_built"] = int(built_u) + int(built_b)
     backends: dict[str, Counter[str]] = {"upload": Counter(), "bandwidth": Counter()}
     fallbacks: list[str] = []

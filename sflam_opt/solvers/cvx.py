@@ -177,6 +177,9 @@ class _DPPBlock:
         self.variables = variables
         self.params = params
         self._problems: dict[str, cp.Problem] = {}
+        #: Devices the problem was built for; :meth:`set` may give fewer (see :meth:`_set`).
+        self.size = int(next(iter(variables.values())).shape[0])
+        self._active = self.size
 
     def problem(self, solver: str) -> cp.Problem:
         """The :class:`cvxpy.Problem` used with ``solver`` (created on first use)."""
@@ -191,12 +194,30 @@ class _DPPBlock:
         return self.problem(DEFAULT_ORDER[0]).is_dpp()
 
     def _set(self, **values: Any) -> None:
-        for name, val in values.items():
+        """Load parameter values; per-device vectors may be shorter than :attr:`size`.
+
+        With ``n < size`` devices, the problem's last ``size - n`` devices are switched off: their
+        parameters take the values of :meth:`_switched_off`, which decouple them (no band, no
+        round time) and pin them at a fixed interior-friendly point, so one canonicalization
+        serves every N up to ``size``. :meth:`solve` returns the first ``n`` entries only.
+        """
+        arrays = {k: np.asarray(v, dtype=np.float64) for k, v in values.items()}
+        n = next(a.shape[0] for k, a in arrays.items() if self.params[k].shape != ())
+        if n > self.size:
+            raise ValueError(f"{self.kind} block built for {self.size} devices, got {n}")
+        off = self._switched_off(arrays) if n < self.size else {}
+        for name, arr in arrays.items():
             p = self.params[name]
-            arr = np.asarray(val, dtype=np.float64)
             if p.shape == ():
                 arr = arr.reshape(())
+            elif n < self.size:
+                arr = np.concatenate([arr, np.full(self.size - n, off[name])])
             p.value = arr
+        self._active = n
+
+    def _switched_off(self, values: dict[str, FloatArray]) -> dict[str, float]:
+        """Parameter values of a switched-off device, by parameter name (per-device ones)."""
+        raise NotImplementedError
 
     def solve(self, order: tuple[str, ...]) -> BlockSolve:
         """Solve with the first backend in ``order`` that ends ``optimal``.
@@ -219,7 +240,10 @@ class _DPPBlock:
                 attempts.append(f"{solver}: {type(exc).__name__}: {str(exc).splitlines()[0]}")
                 logger.debug("%s block: %s raised %s", self.kind, solver, exc)
                 continue
-            values = {k: v.value for k, v in self.variables.items()}
+            values = {
+                k: v.value if v.value is None or v.ndim == 0 else v.value[: self._active]
+                for k, v in self.variables.items()
+            }
             finite = all(v is not None and np.all(np.isfinite(v)) for v in values.values())
             status = prob.status if finite else f"{prob.status} (non-finite values)"
             attempts.append(f"{solver}: {status}")
@@ -297,6 +321,19 @@ class BandwidthBlock(_DPPBlock):
             bmin_over_b0=bmin / ref,
         )
 
+    def _switched_off(self, values: dict[str, FloatArray]) -> dict[str, float]:
+        # k = 0 makes the cone beta <= zh; a small cost on zh pins beta at its bound 1, and a
+        # zero share keeps the device out of the band. The cost sums to at most 1 over the
+        # switched-off devices, the scale of the real objective.
+        return {
+            "k_over_s": 0.0,
+            "b0_over_s": 1.0,
+            "cost_times_s": 1.0 / self.size,
+            "cost_times_b0": 0.0,
+            "b0_over_total": 0.0,
+            "bmin_over_b0": 1.0,
+        }
+
     def bandwidth(self, values: dict[str, FloatArray], ref: FloatArray) -> FloatArray:
         """Bandwidth of a solution, in the unit of ``ref``."""
         return values["beta"] * ref
@@ -368,6 +405,19 @@ class UploadBlock(_DPPBlock):
             tmax=tmax,
         )
 
+    def _switched_off(self, values: dict[str, FloatArray]) -> dict[str, float]:
+        # m = 0 makes the cone v <= yh; a small cost on yh pins v at vmin, set to half the
+        # shortest round any active device allows, so that T >= c + v never binds for it.
+        floor = 0.5 * float(np.max(values["c"] + values["vmin"]))
+        return {
+            "m_over_s": 0.0,
+            "inv_s": 1.0,
+            "cost_times_s": 1.0 / self.size,
+            "cost": 0.0,
+            "vmin": floor,
+            "c": 0.0,
+        }
+
 
 _BUILDERS: dict[str, Callable[[int], _DPPBlock]] = {
     "bandwidth": BandwidthBlock,
@@ -378,13 +428,21 @@ _CACHE_SIZE = 8
 _local = threading.local()
 
 
-def get_block(kind: str, n: int) -> tuple[_DPPBlock, bool]:
+def get_block(kind: str, n: int, size: int | None = None) -> tuple[_DPPBlock, bool]:
     """The cached block of this kind and size (built on first request), and whether it was built.
 
     Blocks depend only on (kind, N): every scenario number is a parameter, so scenarios of the
     same size share one canonicalization. The cache is per thread, so concurrent solves never
     share parameter values.
+
+    ``size`` (>= ``n``) builds the block for that many devices instead; it then serves any
+    ``n <= size`` by switching the extra devices off with parameters (:meth:`_DPPBlock._set`), so
+    a host whose number of participants changes every round compiles once.
     """
+    if size is not None:
+        if size < n:
+            raise ValueError(f"block size {size} is below the {n} devices to solve")
+        n = size
     cache: OrderedDict[tuple[str, int], _DPPBlock] | None = getattr(_local, "blocks", None)
     if cache is None:
         cache = OrderedDict()

@@ -104,11 +104,22 @@ class _Problem:
         with np.errstate(divide="ignore"):
             return np.where(margin > 0, self.k_coef / np.where(margin > 0, margin, 1.0), np.inf)
 
-    def solve_rows(self, bits: NDArray[np.int64], warm: RowSolutions | None = None) -> RowSolutions:
-        """Exact continuous optimum for each row of ``bits`` (M, N)."""
+    def solve_rows(
+        self,
+        bits: NDArray[np.int64],
+        warm: RowSolutions | None = None,
+        point: tuple[float, float] | None = None,
+    ) -> RowSolutions:
+        """Exact continuous optimum for each row of ``bits`` (M, N).
+
+        ``warm`` (a solution of these devices) or ``point`` (round time T in s and bandwidth
+        price lambda in J/Hz of a nearby problem, e.g. the last round) starts the search there.
+        """
         w = payload_bits(self.scenario, bits)
         k = self.rounds(bits)
         wm = None
+        if warm is None and point is not None:
+            wm = self._warm_from_point(point, bits.shape[0])
         if warm is not None:
             m = bits.shape[0]
             wm = (
@@ -117,6 +128,22 @@ class _Problem:
                 np.repeat(warm.x_free, m, axis=0),
             )
         return _solve_rows(self.prm, w, k, self.rtol, wm, lazy_t_min=True)
+
+    def _warm_from_point(
+        self, point: tuple[float, float], m: int
+    ) -> tuple[FloatArray, FloatArray, FloatArray] | None:
+        """Search start ``(T, log lambda, x_free)`` for ``m`` rows from a (T, lambda) point."""
+        prm = self.prm
+        t, lam = float(point[0]), float(point[1])
+        if not (prm.w_e > 0 and prm.w_t > 0 and np.isfinite(t) and np.isfinite(lam) and lam > 0):
+            return None
+        # Every device needs some upload time; the free spectral variable solves h(x) = lam / a.
+        t = max(t, float(np.max(prm.fixed_s)) * (1.0 + 1e-6))
+        a = prm.n0 * (t - prm.fixed_s) / prm.gain
+        x_free = h_inverse(lam / a)
+        if not np.all(np.isfinite(x_free) & (x_free > 0)):
+            return None
+        return (np.full(m, t), np.full(m, np.log(lam)), np.repeat(x_free[None, :], m, axis=0))
 
 
 def lagrangian_bits(
@@ -373,8 +400,14 @@ def run_fast(
     polish: bool | None = None,
     rtol: float = 1e-10,
     start_bits: NDArray[np.int64] | None = None,
+    start_point: tuple[float, float] | None = None,
 ) -> tuple[FastState | None, dict[str, Any], list[float], str]:
-    """The ``fast`` search; returns (state or None, info, J per iteration, message)."""
+    """The ``fast`` search; returns (state or None, info, J per iteration, message).
+
+    ``start_bits`` joins the starting rows; when given for a large instance (no uniform-level
+    starts), it is tried alone first, from ``start_point`` (round time, bandwidth price) if given,
+    and the other starting rows are solved only if it is infeasible.
+    """
     ref = ref if ref is not None else reference(scenario)
     diag = diagnose(scenario, ref)
     if not diag.feasible:
@@ -384,15 +417,24 @@ def run_fast(
     info: dict[str, Any] = {}
     # Starting rows: the diagnosis' feasible bits, max bits, and (small N) every uniform level.
     starts = [diag.bits, np.full(n, prob.levels[-1])]
+    small = nl * n <= POLISH_SINGLE_BUDGET // 4
+    sol = None
     if start_bits is not None:
-        starts.insert(0, np.asarray(start_bits, dtype=np.int64))
-    if nl * n <= POLISH_SINGLE_BUDGET // 4:
+        start = np.asarray(start_bits, dtype=np.int64)
+        if not small:
+            cand = start[None, :]
+            sol = prob.solve_rows(cand, point=start_point)
+            if not np.isfinite(sol.objective[0]):
+                sol = None
+        starts.insert(0, start)
+    if small:
         starts.extend(np.full(n, lv) for lv in prob.levels)
-    seen: dict[bytes, NDArray[np.int64]] = {}
-    for b in starts:
-        seen.setdefault(np.asarray(b, dtype=np.int64).tobytes(), np.asarray(b, dtype=np.int64))
-    cand = np.array(list(seen.values()))
-    sol = prob.solve_rows(cand)
+    if sol is None:
+        seen: dict[bytes, NDArray[np.int64]] = {}
+        for b in starts:
+            seen.setdefault(np.asarray(b, dtype=np.int64).tobytes(), np.asarray(b, dtype=np.int64))
+        cand = np.array(list(seen.values()))
+        sol = prob.solve_rows(cand)
     k = _best_row(sol)
     if not np.isfinite(sol.objective[k]):
         # Cannot happen when the diagnosis found feasible bits; guard against a solver bug.
@@ -493,6 +535,7 @@ def solve_fast(
     polish: bool | None = None,
     rtol: float = 1e-10,
     start_bits: ArrayLike | None = None,
+    start_point: tuple[float, float] | None = None,
 ) -> SolveResult:
     """Exact continuous block with a Dinkelbach bits search (no general solver).
 
@@ -509,6 +552,10 @@ def solve_fast(
     start_bits : array_like of int, shape (N,), optional
         Warm start: bit widths (allowed levels) scored alongside the usual starting points; the
         search continues from the best of them (e.g. the last round's bits).
+    start_point : (float, float), optional
+        Round time (s) and bandwidth price (J/Hz) of a nearby solution, as in ``info``
+        (``round_latency_s``, ``bandwidth_price_j_per_hz``) of the last round: with
+        ``start_bits`` on a large instance, the first continuous solve starts there.
     """
     if isinstance(max_iter, bool) or not isinstance(max_iter, int | np.integer) or max_iter < 1:
         raise SolverArgumentError(f"max_iter={max_iter!r}: need a whole number >= 1")
@@ -517,8 +564,21 @@ def solve_fast(
     if isinstance(rtol, bool) or not isinstance(rtol, int | float) or not 0 < rtol < 1e-2:
         raise SolverArgumentError(f"rtol={rtol!r}: need a number in (0, 0.01), e.g. 1e-10")
     start = None if start_bits is None else check_start_bits(scenario, start_bits)
+    point = None
+    if start_point is not None:
+        try:
+            point = (float(start_point[0]), float(start_point[1]))
+        except (TypeError, ValueError, IndexError):
+            raise SolverArgumentError(
+                f"start_point={start_point!r}: need (round time s, bandwidth price J/Hz)"
+            ) from None
     state, info, history, status = run_fast(
-        scenario, max_iter=int(max_iter), polish=polish, rtol=float(rtol), start_bits=start
+        scenario,
+        max_iter=int(max_iter),
+        polish=polish,
+        rtol=float(rtol),
+        start_bits=start,
+        start_point=point,
     )
     if state is None:
         return SolveResult(None, "infeasible", status, backend="numpy", info=info)

@@ -40,12 +40,29 @@ def _consoles() -> tuple[Console, Console]:
     return Console(), Console(stderr=True)
 
 
+#: Modules of the ``train`` extra, by import name.
+TRAIN_EXTRA = ("torch", "sklearn")
+
+
 @contextmanager
 def _errors_to_exit(err: Console) -> Iterator[None]:
     try:
         yield
     except SflamError as exc:
         err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    except ModuleNotFoundError as exc:
+        # A core install (no torch, no scikit-learn) has everything but the trainer's commands.
+        missing = (exc.name or "").split(".")[0]
+        if missing not in TRAIN_EXTRA:
+            raise
+        err.print(
+            f"error: this command needs {missing}, which the core install leaves out; "
+            "pip install 'sflam-opt[train]'",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
         raise typer.Exit(EXIT_BAD_INPUT) from None
 
 
@@ -157,6 +174,9 @@ def train_command(
     pretrained: Annotated[
         bool, typer.Option(help="Start from timm ImageNet weights (vit-s32/vit-b32).")
     ] = False,
+    fading: Annotated[
+        str, typer.Option(help="Channel fading per round: none or rayleigh (re-solves each round).")
+    ] = _D["fading"],
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Train a split ViT with SFLAM, SFL, FL or SL and measure accuracy, bytes and cost."""
@@ -187,6 +207,7 @@ def train_command(
             out=_path(out),
             resume=resume,
             pretrained=pretrained,
+            fading=fading,
         )
         with _RoundBars(err, rounds) as bars:
             result = train(config, progress=lambda row: bars.update(f"{protocol} rounds", row))

@@ -16,7 +16,10 @@ import numpy as np
 
 from sflam_opt.errors import TrainingConfigError
 
-__all__ = ["TrainConfig", "defaults"]
+__all__ = ["FADING_MODELS", "TrainConfig", "defaults"]
+
+#: Values of ``fading``: none, or block Rayleigh fading redrawn every round.
+FADING_MODELS = ("none", "rayleigh")
 
 
 def _is_int(v: Any) -> bool:
@@ -77,6 +80,9 @@ class TrainConfig:
         Continue from ``out/checkpoint.pt``.
     pretrained : bool
         Start from timm ImageNet weights (vit-s32 / vit-b32 only; needs the timm extra).
+    fading : str
+        ``"none"`` or ``"rayleigh"``: redraw every device's gain each round (block Rayleigh
+        fading around its path loss) and re-solve the round (:mod:`sflam_opt.training.schedule`).
     """
 
     protocol: str = "sflam"
@@ -101,6 +107,7 @@ class TrainConfig:
     out: str | None = None
     resume: bool = False
     pretrained: bool = False
+    fading: str = "none"
 
     def __post_init__(self) -> None:
         for name in ("data_dir", "allocation", "scenario", "out"):
@@ -164,6 +171,13 @@ class TrainConfig:
             torch.device(self.device)
         except (RuntimeError, TypeError):
             raise bad("device", self.device, "use cpu, cuda or cuda:K") from None
+        if self.fading not in FADING_MODELS:
+            raise bad("fading", self.fading, f"choose one of {', '.join(FADING_MODELS)}")
+        if self.fading != "none" and self.allocation is not None:
+            raise TrainingConfigError(
+                f"fading: --fading {self.fading} re-solves every round with --solver; drop "
+                "--allocation"
+            )
         if self.resume and not self.out:
             raise TrainingConfigError("resume: --resume needs --out DIR holding checkpoint.pt")
 

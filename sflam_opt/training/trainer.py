@@ -66,6 +66,7 @@ from sflam_opt.training.partition import dirichlet_partition, partition_sizes
 from sflam_opt.training.protocols import PROTOCOLS, ClientData, Protocol, RoundPlan
 from sflam_opt.training.protocols.base import PURPOSE_PARTICIPANTS, round_generator
 from sflam_opt.training.quantizer import FP32_BITS, MAX_BITS
+from sflam_opt.training.schedule import RoundSchedule
 from sflam_opt.training.transport import InProcessTransport
 
 __all__ = [
@@ -563,7 +564,9 @@ def train(
             _set_rng_state(ckpt["rng"])
 
         bits = _bits_used(protocol_cls, allocation)
-        latency_n, energy_n = protocol_cls.device_costs(scenario, allocation, spec)
+        schedule = RoundSchedule(config, scenario, allocation, info, protocol_cls, spec)
+        if ckpt is not None:
+            schedule.load_state_dict(ckpt.get("schedule"))
         x_test, y_test = data.x_test.to(where), data.y_test.to(where)
         k = config.participants_per_round
         # Checkpoint entries that do not change from round to round.
@@ -578,6 +581,8 @@ def train(
 
         for r in range(len(metrics) + 1, config.rounds + 1):
             participants = sample_participants(config.seed, r, config.devices, k)
+            planned = schedule.round(r, participants)
+            bits = planned.bits
             transport.meter.reset()
             stats = protocol.run_round(RoundPlan(r, participants, bits, config.seed))
             if not math.isfinite(stats.train_loss):
@@ -586,7 +591,9 @@ def train(
                     f"(now {config.lr})"
                 )
             test_loss, test_acc = evaluate_model(protocol.global_model(), x_test, y_test)
-            latency, energy = protocol_cls.round_cost(latency_n, energy_n, participants)
+            latency, energy = protocol_cls.round_cost(
+                planned.latency_s, planned.energy_j, planned.index
+            )
             row: dict[str, Any] = {
                 "round": r,
                 "train_loss": stats.train_loss,
@@ -598,6 +605,7 @@ def train(
                 "energy_j": energy,
                 "bound": float(bound(scenario, bits, r)),
                 "participants": participants.tolist(),
+                **planned.row,
             }
             metrics.append(row)
             if out is not None:
@@ -610,6 +618,7 @@ def train(
                         "protocol": protocol.state_dict(),
                         "metrics": metrics,
                         "rng": _rng_state(),
+                        "schedule": schedule.state_dict(),
                     },
                 )
                 _write_outputs(out, metrics)
