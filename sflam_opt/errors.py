@@ -30,3 +30,7 @@ class DataError(SflamError):
 
 class TrainingConfigError(SflamError, ValueError):
     """Invalid trainer arguments (protocol, model preset, device counts, ...)."""
+
+
+class TrainingRuntimeError(SflamError):
+    """A training run failed at run time (diverged, non-finite values, a lost worker); exit code 1."""

@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from sflam_opt.errors import SflamError, TrainingConfigError
+from sflam_opt.errors import SflamError, TrainingConfigError, TrainingRuntimeError
 from sflam_opt.io import atomic_write_text
 from sflam_opt.training.config import defaults
 
@@ -44,6 +44,9 @@ def _consoles() -> tuple[Console, Console]:
 def _errors_to_exit(err: Console) -> Iterator[None]:
     try:
         yield
+    except TrainingRuntimeError as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_FAILED) from None
     except SflamError as exc:
         err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_BAD_INPUT) from None
@@ -157,6 +160,16 @@ def train_command(
     pretrained: Annotated[
         bool, typer.Option(help="Start from timm ImageNet weights (vit-s32/vit-b32).")
     ] = False,
+    transport: Annotated[
+        str,
+        typer.Option(help="inprocess, or gloo: device workers in other processes (torch.distributed)."),
+    ] = _D["transport"],
+    workers: Annotated[
+        int, typer.Option(help="Device worker processes K for --transport gloo.")
+    ] = _D["workers"],
+    timeout_s: Annotated[
+        float, typer.Option(help="--transport gloo: seconds a worker may stay silent.")
+    ] = _D["timeout_s"],
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Train a split ViT with SFLAM, SFL, FL or SL and measure accuracy, bytes and cost."""
@@ -187,6 +200,9 @@ def train_command(
             out=_path(out),
             resume=resume,
             pretrained=pretrained,
+            transport=transport,
+            workers=workers,
+            timeout_s=timeout_s,
         )
         with _RoundBars(err, rounds) as bars:
             result = train(config, progress=lambda row: bars.update(f"{protocol} rounds", row))
