@@ -184,9 +184,7 @@ class TrainConfig:
         if not _is_int(self.workers) or self.workers < 1:
             raise bad("workers", self.workers, "give a whole number >= 1")
         if self.transport == "gloo" and self.workers > self.devices:
-            raise bad(
-                "workers", self.workers, f"give at most --devices ({self.devices}) workers"
-            )
+            raise bad("workers", self.workers, f"give at most --devices ({self.devices}) workers")
         if not _is_num(self.timeout_s) or not (
             math.isfinite(self.timeout_s) and self.timeout_s > 0
         ):

@@ -71,6 +71,9 @@ _LOCALHOST = "127.0.0.1"
 _STOP = 0
 #: Seconds a spawned worker gets to exit on its own after the server is done.
 _JOIN_S = 10.0
+#: Environment of spawned workers: torch's C++ warnings (a stack dump when the server goes away)
+#: would bury the server's one-line error.
+_WORKER_ENV = {"TORCH_CPP_LOG_LEVEL": "ERROR"}
 
 # Set by main() when torchrun started this process: the process group comes from the env.
 _external_launch = False
@@ -157,7 +160,9 @@ class RemoteDevicesProtocol:
     def _lost(self, err: PeerLost, where: str) -> TrainingRuntimeError:
         share = self.shares[err.rank - 1] if 1 <= err.rank <= len(self.shares) else []
         devices = ", ".join(str(n) for n in share)
-        return TrainingRuntimeError(f"worker {err.rank} (devices {devices}) lost {where}: {err.reason}")
+        return TrainingRuntimeError(
+            f"worker {err.rank} (devices {devices}) lost {where}: {err.reason}"
+        )
 
     def start(self, setup: dict[str, Any]) -> None:
         """Send every worker its setup (config, threads, shares); answers are awaited later."""
@@ -272,21 +277,26 @@ def gloo_protocol(
         else:
             try:
                 store = dist.TCPStore(
-                    _LOCALHOST, 0, workers + 1, is_master=True, timeout=timeout,
+                    _LOCALHOST,
+                    0,
+                    workers + 1,
+                    is_master=True,
+                    timeout=timeout,
                     wait_for_workers=False,
                 )
             except RuntimeError as err:
                 raise _init_error(err, workers, config.timeout_s) from None
             ctx = mp.get_context("spawn")
-            for k in range(1, workers + 1):
-                proc = ctx.Process(
-                    target=_worker_process,
-                    args=(_LOCALHOST, store.port, k, workers + 1, config.timeout_s),
-                    daemon=True,
-                    name=f"sflam-worker-{k}",
-                )
-                proc.start()
-                procs.append(proc)
+            with _child_env(_WORKER_ENV):
+                for k in range(1, workers + 1):
+                    proc = ctx.Process(
+                        target=_worker_process,
+                        args=(_LOCALHOST, store.port, k, workers + 1, config.timeout_s),
+                        daemon=True,
+                        name=f"sflam-worker-{k}",
+                    )
+                    proc.start()
+                    procs.append(proc)
             try:
                 dist.init_process_group(
                     "gloo", store=store, rank=0, world_size=workers + 1, timeout=timeout
@@ -311,6 +321,21 @@ def gloo_protocol(
             raise runner._lost(err, "at the end of the run") from None
     finally:
         _shut_down(procs, finished)
+
+
+@contextmanager
+def _child_env(values: dict[str, str]) -> Iterator[None]:
+    # Spawned processes copy os.environ when they start.
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _shut_down(procs: Sequence[Any], clean: bool) -> None:
@@ -339,7 +364,9 @@ def _worker_setup(
     hosted = [int(n) for n in setup["shares"][rank - 1]]
     transport.owners = _owners(setup["shares"], config.devices)
     data = load_dataset(config.dataset, config.data_dir)
-    parts = dirichlet_partition(data.y_train.numpy(), config.devices, config.alpha, seed=config.seed)
+    parts = dirichlet_partition(
+        data.y_train.numpy(), config.devices, config.alpha, seed=config.seed
+    )
     where = torch.device(config.device)
     client = ClientData.from_partition(
         data.x_train, data.y_train, parts, data.num_classes, where, hosted=hosted
@@ -456,7 +483,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     app = typer.Typer(add_completion=False)
     app.command()(train_command)
     try:
-        app([*args, "--transport", "gloo", "--workers", str(world - 1)], prog_name="sflam-opt train")
+        app(
+            [*args, "--transport", "gloo", "--workers", str(world - 1)], prog_name="sflam-opt train"
+        )
     except SystemExit as exc:
         return int(exc.code or 0)
     return 0

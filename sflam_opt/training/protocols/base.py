@@ -22,20 +22,13 @@ The numeric kernels are free functions, testable without a driver:
 from __future__ import annotations
 
 import logging
-from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from numpy.typing import ArrayLike, NDArray
 from torch import Tensor, nn
-from torch.nn import functional as F
-
-from sflam_opt.allocation import Allocation
-from sflam_opt.scenario import Scenario
-from sflam_opt.training.models import ModelSpec
 
 __all__ = [
     "PURPOSE_BATCHES",
@@ -43,7 +36,6 @@ __all__ = [
     "PURPOSE_QUANTIZER",
     "ClientData",
     "FedAvgAccumulator",
-    "Protocol",
     "RoundPlan",
     "RoundStats",
     "StepMeter",
@@ -319,5 +311,3 @@ def fedavg(states: Sequence[Mapping[str, Tensor]], weights: ArrayLike) -> dict[s
     for state, weight in zip(states, w.tolist(), strict=True):
         acc.add(state, weight)
     return acc.result(like=states[0])
-
-

@@ -148,7 +148,7 @@ class DeviceRole(ABC):
     def forward(self, t: int) -> None:
         """First half of local step ``t`` (everything before waiting for the server)."""
 
-    def backward(self, t: int) -> None:
+    def backward(self, t: int) -> None:  # noqa: B027 (optional hook)
         """Second half of local step ``t`` (after the server answered); nothing by default."""
 
     @abstractmethod
@@ -300,7 +300,7 @@ class ServerRole(ABC):
     def begin(self, plan: RoundPlan, device: int) -> None:
         """Start ``device``'s turn: send it the model."""
 
-    def step(self, device: int, t: int) -> None:
+    def step(self, device: int, t: int) -> None:  # noqa: B027 (optional hook)
         """Answer split step ``t`` of ``device``; nothing by default."""
 
     def end(self, device: int) -> None:
