@@ -162,7 +162,7 @@ def train_command(
     ] = False,
     transport: Annotated[
         str,
-        typer.Option(help="inprocess, or gloo: device workers in other processes (torch.distributed)"),
+        typer.Option(help="inprocess, or gloo (device workers in other processes)."),
     ] = _D["transport"],
     workers: Annotated[
         int, typer.Option(help="Device worker processes K for --transport gloo.")
