@@ -492,5 +492,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    # Run main() of the imported module, not of this __main__ copy: the trainer reads the launch
+    # flag from sflam_opt.training.distributed.
+    from sflam_opt.training.distributed import main as _main
+
     logging.basicConfig(level=logging.WARNING)
-    sys.exit(main())
+    sys.exit(_main())
