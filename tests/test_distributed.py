@@ -16,7 +16,7 @@ import torch
 
 from sflam_opt.errors import TrainingConfigError
 from sflam_opt.training import TrainConfig, train
-from sflam_opt.training.distributed import device_shares, worker_totals
+from sflam_opt.training.distributed import device_ranges, device_shares, worker_totals
 from sflam_opt.training.trainer import SUMMARY_NAME, load_metrics
 
 #: Tiny runs: 4 devices, 3 per round (so some worker sits a round out), 2 steps of 8 samples.
@@ -140,7 +140,7 @@ def test_a_killed_worker_ends_the_run_with_one_line_and_the_run_resumes(tmp_path
     assert server.returncode == 1
     assert "Traceback" not in err
     last = err.strip().splitlines()[-1]
-    assert re.fullmatch(r"error: worker 2 \(devices 2, 3\) lost in round \d+: .+", last), err
+    assert re.fullmatch(r"error: worker 2 \(devices 2-3\) lost in round \d+: .+", last), err
     assert not any(_alive(pid) for pid in workers)
     done = len(load_metrics(out))
     assert done >= 1
@@ -211,6 +211,11 @@ def test_device_shares_are_contiguous_and_cover_every_device_once():
     shares = device_shares(20, 3)
     assert [n for share in shares for n in share] == list(range(20))
     assert max(map(len, shares)) - min(map(len, shares)) <= 1
+
+
+def test_device_ranges_name_runs_of_devices():
+    assert device_ranges([0, 1, 2, 5, 7, 8]) == "0-2, 5, 7-8"
+    assert device_ranges([3]) == "3"
 
 
 def test_worker_totals_sum_each_workers_wall_time():

@@ -58,6 +58,7 @@ from sflam_opt.training.protocols.roles import ServerRole, device_turns, server_
 
 __all__ = [
     "RemoteDevicesProtocol",
+    "device_ranges",
     "device_shares",
     "gloo_protocol",
     "main",
@@ -82,6 +83,17 @@ _external_launch = False
 def device_shares(n_devices: int, workers: int) -> list[list[int]]:
     """Devices hosted by each worker: ``workers`` contiguous, near-equal blocks of ``0..N-1``."""
     return [b.tolist() for b in np.array_split(np.arange(n_devices), workers)]
+
+
+def device_ranges(devices: Sequence[int]) -> str:
+    """``[0, 1, 2, 5, 7, 8]`` -> ``"0-2, 5, 7-8"``."""
+    runs: list[list[int]] = []
+    for n in sorted(devices):
+        if runs and n == runs[-1][1] + 1:
+            runs[-1][1] = n
+        else:
+            runs.append([n, n])
+    return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs)
 
 
 def _owners(shares: Sequence[Sequence[int]], n_devices: int) -> list[int]:
@@ -159,7 +171,7 @@ class RemoteDevicesProtocol:
 
     def _lost(self, err: PeerLost, where: str) -> TrainingRuntimeError:
         share = self.shares[err.rank - 1] if 1 <= err.rank <= len(self.shares) else []
-        devices = ", ".join(str(n) for n in share)
+        devices = device_ranges(share)
         return TrainingRuntimeError(
             f"worker {err.rank} (devices {devices}) lost {where}: {err.reason}"
         )
