@@ -46,7 +46,7 @@ import torch.distributed as dist
 from numpy.typing import NDArray
 from torch import nn
 
-from sflam_opt.errors import SflamError, TrainingRuntimeError
+from sflam_opt.errors import SflamError, TrainingConfigError, TrainingRuntimeError
 from sflam_opt.training.config import TrainConfig
 from sflam_opt.training.data import load_dataset
 from sflam_opt.training.gloo import GlooTransport, PeerLost, describe_failure
@@ -282,7 +282,7 @@ def gloo_protocol(
         if _external_launch:
             world = dist.get_world_size()
             if world != workers + 1:
-                raise TrainingRuntimeError(
+                raise TrainingConfigError(
                     f"workers: torchrun started {world} processes but --workers is {workers}; "
                     f"give --workers {world - 1}"
                 )
@@ -357,7 +357,7 @@ def _shut_down(procs: Sequence[Any], clean: bool) -> None:
         if proc.is_alive():
             proc.kill()
             proc.join()
-    if dist.is_initialized() and (clean or not procs):
+    if dist.is_initialized():
         dist.destroy_process_group()
 
 
