@@ -65,6 +65,7 @@ __all__ = [
     "ServerRole",
     "SplitDevice",
     "SplitFedServer",
+    "Turn",
     "device_turns",
     "run_round",
     "server_lanes",
@@ -243,8 +244,20 @@ class LocalDevice(DeviceRole):
 
 
 @dataclass
-class _Turn:
-    """Server-side record of one participant's turn, kept until it is folded in, in order."""
+class Turn:
+    """Server-side record of one participant's turn, kept until it is folded in, in order.
+
+    Attributes
+    ----------
+    model, opt : nn.Module and Optimizer, optional
+        The turn's copy of the server model and its optimizer (SFL-V1 / SFLAM).
+    losses : list of Tensor
+        Loss of every split step (0-d).
+    norms : list of Tensor
+        Per-tensor gradient norms of the server parameters at every split step.
+    upload, stats : mapping of str to Tensor, optional
+        The device's uploaded model and step statistics.
+    """
 
     model: nn.Module | None = None
     opt: torch.optim.Optimizer | None = None
@@ -293,7 +306,7 @@ class ServerRole(ABC):
         self.meter = StepMeter()
         self._order = plan.participants.tolist()
         self._next = 0
-        self._turns: dict[int, _Turn] = {}
+        self._turns: dict[int, Turn] = {}
         self._finished: set[int] = set()
 
     @abstractmethod
@@ -315,7 +328,7 @@ class ServerRole(ABC):
             self._next += 1
 
     @abstractmethod
-    def fold(self, device: int, turn: _Turn) -> None:
+    def fold(self, device: int, turn: Turn) -> None:
         """Add a finished turn to the round's aggregates (called in participant order)."""
 
     def finish_round(self) -> RoundStats:
@@ -326,7 +339,7 @@ class ServerRole(ABC):
 
     # ---------------------------------------------------------------- split steps
     def split_step(
-        self, device: int, model: nn.Module, opt: torch.optim.Optimizer, turn: _Turn
+        self, device: int, model: nn.Module, opt: torch.optim.Optimizer, turn: Turn
     ) -> None:
         """Server side of one split step: loss at the received activations, step, send dL/da."""
         received = self.transport.recv("up", device, "activations")
@@ -348,7 +361,7 @@ class ServerRole(ABC):
         self.transport.send("down", device, "gradients", server_in.grad)
         opt.step()
 
-    def add_split_stats(self, turn: _Turn) -> None:
+    def add_split_stats(self, turn: Turn) -> None:
         """Record a split turn's steps: server losses, device + server gradient norms."""
         assert turn.stats is not None
         for t, (loss, norms) in enumerate(zip(turn.losses, turn.norms, strict=True)):
@@ -395,14 +408,14 @@ class SplitFedServer(ServerRole):
         self.transport.send("down", device, "model", self._global_device)
         model = self._pool.pop() if self._pool else copy.deepcopy(self.server_model)
         model.load_state_dict(self._global_server)
-        self._turns[device] = _Turn(model, self.hyper.optimizer(model.parameters()))
+        self._turns[device] = Turn(model, self.hyper.optimizer(model.parameters()))
 
     def step(self, device: int, t: int) -> None:
         turn = self._turns[device]
         assert turn.model is not None and turn.opt is not None
         self.split_step(device, turn.model, turn.opt, turn)
 
-    def fold(self, device: int, turn: _Turn) -> None:
+    def fold(self, device: int, turn: Turn) -> None:
         assert turn.upload is not None and turn.model is not None
         weight = float(self.sizes[device])
         self._dev_avg.add(turn.upload, weight)
@@ -430,12 +443,12 @@ class SequentialSplitServer(ServerRole):
 
     def begin(self, plan: RoundPlan, device: int) -> None:
         self.transport.send("down", device, "model", self.device_model.state_dict())
-        self._turns[device] = _Turn()
+        self._turns[device] = Turn()
 
     def step(self, device: int, t: int) -> None:
         self.split_step(device, self.server_model, self.server_opt, self._turns[device])
 
-    def fold(self, device: int, turn: _Turn) -> None:
+    def fold(self, device: int, turn: Turn) -> None:
         assert turn.upload is not None
         self.device_model.load_state_dict(turn.upload)
         self.add_split_stats(turn)
@@ -463,9 +476,9 @@ class FedAvgServer(ServerRole):
 
     def begin(self, plan: RoundPlan, device: int) -> None:
         self.transport.send("down", device, "model", self._global_state)
-        self._turns[device] = _Turn()
+        self._turns[device] = Turn()
 
-    def fold(self, device: int, turn: _Turn) -> None:
+    def fold(self, device: int, turn: Turn) -> None:
         assert turn.upload is not None and turn.stats is not None
         self._avg.add(turn.upload, float(self.sizes[device]))
         for loss, grad in zip(turn.stats["loss"], turn.stats["grad_sq"], strict=True):
