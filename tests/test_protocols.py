@@ -310,3 +310,63 @@ def test_protocol_names_and_flags():
     assert PROTOCOLS["sflam"].quantized and not PROTOCOLS["sfl"].quantized
     assert PROTOCOLS["sl"].sequential and not PROTOCOLS["fl"].sequential
     assert isinstance(quantize(torch.zeros(2), 4), QuantizedTensor)
+
+
+# ----------------------------------------------------------------------------- halves
+
+
+def test_in_process_transport_delivers_in_order_and_checks_the_kind():
+    t = InProcessTransport(2)
+    t.send("up", 0, "labels", torch.tensor([1, 2], dtype=torch.uint8))
+    t.send("up", 0, "model", {"w": torch.ones(2)})
+    t.send("down", 0, "gradients", torch.zeros(3))
+    assert torch.equal(t.recv("up", 0, "labels"), torch.tensor([1, 2], dtype=torch.uint8))
+    with pytest.raises(RuntimeError, match="expected 'activations'"):
+        t.recv("up", 0, "activations")  # the model is next on that link
+    with pytest.raises(RuntimeError, match="no 'gradients' message"):
+        t.recv("down", 1, "gradients")
+    # Statistics cross uncounted: the simulated link does not carry them.
+    before = t.meter.summary()
+    t.send("up", 1, "stats", {"0": torch.ones(4)})
+    assert t.meter.summary() == before
+
+
+@pytest.mark.parametrize("protocol", ["sflam", "fl"])
+def test_turns_served_out_of_order_give_the_same_round(protocol):
+    # Two device halves (as two worker processes would be) whose turns the server serves
+    # interleaved and finishes in reverse order: the server folds them in participant order, so
+    # the round equals the in-process one bit for bit.
+    plan = RoundPlan(1, np.array([2, 0]), np.array([3, 5, 4]), seed=4)
+    ref, _, _ = _setup(protocol, momentum=0.5)
+    ref_stats = ref.run_round(plan)
+
+    proto, transport, _ = _setup(protocol, momentum=0.5)
+    server = proto.server
+    halves = {
+        n: type(proto).make_device(
+            proto.device_model,
+            proto.server_model,
+            data=proto.device.data,
+            transport=transport,
+            hyper=proto.hyper,
+        )
+        for n in (2, 0)
+    }
+    server.start_round(plan)
+    for n in (2, 0):
+        server.begin(plan, n)
+        halves[n].begin(plan, n)
+    for t in range(proto.hyper.local_iters):
+        for n in (2, 0):
+            halves[n].forward(t)
+        for n in (0, 2):
+            server.step(n, t)
+        for n in (2, 0):
+            halves[n].backward(t)
+    for n in (0, 2):  # device 0 finishes first, though device 2 comes first in the plan
+        halves[n].end()
+        server.end(n)
+    stats = server.finish_round()
+    assert stats == ref_stats
+    assert torch.equal(_params(proto), _params(ref))
+    assert transport.meter.summary() == ref.transport.meter.summary()

@@ -178,6 +178,16 @@ def train_command(
     fading: Annotated[
         str, typer.Option(help="Channel fading per round: none or rayleigh (re-solves each round).")
     ] = _D["fading"],
+    transport: Annotated[
+        str,
+        typer.Option(help="inprocess, or gloo (device workers in other processes)."),
+    ] = _D["transport"],
+    workers: Annotated[
+        int, typer.Option(help="Device worker processes K for --transport gloo.")
+    ] = _D["workers"],
+    timeout_s: Annotated[
+        float, typer.Option(help="--transport gloo: seconds a worker may stay silent.")
+    ] = _D["timeout_s"],
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Train a split ViT with SFLAM, SFL, FL or SL and measure accuracy, bytes and cost."""
@@ -209,6 +219,9 @@ def train_command(
             resume=resume,
             pretrained=pretrained,
             fading=fading,
+            transport=transport,
+            workers=workers,
+            timeout_s=timeout_s,
         )
         from sflam_opt.training.rundir import claim_run_dir
 

@@ -16,10 +16,13 @@ import numpy as np
 
 from sflam_opt.errors import TrainingConfigError
 
-__all__ = ["FADING_MODELS", "TrainConfig", "defaults"]
+__all__ = ["FADING_MODELS", "TRANSPORTS", "TrainConfig", "defaults"]
 
 #: Values of ``fading``: none, or block Rayleigh fading redrawn every round.
 FADING_MODELS = ("none", "rayleigh")
+
+#: ``--transport`` choices.
+TRANSPORTS = ("inprocess", "gloo")
 
 
 def _is_int(v: Any) -> bool:
@@ -83,6 +86,15 @@ class TrainConfig:
     fading : str
         ``"none"`` or ``"rayleigh"``: redraw every device's gain each round (block Rayleigh
         fading around its path loss) and re-solve the round (:mod:`sflam_opt.training.schedule`).
+    transport : str
+        ``"inprocess"`` (every device and the server in this process) or ``"gloo"`` (device
+        workers in other processes, :mod:`sflam_opt.training.distributed`).
+    workers : int
+        Device worker processes K with ``transport="gloo"`` (each hosts a fixed share of the
+        devices); at most ``devices``.
+    timeout_s : float
+        With ``transport="gloo"``: longest wait for any message or for the workers to start,
+        seconds; a worker silent for longer is lost.
     """
 
     protocol: str = "sflam"
@@ -108,6 +120,9 @@ class TrainConfig:
     resume: bool = False
     pretrained: bool = False
     fading: str = "none"
+    transport: str = "inprocess"
+    workers: int = 2
+    timeout_s: float = 60.0
 
     def __post_init__(self) -> None:
         for name in ("data_dir", "allocation", "scenario", "out"):
@@ -178,6 +193,16 @@ class TrainConfig:
                 f"fading: --fading {self.fading} re-solves every round with --solver; drop "
                 "--allocation"
             )
+        if self.transport not in TRANSPORTS:
+            raise bad("transport", self.transport, f"choose one of {', '.join(TRANSPORTS)}")
+        if not _is_int(self.workers) or self.workers < 1:
+            raise bad("workers", self.workers, "give a whole number >= 1")
+        if self.transport == "gloo" and self.workers > self.devices:
+            raise bad("workers", self.workers, f"give at most --devices ({self.devices}) workers")
+        if not _is_num(self.timeout_s) or not (
+            math.isfinite(self.timeout_s) and self.timeout_s > 0
+        ):
+            raise bad("timeout_s", self.timeout_s, "give a timeout in seconds > 0, e.g. 60")
         if self.resume and not self.out:
             raise TrainingConfigError("resume: --resume needs --out DIR holding checkpoint.pt")
 

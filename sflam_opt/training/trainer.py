@@ -42,7 +42,7 @@ import os
 import random
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,6 +68,7 @@ from sflam_opt.scenario import Scenario
 from sflam_opt.solvers import solve
 from sflam_opt.training.config import TrainConfig
 from sflam_opt.training.data import ImageDataset, load_dataset
+from sflam_opt.training.distributed import gloo_protocol, worker_totals
 from sflam_opt.training.models import ModelSpec, build_split_model, model_spec
 from sflam_opt.training.partition import dirichlet_partition, partition_sizes
 from sflam_opt.training.protocols import PROTOCOLS, ClientData, Protocol, RoundPlan
@@ -118,7 +119,7 @@ SUMMARY_NAME = "summary.json"
 CURVES_NAME = "curves.png"
 _CHECKPOINT_FORMAT = 1
 #: Config fields that may differ between a run and its resumption.
-_RESUME_FREE = ("rounds", "resume", "out")
+_RESUME_FREE = ("rounds", "resume", "out", "transport", "workers", "timeout_s")
 _CHECKPOINT_KEYS = (
     "config",
     "round",
@@ -549,7 +550,7 @@ def train(
             in_chans=data.in_chans,
         )
         threads = default_threads(shape, config.batch_size)
-    with _torch_threads(threads):
+    with _torch_threads(threads), ExitStack() as stack:
         parts = dirichlet_partition(
             data.y_train.numpy(), config.devices, config.alpha, seed=config.seed
         )
@@ -580,18 +581,24 @@ def train(
         else:
             scenario, allocation, info = resolve_allocation(config, spec, sizes)
 
-        client_data = _client_data(data, parts, where)
-        transport = InProcessTransport(config.devices, where, where)
-        protocol = protocol_cls(
-            device_model,
-            server_model,
-            data=client_data,
-            transport=transport,
-            lr=config.lr,
-            momentum=config.momentum,
-            batch_size=config.batch_size,
-            local_iters=config.local_iters,
-        )
+        if config.transport == "gloo":
+            protocol = stack.enter_context(
+                gloo_protocol(
+                    config, protocol_cls, device_model, server_model, sizes=sizes, threads=threads
+                )
+            )
+        else:
+            protocol = protocol_cls(
+                device_model,
+                server_model,
+                data=_client_data(data, parts, where),
+                transport=InProcessTransport(config.devices, where, where),
+                lr=config.lr,
+                momentum=config.momentum,
+                batch_size=config.batch_size,
+                local_iters=config.local_iters,
+            )
+        transport = protocol.transport
         metrics: list[dict[str, Any]] = []
         prior_wall = 0.0
         if ckpt is not None:
@@ -648,6 +655,7 @@ def train(
                 "bound": float(bound(scenario, bits, r)),
                 "participants": participants.tolist(),
                 **planned.row,
+                **protocol.round_extras(),
             }
             metrics.append(row)
             if out is not None:
@@ -678,6 +686,7 @@ def train(
         summary = _summary(
             config, metrics, spec, scenario, bits, info, wall_time, protocol_cls.quantized
         )
+        summary.update(worker_totals(metrics))
         if summary["diverged"]:
             logger.warning(
                 "%s diverged: the training loss of the last rounds is over twice the first "
@@ -695,12 +704,7 @@ def train(
 
 
 def _client_data(data: ImageDataset, parts: list[np.ndarray], where: torch.device) -> ClientData:
-    x, y = data.x_train, data.y_train
-    return ClientData(
-        x=[x[torch.from_numpy(p)].to(where) for p in parts],
-        y=[y[torch.from_numpy(p)].to(where) for p in parts],
-        num_classes=data.num_classes,
-    )
+    return ClientData.from_partition(data.x_train, data.y_train, parts, data.num_classes, where)
 
 
 def load_metrics(out: str | os.PathLike[str]) -> list[dict[str, Any]]:

@@ -2,32 +2,40 @@
 
 Everything the protocols exchange between a device and the server -- activations up (quantized in
 SFLAM, arXiv 2504.09114; fp32 in SplitFed, Thapa et al. 2022), labels up, activation gradients down,
-and models down/up for averaging -- goes through :class:`Transport`:
+and models down/up for averaging -- goes through :class:`Transport`. The device half and the server
+half of a protocol (:mod:`.protocols.roles`) only ever call
 
-- ``to_server(device, kind, message)`` returns what the server receives,
-- ``to_device(device, kind, message)`` returns what the device receives.
+- ``send(direction, device, kind, message)``: the sending end (``"up"`` = device ``device`` to the
+  server, ``"down"`` = server to device ``device``),
+- ``recv(direction, device, kind)``: the receiving end, which gets the next message of that link.
 
 A message is a float tensor (sent as fp32), an integer tensor (labels), a
 :class:`~sflam_opt.training.quantizer.QuantizedTensor` (sent as its packed codes), or a state dict
 (name -> tensor). :func:`encode` turns a message into one self-describing byte frame and
 :func:`decode` turns it back; the transport counts ``len(frame)`` and the *payload* part of it
 (the bytes formulation section 2 counts: packed codes + 8 range bytes per quantized tensor, 4 bytes
-per fp32 value, the raw integers of labels). The remainder is framing: a tag byte, shapes, names.
+per fp32 value, the raw integers of labels). The
+remainder is framing: a tag byte, shapes, names. Kinds outside :data:`KINDS` (``"stats"``: the
+training loss and gradient norms a device reports for the round's statistics; ``"control"``: round
+plans of the multi-process runner) cross the link uncounted, since the simulated link does not
+carry them.
 
-:class:`InProcessTransport` really encodes and decodes every message, so the receiver only ever
-sees what the bytes carry and the counts are those of a real link. A multi-process implementation
-(torch.distributed, one rank per device plus the server) can send the same frames as uint8 tensors
-without touching the protocols.
+:class:`InProcessTransport` really encodes and decodes every message, queueing the frames between
+the two halves running in one process, so the receiver only ever sees what the bytes carry and
+the counts are those of a real link. :class:`sflam_opt.training.gloo.GlooTransport` sends the same
+frames between processes with torch.distributed.
 """
 
 from __future__ import annotations
 
 import logging
 import struct
+import time
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 import numpy as np
 import torch
@@ -37,7 +45,9 @@ from sflam_opt.errors import DataError
 from sflam_opt.training.quantizer import QuantizedTensor, quantize
 
 __all__ = [
+    "ALL_KINDS",
     "KINDS",
+    "Direction",
     "Frame",
     "InProcessTransport",
     "Message",
@@ -53,6 +63,11 @@ Message: TypeAlias = Tensor | QuantizedTensor | Mapping[str, Tensor]
 
 #: What may be exchanged; the traffic meter keeps one counter per (direction, kind).
 KINDS = ("activations", "labels", "gradients", "model")
+#: :data:`KINDS` and the uncounted kinds (module docstring), in wire-code order.
+ALL_KINDS = (*KINDS, "stats", "control")
+
+#: ``"up"``: a device sends to the server; ``"down"``: the server sends to a device.
+Direction: TypeAlias = Literal["up", "down"]
 
 _TAG_QUANT = b"Q"  # QuantizedTensor frame (fp32 tensors travel as its 32-bit passthrough)
 _TAG_FLOAT = b"F"  # float tensor, sent as fp32 and decoded back to a Tensor
@@ -211,16 +226,27 @@ class TrafficMeter:
 
     def record(self, direction: str, device: int, kind: str, frame: Frame) -> None:
         """Count one frame sent ``"up"`` (device to server) or ``"down"`` for ``device``."""
+        self.record_sizes(direction, device, kind, len(frame.data), frame.payload_nbytes)
+
+    def record_sizes(
+        self, direction: str, device: int, kind: str, nbytes: int, payload_nbytes: int
+    ) -> None:
+        """Count one frame of ``nbytes`` bytes, ``payload_nbytes`` of them payload.
+
+        Kinds outside :data:`KINDS` are not counted.
+        """
+        if kind not in KINDS:
+            return
         if direction == "up":
-            self.uplink_bytes[device] += len(frame.data)
-            self.uplink_payload[device] += frame.payload_nbytes
+            self.uplink_bytes[device] += nbytes
+            self.uplink_payload[device] += payload_nbytes
         else:
-            self.downlink_bytes[device] += len(frame.data)
-            self.downlink_payload[device] += frame.payload_nbytes
+            self.downlink_bytes[device] += nbytes
+            self.downlink_payload[device] += payload_nbytes
         key = f"{direction}/{kind}"
-        self.by_kind[key] = self.by_kind.get(key, 0) + len(frame.data)
+        self.by_kind[key] = self.by_kind.get(key, 0) + nbytes
         key = f"{direction}/{kind}/payload"
-        self.by_kind[key] = self.by_kind.get(key, 0) + frame.payload_nbytes
+        self.by_kind[key] = self.by_kind.get(key, 0) + payload_nbytes
 
     def summary(self) -> dict[str, Any]:
         """Totals as plain JSON-ready data."""
@@ -240,22 +266,47 @@ class Transport(ABC):
     ----------
     n_devices : int
         Devices N; ``device`` arguments are positions in ``0..N-1``.
+
+    Attributes
+    ----------
+    meter : TrafficMeter
+        Bytes per device, direction and kind.
+    busy_s : float
+        Wall time spent inside :meth:`send` and :meth:`recv` (encoding, decoding and, between
+        processes, waiting for the peer), seconds; never reset by the transport.
     """
 
     def __init__(self, n_devices: int) -> None:
         self.meter = TrafficMeter(n_devices)
+        self.busy_s = 0.0
+
+    def send(self, direction: Direction, device: int, kind: str, message: Message) -> None:
+        """Send ``message`` on the link of ``device`` (``"up"``: from it, ``"down"``: to it)."""
+        start = time.perf_counter()
+        try:
+            self._send(direction, device, kind, message)
+        finally:
+            self.busy_s += time.perf_counter() - start
+
+    def recv(self, direction: Direction, device: int, kind: str) -> Message:
+        """The next message of ``kind`` on the link of ``device`` in ``direction``."""
+        start = time.perf_counter()
+        try:
+            return self._recv(direction, device, kind)
+        finally:
+            self.busy_s += time.perf_counter() - start
 
     @abstractmethod
-    def to_server(self, device: int, kind: str, message: Message) -> Message:
-        """Send ``message`` from ``device`` to the server; returns what the server receives."""
+    def _send(self, direction: Direction, device: int, kind: str, message: Message) -> None:
+        """Implementation of :meth:`send`."""
 
     @abstractmethod
-    def to_device(self, device: int, kind: str, message: Message) -> Message:
-        """Send ``message`` from the server to ``device``; returns what the device receives."""
+    def _recv(self, direction: Direction, device: int, kind: str) -> Message:
+        """Implementation of :meth:`recv`."""
 
 
 class InProcessTransport(Transport):
-    """Both ends in this process: encode, count, decode.
+    """Both ends in this process: encode, count, queue the frame, decode on receipt.
 
     Parameters
     ----------
@@ -274,13 +325,30 @@ class InProcessTransport(Transport):
         super().__init__(n_devices)
         self.server_device = torch.device(server_device)
         self.client_device = torch.device(client_device)
+        self._queues: dict[tuple[str, int], deque[tuple[str, bytes]]] = {}
+
+    def _send(self, direction: Direction, device: int, kind: str, message: Message) -> None:
+        frame = encode(message)
+        self.meter.record(direction, device, kind, frame)
+        self._queues.setdefault((direction, device), deque()).append((kind, frame.data))
+
+    def _recv(self, direction: Direction, device: int, kind: str) -> Message:
+        queue = self._queues.get((direction, device))
+        if not queue:
+            raise RuntimeError(f"transport: no {kind!r} message queued {direction} for {device}")
+        sent_kind, data = queue.popleft()
+        if sent_kind != kind:
+            raise RuntimeError(
+                f"transport: expected {kind!r} {direction} for device {device}, got {sent_kind!r}"
+            )
+        return decode(data, self.server_device if direction == "up" else self.client_device)
 
     def to_server(self, device: int, kind: str, message: Message) -> Message:
-        frame = encode(message)
-        self.meter.record("up", device, kind, frame)
-        return decode(frame.data, self.server_device)
+        """Send ``message`` up from ``device`` and return what the server receives."""
+        self.send("up", device, kind, message)
+        return self.recv("up", device, kind)
 
     def to_device(self, device: int, kind: str, message: Message) -> Message:
-        frame = encode(message)
-        self.meter.record("down", device, kind, frame)
-        return decode(frame.data, self.client_device)
+        """Send ``message`` down to ``device`` and return what the device receives."""
+        self.send("down", device, kind, message)
+        return self.recv("down", device, kind)

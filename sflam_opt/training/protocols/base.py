@@ -1,10 +1,11 @@
-"""Common machinery of the training protocols: the base class, FedAvg and the split step.
+"""Common machinery of the training protocols: the base class, FedAvg and the sampling kernels.
 
-A protocol (in the spirit of Flower's ``Strategy``) owns the global model(s) and runs one round at
-a time: :meth:`Protocol.run_round` takes the participating devices and returns the round's training
-statistics; :meth:`Protocol.device_costs` gives every device's simulated latency and energy of one
-round from the cost model of formulation section 2, and :meth:`Protocol.round_cost` combines the
-participants' (max for parallel protocols, sum for sequential ones).
+A protocol (in the spirit of Flower's ``Strategy``) is a device half and a server half
+(:mod:`.roles`) that exchange messages only through the transport; :class:`Protocol` puts both in
+one process: :meth:`Protocol.run_round` takes the participating devices and returns the round's
+training statistics; :meth:`Protocol.device_costs` gives every device's simulated latency and
+energy of one round from the cost model of formulation section 2, and :meth:`Protocol.round_cost`
+combines the participants' (max for parallel protocols, sum for sequential ones).
 
 The numeric kernels are free functions, testable without a driver:
 
@@ -12,8 +13,8 @@ The numeric kernels are free functions, testable without a driver:
   2017), used after every round of SFL-V1 (Thapa et al. 2022, SplitFed) for both the device-side
   and the server-side models, with weights proportional to local data sizes ``D_n``.
 - :func:`batch_plan`: which local samples form each of the ``tau`` mini-batches of ``beta``.
-- :func:`split_step`: one SFL mini-batch step across the transport: device forward, (quantized)
-  activations and labels up, server forward/backward, activation gradient down, device backward.
+- :func:`grad_norms` / :func:`sq_norm_of_norms`: the whole-model squared gradient norm assembled
+  from per-tensor norms computed where the gradients live (device or server).
 - :func:`round_generator`: an explicit ``torch.Generator`` per (seed, round, device, purpose), so
   every random draw is a pure function of the seed and a resumed run replays exactly.
 """
@@ -21,22 +22,13 @@ The numeric kernels are free functions, testable without a driver:
 from __future__ import annotations
 
 import logging
-from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from numpy.typing import ArrayLike, NDArray
 from torch import Tensor, nn
-from torch.nn import functional as F
-
-from sflam_opt.allocation import Allocation
-from sflam_opt.scenario import Scenario
-from sflam_opt.training.models import FullModel, ModelSpec
-from sflam_opt.training.quantizer import FP32_BITS, QuantizedTensor, dequantize, quantize
-from sflam_opt.training.transport import Transport
 
 __all__ = [
     "PURPOSE_BATCHES",
@@ -44,16 +36,16 @@ __all__ = [
     "PURPOSE_QUANTIZER",
     "ClientData",
     "FedAvgAccumulator",
-    "Protocol",
     "RoundPlan",
     "RoundStats",
     "StepMeter",
     "batch_plan",
     "fedavg",
+    "grad_norms",
     "grad_sq_norm",
     "optimizer_params",
     "round_generator",
-    "split_step",
+    "sq_norm_of_norms",
 ]
 
 logger = logging.getLogger(__name__)
@@ -126,6 +118,29 @@ class ClientData:
         """Wire type of labels: uint8 up to 256 classes, else int32."""
         return torch.uint8 if self.num_classes <= 256 else torch.int32
 
+    @classmethod
+    def from_partition(
+        cls,
+        x: Tensor,
+        y: Tensor,
+        parts: Sequence[NDArray[np.int64]],
+        num_classes: int,
+        where: torch.device | str = "cpu",
+        hosted: Iterable[int] | None = None,
+    ) -> ClientData:
+        """Every device's samples ``x[parts[n]], y[parts[n]]`` on ``where``.
+
+        With ``hosted``, only those devices' samples are copied; the others get empty tensors
+        (a process that hosts some of the devices).
+        """
+        keep = set(range(len(parts))) if hosted is None else set(hosted)
+        xs, ys = [], []
+        for n, p in enumerate(parts):
+            idx = torch.from_numpy(np.asarray(p)) if n in keep else torch.zeros(0, dtype=torch.long)
+            xs.append(x[idx].to(where))
+            ys.append(y[idx].to(where))
+        return cls(x=xs, y=ys, num_classes=num_classes)
+
 
 @dataclass(frozen=True)
 class RoundPlan:
@@ -175,6 +190,24 @@ def grad_sq_norm(params: Iterable[nn.Parameter]) -> Tensor:
     if not grads:
         return torch.zeros(())
     return torch.nn.utils.get_total_norm(grads).square()
+
+
+def grad_norms(params: Iterable[nn.Parameter]) -> Tensor:
+    """Euclidean norm of every parameter's gradient, shape (k,) for the k with a gradient."""
+    norms = [torch.linalg.vector_norm(p.grad) for p in params if p.grad is not None]
+    return torch.stack(norms) if norms else torch.zeros(0)
+
+
+def sq_norm_of_norms(parts: Sequence[Tensor]) -> Tensor:
+    """Squared norm of all gradients from :func:`grad_norms` of disjoint parameter groups.
+
+    Equals :func:`grad_sq_norm` of the groups' parameters in the same order, bit for bit on the
+    CPU (both take the norm of the per-tensor norms).
+    """
+    norms = torch.cat(list(parts))
+    if not norms.numel():
+        return torch.zeros(())
+    return torch.linalg.vector_norm(norms).square()
 
 
 def optimizer_params(opt: torch.optim.Optimizer) -> list[nn.Parameter]:
@@ -278,161 +311,3 @@ def fedavg(states: Sequence[Mapping[str, Tensor]], weights: ArrayLike) -> dict[s
     for state, weight in zip(states, w.tolist(), strict=True):
         acc.add(state, weight)
     return acc.result(like=states[0])
-
-
-def split_step(
-    device_model: nn.Module,
-    server_model: nn.Module,
-    device_opt: torch.optim.Optimizer,
-    server_opt: torch.optim.Optimizer,
-    x: Tensor,
-    y: Tensor,
-    *,
-    device_id: int,
-    transport: Transport,
-    bits: int,
-    quant_generator: torch.Generator | None,
-    label_dtype: torch.dtype,
-    meter: StepMeter,
-) -> None:
-    """One split-learning mini-batch step across the transport (SFL-V1 / SL inner step).
-
-    The device computes activations ``a = f_d(x)`` and sends ``Q_b(a)`` (``bits < 32``) or ``a``
-    (fp32) with the labels; the server computes the loss at what it received, steps its model and
-    returns ``dL/da`` (fp32); the device back-propagates it through ``f_d`` -- the gradient at the
-    quantized point stands in for the one at ``a`` (straight-through), as in SFLAM.
-    """
-    acts = device_model(x)
-    payload: Tensor | QuantizedTensor
-    if bits == FP32_BITS:
-        payload = acts.detach()
-    else:
-        payload = quantize(acts.detach(), bits, generator=quant_generator)
-    received = transport.to_server(device_id, "activations", payload)
-    labels = transport.to_server(device_id, "labels", y.to(label_dtype))
-    assert isinstance(labels, Tensor)
-    if isinstance(received, QuantizedTensor):
-        server_in = dequantize(received, device=acts.device)
-    else:
-        assert isinstance(received, Tensor)
-        server_in = received
-    server_in.requires_grad_(True)
-    loss = F.cross_entropy(server_model(server_in), labels.long())
-    server_opt.zero_grad(set_to_none=True)
-    loss.backward()
-    assert server_in.grad is not None
-    grad = transport.to_device(device_id, "gradients", server_in.grad)
-    assert isinstance(grad, Tensor)
-    device_opt.zero_grad(set_to_none=True)
-    acts.backward(grad)
-    meter.add(loss, grad_sq_norm(optimizer_params(device_opt) + optimizer_params(server_opt)))
-    server_opt.step()
-    device_opt.step()
-
-
-def _state_copy(module: nn.Module) -> dict[str, Tensor]:
-    return {k: v.detach().clone() for k, v in module.state_dict().items()}
-
-
-class Protocol(ABC):
-    """Base class of a training protocol over a split model.
-
-    Parameters
-    ----------
-    device_model, server_model : nn.Module
-        The global model parts; the protocol trains them in place (round after round).
-    data : ClientData
-        Local data of every device.
-    transport : Transport
-        The device <-> server link; everything exchanged goes through it.
-    lr : float
-        SGD learning rate eta.
-    momentum : float
-        SGD momentum of the local optimizers (reset every round: optimizer state is local).
-    batch_size, local_iters : int
-        beta and tau.
-    """
-
-    #: Name used by ``--protocol``.
-    name: ClassVar[str] = ""
-    #: Whether uplink activations are quantized with the allocation's bits.
-    quantized: ClassVar[bool] = False
-    #: Whether participants run one after another (round latency = sum, not max).
-    sequential: ClassVar[bool] = False
-
-    def __init__(
-        self,
-        device_model: nn.Module,
-        server_model: nn.Module,
-        *,
-        data: ClientData,
-        transport: Transport,
-        lr: float,
-        momentum: float,
-        batch_size: int,
-        local_iters: int,
-    ) -> None:
-        self.device_model = device_model
-        self.server_model = server_model
-        self.data = data
-        self.transport = transport
-        self.lr = lr
-        self.momentum = momentum
-        self.batch_size = batch_size
-        self.local_iters = local_iters
-        self.where = next(device_model.parameters()).device
-
-    # ---------------------------------------------------------------- training
-    @abstractmethod
-    def run_round(self, plan: RoundPlan) -> RoundStats:
-        """Train one round with ``plan.participants`` and update the global model(s)."""
-
-    def global_model(self) -> nn.Module:
-        """The current global model (device part then server part) for evaluation."""
-        return FullModel(self.device_model, self.server_model)
-
-    def optimizer(self, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
-        """A fresh local SGD optimizer."""
-        return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum)
-
-    def batches(self, plan: RoundPlan, device: int) -> tuple[Tensor, Tensor]:
-        """Images (tau, beta, C, H, W) and labels (tau, beta) of ``device`` in this round."""
-        gen = round_generator(plan.seed, plan.index, device, PURPOSE_BATCHES)
-        idx = batch_plan(self.data.y[device].shape[0], self.batch_size, self.local_iters, gen)
-        idx = idx.to(self.where)
-        return self.data.x[device][idx], self.data.y[device][idx]
-
-    def quant_generator(self, plan: RoundPlan, device: int) -> torch.Generator:
-        """The generator of device ``device``'s quantization noise in this round."""
-        return round_generator(plan.seed, plan.index, device, PURPOSE_QUANTIZER, self.where)
-
-    # ---------------------------------------------------------------- checkpoints
-    def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue training exactly (copies, not live tensors)."""
-        return {"device": _state_copy(self.device_model), "server": _state_copy(self.server_model)}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore :meth:`state_dict` output."""
-        self.device_model.load_state_dict(state["device"])
-        self.server_model.load_state_dict(state["server"])
-
-    # ---------------------------------------------------------------- simulated cost
-    @classmethod
-    @abstractmethod
-    def device_costs(
-        cls, scenario: Scenario, allocation: Allocation, spec: ModelSpec
-    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-        """Simulated latency (s) and energy (J) of one round for every device, shape (N,) each.
-
-        ``scenario`` carries the trained model's ``[model]`` and ``[training]`` tables;
-        ``allocation`` gives bandwidth and power (and, for quantized protocols, bits).
-        """
-
-    @classmethod
-    def round_cost(
-        cls, latency_s: NDArray[np.float64], energy_j: NDArray[np.float64], participants: ArrayLike
-    ) -> tuple[float, float]:
-        """Round latency (max, or sum when sequential) and energy (sum) over ``participants``."""
-        idx = np.asarray(participants, dtype=np.int64)
-        lat = latency_s[idx]
-        return float(lat.sum() if cls.sequential else lat.max()), float(energy_j[idx].sum())

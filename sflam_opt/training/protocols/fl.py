@@ -16,26 +16,17 @@ and power p_n (bits are irrelevant), for the whole model of ``M_full = M + M_s``
 
 from __future__ import annotations
 
-import copy
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 from numpy.typing import NDArray
-from torch.nn import functional as F
 
 from sflam_opt.allocation import Allocation
 from sflam_opt.costs import rate_bps
 from sflam_opt.scenario import Scenario
-from sflam_opt.training.models import FullModel, ModelSpec
-from sflam_opt.training.protocols.base import (
-    FedAvgAccumulator,
-    Protocol,
-    RoundPlan,
-    RoundStats,
-    StepMeter,
-    grad_sq_norm,
-    optimizer_params,
-)
+from sflam_opt.training.models import ModelSpec
+from sflam_opt.training.protocols.protocol import Protocol
+from sflam_opt.training.protocols.roles import DeviceRole, FedAvgServer, LocalDevice, ServerRole
 
 __all__ = ["FLProtocol"]
 
@@ -44,30 +35,8 @@ class FLProtocol(Protocol):
     """FedAvg of the whole (unsplit) model."""
 
     name: ClassVar[str] = "fl"
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._local = FullModel(copy.deepcopy(self.device_model), copy.deepcopy(self.server_model))
-
-    def run_round(self, plan: RoundPlan) -> RoundStats:
-        meter = StepMeter()
-        avg = FedAvgAccumulator()
-        global_model = self.global_model()
-        global_state = global_model.state_dict()
-        sizes = self.data.sizes
-        for n in plan.participants.tolist():
-            self._local.load_state_dict(self.transport.to_device(n, "model", global_state))
-            opt = self.optimizer(self._local.parameters())
-            xs, ys = self.batches(plan, n)
-            for t in range(self.local_iters):
-                loss = F.cross_entropy(self._local(xs[t]), ys[t])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                meter.add(loss, grad_sq_norm(optimizer_params(opt)))
-                opt.step()
-            avg.add(self.transport.to_server(n, "model", self._local.state_dict()), float(sizes[n]))
-        global_model.load_state_dict(avg.result(like=global_state))
-        return meter.stats()
+    device_role: ClassVar[type[DeviceRole]] = LocalDevice
+    server_role: ClassVar[type[ServerRole]] = FedAvgServer
 
     @classmethod
     def device_costs(

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from sflam_opt.training.protocols.base import RoundPlan
 from sflam_opt.training.protocols.sfl import SFLProtocol
 
 __all__ = ["SFLAMProtocol"]
@@ -27,8 +26,5 @@ class SFLAMProtocol(SFLProtocol):
     """SplitFed V1 with per-device quantized uplink activations."""
 
     name: ClassVar[str] = "sflam"
+    #: Device n sends ``plan.bits[n]``-bit activations (the allocation's, or ``--bits``).
     quantized: ClassVar[bool] = True
-
-    def bits_for(self, plan: RoundPlan, device: int) -> int:
-        """Uplink bit width of ``device`` from the round plan (the allocation or ``--bits``)."""
-        return int(plan.bits[device])

@@ -3,7 +3,7 @@
 One device-side model travels from device to device (relayed by the server) and one server-side
 model is trained continuously. In a round the participants take turns, in the round's order: the
 device downloads the current device-side model, runs ``tau`` split steps with the server (fp32
-activations and labels up, fp32 activation gradients down, :func:`~.base.split_step`), and
+activations and labels up, fp32 activation gradients down, :class:`~.roles.SplitDevice`), and
 uploads the device-side model for the next device. The server's optimizer persists across turns
 and rounds; each device's optimizer is fresh per turn. No averaging.
 
@@ -18,9 +18,7 @@ Pmax_n. With ``W_n = tau beta d 32 + 32 M`` uplink bits (fp32, no ranges):
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -35,8 +33,13 @@ from sflam_opt.costs import (
 )
 from sflam_opt.scenario import Scenario
 from sflam_opt.training.models import ModelSpec
-from sflam_opt.training.protocols.base import Protocol, RoundPlan, RoundStats, StepMeter, split_step
-from sflam_opt.training.quantizer import FP32_BITS
+from sflam_opt.training.protocols.protocol import Protocol
+from sflam_opt.training.protocols.roles import (
+    DeviceRole,
+    SequentialSplitServer,
+    ServerRole,
+    SplitDevice,
+)
 
 __all__ = ["SLProtocol"]
 
@@ -46,46 +49,8 @@ class SLProtocol(Protocol):
 
     name: ClassVar[str] = "sl"
     sequential: ClassVar[bool] = True
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._local_device = copy.deepcopy(self.device_model)
-        self._server_opt = self.optimizer(self.server_model.parameters())
-
-    def run_round(self, plan: RoundPlan) -> RoundStats:
-        meter = StepMeter()
-        for n in plan.participants.tolist():
-            state = self.device_model.state_dict()
-            self._local_device.load_state_dict(self.transport.to_device(n, "model", state))
-            dev_opt = self.optimizer(self._local_device.parameters())
-            xs, ys = self.batches(plan, n)
-            for t in range(self.local_iters):
-                split_step(
-                    self._local_device,
-                    self.server_model,
-                    dev_opt,
-                    self._server_opt,
-                    xs[t],
-                    ys[t],
-                    device_id=n,
-                    transport=self.transport,
-                    bits=FP32_BITS,
-                    quant_generator=None,
-                    label_dtype=self.data.label_dtype,
-                    meter=meter,
-                )
-            uploaded = self.transport.to_server(n, "model", self._local_device.state_dict())
-            self.device_model.load_state_dict(uploaded)
-        return meter.stats()
-
-    def state_dict(self) -> dict[str, Any]:
-        state = super().state_dict()
-        state["server_opt"] = copy.deepcopy(self._server_opt.state_dict())
-        return state
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        super().load_state_dict(state)
-        self._server_opt.load_state_dict(state["server_opt"])
+    device_role: ClassVar[type[DeviceRole]] = SplitDevice
+    server_role: ClassVar[type[ServerRole]] = SequentialSplitServer
 
     @classmethod
     def device_costs(
