@@ -32,7 +32,7 @@ from sflam_opt.errors import TrainingConfigError
 from sflam_opt.scenario import Scenario
 from sflam_opt.training.config import FADING_MODELS, TrainConfig
 from sflam_opt.training.models import ModelSpec
-from sflam_opt.training.protocols.base import Protocol
+from sflam_opt.training.protocols.protocol import Protocol
 from sflam_opt.training.quantizer import FP32_BITS
 
 __all__ = ["FADING_MODELS", "PURPOSE_FADING", "RoundAllocation", "RoundSchedule", "faded_gain_db"]

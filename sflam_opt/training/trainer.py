@@ -630,7 +630,9 @@ def train(
             transport.meter.reset()
             try:
                 stats = protocol.run_round(RoundPlan(r, participants, bits, config.seed))
-            except SflamError as exc:  # options were checked before the loop: the run failed
+            except TrainingRuntimeError:  # already says what failed (e.g. a lost worker)
+                raise
+            except SflamError as exc:  # options were checked before the loop: non-finite values
                 raise TrainingRuntimeError(
                     f"lr: training failed in round {r} ({exc}); lower --lr (now {config.lr})"
                 ) from None
