@@ -3,3 +3,11 @@ from pathlib import Path
 
 # Make tests/reference_scenarios.py importable as a plain module from every test file.
 sys.path.insert(0, str(Path(__file__).parent))
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _empty_user_calibration_store(tmp_path_factory, monkeypatch):
+    # Calibrations a developer saved under ~/.cache must not change what the tests see.
+    monkeypatch.setenv("SFLAM_OPT_CALIBRATION_DIR", str(tmp_path_factory.mktemp("calibrations")))

@@ -77,6 +77,12 @@ class TrainConfig:
         Continue from ``out/checkpoint.pt``.
     pretrained : bool
         Start from timm ImageNet weights (vit-s32 / vit-b32 only; needs the timm extra).
+    image_size : int, optional
+        Side (pixels) the model sees; images are resized to it on the device (default: the
+        preset's size when the data are smaller, e.g. 224 for vit-b32 on CIFAR-10's 32 px).
+    weights : str, optional
+        Local timm or torch state-dict file of the preset's pretrained weights (implies
+        ``pretrained``).
     """
 
     protocol: str = "sflam"
@@ -101,9 +107,13 @@ class TrainConfig:
     out: str | None = None
     resume: bool = False
     pretrained: bool = False
+    image_size: int | None = None
+    weights: str | None = None
 
     def __post_init__(self) -> None:
-        for name in ("data_dir", "allocation", "scenario", "out"):
+        if self.weights is not None:
+            object.__setattr__(self, "pretrained", True)
+        for name in ("data_dir", "allocation", "scenario", "out", "weights"):
             value = getattr(self, name)
             if isinstance(value, os.PathLike):
                 object.__setattr__(self, name, os.fspath(value))
@@ -164,6 +174,10 @@ class TrainConfig:
             torch.device(self.device)
         except (RuntimeError, TypeError):
             raise bad("device", self.device, "use cpu, cuda or cuda:K") from None
+        if self.image_size is not None and (not _is_int(self.image_size) or self.image_size < 1):
+            raise bad("image_size", self.image_size, "give a side length in pixels, e.g. 224")
+        if self.weights is not None and not os.path.isfile(self.weights):
+            raise bad("weights", self.weights, "give an existing timm or torch state-dict file")
         if self.resume and not self.out:
             raise TrainingConfigError("resume: --resume needs --out DIR holding checkpoint.pt")
 
