@@ -357,8 +357,9 @@ def test_input_size_upscales_to_the_preset_and_honours_an_override():
 
 
 def test_train_weights_option_loads_a_state_dict_file(tmp_path, monkeypatch):
-    from sflam_opt.training import TrainConfig, train
     from test_data import write_fake_cifar
+
+    from sflam_opt.training import TrainConfig, train
 
     monkeypatch.setitem(PRESETS, "vit-mini", Preset(16, 3, 8, 32, 2, 2, timm_name="vit_mini"))
     src_device, src_server, _ = build_split_model("vit-mini", seed=1)
