@@ -548,6 +548,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run")
     r.add_argument("groups", nargs="+")
+    one = sub.add_parser("one", help="train the runs given as JSON TrainConfig keyword objects")
+    one.add_argument("configs", nargs="+")
     sub.add_parser("fit")
     sub.add_parser("memory")
     sub.add_parser("report")
@@ -557,6 +559,9 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.groups:
             for cfg in g[name]:
                 run_one(cfg)
+    elif args.cmd == "one":
+        for text in args.configs:
+            run_one(json.loads(text))
     elif args.cmd == "fit":
         fit()
     elif args.cmd == "memory":
