@@ -66,7 +66,7 @@ def test_vit_b32_sflam_in_fresh_subprocess():
     assert r["trained_params"] == 2_360_064
     assert r["breakdown_mb"]["weights"] == pytest.approx(4 * 2_360_064 / MB)
     assert r["payload_mb"] == pytest.approx((8 * 37_632 + 8) / MB)  # 8 bits/value + range
-    # Measured 40.7 MB on CPU (torch 2.13); the seed's claim is < 100 MB at batch 32.
+    # Measured 40.7 MB on CPU (torch 2.13); the SFLAM paper's (arXiv 2504.09114) claim is < 100 MB at batch 32.
     assert r["device_peak_mb"] < 100
 
 

@@ -61,7 +61,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: The CIFAR-10 setting of the SFLAM seed, as the command ``bench train`` runs per alpha on a GPU.
+#: The CIFAR-10 setting of the SFLAM paper (arXiv 2504.09114), as the command ``bench train`` runs per alpha on a GPU.
 CIFAR_COMMAND = (
     "sflam-opt train --dataset cifar10 --data-dir DIR --model vit-b32 --pretrained "
     "--device cuda --protocol sflam --alpha {alpha} --devices {devices} --rounds {rounds} "
@@ -810,7 +810,8 @@ def report_section(figures: Path, doc: Mapping[str, Any]) -> list[str]:
     else:
         out.append(
             "**Not run on this machine**: " + "; ".join(cifar.get("reasons", [])) + ". The SFLAM "
-            "seed reports its accuracy for this setting from a GPU run; sflam-opt has not "
+            "paper (arXiv 2504.09114) reports its accuracy for this setting from a GPU run; "
+            "sflam-opt has not "
             "reproduced it here, so no number is claimed. `sflam-opt bench train --cifar10-dir "
             "DIR` runs it automatically on a machine with a CUDA device."
         )
