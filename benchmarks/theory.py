@@ -529,6 +529,20 @@ def report() -> str:
                      f"± {sd(a['final']):.1f} | {statistics.mean(a['last10']):.1f} ± "
                      f"{sd(a['last10']):.1f} |")  # fmt: skip
 
+    lines.append("")
+    for source in sorted({src for src, _ in agg}):
+        ref = agg.get((source, "sfl fp32"))
+        for (src, mode), a in sorted(agg.items()):
+            if src != source or ref is None or mode == "sfl fp32":
+                continue
+            d_final = statistics.mean(a["final"]) - statistics.mean(ref["final"])
+            d_last = statistics.mean(a["last10"]) - statistics.mean(ref["last10"])
+            lines.append(
+                f"- {source}: {mode} minus sfl fp32 = {d_final:+.1f} points at the final round, "
+                f"{d_last:+.1f} points over the last 10 rounds ({len(a['final'])} and "
+                f"{len(ref['final'])} seeds)."
+            )
+
     # Memory.
     lines += ["", "## 4. Device memory of one ViT-B/32 step (SFLAM device), every allocation", ""]
     if MEMORY_JSON.exists():
