@@ -174,7 +174,7 @@ def train_command(
         typer.Option(
             "--calibrate",
             help="Without a stored calibration of this configuration, calibrate the bound first "
-            "(2 runs on other seeds) and save it.",
+            "(fp32 and 2-bit runs on two other seeds) and save it.",
         ),
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
