@@ -238,7 +238,7 @@ def test_train_section_runs_and_reports(tmp_path: Path) -> None:
     cal = doc["calibration"]
     assert cal["error"] is None and cal["seed"] == TINY.calibration_seed
     const = cal["constants"]
-    assert const["a"] > 0 and const["phi0"] > 0 and const["q"] >= 0
+    assert const["a"] > 0 and const["phi0"] >= 0 and const["q"] >= 0  # envelope: Phi0 may be 0
     for c in (c for c in curves if c["protocol"] == "fl"):  # fp32: Phi_q(32 bits) ~ 1e-19
         expect = const["a"] / (runs[1]["lr"] * TINY.train_local_iters * c["round"]) + const["phi0"]
         assert c["bound_calibrated"] == pytest.approx(expect, rel=1e-9)
