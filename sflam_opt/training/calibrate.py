@@ -77,7 +77,8 @@ FITTING_RULE = (
     "plateaus = mean squared gradient norm over the last half of the rounds; then (A, Phi0) >= 0 "
     "minimise A/(eta_eff tau K_target) + Phi0 subject to B(K, b) >= G(K) for every run and round "
     "K (upper envelope), B = A/(eta_eff tau K) + Phi0 + q/(2^b-1)^2, eta_eff = lr/(1-momentum), G(K) the "
-    "running mean of the squared gradient norm over rounds 1..K; then all three scaled "
+    "running mean of the squared gradient norm over rounds 1..K, A at least the measured "
+    "2 (F(w_0) - F_inf) when known; then all three scaled "
     "by the largest leave-one-partition-out excess (>= 1); "
     "epsilon = Phi0 + A/(eta_eff tau K_target)"
 )
@@ -224,6 +225,7 @@ def fit_calibration(
     step_tau: float,
     target_rounds: int,
     plateau_fraction: float = 0.5,
+    a_min: float = 0.0,
 ) -> dict[str, Any]:
     """The calibrated constants of runs of one configuration (module docstring, steps 1-4).
 
@@ -238,6 +240,10 @@ def fit_calibration(
         ``K_target`` of the epsilon rule.
     plateau_fraction : float
         Share of the last rounds averaged for the plateaus of step 1.
+    a_min : float
+        Lower limit of A, e.g. the measured ``2 (F(w_0) - F_inf)``: when the running means do not
+        fall over the calibration (short runs), the envelope alone would put A at 0, which no
+        scenario accepts. Raising A only raises the bound, so it stays an envelope.
 
     Returns
     -------
@@ -253,6 +259,7 @@ def fit_calibration(
     pairs = [(int(r["bits"]), r["grad_sq_norm"]) for r in runs]
     q = quantization_floor(runs, plateau_fraction)
     a, phi0, q = envelope_fit(pairs, step_tau, q, int(target_rounds))
+    a = max(a, float(a_min))
     groups = sorted({group(r) for r in runs})
     loo: dict[str, float] = {}
     if len(groups) > 1:
@@ -454,6 +461,7 @@ def calibrate(
         step_tau,
         k_target,
         plateau_fraction,
+        a_min=2.0 * (f_w0 - f_inf),
     )
     floors = {
         str(b): plateau([m["grad_sq_norm"] for m in r.metrics], plateau_fraction)
