@@ -175,8 +175,9 @@ def test_invalid_overrides_are_rejected(kwargs, field):
 
 def test_wrong_input_shape_raises_config_error():
     device, _, _ = build_split_model("vit-tiny")
+    assert device(torch.randn(2, 1, 10, 10)).shape == (2, 4, 64)  # resized to the model's 8 px
     with pytest.raises(TrainingConfigError, match="multiples of 4"):
-        device(torch.randn(2, 1, 10, 10))
+        DeviceModel(1, 64, 4)(torch.randn(2, 1, 10, 10))  # no input size: no resize
     with pytest.raises(TrainingConfigError, match=r"\(B, 1, H, W\)"):
         device(torch.randn(2, 3, 8, 8))
 
