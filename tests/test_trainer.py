@@ -119,7 +119,7 @@ def test_uplink_bytes_match_the_cost_model_payload():
     assert scen.model.device_cycles_per_sample == spec.device_flops_per_sample
     assert scen.model.server_cycles_per_sample == spec.server_flops_per_sample
     assert (scen.training.batch_size, scen.training.local_iters) == (8, 2)
-    assert scen.training.learning_rate == res.config.lr
+    assert scen.training.learning_rate == res.config.lr / (1 - res.config.momentum)  # eta_eff
     row = res.metrics[0]
     w_bytes = payload_bits(scen, alloc.bits)[row["participants"]].sum() / 8
     sent = row["traffic"]["up/activations/payload"] + row["traffic"]["up/model/payload"]
