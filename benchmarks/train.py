@@ -356,15 +356,18 @@ def calibrated_bound(
 ) -> float | None:
     """Bound of formulation §4 after ``k`` rounds with calibrated A, Phi0 and q.
 
-    ``A / (eta tau k) + Phi0 + q * Phi_q(b) / q_scenario``, with eta, tau of the run's config and
+    ``A / (eta_eff tau k) + Phi0 + q * Phi_q(b) / q_scenario``, with ``eta_eff = lr / (1 -
+    momentum)`` and tau of the run's config and
     the bits' factor ``Phi_q(b) / q`` the run recorded (``phi_q_unit``).
     """
     unit = (result.get("summary") or {}).get("phi_q_unit")
     if not calibration or unit is None:
         return None
+    from sflam_opt.bounds import effective_step
+
     c = result["config"]
     return (
-        calibration["a"] / (c["lr"] * c["local_iters"] * k)
+        calibration["a"] / (effective_step(c["lr"], c["momentum"]) * c["local_iters"] * k)
         + calibration["phi0"]
         + calibration["q"] * unit
     )

@@ -4,6 +4,11 @@
 ``(1/K) sum_k E||grad F(w_k)||^2 <= A / (eta tau K) + Phi0 + Phi_q(b)`` with
 ``Phi_q(b) = sum_n rho_n q / (2^{b_n} - 1)^2``, so reaching a target eps takes
 ``K(b) = A / (eta tau (eps - Phi0 - Phi_q(b)))`` rounds, defined only when eps > Phi0 + Phi_q(b).
+
+``eta`` is the scenario's ``[training] learning_rate``. The analysis is for plain SGD; for SGD with
+heavy-ball momentum ``mu`` the step that plays its role is the effective step ``eta / (1 - mu)``
+(:func:`effective_step`), the steady-state displacement per unit gradient, and the trainer writes
+that into the scenarios it builds.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from sflam_opt.scenario import Scenario
 
 __all__ = [
     "bound",
+    "effective_step",
     "margin",
     "min_epsilon",
     "phi_q",
@@ -23,6 +29,18 @@ __all__ = [
     "rounds_needed",
     "target_infeasibility",
 ]
+
+
+def effective_step(lr: float, momentum: float = 0.0) -> float:
+    """Effective SGD step ``lr / (1 - momentum)`` of heavy-ball momentum, ``momentum`` in [0, 1).
+
+    With a constant gradient ``g`` the momentum buffer converges to ``g / (1 - momentum)``, so each
+    step moves the weights by ``lr g / (1 - momentum)``: the ``eta`` of the bound's ``A / (eta tau
+    K)`` term for momentum SGD.
+    """
+    if not 0.0 <= momentum < 1.0:
+        raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
+    return float(lr) / (1.0 - float(momentum))
 
 
 def quantization_penalty(bits: ArrayLike) -> FloatArray:

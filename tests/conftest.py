@@ -5,3 +5,11 @@ from pathlib import Path
 # repository's benchmarks/ package (not installed with sflam-opt) from tests/test_bench.py.
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _empty_user_calibration_store(tmp_path_factory, monkeypatch):
+    # Calibrations a developer saved under ~/.cache must not change what the tests see.
+    monkeypatch.setenv("SFLAM_OPT_CALIBRATION_DIR", str(tmp_path_factory.mktemp("calibrations")))

@@ -91,3 +91,34 @@ def test_bad_dataset_arguments(tmp_path):
         load_dataset("cifar10")
     with pytest.raises(TrainingConfigError, match="unknown 'mnist'"):
         load_dataset("mnist")
+
+
+def test_resize_is_a_fixed_bilinear_map_and_identity_at_the_same_size():
+    from sflam_opt.training.data import resize_images
+
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    y = resize_images(x, 224)
+    assert y.shape == (2, 3, 224, 224)
+    assert torch.equal(y, resize_images(x.clone(), 224))  # no randomness: same on every device
+    assert resize_images(x, 32) is x
+    # Bilinear interpolation keeps constants and stays within the input's range.
+    assert torch.allclose(resize_images(torch.full((1, 1, 8, 8), 0.3), 24), torch.tensor(0.3))
+    assert y.min() >= x.min() - 1e-6 and y.max() <= x.max() + 1e-6
+
+
+def test_vit_b32_on_cifar_format_data_sends_49_tokens_per_image(tmp_path):
+    from sflam_opt.training import TrainConfig, train
+
+    write_fake_cifar(tmp_path, per_file=4)
+    res = train(
+        TrainConfig(
+            protocol="sflam", model="vit-b32", dataset="cifar10", data_dir=str(tmp_path),
+            devices=2, rounds=1, local_iters=1, batch_size=2, bits=8, solver="equal",
+            alpha=100.0, threads=1,
+        )
+    )  # fmt: skip
+    assert res.spec.image_size == 224 and res.spec.num_patches == 49
+    assert res.summary["model_spec"]["activation_elems"] == 37_632
+    assert res.scenario.model.activation_elems == 37_632
+    # 2 devices x 1 step x (2 images x 37,632 values x 8 bits + the 8-byte range).
+    assert res.metrics[0]["traffic"]["up/activations/payload"] == 2 * (2 * 37_632 + 8)

@@ -66,7 +66,7 @@ def test_vit_b32_sflam_in_fresh_subprocess():
     assert r["trained_params"] == 2_360_064
     assert r["breakdown_mb"]["weights"] == pytest.approx(4 * 2_360_064 / MB)
     assert r["payload_mb"] == pytest.approx((8 * 37_632 + 8) / MB)  # 8 bits/value + range
-    # Measured 40.7 MB on CPU (torch 2.13); the seed's claim is < 100 MB at batch 32.
+    # Measured 40.7 MB on CPU (torch 2.13); the SFLAM paper's (arXiv 2504.09114) claim is < 100 MB at batch 32.
     assert r["device_peak_mb"] < 100
 
 
@@ -92,3 +92,14 @@ def test_bad_arguments_raise_before_spawning(kwargs, field):
     args = {"model": "vit-b32", "batch": 8, "protocol": "sflam"} | kwargs
     with pytest.raises(TrainingConfigError, match=field):
         measure_device_memory(**args)
+
+
+@pytest.mark.parametrize("bits", [3, 5, 7])
+def test_numpy_and_python_allocations_of_the_packing_are_counted(bits):
+    r = measure_device_memory("vit-tiny", 512, "sflam", in_subprocess=False, bits=bits)
+    assert r["bits"] == bits
+    # The packed payload is a Python bytes object (plus numpy scratch): traced, never below it.
+    assert r["numpy_python_peak_mb"] >= r["payload_mb"] - 8 / MB
+    # Packing needs no n x bits bit matrix: its scratch stays within a few payloads.
+    assert r["numpy_python_peak_mb"] <= 4 * r["payload_mb"] + 0.1
+    assert r["device_peak_mb"] == pytest.approx(r["torch_peak_mb"] + r["numpy_python_peak_mb"])

@@ -175,8 +175,9 @@ def test_invalid_overrides_are_rejected(kwargs, field):
 
 def test_wrong_input_shape_raises_config_error():
     device, _, _ = build_split_model("vit-tiny")
+    assert device(torch.randn(2, 1, 10, 10)).shape == (2, 4, 64)  # resized to the model's 8 px
     with pytest.raises(TrainingConfigError, match="multiples of 4"):
-        device(torch.randn(2, 1, 10, 10))
+        DeviceModel(1, 64, 4)(torch.randn(2, 1, 10, 10))  # no input size: no resize
     with pytest.raises(TrainingConfigError, match=r"\(B, 1, H, W\)"):
         device(torch.randn(2, 3, 8, 8))
 
@@ -340,3 +341,43 @@ def test_vit_b32_cost_model_numbers_are_consistent(vit_b32):
     assert spec.device_forward_flops == 2 * 49 * 768 * 3 * 32 * 32
     # ~4.4 GMACs per image for ViT-B/32 (as reported by timm / fvcore).
     assert math.isclose(spec.server_forward_flops / 2, 4.37e9, rel_tol=0.03)
+
+
+def test_input_size_upscales_to_the_preset_and_honours_an_override():
+    from sflam_opt.training.models import input_size
+
+    assert input_size("vit-b32", 32) == 224 and input_size("vit-s32", 32) == 224
+    assert input_size("vit-tiny", 8) == 8 and input_size("vit-tiny", 32) == 32  # never down
+    assert input_size("vit-b32", 32, 64) == 64
+    with pytest.raises(TrainingConfigError, match="image_size: 100 is not a multiple"):
+        input_size("vit-b32", 32, 100)
+    device, _, spec = build_split_model("vit-b32", image_size=224)
+    with torch.no_grad():
+        tokens = device(torch.randn(1, 3, 32, 32))
+    assert tokens.shape == (1, 49, 768) and spec.activation_elems == 37_632
+
+
+def test_train_weights_option_loads_a_state_dict_file(tmp_path, monkeypatch):
+    from test_data import write_fake_cifar
+
+    from sflam_opt.training import TrainConfig, train
+
+    monkeypatch.setitem(PRESETS, "vit-mini", Preset(16, 3, 8, 32, 2, 2, timm_name="vit_mini"))
+    src_device, src_server, _ = build_split_model("vit-mini", seed=1)
+    sd = {f"patch_embed.{k}": v for k, v in src_device.patch_embed.state_dict().items()}
+    sd |= {k: v for k, v in src_server.state_dict().items() if not k.startswith("head.")}
+    path = tmp_path / "vit_mini.pt"
+    torch.save(sd, path)
+    write_fake_cifar(tmp_path / "cifar", per_file=4)
+    config = TrainConfig(
+        protocol="sfl", model="vit-mini", dataset="cifar10", data_dir=str(tmp_path / "cifar"),
+        devices=2, rounds=1, local_iters=1, batch_size=2, lr=1e-30, momentum=0.0,
+        solver="equal", alpha=100.0, threads=1, weights=str(path),
+    )  # fmt: skip
+    assert config.pretrained  # --weights implies --pretrained
+    res = train(config)
+    assert res.spec.image_size == 32  # 32 px data are not downscaled to the preset's 16
+    trained = res.model.device_model.patch_embed.proj.weight
+    torch.testing.assert_close(trained, src_device.patch_embed.proj.weight)
+    with pytest.raises(TrainingConfigError, match="weights: invalid value"):
+        TrainConfig(weights=str(tmp_path / "missing.pt"))

@@ -184,3 +184,25 @@ def test_vit_b32_batch_quantizes_fast():
         best = min(best, time.perf_counter() - start)
     assert y.shape == x.shape
     assert best < 0.5
+
+
+def _bit_matrix_pack(codes: np.ndarray, bits: int) -> bytes:
+    """The former wire format, built from an n x bits bit matrix (reference for the packer)."""
+    if bits <= 8:
+        matrix = np.unpackbits(codes.astype(np.uint8)[:, None], axis=1)[:, 8 - bits :]
+    else:
+        as_bytes = codes.astype(">u2").view(np.uint8).reshape(-1, 2)
+        matrix = np.unpackbits(as_bytes, axis=1)[:, 16 - bits :]
+    return np.packbits(matrix).tobytes()
+
+
+@pytest.mark.parametrize("bits", range(1, 17))
+def test_packing_is_bit_exact_with_the_bit_matrix_format(bits):
+    rng = np.random.default_rng(bits)
+    dtype = np.uint8 if bits <= 8 else np.uint16
+    for n in (0, 1, 7, 8, 9, 63, 1000, 4099):
+        codes = rng.integers(0, 2**bits, size=n).astype(dtype)
+        payload = pack_codes(codes, bits)
+        assert payload == _bit_matrix_pack(codes, bits), (bits, n)
+        assert len(payload) == packed_nbytes(n, bits)
+        np.testing.assert_array_equal(unpack_codes(payload, n, bits), codes)

@@ -23,7 +23,6 @@ from sflam_opt.scenario import Scenario
 from sflam_opt.solvers import solve
 from sflam_opt.training import TrainConfig, train
 from sflam_opt.training.trainer import (
-    CALIBRATED_CONVERGENCE,
     CHECKPOINT_NAME,
     CURVES_NAME,
     METRICS_NAME,
@@ -127,7 +126,7 @@ def test_uplink_bytes_match_the_cost_model_payload():
     assert scen.model.device_cycles_per_sample == spec.device_flops_per_sample
     assert scen.model.server_cycles_per_sample == spec.server_flops_per_sample
     assert (scen.training.batch_size, scen.training.local_iters) == (8, 2)
-    assert scen.training.learning_rate == res.config.lr
+    assert scen.training.learning_rate == res.config.lr / (1 - res.config.momentum)  # eta_eff
     row = res.metrics[0]
     w_bytes = payload_bits(scen, alloc.bits)[row["participants"]].sum() / 8
     sent = row["traffic"]["up/activations/payload"] + row["traffic"]["up/model/payload"]
@@ -145,12 +144,31 @@ def test_uplink_bytes_match_the_cost_model_payload():
     assert scen.devices.samples.sum() == 1437  # D_n from the partition of the digits train set
 
 
-def test_default_scenario_uses_the_calibrated_convergence_constants(tmp_path):
-    res = train(TrainConfig(protocol="sflam", **{**SMALL, "rounds": 1}))
+def test_default_scenario_uses_a_calibration_of_exactly_this_configuration(
+    tmp_path, monkeypatch, caplog
+):
+    from sflam_opt.bounds import effective_step
+    from sflam_opt.training.calibration_store import calibration_key, save_calibration
+
+    monkeypatch.setenv("SFLAM_OPT_CALIBRATION_DIR", str(tmp_path / "store"))
+    config = TrainConfig(protocol="sflam", **{**SMALL, "rounds": 1})
+    # No stored calibration of this configuration: section 7's constants, and a warning.
+    with caplog.at_level("WARNING"):
+        res = train(config)
+    assert res.scenario.convergence == Scenario.default(devices=4, seed=0).convergence
+    assert res.summary["allocation"]["convergence"].startswith("uncalibrated")
+    assert "uncalibrated" in caplog.text and "sflam-opt calibrate" in caplog.text
+    # The bound's eta is the effective step of momentum SGD.
+    assert res.scenario.training.learning_rate == pytest.approx(effective_step(0.15, 0.5))
+    constants = {"a": 3.0, "phi0": 1.0, "q": 5.0, "epsilon": 1.2}
+    save_calibration({"config": calibration_key(config), "convergence": constants, "command": "x"})
+    res = train(config)
     c = res.scenario.convergence
-    expect = CALIBRATED_CONVERGENCE[("vit-tiny", "digits")]
-    assert {k: getattr(c, k) for k in expect} == expect
-    assert res.summary["allocation"]["convergence"] == "calibrated vit-tiny/digits"
+    assert {k: getattr(c, k) for k in constants} == constants
+    assert res.summary["allocation"]["convergence"].startswith("calibrated vit-tiny/digits")
+    # Any other lr (or alpha, momentum, batch...) is another configuration: not used.
+    other = train(TrainConfig(protocol="sflam", **{**SMALL, "rounds": 1, "lr": 0.1}))
+    assert other.summary["allocation"]["convergence"].startswith("uncalibrated")
     # A scenario file keeps its own [convergence] table.
     scen = Scenario.default(devices=4, seed=0)
     (tmp_path / "s.toml").write_text(scen.to_toml())

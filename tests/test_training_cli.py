@@ -115,7 +115,7 @@ def test_calibrate_writes_a_scenario(app, runner, tmp_path):
             "3",
             "--threads",
             "1",
-            "--seed",
+            "--seeds",
             "1",
             "--out",
             str(target),
@@ -124,10 +124,29 @@ def test_calibrate_writes_a_scenario(app, runner, tmp_path):
     )
     assert res.exit_code == 0, res.output
     est = json.loads(res.stdout)
+    assert "--bits 3 --seeds 1" in est["entry"]["command"]
     scen = Scenario.from_toml(target)
     c = scen.convergence
     assert (c.a, c.phi0, c.q, c.epsilon) == (est["a"], est["phi0"], est["q"], est["epsilon"])
     assert scen.n_devices == 3 and scen.training.local_iters == 10
+
+
+def test_train_calibrate_calibrates_saves_and_is_reused(app, runner):
+    opts = ["--devices", "3", "--rounds", "4", "--alpha", "100", "--local-iters", "10"]
+    opts += ["--batch-size", "16", "--lr", "0.1", "--momentum", "0.9", "--solver", "equal"]
+    opts += ["--threads", "1", "--json"]
+    res = runner.invoke(app, ["train", *opts, "--calibrate"])
+    assert res.exit_code == 0, res.output
+    assert "saved the bound's calibration" in res.stderr
+    first = json.loads(res.stdout)
+    assert first["allocation"]["convergence"].startswith("calibrated vit-tiny/digits")
+    again = runner.invoke(app, ["train", *opts])
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["allocation"] == first["allocation"]
+    assert json.loads(again.stdout)["final_bound"] == first["final_bound"]
+    other = runner.invoke(app, ["train", *opts, "--lr", "0.05", "--rounds", "1"])
+    assert other.exit_code == 0, other.output
+    assert json.loads(other.stdout)["allocation"]["convergence"].startswith("uncalibrated")
 
 
 def test_calibrate_bad_bits(app, runner):

@@ -129,6 +129,15 @@ DeviceOpt = Annotated[str, typer.Option(help="torch device: cpu, cuda, cuda:K.")
 ThreadsOpt = Annotated[
     int | None, typer.Option(help="torch CPU threads (default: 1 for tiny models, else 2).")
 ]
+ImageSizeOpt = Annotated[
+    int | None,
+    typer.Option(help="Input side the model sees; images are resized to it (default: preset's)."),
+]
+DevicesPerRoundOpt = Annotated[
+    int | None, typer.Option(help="Participants K per round (default: all N).")
+]
+#: Offset of the seeds ``train --calibrate`` calibrates on, so they differ from the run's own.
+CALIBRATION_SEED_OFFSET = 1000
 
 
 # ------------------------------------------------------------------------------ train
@@ -140,9 +149,7 @@ def train_command(
     dataset: DatasetOpt = _D["dataset"],
     data_dir: DataDirOpt = None,
     devices: DevicesOpt = _D["devices"],
-    devices_per_round: Annotated[
-        int | None, typer.Option(help="Participants K per round (default: all N).")
-    ] = None,
+    devices_per_round: DevicesPerRoundOpt = None,
     alpha: AlphaOpt = _D["alpha"],
     rounds: Annotated[int, typer.Option(help="Training rounds R.")] = _D["rounds"],
     lr: LrOpt = _D["lr"],
@@ -188,6 +195,19 @@ def train_command(
     timeout_s: Annotated[
         float, typer.Option(help="--transport gloo: seconds a worker may stay silent.")
     ] = _D["timeout_s"],
+    weights: Annotated[
+        Path | None,
+        typer.Option(help="Pretrained timm/torch state-dict file (implies --pretrained)."),
+    ] = None,
+    image_size: ImageSizeOpt = None,
+    calibrate: Annotated[
+        bool,
+        typer.Option(
+            "--calibrate",
+            help="Without a stored calibration of this configuration, calibrate the bound first "
+            "(fp32 and 2-bit runs on two other seeds) and save it.",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Train a split ViT with SFLAM, SFL, FL or SL and measure accuracy, bytes and cost."""
@@ -222,14 +242,16 @@ def train_command(
             transport=transport,
             workers=workers,
             timeout_s=timeout_s,
+            weights=_path(weights),
+            image_size=image_size,
         )
         from sflam_opt.training.rundir import claim_run_dir
 
-        with (
-            claim_run_dir(out, resume=resume, overwrite=overwrite),
-            _RoundBars(err, rounds) as bars,
-        ):
-            result = train(config, progress=lambda row: bars.update(f"{protocol} rounds", row))
+        with claim_run_dir(out, resume=resume, overwrite=overwrite):
+            if calibrate:
+                _calibrate_first(config, err)
+            with _RoundBars(err, rounds) as bars:
+                result = train(config, progress=lambda row: bars.update(f"{protocol} rounds", row))
         summary = result.summary
         if as_json:
             typer.echo(json.dumps(summary, indent=2))
@@ -257,13 +279,46 @@ def train_command(
             err.print(f"wrote {out}/metrics.jsonl, summary.json, curves.png", highlight=False)
 
 
+def _calibrate_first(config: Any, err: Console) -> None:
+    """``train --calibrate``: calibrate and save the bound of ``config`` unless one is stored."""
+    from sflam_opt.training.calibrate import calibrate
+    from sflam_opt.training.calibration_store import find_calibration, save_calibration
+
+    if find_calibration(config) is not None:
+        return
+    seeds = tuple(config.seed + CALIBRATION_SEED_OFFSET + i for i in range(2))
+    with _RoundBars(err, config.rounds) as bars:
+        result = calibrate(
+            config.model,
+            config.dataset,
+            config.data_dir,
+            devices=config.devices,
+            devices_per_round=config.devices_per_round,
+            alpha=config.alpha,
+            rounds=config.rounds,
+            lr=config.lr,
+            momentum=config.momentum,
+            batch_size=config.batch_size,
+            local_iters=config.local_iters,
+            image_size=config.image_size,
+            pretrained=config.pretrained,
+            weights=config.weights,
+            seeds=seeds,
+            device=config.device,
+            threads=config.threads,
+            progress=lambda label, row: bars.update(f"calibrate {label}", row),
+        )
+    path = save_calibration(result["entry"])
+    err.print(f"saved the bound's calibration to {path}", highlight=False)
+
+
 # ------------------------------------------------------------------------------ calibrate
-def _parse_bits(text: str) -> tuple[int, ...]:
+def _parse_ints(text: str, name: str) -> tuple[int, ...]:
     try:
         return tuple(int(tok) for tok in text.split(",") if tok.strip())
     except ValueError:
         raise TrainingConfigError(
-            f"bits: invalid list {text!r}; give comma-separated widths, e.g. 2,3,4"
+            f"{name}: invalid list {text!r}; give comma-separated whole numbers, e.g. 2,3"
         ) from None
 
 
@@ -272,24 +327,32 @@ def calibrate_command(
     dataset: DatasetOpt = _D["dataset"],
     data_dir: DataDirOpt = None,
     devices: DevicesOpt = _D["devices"],
+    devices_per_round: DevicesPerRoundOpt = None,
     alpha: AlphaOpt = _D["alpha"],
-    rounds: Annotated[int, typer.Option(help="Rounds of every calibration run.")] = 30,
+    rounds: Annotated[int, typer.Option(help="Rounds of every calibration run.")] = _D["rounds"],
     lr: LrOpt = _D["lr"],
     momentum: MomentumOpt = _D["momentum"],
     batch_size: BatchOpt = _D["batch_size"],
     local_iters: ItersOpt = _D["local_iters"],
-    bits: Annotated[str, typer.Option(help="Bit widths of the quantized runs, e.g. 2,3,4.")] = (
-        "2,3,4"
-    ),
+    image_size: ImageSizeOpt = None,
+    bits: Annotated[str, typer.Option(help="Bit widths of the quantized runs, e.g. 2,3.")] = "2",
     target_rounds: Annotated[
         int | None, typer.Option(help="K of the epsilon rule (default: --rounds).")
     ] = None,
-    seed: SeedOpt = _D["seed"],
+    seeds: Annotated[
+        str, typer.Option(help="Calibration seeds, e.g. 100,101 (two or more add a margin).")
+    ] = "100,101",
     device: DeviceOpt = _D["device"],
     threads: ThreadsOpt = None,
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Write the calibrated scenario TOML here.")
     ] = None,
+    save: Annotated[
+        bool,
+        typer.Option(
+            "--save", help="Store it so `train` uses it for this configuration automatically."
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the estimates as JSON.")] = False,
 ) -> None:
     """Estimate the bound's A, Phi0 and q from short runs; write a calibrated scenario."""
@@ -297,7 +360,7 @@ def calibrate_command(
     with _errors_to_exit(err):
         from sflam_opt.training.calibrate import calibrate, calibration_scenario
 
-        widths = _parse_bits(bits)
+        widths = _parse_ints(bits, "bits")
         if out is not None:
             check_writable(out)
         with _RoundBars(err, rounds) as bars:
@@ -306,15 +369,17 @@ def calibrate_command(
                 dataset,
                 _path(data_dir),
                 devices=devices,
+                devices_per_round=devices_per_round,
                 alpha=alpha,
                 rounds=rounds,
                 lr=lr,
                 momentum=momentum,
                 batch_size=batch_size,
                 local_iters=local_iters,
+                image_size=image_size,
                 bits=widths,
                 target_rounds=target_rounds,
-                seed=seed,
+                seeds=_parse_ints(seeds, "seeds"),
                 device=device,
                 threads=threads,
                 progress=lambda label, row: bars.update(f"calibrate {label}", row),
@@ -322,6 +387,10 @@ def calibrate_command(
         if out is not None:
             atomic_write_text(out, calibration_scenario(result).to_toml())
             err.print(f"wrote {out}", highlight=False)
+        if save:
+            from sflam_opt.training.calibration_store import save_calibration
+
+            err.print(f"saved to {save_calibration(result['entry'])}", highlight=False)
         public = {k: v for k, v in result.items() if k != "scenario"}
         if as_json:
             typer.echo(json.dumps(public, indent=2))
@@ -329,7 +398,7 @@ def calibrate_command(
         table = Table(title=f"sflam-opt calibrate: {model} on {dataset}")
         table.add_column("constant")
         table.add_column("value", justify="right")
-        for key in ("a", "phi0", "q", "epsilon", "f_w0", "f_inf"):
+        for key in ("a", "phi0", "q", "epsilon", "margin", "f_w0", "f_inf", "a_measured"):
             table.add_row(key, _fmt(result[key]))
         for b, floor in result["floors"].items():
             table.add_row(f"gradient floor at {b} bits", _fmt(floor))

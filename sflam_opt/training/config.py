@@ -95,6 +95,12 @@ class TrainConfig:
     timeout_s : float
         With ``transport="gloo"``: longest wait for any message or for the workers to start,
         seconds; a worker silent for longer is lost.
+    image_size : int, optional
+        Side (pixels) the model sees; images are resized to it on the device (default: the
+        preset's size when the data are smaller, e.g. 224 for vit-b32 on CIFAR-10's 32 px).
+    weights : str, optional
+        Local timm or torch state-dict file of the preset's pretrained weights (implies
+        ``pretrained``).
     """
 
     protocol: str = "sflam"
@@ -123,9 +129,13 @@ class TrainConfig:
     transport: str = "inprocess"
     workers: int = 2
     timeout_s: float = 60.0
+    image_size: int | None = None
+    weights: str | None = None
 
     def __post_init__(self) -> None:
-        for name in ("data_dir", "allocation", "scenario", "out"):
+        if self.weights is not None:
+            object.__setattr__(self, "pretrained", True)
+        for name in ("data_dir", "allocation", "scenario", "out", "weights"):
             value = getattr(self, name)
             if isinstance(value, os.PathLike):
                 object.__setattr__(self, name, os.fspath(value))
@@ -203,6 +213,10 @@ class TrainConfig:
             math.isfinite(self.timeout_s) and self.timeout_s > 0
         ):
             raise bad("timeout_s", self.timeout_s, "give a timeout in seconds > 0, e.g. 60")
+        if self.image_size is not None and (not _is_int(self.image_size) or self.image_size < 1):
+            raise bad("image_size", self.image_size, "give a side length in pixels, e.g. 224")
+        if self.weights is not None and not os.path.isfile(self.weights):
+            raise bad("weights", self.weights, "give an existing timm or torch state-dict file")
         if self.resume and not self.out:
             raise TrainingConfigError("resume: --resume needs --out DIR holding checkpoint.pt")
 

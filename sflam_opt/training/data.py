@@ -21,7 +21,14 @@ import torch
 
 from sflam_opt.errors import DataError, TrainingConfigError
 
-__all__ = ["DATASETS", "ImageDataset", "load_cifar10", "load_dataset", "load_digits"]
+__all__ = [
+    "DATASETS",
+    "ImageDataset",
+    "load_cifar10",
+    "load_dataset",
+    "load_digits",
+    "resize_images",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -171,6 +178,20 @@ def load_cifar10(data_dir: str | Path) -> ImageDataset:
         x_test=_cifar_images(x_te),
         y_test=torch.from_numpy(y_te),
         num_classes=10,
+    )
+
+
+def resize_images(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Images ``x`` (B, C, H, W) resized to (B, C, size, size); ``x`` itself if already that size.
+
+    Bilinear interpolation with ``align_corners=False`` and no antialiasing: a fixed linear map
+    with no randomness, so every device (and the test set) sees the same pixels, and gradients
+    flow through it. Used to bring CIFAR-10's 32 px images to a ViT preset's 224 px.
+    """
+    if x.shape[-2] == size and x.shape[-1] == size:
+        return x
+    return torch.nn.functional.interpolate(
+        x, size=(size, size), mode="bilinear", align_corners=False, antialias=False
     )
 
 

@@ -7,8 +7,8 @@ measures that claim instead of assuming it.
 
 One step, in a fresh process (so allocator state from earlier work cannot leak in):
 
-- ``sflam``: device-part forward, 8-bit (``bits``) stochastic quantization and packing of the
-  activations (§3), backward from a received fp32 activation gradient (a random tensor of the
+- ``sflam``: device-part forward, ``bits``-bit stochastic quantization and packing of the
+  activations (§3; any width 1..16, or 32 for fp32), backward from a received fp32 activation gradient (a random tensor of the
   activation shape), optimizer step.
 - ``fl``: whole-model forward, cross-entropy loss, backward, optimizer step.
 
@@ -16,12 +16,15 @@ The optimizer is SGD with momentum 0.9 (one fp32 state tensor per parameter). A 
 first, unmeasured, so the momentum buffers already exist as they do in every step but the first; the
 second step is measured.
 
-Measurement: the peak of *live tensor allocations*, not process RSS. On CPU, the step runs under
-``torch.profiler.profile(profile_memory=True)``; every allocation/free event is replayed in time
-order and the running peak of the net allocated bytes is added to the bytes of tensors alive when
-the step starts (weights, momentum buffers, the input batch). The packed uplink payload is a Python
-``bytes`` object the torch allocator does not see; its size is added to the peak (conservatively,
-as if it were alive at the peak). On CUDA, ``torch.cuda.max_memory_allocated`` is used.
+Measurement: the peak of *every live allocation* of the step, not process RSS. Two allocators
+serve it. torch's: on CPU the step runs under ``torch.profiler.profile(profile_memory=True)``;
+every allocation/free event is replayed in time order and the running peak of the net allocated
+bytes is added to the bytes of tensors alive when the step starts (weights, momentum buffers, the
+input batch). numpy's and Python's (the packing scratch and the packed ``bytes`` payload):
+``tracemalloc``, which numpy reports its data buffers to, traces the same step and gives its peak.
+The two peaks are added: an upper bound of the combined peak, exact when they coincide. (numpy
+arrays that view torch tensors, e.g. the codes, are torch's memory and counted once.) On CUDA,
+``torch.cuda.max_memory_allocated`` plus the host-side ``tracemalloc`` peak is used.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import logging
 import os
 import subprocess
 import sys
+import tracemalloc
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -210,26 +214,44 @@ def _device_step(
     params = list(model.parameters())
     baseline = _storage_bytes([*params, *state, x, *([y] if protocol == "fl" else [])])
 
+    def traced_step() -> int:
+        """Run the step under tracemalloc; returns its numpy/Python allocation peak, bytes."""
+        tracemalloc.start()
+        try:
+            step()
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
-        step()
+        host_peak = traced_step()
         torch.cuda.synchronize(device)
-        peak = torch.cuda.max_memory_allocated(device) + payload_nbytes
-        method = "torch.cuda.max_memory_allocated over the step (+ packed payload bytes)"
+        torch_peak = torch.cuda.max_memory_allocated(device)
+        peak = torch_peak + host_peak
+        method = (
+            "torch.cuda.max_memory_allocated over the step plus the tracemalloc peak of "
+            "numpy/Python allocations (packing scratch, packed payload)"
+        )
     else:
         from torch.profiler import ProfilerActivity, profile  # noqa: PLC0415
 
         with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-            step()
-        peak = baseline + _allocation_peak(prof) + payload_nbytes
+            host_peak = traced_step()
+        torch_peak = baseline + _allocation_peak(prof)
+        peak = torch_peak + host_peak
         method = (
-            "torch.profiler profile_memory: running peak of live tensor allocations replayed from "
-            "allocation/free events, plus tensors alive at step start (weights, optimizer state, "
-            "input) and the packed payload bytes; not process RSS"
+            "every allocation of the step: torch.profiler profile_memory (running peak of live "
+            "torch allocations replayed from allocation/free events, plus tensors alive at step "
+            "start: weights, optimizer state, input) plus the tracemalloc peak of numpy/Python "
+            "allocations (packing scratch, packed payload); the sum of the two peaks, not "
+            "process RSS"
         )
     return {
         "peak": peak,
+        "torch_peak": torch_peak,
+        "host_peak": host_peak,
         "baseline": baseline,
         "payload": payload_nbytes,
         "method": method,
@@ -258,6 +280,8 @@ def _measure_here(
         "method": raw["method"],
         "device": device.type,
         "step_start_mb": raw["baseline"] / MB,
+        "torch_peak_mb": raw["torch_peak"] / MB,
+        "numpy_python_peak_mb": raw["host_peak"] / MB,
         "payload_mb": raw["payload"] / MB,
         "unit": "MB = 10^6 bytes",
         "torch": torch.__version__,

@@ -39,6 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from sflam_opt.errors import TrainingConfigError
+from sflam_opt.training.data import resize_images
 
 __all__ = [
     "PRESETS",
@@ -49,6 +50,7 @@ __all__ = [
     "FullModel",
     "build_split_model",
     "model_spec",
+    "input_size",
     "load_timm_state_dict",
 ]
 
@@ -171,12 +173,20 @@ class DeviceModel(nn.Module):
         Patch side length, pixels; ``H`` and ``W`` must be multiples of it.
     """
 
-    def __init__(self, in_chans: int, dim: int, patch: int) -> None:
+    def __init__(self, in_chans: int, dim: int, patch: int, image_size: int | None = None) -> None:
         super().__init__()
+        self.image_size = image_size
         self.patch_embed = _PatchEmbed(in_chans, dim, patch)
 
     def forward(self, x: Tensor) -> Tensor:
-        """Embed images ``x`` (B, C, H, W) into tokens (B, (H/patch)*(W/patch), dim)."""
+        """Embed images ``x`` (B, C, H, W) into tokens (B, (S/patch)**2, dim).
+
+        Images whose side is not ``image_size`` (when set) are first resized to ``S = image_size``
+        by :func:`sflam_opt.training.data.resize_images`, the same deterministic map on every
+        device; otherwise ``S = H = W``.
+        """
+        if self.image_size is not None:
+            x = resize_images(x, self.image_size)
         return self.patch_embed(x)
 
 
@@ -343,6 +353,38 @@ def _resolve(
     return p, size, chans
 
 
+def input_size(preset: str, data_size: int, override: int | None = None) -> int:
+    """Side length (pixels) the split model sees for images of side ``data_size``.
+
+    ``override`` (``--image-size``) when given; otherwise the preset's image size when the data are
+    smaller (so CIFAR-10's 32 px images reach ViT-B/32 and S/32 at 224 px, 7 x 7 = 49 tokens, as
+    in the SFLAM paper), else the data's own size. Images are never downscaled by default.
+
+    Raises
+    ------
+    TrainingConfigError
+        Unknown preset, or an override that is not a positive multiple of the patch size.
+    """
+    if preset not in PRESETS:
+        raise TrainingConfigError(
+            f"model preset {preset!r} is unknown; choose one of: {', '.join(PRESETS)}"
+        )
+    p = PRESETS[preset]
+    if override is None:
+        return max(p.image_size, int(data_size))
+    if isinstance(override, bool) or not isinstance(override, int) or override < p.patch:
+        raise TrainingConfigError(
+            f"image_size: invalid value {override!r}; give a multiple of the {preset} patch "
+            f"size {p.patch} (default {p.image_size})"
+        )
+    if override % p.patch:
+        raise TrainingConfigError(
+            f"image_size: {override} is not a multiple of the {preset} patch size {p.patch}; "
+            f"give a multiple of {p.patch} (default {p.image_size})"
+        )
+    return override
+
+
 def model_spec(
     preset: str = "vit-tiny",
     *,
@@ -466,7 +508,7 @@ def build_split_model(
     state_dict = _load_pretrained_state_dict(preset, weights_path) if pretrained else None
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        device = DeviceModel(spec.in_chans, spec.dim, spec.patch)
+        device = DeviceModel(spec.in_chans, spec.dim, spec.patch, spec.image_size)
         server = ServerModel(spec.num_patches, spec.dim, spec.depth, spec.heads, num_classes)
         _init_weights(server)
     if state_dict is not None:

@@ -164,8 +164,27 @@ def packed_nbytes(numel: int, bits: int) -> int:
     return (numel * _check_bits(bits) + 7) // 8
 
 
+def _byte_spans(bits: int) -> list[tuple[int, int, int]]:
+    """(code j, byte k, shift) for every code of a group of 8 and every byte it touches.
+
+    A group of 8 codes fills exactly ``bits`` bytes. Code j occupies stream bits
+    ``[j bits, (j + 1) bits)``, MSB first; its overlap with byte k is moved into place by a left
+    shift of ``8 k + 8 - (j + 1) bits`` (negative: right shift).
+    """
+    spans = []
+    for j in range(8):
+        start, end = j * bits, (j + 1) * bits
+        for k in range(start // 8, (end - 1) // 8 + 1):
+            spans.append((j, k, 8 * k + 8 - end))
+    return spans
+
+
 def pack_codes(codes: np.ndarray, bits: int) -> bytes:
     """Pack unsigned integer codes densely, MSB first, into ``ceil(len * bits / 8)`` bytes.
+
+    Groups of 8 codes fill exactly ``bits`` bytes; every output byte is the OR of the (shifted)
+    codes it overlaps, computed one (code, byte) column at a time over all groups, so the scratch
+    beyond the output is one column of codes (``len / 8`` values).
 
     Parameters
     ----------
@@ -178,47 +197,47 @@ def pack_codes(codes: np.ndarray, bits: int) -> bytes:
     -------
     bytes
     """
+    bits = _check_bits(bits)
+    dtype = np.uint8 if bits <= 8 else np.uint16
+    codes = np.ascontiguousarray(codes).astype(dtype, copy=False).reshape(-1)
     if bits == 8:
-        return codes.astype(np.uint8, copy=False).tobytes()
+        return codes.tobytes()
     if bits == 16:
         return codes.astype(">u2", copy=False).tobytes()
-    if bits in (1, 2, 4):  # k codes per byte: shift-and-or, no bit matrix (~5x faster)
-        k = 8 // bits
-        groups = np.zeros(-(-codes.size // k) * k, dtype=np.uint8)
-        groups[: codes.size] = codes
-        groups = groups.reshape(-1, k)
-        out = np.zeros(groups.shape[0], dtype=np.uint8)
-        for j in range(k):
-            out |= groups[:, j] << np.uint8(8 - bits * (j + 1))
-        return out.tobytes()
-    if bits < 8:
-        # Bit matrix of each code's low `bits` bits, MSB first, then one packbits over it.
-        matrix = np.unpackbits(codes.astype(np.uint8, copy=False)[:, None], axis=1)[:, 8 - bits :]
-    else:
-        as_bytes = codes.astype(">u2", copy=False).view(np.uint8).reshape(-1, 2)
-        matrix = np.unpackbits(as_bytes, axis=1)[:, 16 - bits :]
-    return np.packbits(matrix).tobytes()
+    full = codes.size // 8
+    out = np.zeros((full + (codes.size % 8 > 0), bits), dtype=np.uint8)
+    tail = np.zeros(8, dtype=dtype)
+    tail[: codes.size - 8 * full] = codes[8 * full :]
+    groups = codes[: 8 * full].reshape(full, 8)
+    for j, k, shift in _byte_spans(bits):
+        col = groups[:, j]
+        part = col << dtype(shift) if shift >= 0 else col >> dtype(-shift)
+        out[:full, k] |= part.astype(np.uint8)  # keeps the low 8 bits
+        if full < out.shape[0]:
+            t = tail[j] << dtype(shift) if shift >= 0 else tail[j] >> dtype(-shift)
+            out[full, k] |= np.uint8(t & dtype(0xFF))
+    return out.reshape(-1)[: packed_nbytes(codes.size, bits)].tobytes()
 
 
 def unpack_codes(payload: bytes, numel: int, bits: int) -> np.ndarray:
     """Inverse of :func:`pack_codes`: ``numel`` codes as ``uint8`` (bits <= 8) or ``uint16``."""
+    bits = _check_bits(bits)
     buf = np.frombuffer(payload, dtype=np.uint8)
     if bits == 8:
         return buf[:numel].copy()
     if bits == 16:
         return buf[: 2 * numel].view(">u2").astype(np.uint16)
-    if bits in (1, 2, 4):
-        mask = np.uint8(2**bits - 1)
-        shifts = np.arange(8 - bits, -1, -bits, dtype=np.uint8)
-        return ((buf[:, None] >> shifts) & mask).reshape(-1)[:numel]
-    matrix = np.unpackbits(buf, count=numel * bits).reshape(numel, bits)
-    width = 8 if bits < 8 else 16
-    padded = np.zeros((numel, width), dtype=np.uint8)
-    padded[:, width - bits :] = matrix
-    packed = np.packbits(padded, axis=1)
-    if width == 8:
-        return packed.reshape(numel)
-    return packed.reshape(-1).view(">u2").astype(np.uint16)
+    dtype = np.uint8 if bits <= 8 else np.uint16
+    groups = -(-numel // 8)
+    padded = np.zeros(groups * bits, dtype=np.uint8)
+    padded[: min(buf.size, padded.size)] = buf[: padded.size]
+    cols = padded.reshape(groups, bits)
+    out = np.zeros((groups, 8), dtype=dtype)
+    for j, k, shift in _byte_spans(bits):
+        byte = cols[:, k].astype(dtype)
+        out[:, j] |= byte >> dtype(shift) if shift >= 0 else byte << dtype(-shift)
+    out &= dtype(2**bits - 1)
+    return out.reshape(-1)[:numel]
 
 
 def quantize(x: Tensor, bits: int, generator: torch.Generator | None = None) -> QuantizedTensor:

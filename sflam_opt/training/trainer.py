@@ -19,10 +19,12 @@ their allocated bandwidth and power (no re-allocation of the idle devices' bandw
 Allocation source, in order: ``allocation`` (a file written by ``sflam-opt solve``), else solve
 ``scenario`` (a file) or ``Scenario.default(devices=N, seed=seed)`` with the ``solver``;
 ``bits`` then overrides the bits with a uniform width. The default scenario takes its
-``[convergence]`` table from :data:`CALIBRATED_CONVERGENCE` when the model and data set have
-been calibrated (formulation section 7's constants describe ViT-B/32: with them the solver picks
-~3 bits for vit-tiny, with the calibrated ones 6-8). Non-quantizing protocols use the
-allocation's bandwidth and power only (:mod:`.protocols` documents each protocol's cost formulas).
+``[convergence]`` table from a stored calibration of exactly the configuration trained
+(:mod:`.calibration_store`); without one it keeps formulation section 7's constants (which describe
+ViT-B/32) and the run warns that the bound is uncalibrated. The ``[training]`` table's
+``learning_rate`` is the effective step ``lr / (1 - momentum)`` (:func:`sflam_opt.bounds.effective_step`).
+Non-quantizing protocols use the allocation's bandwidth and power only (:mod:`.protocols`
+documents each protocol's cost formulas).
 
 Reproducibility. Every random draw -- partition, participants, mini-batches, quantization noise --
 comes from an explicit generator seeded from ``(seed, round, device, purpose)``; a checkpoint
@@ -54,7 +56,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from sflam_opt.allocation import Allocation
-from sflam_opt.bounds import bound, rounds_needed
+from sflam_opt.bounds import bound, effective_step, rounds_needed
 from sflam_opt.errors import (
     AllocationError,
     InfeasibleError,
@@ -66,10 +68,11 @@ from sflam_opt.errors import (
 from sflam_opt.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from sflam_opt.scenario import Scenario
 from sflam_opt.solvers import solve
+from sflam_opt.training.calibration_store import find_calibration, uncalibrated_message
 from sflam_opt.training.config import TrainConfig
 from sflam_opt.training.data import ImageDataset, load_dataset
 from sflam_opt.training.distributed import gloo_protocol, worker_totals
-from sflam_opt.training.models import ModelSpec, build_split_model, model_spec
+from sflam_opt.training.models import ModelSpec, build_split_model, input_size, model_spec
 from sflam_opt.training.partition import dirichlet_partition, partition_sizes
 from sflam_opt.training.protocols import PROTOCOLS, ClientData, Protocol, RoundPlan
 from sflam_opt.training.protocols.base import PURPOSE_PARTICIPANTS, round_generator
@@ -78,7 +81,6 @@ from sflam_opt.training.schedule import RoundSchedule
 from sflam_opt.training.transport import InProcessTransport
 
 __all__ = [
-    "CALIBRATED_CONVERGENCE",
     "CHECKPOINT_NAME",
     "CYCLES_PER_FLOP",
     "METRICS_NAME",
@@ -102,16 +104,6 @@ logger = logging.getLogger(__name__)
 #: Cycles per FLOP used to turn the model's FLOPs per sample into the formulation's c_d and c_s.
 #: One cycle per FLOP is a scalar in-order core; SIMD devices do several FLOPs per cycle.
 CYCLES_PER_FLOP = 1.0
-
-#: ``[convergence]`` tables measured by :func:`sflam_opt.training.calibrate.calibrate` per
-#: (model, data set); the trainer's default scenario uses them instead of the ViT-B/32 constants
-#: of formulation section 7, so that the solver's bits and the plotted bound describe the model
-#: really trained. vit-tiny/digits: ``sflam-opt calibrate --rounds 80 --bits 2,3,4`` at the
-#: trainer defaults (20 devices, alpha 0.5, lr 0.15, momentum 0.5, batch 16, 10 local
-#: iterations, seed 0); epsilon is what fp32 training reaches in those 80 rounds.
-CALIBRATED_CONVERGENCE: dict[tuple[str, str], dict[str, float]] = {
-    ("vit-tiny", "digits"): {"a": 4.602, "phi0": 1.5312, "q": 20.748, "epsilon": 1.5695},
-}
 
 CHECKPOINT_NAME = "checkpoint.pt"
 METRICS_NAME = "metrics.jsonl"
@@ -206,7 +198,7 @@ def model_tables(spec: ModelSpec, config: TrainConfig) -> dict[str, dict[str, An
         "training": {
             "batch_size": int(config.batch_size),
             "local_iters": int(config.local_iters),
-            "learning_rate": float(config.lr),
+            "learning_rate": effective_step(config.lr, config.momentum),
         },
     }
 
@@ -250,10 +242,13 @@ def resolve_allocation(
         base = Scenario.from_toml(config.scenario)
     else:
         base = Scenario.default(devices=n, seed=config.seed)
-        calibrated = CALIBRATED_CONVERGENCE.get((config.model, config.dataset))
+        calibrated = find_calibration(config)
         if calibrated is not None:
-            base = base.replace(convergence=calibrated)
-            convergence = f"calibrated {config.model}/{config.dataset}"
+            base = base.replace(convergence=calibrated.convergence)
+            convergence = calibrated.label
+        else:
+            logger.warning(uncalibrated_message(config))
+            convergence = "uncalibrated: formulation section 7 constants"
     scenario = trainer_scenario(base, spec, config, sizes)
     info: dict[str, Any]
     if config.allocation is not None:
@@ -546,7 +541,7 @@ def train(
         shape = model_spec(
             config.model,
             num_classes=data.num_classes,
-            image_size=data.image_size,
+            image_size=input_size(config.model, data.image_size, config.image_size),
             in_chans=data.in_chans,
         )
         threads = default_threads(shape, config.batch_size)
@@ -565,10 +560,11 @@ def train(
         device_model, server_model, spec = build_split_model(
             config.model,
             num_classes=data.num_classes,
-            image_size=data.image_size,
+            image_size=input_size(config.model, data.image_size, config.image_size),
             in_chans=data.in_chans,
             pretrained=config.pretrained,
             seed=config.seed,
+            weights_path=config.weights,
         )
         device_model.to(where)
         server_model.to(where)
