@@ -257,42 +257,14 @@ class Scenario:
         Allowed quantization bit widths.
     devices : Devices
         Per-device vectors, shape (N,).
-    key                                 range               unit
-    ==================================  ==================  ==============================
-    system.bandwidth_hz                 [1e3, 1e11]         Hz
-    system.noise_dbm_per_hz             [-200, -100]        dBm/Hz (thermal: -174)
-    system.downlink_bps                 [1e3, 1e13]         bit/s
-    system.server_cycles_per_s          [1e6, 1e16]         cycles/s
-    system.kappa                        [0, 1e-20]          effective switched capacitance
-    model.activation_elems              [1, 1e12]           values per sample (integer)
-    model.*_cycles_per_sample      [0, 1e15]           cycles per sample
-    model.device_params                 [0, 1e12]           parameters (integer)
-    training.batch_size, local_iters    [1, 1e6]            integer
-    training.learning_rate              (0, 1e3]
-    convergence.a, epsilon              (0, 1e9]
-    convergence.phi0, q                 [0, 1e9]
-    objective.latency_weight            [0, 1]
-    constraints.round_deadline_s        (0, 1e9]            s
-    constraints.device_energy_j         (0, 1e9]            J
-    bits levels / min / max             1..32               bits (integer)
-    device.gain_db                      [-200, 0]           dB (a channel does not amplify)
-    device.distance_m                   [1, 5e4]            m (gain -15.3 to -192.0 dB)
-    device.cpu_hz                       [1e6, 1e12]         cycles/s
-    device.max_power_w                  [1e-6, 100]         W
-    device.samples                      [1, 1e12]           samples (integer)
-    device.block_gain_db                [-250, 20]          dB per block (path loss + fading)
-    ==================================  ==================  ==============================
-=======
     resource_blocks : ResourceBlocks or None
-        The band as discrete blocks (formulation §10); None for continuous bandwidth.
+        The band as discrete blocks (``docs/formulation.md`` §10); None for continuous bandwidth.
 
     Notes
     -----
-    Valid ranges, checked at load (physical limits; inside them every solver works without
-    overflow). Brackets are inclusive, parentheses exclusive; the model is described in
-    ``docs/formulation.md``.
-
-    ==================================  ==================  =======================    """
+    Every field is checked at load against a physical valid range (``docs/formulation.md``
+    §11); inside those ranges every solver returns a status without numerical warnings.
+    """
 
     system: SystemParams
     model: ModelParams
