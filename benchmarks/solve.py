@@ -1,6 +1,6 @@
 """Solver benchmarks: speed ladder, optimality gap, savings, Pareto front, BCD behaviour.
 
-Everything is measured on the formulation's default scenario (formulation §7,
+Everything is measured on the formulation's default scenario (docs/formulation.md §7,
 ``Scenario.default(N, seed)``) or on random small instances from
 :func:`sflam_opt.testing.small_instance`, through
 the public :func:`sflam_opt.solve` entry point, so what is timed is exactly what a user calls

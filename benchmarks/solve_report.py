@@ -32,7 +32,7 @@ def report(figures: Path, doc: Mapping[str, Any]) -> list[str]:
     prof = meta["profile"]
     out = ["## Solver benchmarks", ""]
     out.append(
-        f"Default scenario of formulation §7, `Scenario.default(N, seed={prof['seed']})`; times are "
+        f"Default scenario of docs/formulation.md §7, `Scenario.default(N, seed={prof['seed']})`; times are "
         "`SolveResult.solve_time_s` of `sflam_opt.solve` (what a user calls), warm: median of "
         f"{prof['repeats']} runs in one process after one untimed run, unless the cold column says "
         "otherwise. " + BCD_METHODS

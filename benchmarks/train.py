@@ -2,7 +2,7 @@
 
 Every run is one call of :func:`sflam_opt.training.trainer.train` on scikit-learn digits with the
 ``vit-tiny`` split ViT, ``N`` devices, a Dirichlet(alpha) label split and the default scenario of
-formulation §7 for the simulated costs (its ``[model]``/``[training]`` tables replaced by the
+docs/formulation.md §7 for the simulated costs (its ``[model]``/``[training]`` tables replaced by the
 trained model's, as the trainer does). Two groups:
 
 - ``protocols``: alpha x {sflam, sfl, fl, sl} x seeds. SFLAM uses the bits, bandwidth and power of
@@ -13,7 +13,7 @@ trained model's, as the trainer does). Two groups:
 Per run: final and best test accuracy, the first round reaching the target accuracy (90 %), the
 uplink bytes counted at the transport and the simulated latency and energy (sums over rounds) up to
 that round and in total, and per round the measured average squared gradient norm
-``(1/K) sum_k ||grad||^2`` next to the bound of formulation §4 for the bits used.
+``(1/K) sum_k ||grad||^2`` next to the bound of docs/formulation.md §4 for the bits used.
 
 Runs are independent and deterministic given their seed, so they run in parallel worker processes
 (one torch thread each; wall times are informational only). The optional CIFAR-10 run
@@ -354,7 +354,7 @@ def run_row(
 def calibrated_bound(
     result: Mapping[str, Any], calibration: Mapping[str, Any] | None, k: int
 ) -> float | None:
-    """Bound of formulation §4 after ``k`` rounds with calibrated A, Phi0 and q.
+    """Bound of docs/formulation.md §4 after ``k`` rounds with calibrated A, Phi0 and q.
 
     ``A / (eta_eff tau k) + Phi0 + q * Phi_q(b) / q_scenario``, with ``eta_eff = lr / (1 -
     momentum)`` and tau of the run's config and
@@ -377,7 +377,7 @@ def curve_rows(
     result: Mapping[str, Any], calibration: Mapping[str, Any] | None = None
 ) -> list[dict[str, Any]]:
     """Per-round rows of one run, with cumulative bytes/latency/energy, the running mean of the
-    squared gradient norm (the left side of the bound of formulation §4), the trainer's bound
+    squared gradient norm (the left side of the bound of docs/formulation.md §4), the trainer's bound
     (scenario constants) and the bound with ``calibration``'s constants."""
     metrics = result.get("metrics") or []
     out = []

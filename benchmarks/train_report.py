@@ -32,7 +32,7 @@ def report(figures: Path, doc: Mapping[str, Any]) -> list[str]:
         "worker processes with one torch thread each. Bandwidth and power for every protocol "
         f"(and SFLAM's bits) come from the `{prof['train_solver']}` solver on the default scenario "
         "with the trained model's sizes; simulated latency and energy are the cost model's "
-        "(formulation §2), bytes are counted at the transport. Target accuracy "
+        "(docs/formulation.md §2), bytes are counted at the transport. Target accuracy "
         f"{pct(target, 2)}; 'to target' columns average over the seeds that reached it."
     )
     if doc.get("solver_bits") is not None:
@@ -64,7 +64,7 @@ def report(figures: Path, doc: Mapping[str, Any]) -> list[str]:
     if grid:
         out.append(
             "Measured (1/K) Σ_k ‖∇‖² of the whole-model stochastic gradient after the last "
-            "round K against the bound A/(η τ K) + Φ0 + Φ_q(b) of formulation §4, once with the "
+            "round K against the bound A/(η τ K) + Φ0 + Φ_q(b) of docs/formulation.md §4, once with the "
             "constants of the trainer's scenario (what the solver used to pick the bits) and once "
             "with constants "
             "calibrated for this model and data by `sflam_opt.training.calibrate.calibrate`."

@@ -1,4 +1,4 @@
-"""The decision: each device's quantization bits, bandwidth and transmit power (formulation §1)."""
+"""The decision: each device's quantization bits, bandwidth and transmit power (docs/formulation.md §1)."""
 
 from __future__ import annotations
 

@@ -48,7 +48,7 @@ __all__ = [
 
 
 def has_blocks(scenario: Scenario) -> bool:
-    """True when the scenario's band is discrete resource blocks (formulation §10)."""
+    """True when the scenario's band is discrete resource blocks (docs/formulation.md §10)."""
     return scenario.resource_blocks is not None
 
 
@@ -321,7 +321,7 @@ def block_rate_bps(scenario: Scenario, allocation: Allocation) -> FloatArray:
 
 
 def block_violations(scenario: Scenario, allocation: Allocation, tol: float) -> list[str]:
-    """Block checks of formulation §10; messages in the style of ``costs.violations``.
+    """Block checks of docs/formulation.md §10; messages in the style of ``costs.violations``.
 
     Each block used at most once and within ``0..M-1``, every device holds at least one block,
     block powers ``>= 0``, ``power_w`` = sum of block powers and ``bandwidth_hz`` = blocks x W

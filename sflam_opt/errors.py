@@ -82,4 +82,4 @@ class SflamRuntimeError(SflamError):
 
 
 class TrainingRuntimeError(SflamRuntimeError):
-    """Training failed at run time: the loss or the activations became non-finite, ..."""
+    """Training failed at run time: non-finite loss or activations, a lost worker, ..."""

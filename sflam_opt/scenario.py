@@ -1,7 +1,7 @@
-"""Scenario data: system, model, training, convergence and device parameters (formulation §1).
+"""Scenario data: system, model, training, convergence and device parameters (docs/formulation.md §1).
 
 A :class:`Scenario` is an immutable bundle of plain numbers and per-device numpy vectors. It is
-loaded from TOML (``Scenario.from_toml``), generated (``Scenario.default``, formulation §7) and
+loaded from TOML (``Scenario.from_toml``), generated (``Scenario.default``, docs/formulation.md §7) and
 written back (``Scenario.to_toml``, exact round trip). Validation is strict: every problem becomes
 a one-line :class:`~sflam_opt.errors.ScenarioError` naming the file, table and key, and the fix.
 """
@@ -40,9 +40,8 @@ __all__ = [
 ]
 
 
-
 def gain_db_from_distance(distance_m: FloatArray | float) -> FloatArray:
-    """Path-loss channel gain in dB, ``-(128.1 + 37.6 log10(d / 1 km))`` (formulation §1).
+    """Path-loss channel gain in dB, ``-(128.1 + 37.6 log10(d / 1 km))`` (docs/formulation.md §1).
 
     Parameters
     ----------
@@ -101,7 +100,7 @@ class TrainingParams:
 
 @dataclass(frozen=True)
 class ConvergenceParams:
-    """``[convergence]``: constants of the bound of formulation §4."""
+    """``[convergence]``: constants of the bound of docs/formulation.md §4."""
 
     a: float = _f(hi=1e9)
     phi0: float = _f(0.0, inclusive=True, hi=1e9)
@@ -240,14 +239,14 @@ _DEVICE_RANGES: dict[str, dict[str, Any]] = {
     # Path loss (at most -15.3 dB at 1 m) plus a Rayleigh fade, which rarely lifts it 15 dB.
     "block_gain_db": {"min": -250.0, "inclusive": True, "max": 20.0, "unit": "dB"},
 }
-#: Optional ``[system]`` keys of a resource-block scenario (formulation §10).
+#: Optional ``[system]`` keys of a resource-block scenario (docs/formulation.md §10).
 _BLOCK_KEYS = ("resource_blocks", "block_hz")
 _BITS_KEYS = ("levels", "min", "max")
 
 
 @dataclass(frozen=True)
 class Scenario:
-    """A complete problem instance (formulation §1).
+    """A complete problem instance (docs/formulation.md §1).
 
     Attributes
     ----------
@@ -301,7 +300,7 @@ class Scenario:
     # ---------------------------------------------------------------- construction
     @classmethod
     def default(cls, devices: int = 10, seed: int = 0) -> Scenario:
-        """The formulation §7 default scenario with ``devices`` devices drawn with ``seed``.
+        """The docs/formulation.md §7 default scenario with ``devices`` devices drawn with ``seed``.
 
         Devices are uniform in a 500 m disc (at least 50 m from the base station), CPU frequency
         uniform in [0.5, 2] GHz, Pmax = 0.2 W, data set sizes uniform in [400, 500].
@@ -744,9 +743,7 @@ class _Parser:
                 "[system] resource_blocks", table["resource_blocks"], {"min": 0}, integer=True
             )
         )
-        w = float(
-            self.number("[system] block_hz", table["block_hz"], {"min": 0.0, "unit": "Hz"})
-        )
+        w = float(self.number("[system] block_hz", table["block_hz"], {"min": 0.0, "unit": "Hz"}))
         rest = {k: v for k, v in table.items() if k not in _BLOCK_KEYS}
         if "bandwidth_hz" in rest:
             b = self.number(
@@ -949,7 +946,7 @@ class _Parser:
         return Devices(tuple(ids), gain, cpu, pmax, samples, dist, block_gain)
 
     def block_gains(self, tables: list[Any], ids: list[Any], m: int) -> FloatArray:
-        """``block_gain_db = [M values]`` of every device, shape (N, M) (formulation §10)."""
+        """``block_gain_db = [M values]`` of every device, shape (N, M) (docs/formulation.md §10)."""
         if m < len(tables):
             raise self.fail(
                 "[system] resource_blocks",

@@ -1,4 +1,4 @@
-"""Latency-energy Pareto front: solve across latency weights omega (formulation §5).
+"""Latency-energy Pareto front: solve across latency weights omega (docs/formulation.md §5).
 
 J weighs total latency ``K T`` against total energy ``K E`` with omega in [0, 1]. Sweeping omega
 and recording ``(K T, K E)`` of each solution traces the trade-off the SFLAM paper's weighted

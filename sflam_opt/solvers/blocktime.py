@@ -71,7 +71,7 @@ class TimeSolution:
 
 
 class BlockProblem:
-    """Scenario constants and the batched round-time solve of formulation §10.
+    """Scenario constants and the batched round-time solve of docs/formulation.md §10.
 
     Parameters
     ----------

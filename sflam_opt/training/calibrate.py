@@ -522,7 +522,7 @@ def calibration_scenario(result: Mapping[str, Any]) -> Scenario:
     Returns
     -------
     Scenario
-        ``Scenario.default`` (formulation section 7) sized to the calibration's devices, with the
+        ``Scenario.default`` (docs/formulation.md §7) sized to the calibration's devices, with the
         ``[model]``/``[training]`` tables (``learning_rate`` = the effective step) and data sizes
         of the trained model and the estimated ``a``, ``phi0``, ``q`` and ``epsilon``.
     """

@@ -12,7 +12,7 @@ produced it. Two places are searched, in order:
    ``python benchmarks/theory.py fit`` from committed runs.
 
 :func:`find_calibration` returns the first entry whose configuration equals the run's on every key
-field; the trainer then uses its ``[convergence]`` table instead of formulation section 7's
+field; the trainer then uses its ``[convergence]`` table instead of docs/formulation.md §7's
 constants (which describe ViT-B/32 on CIFAR-10, not what is trained) and otherwise warns that the
 bound is uncalibrated (:func:`uncalibrated_message`).
 """
@@ -195,7 +195,7 @@ def uncalibrated_message(config: Any) -> str:
     return (
         "the convergence bound is uncalibrated for this configuration (no stored calibration of "
         "this model, data, devices, alpha, lr, momentum, batch size and local iterations): the "
-        "solver's bits and the plotted bound use formulation section 7's ViT-B/32 constants. "
+        "solver's bits and the plotted bound use docs/formulation.md §7's ViT-B/32 constants. "
         f"Calibrate with `{calibrate_command(config)}` or rerun with --calibrate"
     )
 

@@ -1,7 +1,7 @@
 """Peak device memory of one device-side training step, SFLAM versus plain FL.
 
 The SFLAM paper (arXiv 2504.09114) motivates splitting a ViT after its embedding layer by the
-device's memory: the device only trains the patch embedding (formulation §1: ``M`` parameters) and
+device's memory: the device only trains the patch embedding (docs/formulation.md §1: ``M`` parameters) and
 sends quantized activations (§3), while FL trains the whole model on the device. This module
 measures that claim instead of assuming it.
 

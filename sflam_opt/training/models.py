@@ -112,7 +112,7 @@ PRESETS: dict[str, Preset] = {
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """What the cost model needs to know about a split ViT (formulation §1-§2).
+    """What the cost model needs to know about a split ViT (docs/formulation.md §1-§2).
 
     Attributes
     ----------

@@ -5,7 +5,7 @@ across clients; the usual non-IID benchmark, used here, draws for every class ``
 shares ``p_c ~ Dirichlet(alpha * 1_N)`` and deals that class's samples to the devices in those
 proportions (Hsu, Qi and Brown 2019, "Measuring the effects of non-identical data distribution").
 Small ``alpha`` gives each device few classes; large ``alpha`` tends to an IID split. The resulting
-sizes are the ``D_n`` of formulation section 1 (weights ``rho_n`` of FedAvg and of ``Phi_q``).
+sizes are the ``D_n`` of docs/formulation.md §1 (weights ``rho_n`` of FedAvg and of ``Phi_q``).
 """
 
 from __future__ import annotations

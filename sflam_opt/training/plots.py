@@ -1,7 +1,7 @@
 """Training curves: test accuracy, and the measured gradient norm against the bound.
 
 The right panel compares the running average of the measured squared gradient norm,
-``(1/k) sum_{j<=k} ||g_j||^2`` (what the left side of the bound of formulation section 4 averages),
+``(1/k) sum_{j<=k} ||g_j||^2`` (what the left side of the bound of docs/formulation.md §4 averages),
 with the bound ``A / (eta tau k) + Phi0 + Phi_q(b)`` after ``k`` rounds. The per-round values are
 shown too. Figures are drawn with matplotlib's object API (no pyplot global state) and written
 atomically.
@@ -56,7 +56,7 @@ def plot_curves(
 
     right.plot(rounds, grad, color="tab:gray", alpha=0.5, lw=1, label="measured, per round")
     right.plot(rounds, running, color="tab:orange", lw=2, label="measured, running average")
-    right.plot(rounds, bnd, color="tab:red", ls="--", lw=2, label="bound (formulation §4)")
+    right.plot(rounds, bnd, color="tab:red", ls="--", lw=2, label="bound (docs/formulation.md §4)")
     right.set_xlabel("round k")
     right.set_ylabel("average squared gradient norm")
     if np.all(grad > 0) and np.all(bnd > 0):

@@ -1,4 +1,4 @@
-"""Stochastic b-bit activation quantizer with dense bit packing (formulation §3).
+"""Stochastic b-bit activation quantizer with dense bit packing (docs/formulation.md §3).
 
 Each activation tensor ``a`` (``d`` values per sample, ``n`` values in all) is quantized over its
 own range ``[lo, hi]`` with ``2**b`` levels spaced ``Delta = (hi - lo) / (2**b - 1)``. A value at
@@ -9,7 +9,7 @@ sample.
 
 Wire format. The payload is the integer codes packed densely, most significant bit first, into
 exactly ``ceil(n * b / 8)`` bytes, plus ``lo`` and ``hi`` as two float32 numbers: the
-``beta d b + 64`` bits per mini-batch of formulation §2 (:attr:`QuantizedTensor.nbytes`). On top of
+``beta d b + 64`` bits per mini-batch of docs/formulation.md §2 (:attr:`QuantizedTensor.nbytes`). On top of
 that, :meth:`QuantizedTensor.to_bytes` prepends a small *per-tensor header* (the bit width and the
 shape, :attr:`QuantizedTensor.header_nbytes` bytes) that a real link would need once per tensor but
 that the formulation leaves out. ``bits == 32`` is an fp32 passthrough: the payload is the raw
@@ -76,7 +76,7 @@ class QuantizedTensor:
 
     @property
     def nbytes(self) -> int:
-        """Bytes sent for this tensor by formulation §2: packed codes plus the fp32 range."""
+        """Bytes sent for this tensor by docs/formulation.md §2: packed codes plus the fp32 range."""
         return len(self.payload) + (0 if self.bits == FP32_BITS else _RANGE_NBYTES)
 
     @property

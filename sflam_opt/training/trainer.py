@@ -6,7 +6,7 @@ the protocols of :mod:`.protocols` -- SFLAM (arXiv 2504.09114), SFL-V1 (Thapa et
 or sequential SL -- for a number of rounds. Per round it records the training loss, the test
 accuracy of the aggregated model, the average squared norm of the whole-model stochastic gradient,
 the bytes that crossed the transport, the simulated round latency and energy of the cost model
-(formulation section 2) and the convergence bound of formulation section 4 for the bits used.
+(docs/formulation.md §2) and the convergence bound of docs/formulation.md §4 for the bits used.
 
 Cost-model link. The scenario describes what is really trained: its ``[model]`` table comes from
 the split model (``d`` = activation values per sample, ``M`` = device parameters, cycles per sample
@@ -20,7 +20,7 @@ Allocation source, in order: ``allocation`` (a file written by ``sflam-opt solve
 ``scenario`` (a file) or ``Scenario.default(devices=N, seed=seed)`` with the ``solver``;
 ``bits`` then overrides the bits with a uniform width. The default scenario takes its
 ``[convergence]`` table from a stored calibration of exactly the configuration trained
-(:mod:`.calibration_store`); without one it keeps formulation section 7's constants (which describe
+(:mod:`.calibration_store`); without one it keeps docs/formulation.md §7's constants (which describe
 ViT-B/32) and the run warns that the bound is uncalibrated. The ``[training]`` table's
 ``learning_rate`` is the effective step ``lr / (1 - momentum)`` (:func:`sflam_opt.bounds.effective_step`).
 Non-quantizing protocols use the allocation's bandwidth and power only (:mod:`.protocols`
@@ -248,7 +248,7 @@ def resolve_allocation(
             convergence = calibrated.label
         else:
             logger.warning(uncalibrated_message(config))
-            convergence = "uncalibrated: formulation section 7 constants"
+            convergence = "uncalibrated: docs/formulation.md §7 constants"
     scenario = trainer_scenario(base, spec, config, sizes)
     info: dict[str, Any]
     if config.allocation is not None:

@@ -13,7 +13,7 @@ A message is a float tensor (sent as fp32), an integer tensor (labels), a
 :class:`~sflam_opt.training.quantizer.QuantizedTensor` (sent as its packed codes), or a state dict
 (name -> tensor). :func:`encode` turns a message into one self-describing byte frame and
 :func:`decode` turns it back; the transport counts ``len(frame)`` and the *payload* part of it
-(the bytes formulation section 2 counts: packed codes + 8 range bytes per quantized tensor, 4 bytes
+(the bytes docs/formulation.md §2 counts: packed codes + 8 range bytes per quantized tensor, 4 bytes
 per fp32 value, the raw integers of labels). The
 remainder is framing: a tag byte, shapes, names. Kinds outside :data:`KINDS` (``"stats"``: the
 training loss and gradient norms a device reports for the round's statistics; ``"control"``: round
@@ -96,7 +96,7 @@ class Frame:
     data : bytes
         The bytes that cross the link.
     payload_nbytes : int
-        The part of ``data`` formulation section 2 counts (values, packed codes and ranges);
+        The part of ``data`` docs/formulation.md §2 counts (values, packed codes and ranges);
         ``len(data) - payload_nbytes`` is framing.
     """
 

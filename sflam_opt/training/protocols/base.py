@@ -4,7 +4,7 @@ A protocol (in the spirit of Flower's ``Strategy``) is a device half and a serve
 (:mod:`.roles`) that exchange messages only through the transport; :class:`Protocol` puts both in
 one process: :meth:`Protocol.run_round` takes the participating devices and returns the round's
 training statistics; :meth:`Protocol.device_costs` gives every device's simulated latency and
-energy of one round from the cost model of formulation section 2, and :meth:`Protocol.round_cost`
+energy of one round from the cost model of docs/formulation.md §2, and :meth:`Protocol.round_cost`
 combines the participants' (max for parallel protocols, sum for sequential ones).
 
 The numeric kernels are free functions, testable without a driver:

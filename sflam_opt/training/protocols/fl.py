@@ -4,7 +4,7 @@ Every participant downloads the global model (device part and server part), runs
 SGD steps of ``beta`` samples on it, and uploads it; the server averages the uploads with weights
 ``D_n / sum D``. Nothing is split, so no activations or gradients cross the link.
 
-Simulated cost, from the primitives of formulation section 2 with the allocation's bandwidth B_n
+Simulated cost, from the primitives of docs/formulation.md §2 with the allocation's bandwidth B_n
 and power p_n (bits are irrelevant), for the whole model of ``M_full = M + M_s`` parameters and
 ``c_full = c_d + c_s`` cycles per sample:
 

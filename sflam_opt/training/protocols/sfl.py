@@ -10,7 +10,7 @@ Every participant n, in parallel (one after another in one process):
 Then the server averages the device-side models and, separately, its per-device server-side
 copies, both with weights ``D_n / sum D`` (FedAvg over the participants).
 
-Simulated cost: formulation section 2 exactly, with ``b_n = 32`` for every device and the
+Simulated cost: docs/formulation.md §2 exactly, with ``b_n = 32`` for every device and the
 allocation's bandwidth and power (:func:`sflam_opt.costs.breakdown`): per device
 ``T_n = tau beta c_d / f_n + W_n(32) / R_n + tau beta c_s / f_s + (tau beta d 32 + 32 M) / R_dl``,
 ``E_n = kappa tau beta c_d f_n^2 + p_n W_n(32) / R_n``; round latency ``max_n T_n``, energy
