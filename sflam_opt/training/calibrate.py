@@ -61,6 +61,7 @@ from sflam_opt.training.trainer import TrainConfig, TrainResult, evaluate_model,
 __all__ = [
     "FITTING_RULE",
     "calibrate",
+    "calibrate_config",
     "calibration_scenario",
     "envelope_fit",
     "fit_calibration",
@@ -294,6 +295,43 @@ def fit_calibration(
         "leave_one_out": loo,
         "final_ratio": final,
     }
+
+
+def calibrate_config(
+    config: TrainConfig,
+    *,
+    seeds: Sequence[int],
+    bits: Sequence[int] = (2,),
+    target_rounds: int | None = None,
+    progress: Callable[[str, dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """:func:`calibrate` the configuration ``config`` describes (its model, data and trainer options).
+
+    ``config``'s protocol, bits, allocation, scenario, seed and output options do not enter: the
+    calibration runs its own fp32 and ``bits`` runs on ``seeds``.
+    """
+    return calibrate(
+        config.model,
+        config.dataset,
+        config.data_dir,
+        devices=config.devices,
+        devices_per_round=config.devices_per_round,
+        alpha=config.alpha,
+        rounds=config.rounds,
+        lr=config.lr,
+        momentum=config.momentum,
+        batch_size=config.batch_size,
+        local_iters=config.local_iters,
+        image_size=config.image_size,
+        pretrained=config.pretrained,
+        weights=config.weights,
+        bits=bits,
+        target_rounds=target_rounds,
+        seeds=seeds,
+        device=config.device,
+        threads=config.threads,
+        progress=progress,
+    )
 
 
 def calibrate(

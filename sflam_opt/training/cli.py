@@ -10,9 +10,10 @@ Bad input prints ``error: <one line>`` on stderr and exits with code 2.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -64,8 +65,16 @@ def _errors_to_exit(err: Console) -> Iterator[None]:
         raise typer.Exit(EXIT_BAD_INPUT) from None
 
 
-def _path(p: Path | None) -> str | None:
-    return None if p is None else str(p)
+def _train_config(options: Mapping[str, Any], skip: tuple[str, ...] = ()) -> Any:
+    """:class:`TrainConfig` from a command's options: every option named like one of its fields.
+
+    Commands pass ``locals()``; one place maps options to the trainer's configuration, so ``train``
+    and ``calibrate`` cannot drift apart. ``skip`` names options that mean something else there.
+    """
+    from sflam_opt.training.config import TrainConfig
+
+    names = {f.name for f in dataclasses.fields(TrainConfig)} - set(skip)
+    return TrainConfig(**{k: v for k, v in options.items() if k in names})
 
 
 def _fmt(v: Any) -> str:
@@ -213,38 +222,9 @@ def train_command(
     """Train a split ViT with SFLAM, SFL, FL or SL and measure accuracy, bytes and cost."""
     stdout, err = _consoles()
     with _errors_to_exit(err):
-        from sflam_opt.training.trainer import TrainConfig, train
+        from sflam_opt.training.trainer import train
 
-        config = TrainConfig(
-            protocol=protocol,
-            model=model,
-            dataset=dataset,
-            data_dir=_path(data_dir),
-            devices=devices,
-            devices_per_round=devices_per_round,
-            alpha=alpha,
-            rounds=rounds,
-            lr=lr,
-            momentum=momentum,
-            batch_size=batch_size,
-            local_iters=local_iters,
-            bits=bits,
-            allocation=_path(allocation),
-            scenario=_path(scenario),
-            solver=solver,
-            seed=seed,
-            device=device,
-            threads=threads,
-            out=_path(out),
-            resume=resume,
-            pretrained=pretrained,
-            fading=fading,
-            transport=transport,
-            workers=workers,
-            timeout_s=timeout_s,
-            weights=_path(weights),
-            image_size=image_size,
-        )
+        config = _train_config(locals())
         from sflam_opt.training.rundir import claim_run_dir
 
         with claim_run_dir(out, resume=resume, overwrite=overwrite):
@@ -281,31 +261,16 @@ def train_command(
 
 def _calibrate_first(config: Any, err: Console) -> None:
     """``train --calibrate``: calibrate and save the bound of ``config`` unless one is stored."""
-    from sflam_opt.training.calibrate import calibrate
+    from sflam_opt.training.calibrate import calibrate_config
     from sflam_opt.training.calibration_store import find_calibration, save_calibration
 
     if find_calibration(config) is not None:
         return
     seeds = tuple(config.seed + CALIBRATION_SEED_OFFSET + i for i in range(2))
     with _RoundBars(err, config.rounds) as bars:
-        result = calibrate(
-            config.model,
-            config.dataset,
-            config.data_dir,
-            devices=config.devices,
-            devices_per_round=config.devices_per_round,
-            alpha=config.alpha,
-            rounds=config.rounds,
-            lr=config.lr,
-            momentum=config.momentum,
-            batch_size=config.batch_size,
-            local_iters=config.local_iters,
-            image_size=config.image_size,
-            pretrained=config.pretrained,
-            weights=config.weights,
+        result = calibrate_config(
+            config,
             seeds=seeds,
-            device=config.device,
-            threads=config.threads,
             progress=lambda label, row: bars.update(f"calibrate {label}", row),
         )
     path = save_calibration(result["entry"])
@@ -358,30 +323,18 @@ def calibrate_command(
     """Estimate the bound's A, Phi0 and q from short runs; write a calibrated scenario."""
     stdout, err = _consoles()
     with _errors_to_exit(err):
-        from sflam_opt.training.calibrate import calibrate, calibration_scenario
+        from sflam_opt.training.calibrate import calibrate_config, calibration_scenario
 
         widths = _parse_ints(bits, "bits")
         if out is not None:
             check_writable(out)
+        config = _train_config(locals(), skip=("bits", "out"))
         with _RoundBars(err, rounds) as bars:
-            result = calibrate(
-                model,
-                dataset,
-                _path(data_dir),
-                devices=devices,
-                devices_per_round=devices_per_round,
-                alpha=alpha,
-                rounds=rounds,
-                lr=lr,
-                momentum=momentum,
-                batch_size=batch_size,
-                local_iters=local_iters,
-                image_size=image_size,
+            result = calibrate_config(
+                config,
+                seeds=_parse_ints(seeds, "seeds"),
                 bits=widths,
                 target_rounds=target_rounds,
-                seeds=_parse_ints(seeds, "seeds"),
-                device=device,
-                threads=threads,
                 progress=lambda label, row: bars.update(f"calibrate {label}", row),
             )
         if out is not None:
