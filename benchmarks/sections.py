@@ -104,3 +104,15 @@ register(
     "Training with every `sflam-opt train` default: all protocols x seeds (README's figures).",
     quick=False,
 )
+register(
+    "alloc",
+    "benchmarks.allocator_section",
+    "Per-round Allocator.step against a fresh solve, under fading and partial participation.",
+    quick=False,
+)
+register(
+    "blocks",
+    "benchmarks.blocks_section",
+    "Resource blocks: matching against exact, round-robin and greedy; bcd speed ladder.",
+    quick=False,
+)

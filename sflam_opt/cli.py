@@ -89,13 +89,29 @@ def scenario_new(
         err.print(f"wrote {out_file} ({devices} devices, seed {seed})", highlight=False)
 
 
+#: Scenario files above this size show a status line on stderr while they are parsed.
+_LARGE_FILE_BYTES = 1 << 20
+
+
+def _read_scenario(path: Path) -> Scenario:
+    """Load a scenario, with a status line on stderr for large files (millions of devices)."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        size = 0  # from_toml reports the missing or unreadable file
+    if size < _LARGE_FILE_BYTES:
+        return Scenario.from_toml(path)
+    with err.status(f"reading {path} ({size / 1e6:.0f} MB) ..."):
+        return Scenario.from_toml(path)
+
+
 @scenario_app.command("show")
 def scenario_show(
     file: Annotated[Path, typer.Argument(help="Scenario TOML file.")],
     max_rows: Annotated[int, typer.Option(help="Device rows to list.")] = 20,
 ) -> None:
     """Print a readable summary of a scenario file."""
-    scn = Scenario.from_toml(file)
+    scn = _read_scenario(file)
     t = Table(title=f"{file}  ({scn.n_devices} devices)", show_header=True)
     t.add_column("section")
     t.add_column("key")
@@ -156,7 +172,7 @@ def evaluate_cmd(
 
     Exits 1 when a constraint is violated.
     """
-    scn = Scenario.from_toml(scenario_file)
+    scn = _read_scenario(scenario_file)
     alloc = Allocation.load(allocation_file)
     if alloc.matches(scn) is False:
         err.print(
@@ -285,10 +301,10 @@ def solve_cmd(
     """Choose bits, power and bandwidth per device to minimize J (exit 3 if infeasible)."""
     from sflam_opt.solvers import get_solver, solve
 
-    scn = Scenario.from_toml(scenario_file)
-    get_solver(solver)  # unknown names fail before any work
+    get_solver(solver)  # unknown names and unwritable outputs fail before any work
     if out_file is not None:
         check_writable(out_file)
+    scn = _read_scenario(scenario_file)
     options = _solver_options(bits, cvx_solver, max_iter)
     if as_json:
         res = solve(scn, solver=solver, **options)
@@ -393,7 +409,7 @@ def sweep_cmd(
     from sflam_opt import sweep
     from sflam_opt.solvers import get_solver
 
-    scn = Scenario.from_toml(scenario_file)
+    scn = _read_scenario(scenario_file)
     get_solver(solver)
     ws = sweep.parse_weights(weights)
     check_writable(out_dir, directory=True)
