@@ -31,7 +31,9 @@ __all__ = [
     "available_solvers",
     "check_start_bits",
     "check_tolerance",
+    "get_block_solver",
     "get_solver",
+    "register_block_solver",
     "register_solver",
     "solve",
 ]
@@ -181,6 +183,8 @@ class SolverFunc(Protocol):
 
 _REGISTRY: dict[str, SolverFunc] = {}
 _DESCRIPTIONS: dict[str, str] = {}
+#: Resource-block versions of registered solvers (``docs/formulation.md`` §10), by name.
+_BLOCK_REGISTRY: dict[str, SolverFunc] = {}
 
 
 def register_solver(name: str, description: str = "") -> Callable[[SolverFunc], SolverFunc]:
@@ -211,6 +215,28 @@ def get_solver(name: str) -> SolverFunc:
             f"solver={name!r}: unknown solver; choose one of {', '.join(sorted(_REGISTRY))}"
         )
     return _REGISTRY[name]
+
+
+def register_block_solver(name: str, func: SolverFunc) -> None:
+    """Register ``func`` as the resource-block version of solver ``name`` (used by ``solve``)."""
+    _BLOCK_REGISTRY[name] = func
+
+
+def get_block_solver(name: str) -> SolverFunc:
+    """The resource-block version of solver ``name``.
+
+    Raises
+    ------
+    SolverArgumentError
+        If ``name`` has none; the message names the solvers that have one.
+    """
+    _load_all()
+    if name not in _BLOCK_REGISTRY:
+        raise SolverArgumentError(
+            f"solver={name!r}: does not support resource blocks; choose one of "
+            f"{', '.join(sorted(_BLOCK_REGISTRY))}"
+        )
+    return _BLOCK_REGISTRY[name]
 
 
 def _load_all() -> None:
@@ -254,9 +280,7 @@ def solve(scenario: Scenario, solver: str = "bcd", **options: Any) -> SolveResul
         raise SolverArgumentError(f"scenario: expected a Scenario, got {type(scenario).__name__}")
     func = get_solver(solver)
     if scenario.resource_blocks is not None:
-        from sflam_opt.solvers.matching import block_solver
-
-        func = block_solver(solver)
+        func = get_block_solver(solver)
     _check_options(solver, func, options)
     t0 = time.perf_counter()
     why = target_infeasibility(scenario)

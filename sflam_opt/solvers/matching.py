@@ -45,7 +45,12 @@ from sflam_opt.costs import payload_bits, reference
 from sflam_opt.errors import SolverArgumentError
 from sflam_opt.numeric import LN2, FloatArray, IntArray
 from sflam_opt.scenario import Scenario
-from sflam_opt.solvers.base import SolveResult, SolverFunc, register_solver
+from sflam_opt.solvers.base import (
+    SolveResult,
+    SolverFunc,
+    register_block_solver,
+    register_solver,
+)
 from sflam_opt.solvers.blocktime import CAP_SLACK, BlockProblem, TimeSolution
 from sflam_opt.validation import check_int
 
@@ -54,7 +59,6 @@ __all__ = [
     "DEFAULT_MAX_ASSIGNMENTS",
     "DEFAULT_POLISH",
     "BlockState",
-    "block_solver",
     "run_matching",
     "solve_greedy",
     "solve_round_robin",
@@ -612,17 +616,5 @@ BLOCK_SOLVERS: dict[str, SolverFunc] = {
 }
 
 
-def block_solver(name: str) -> SolverFunc:
-    """The resource-block version of solver ``name``.
-
-    Raises
-    ------
-    SolverArgumentError
-        If ``name`` has no resource-block version; the message names those that do.
-    """
-    if name not in BLOCK_SOLVERS:
-        raise SolverArgumentError(
-            f"solver={name!r}: does not support resource blocks; choose one of "
-            f"{', '.join(sorted(BLOCK_SOLVERS))}"
-        )
-    return BLOCK_SOLVERS[name]
+for _name, _func in BLOCK_SOLVERS.items():
+    register_block_solver(_name, _func)

@@ -71,7 +71,7 @@ from sflam_opt.solvers import solve
 from sflam_opt.training.calibration_store import find_calibration, uncalibrated_message
 from sflam_opt.training.config import TrainConfig
 from sflam_opt.training.data import ImageDataset, load_dataset
-from sflam_opt.training.distributed import gloo_protocol, worker_totals
+from sflam_opt.training.gloo_runner import gloo_protocol, worker_totals
 from sflam_opt.training.models import ModelSpec, build_split_model, input_size, model_spec
 from sflam_opt.training.partition import dirichlet_partition, partition_sizes
 from sflam_opt.training.protocols import PROTOCOLS, ClientData, Protocol, RoundPlan
