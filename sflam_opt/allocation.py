@@ -16,6 +16,7 @@ from numpy.typing import NDArray
 from sflam_opt.errors import AllocationError
 from sflam_opt.io import atomic_write_text
 from sflam_opt.scenario import Scenario
+from sflam_opt.validation import is_real
 
 __all__ = ["Allocation", "check_block_lists", "scenario_sha256"]
 
@@ -172,7 +173,7 @@ class Allocation:
                 if key not in row:
                     raise AllocationError(f"{where}: missing key {key!r}")
                 v = row[key]
-                if isinstance(v, bool) or not isinstance(v, int | float):
+                if not is_real(v):
                     raise AllocationError(f"{where}.{key}: expected a finite number, got {v!r}")
                 lo, hi = _RANGES[key]
                 # Compared before float(): an integer of hundreds of digits must not overflow.

@@ -16,10 +16,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from sflam_opt.errors import ScenarioError
+from sflam_opt.numeric import FloatArray
 
 __all__ = ["device_ids", "device_vector", "gain_values", "id_index", "id_positions"]
-
-FloatArray = NDArray[np.float64]
 
 
 def device_ids(ids: Sequence[Any] | None, n: int) -> tuple[Any, ...]:

@@ -38,6 +38,7 @@ from sflam_opt.scenario_parts import (
     TrainingParams,
     gain_db_from_distance,
 )
+from sflam_opt.validation import is_int
 
 __all__ = [
     "BitsSpec",
@@ -115,9 +116,9 @@ class Scenario:
         Devices are uniform in a 500 m disc (at least 50 m from the base station), CPU frequency
         uniform in [0.5, 2] GHz, Pmax = 0.2 W, data set sizes uniform in [400, 500].
         """
-        if isinstance(devices, bool) or not isinstance(devices, int | np.integer) or devices < 1:
+        if not is_int(devices) or devices < 1:
             raise ScenarioError(f"devices={devices!r}: need a whole number >= 1")
-        if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        if not is_int(seed) or seed < 0:
             raise ScenarioError(f"seed={seed!r}: need a whole number >= 0")
         n = int(devices)
         rng = np.random.default_rng(int(seed))

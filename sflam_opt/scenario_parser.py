@@ -31,6 +31,7 @@ from sflam_opt.scenario_parts import (
     ResourceBlocks,
     gain_db_from_distance,
 )
+from sflam_opt.validation import is_int, is_real
 
 __all__ = ["ScenarioParser", "short_number", "suggest_key"]
 
@@ -163,7 +164,7 @@ class ScenarioParser:
         meta: Mapping[str, Any],
         integer: bool = False,
     ) -> float | int:
-        if isinstance(v, bool) or not isinstance(v, int | float):
+        if not is_real(v):
             kind = "a whole number" if integer else "a number"
             raise self.fail(where, f"expected {kind}, got {type(v).__name__} {v!r}")
         if isinstance(v, float) and not math.isfinite(v):
@@ -213,7 +214,7 @@ class ScenarioParser:
         return BitsSpec(tuple(range(lo, hi + 1)), "range")
 
     def bit(self, where: str, v: Any) -> int:
-        if isinstance(v, bool) or not isinstance(v, int):
+        if not is_int(v):
             raise self.fail(where, f"expected a whole number of bits in 1..32, got {v!r}")
         if not 1 <= v <= 32:
             raise self.fail(where, f"bit width must be in 1..32, got {v}")

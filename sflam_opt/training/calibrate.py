@@ -57,6 +57,7 @@ from sflam_opt.training.data import load_dataset
 from sflam_opt.training.models import FullModel, build_split_model, input_size
 from sflam_opt.training.quantizer import FP32_BITS, MAX_BITS
 from sflam_opt.training.trainer import TrainConfig, TrainResult, evaluate_model, train
+from sflam_opt.validation import is_int
 
 __all__ = [
     "FITTING_RULE",
@@ -402,7 +403,7 @@ def calibrate(
     if not bits:
         raise TrainingConfigError("bits: give at least one bit width for the quantized runs")
     for b in bits:
-        if isinstance(b, bool) or not isinstance(b, int | np.integer) or not 1 <= b <= MAX_BITS:
+        if not is_int(b) or not 1 <= b <= MAX_BITS:
             raise TrainingConfigError(
                 f"bits: invalid width {b!r} for a calibration run; use integers in 1..{MAX_BITS}"
             )

@@ -53,6 +53,7 @@ from sflam_opt.training.models import (
     model_spec,
 )
 from sflam_opt.training.quantizer import quantize
+from sflam_opt.validation import is_int
 
 __all__ = ["measure_device_memory", "analytic_breakdown", "main", "PROTOCOLS", "MB"]
 
@@ -71,13 +72,13 @@ def _validate(model: str, batch: int, protocol: str, bits: int) -> None:
         raise TrainingConfigError(
             f"model preset {model!r} is unknown; choose one of: {', '.join(PRESETS)}"
         )
-    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+    if not is_int(batch) or batch < 1:
         raise TrainingConfigError(f"batch={batch!r} is invalid; give a positive integer")
     if protocol not in PROTOCOLS:
         raise TrainingConfigError(
             f"protocol={protocol!r} is unknown; choose one of: {', '.join(PROTOCOLS)}"
         )
-    if isinstance(bits, bool) or not isinstance(bits, int) or not (1 <= bits <= 16 or bits == 32):
+    if not is_int(bits) or not (1 <= bits <= 16 or bits == 32):
         raise TrainingConfigError(f"bits={bits!r} is unsupported; use an integer in 1..16 or 32")
 
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import logging
 import math
-import numbers
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ from torch import Tensor, nn
 
 from sflam_opt.errors import TrainingConfigError
 from sflam_opt.training.data import resize_images
+from sflam_opt.validation import is_int
 
 __all__ = [
     "PRESETS",
@@ -343,7 +343,7 @@ def _resolve(
     size = p.image_size if image_size is None else image_size
     chans = p.in_chans if in_chans is None else in_chans
     for name, value in (("num_classes", num_classes), ("image_size", size), ("in_chans", chans)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if not is_int(value) or value < 1:
             raise TrainingConfigError(f"{name}={value!r} is invalid; give a positive integer")
     if size % p.patch:
         raise TrainingConfigError(
@@ -372,7 +372,7 @@ def input_size(preset: str, data_size: int, override: int | None = None) -> int:
     p = PRESETS[preset]
     if override is None:
         return max(p.image_size, int(data_size))
-    if isinstance(override, bool) or not isinstance(override, int) or override < p.patch:
+    if not is_int(override) or override < p.patch:
         raise TrainingConfigError(
             f"image_size: invalid value {override!r}; give a multiple of the {preset} patch "
             f"size {p.patch} (default {p.image_size})"
@@ -501,7 +501,7 @@ def build_split_model(
             "weights_path was given without pretrained=True; pass pretrained=True (--pretrained) "
             "or drop weights_path"
         )
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+    if not is_int(seed) or seed < 0:
         raise TrainingConfigError(f"seed={seed!r} is invalid; give a non-negative integer")
     seed = int(seed)
     # Read the checkpoint first: a missing or bad file fails before seconds of initialisation.

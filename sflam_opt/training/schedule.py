@@ -29,6 +29,7 @@ from numpy.typing import NDArray
 from sflam_opt.allocation import Allocation
 from sflam_opt.allocator import Allocator
 from sflam_opt.errors import TrainingConfigError
+from sflam_opt.numeric import FloatArray
 from sflam_opt.scenario import Scenario
 from sflam_opt.training.config import FADING_MODELS, TrainConfig
 from sflam_opt.training.models import ModelSpec
@@ -37,7 +38,6 @@ from sflam_opt.training.quantizer import FP32_BITS
 
 __all__ = ["FADING_MODELS", "PURPOSE_FADING", "RoundAllocation", "RoundSchedule", "faded_gain_db"]
 
-FloatArray = NDArray[np.float64]
 
 #: Purpose tag of the fading generator; the protocols use 0..2 (participants, batches, quantizer).
 PURPOSE_FADING = 3
