@@ -502,6 +502,21 @@ def _verbose_first(argv: list[str]) -> list[str]:
     return flags + rest + argv[end:]
 
 
+class _NeverRaised(Exception):
+    """Stands in for an exception class the installed click does not have."""
+
+
+def _click_errors() -> tuple[type[Exception], type[Exception]]:
+    """click's ``ClickException`` and ``NoArgsIsHelpError``, from the click that typer uses.
+
+    Typer re-exports click's ``BadParameter``; its module is click's exceptions module, whether
+    typer uses the ``click`` package or a copy of its own. Older click has no
+    ``NoArgsIsHelpError`` (its help is then printed inside the command).
+    """
+    module = sys.modules[typer.BadParameter.__module__]
+    return module.ClickException, getattr(module, "NoArgsIsHelpError", _NeverRaised)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point: runs a command and returns its exit code.
 
@@ -509,19 +524,18 @@ def main(argv: list[str] | None = None) -> int:
     :class:`~sflam_opt.errors.SflamError` exits with its ``exit_code`` (2 for bad input, 3 for
     an infeasible problem, 1 for a failed run), a command-line usage error with 2.
     """
-    from typer import _click
-
+    click_error, no_args_help = _click_errors()
     _register_extensions()
     args = _verbose_first(list(sys.argv[1:] if argv is None else argv))
     command = typer.main.get_command(app)
     try:
         rv = command.main(args=args, prog_name="sflam-opt", standalone_mode=False)
-    except _click.exceptions.NoArgsIsHelpError as exc:
+    except no_args_help as exc:
         text = exc.format_message()  # empty when rich has printed the help already
         if text.strip():
             sys.stdout.write(text + "\n")
         return 0
-    except _click.exceptions.ClickException as exc:
+    except click_error as exc:
         print_error(err, usage_error_line(exc))
         return EXIT_BAD_INPUT
     except typer.Abort:

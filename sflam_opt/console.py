@@ -7,6 +7,7 @@ terminal wrap onto the next line instead of ending in an ellipsis.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from rich.console import Console
@@ -46,7 +47,7 @@ def _value_text(exc: Any) -> str:
     errors = cause.errors() if hasattr(cause, "errors") else []
     message = str(getattr(exc, "message", exc)).strip().rstrip(".")
     if not errors:
-        return message
+        return _click_value_text(message)
     first = errors[0]
     value, kind, ctx = first.get("input"), str(first.get("type", "")), first.get("ctx") or {}
     if kind.startswith("int_"):
@@ -60,6 +61,31 @@ def _value_text(exc: Any) -> str:
         return f"{value} is {words} {ctx.get(key)}"
     text = str(first.get("msg", message)).rstrip(".")
     return f"{text[:1].lower()}{text[1:]}, got {value!r}"
+
+
+#: click's own wording of a bad value (typer versions that let click convert values), and ours.
+_CLICK_VALUE = (
+    (re.compile(r"^'?(?P<v>.*?)'? is not a valid integer(?: range)?$"), "{v!r} is not an integer"),
+    (re.compile(r"^'?(?P<v>.*?)'? is not a valid float(?: range)?$"), "{v!r} is not a number"),
+    (re.compile(r"^'?(?P<v>.*?)'? is not a valid boolean$"), "{v!r} is not true or false"),
+    (
+        re.compile(r"^(?P<v>\S+) is not in the range x>=(?P<b>\S+)$"),
+        "{v} is less than the minimum {b}",
+    ),
+    (
+        re.compile(r"^(?P<v>\S+) is not in the range x<=(?P<b>\S+)$"),
+        "{v} is more than the maximum {b}",
+    ),
+)
+
+
+def _click_value_text(message: str) -> str:
+    """click's message for a bad value, in the wording of :func:`_value_text`."""
+    for pattern, template in _CLICK_VALUE:
+        m = pattern.match(message)
+        if m:
+            return template.format(**m.groupdict())
+    return message
 
 
 def usage_error_line(exc: Any) -> str:
@@ -76,6 +102,8 @@ def usage_error_line(exc: Any) -> str:
         name = name or str(param.human_readable_name)
         return " ".join(f"{name}: {_value_text(exc)}".split())
     text = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+    if type(exc).__name__ == "NoSuchOption" and getattr(exc, "option_name", None):
+        text = f"No such option: {exc.option_name}"  # one wording across click versions
     ctx = getattr(exc, "ctx", None)
     where = ctx.command_path if ctx is not None else "sflam-opt"
     return " ".join(f"{text.rstrip('.')} (see `{where} --help`)".split())

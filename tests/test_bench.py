@@ -28,6 +28,7 @@ from benchmarks.common import (
     read_json,
     write_csv,
 )
+from benchmarks.sections import SECTIONS
 from benchmarks.solve import fit_exponent, gap_summary
 from benchmarks.train import run_row, summarize
 from sflam_opt import Scenario, solve
@@ -196,10 +197,8 @@ def test_solve_section_writes_measured_values(tmp_path: Path) -> None:
     assert ctx.command in md
     assert f"| fast | 10 | converged | {markdown.num(speed[0]['objective'])} |" in md
     assert markdown.num(eq["total_latency_s"]) in md
-    assert (
-        "No data for: `python -m benchmarks train`, `python -m benchmarks memory`, "
-        "`python -m benchmarks defaults`." in md
-    )
+    missing = [f"`python -m benchmarks {name}`" for name in SECTIONS if name != "solve"]
+    assert f"No data for: {', '.join(missing)}." in md
 
 
 def test_bcd_parts_record_iterations(tmp_path: Path) -> None:
