@@ -43,7 +43,7 @@ __all__ = ["Allocator", "RoundRecord"]
 logger = logging.getLogger(__name__)
 
 #: Solver options the allocator fills in itself each round.
-MANAGED_OPTIONS = ("start_bits", "start_point", "block_size")
+MANAGED_OPTIONS = ("start_bits", "block_size")
 
 
 @dataclass(frozen=True, eq=False)
@@ -123,9 +123,6 @@ class Allocator:
         self.solver = solver
         self.options = dict(options)
         self._warm = "start_bits" in valid
-        self._warm_point = "start_point" in valid
-        #: (round time s, bandwidth price J/Hz) of the last solved round, for ``start_point``.
-        self._point: tuple[float, float] | None = None
         self._padded = "block_size" in valid
         self._index = id_index(scenario.devices.ids)
         self._ids = np.empty(scenario.n_devices, dtype=object)
@@ -278,15 +275,11 @@ class Allocator:
             start = self._start_bits(idx, scn.bits.array)
             if start is not None:
                 opts["start_bits"] = start
-                if self._warm_point and self._point is not None:
-                    opts["start_point"] = self._point
         if self._padded:
             opts["block_size"] = self.scenario.n_devices
         res = solve(scn, self.solver, **opts)
         if res.allocation is not None:
             self._bits[idx] = res.allocation.bits
-            t, lam = res.info.get("round_latency_s"), res.info.get("bandwidth_price_j_per_hz")
-            self._point = None if t is None or lam is None else (float(t), float(lam))
         ev = res.evaluation
         rec = RoundRecord(
             round=len(self.history),
