@@ -65,6 +65,7 @@ def report(figures: Path, doc: Mapping[str, Any]) -> list[str]:
         "of step's J from the fresh solve's (positive: step is worse).",
         "",
         allocator.table(doc["summary"]),
+        "",
     ]
 
 

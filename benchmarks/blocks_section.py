@@ -58,6 +58,7 @@ def report(figures: Path, doc: Mapping[str, Any]) -> list[str]:
         "Speed ladder of `bcd` (default devices, seed 0; wall and process CPU time):",
         "",
         *doc["speed"],
+        "",
     ]
 
 
