@@ -395,7 +395,12 @@ def _bcd(figures: Path, doc: Mapping[str, Any], opt: Mapping[str, Any], cmd: str
             "solve_bcd_trace.png",
             "BCD J per iteration",
             cmd,
-            ["solve_bcd_trace.csv", "solve_bcd_runs.csv", "solve_bits_methods.csv"],
+            # Data of an older run may lack the bits-methods table (its table is then left out).
+            [
+                name
+                for name in ("solve_bcd_trace.csv", "solve_bcd_runs.csv", "solve_bits_methods.csv")
+                if (figures / name).exists()
+            ],
         ),
         "",
     ]
