@@ -10,7 +10,7 @@ from sflam_opt.bounds import rounds_needed
 from sflam_opt.costs import compute_energy_j, fixed_time_s, payload_bits, reference
 from sflam_opt.errors import SolverArgumentError
 from sflam_opt.scenario import Scenario
-from sflam_opt.solvers import bcd, cvx
+from sflam_opt.solvers import bcd, cone_format, cvx
 from sflam_opt.solvers.kernel import bandwidth_split, solve_continuous
 
 LN2 = np.log(2.0)
@@ -83,6 +83,64 @@ def test_second_solve_reuses_the_canonicalization(monkeypatch):
     assert prob._cache.param_prog is prog  # same compiled program, new parameter values
     assert calls == []  # the reduction chain (canonicalization) did not run again
     assert not np.allclose(first.values["v"], second.values["v"])
+
+
+# ------------------------------------------------------------------------------ compile
+def _unformatted(blk):
+    """The block's parametrized cone program just before the solver reorders its rows."""
+    prob = blk.problem("CLARABEL")
+    _, chain, _ = prob.get_problem_data("CLARABEL")
+    out = prob
+    for red in chain.reductions[:-1]:
+        out, _ = red.apply(out)
+    return out
+
+
+@pytest.mark.parametrize("kind", ["bandwidth", "upload"])
+@pytest.mark.parametrize("order", [[0, 1, 2], [0, 2, 1]])
+def test_linear_reordering_gives_cvxpys_matrix(kind, order):
+    from cvxpy.reductions.solvers.conic_solvers.clarabel_conif import CLARABEL
+
+    blk = cvx._BUILDERS[kind](6)
+    prog = _unformatted(blk)
+    theirs = CLARABEL.format_constraints(prog, order).A.tocsr()
+    ours = cone_format.LinearFormatClarabel.format_constraints(prog, order)
+    assert ours.formatted and ours.A.shape == theirs.shape
+    assert abs(ours.A.tocsr() - theirs).nnz == 0
+    assert abs(prog.A.tocsr() - theirs).nnz > 0  # the reordering did move rows
+
+
+def test_unknown_cone_types_use_cvxpys_reordering():
+    import cvxpy as cp
+
+    x = cp.Variable(3)
+    con = cp.SOC(x[0], x[1:])
+    assert cone_format.row_permutation([con], [0, 1, 2]) is None
+
+
+def test_blocks_never_use_cvxpys_quadratic_reordering(monkeypatch):
+    from cvxpy.reductions.solvers.conic_solvers.conic_solver import ConicSolver
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("CVXPY's own format_constraints ran")
+
+    monkeypatch.setattr(ConicSolver, "format_constraints", classmethod(forbidden))
+    blk = cvx.UploadBlock(5)
+    blk.set(np.ones(5), np.full(5, 0.5), np.full(5, 0.1), np.ones(5), 1.0, 10.0, np.full(5, np.e))
+    for backend in ("CLARABEL", "ECOS", "SCS"):
+        out = blk.solve((backend,))
+        assert out.ok and out.backend == backend, out.attempts
+
+
+def test_custom_solver_gives_the_same_solution_as_plain_clarabel():
+    blk = cvx.BandwidthBlock(5)
+    rng = np.random.default_rng(3)
+    blk.set(rng.random(5) + 1, np.full(5, 0.01), rng.random(5), 5.0, np.ones(5), np.full(5, 3.0))
+    ours = blk.solve(("CLARABEL",))
+    prob = blk.problem("CLARABEL")
+    prob.solve(solver="CLARABEL", **cvx._SOLVER_OPTS["CLARABEL"])
+    assert ours.ok and prob.status == "optimal"
+    assert np.allclose(ours.values["beta"], blk.variables["beta"].value, rtol=1e-6, atol=1e-9)
 
 
 # ------------------------------------------------------------------------------ optima

@@ -25,6 +25,10 @@ Scaling: the third cone component is scaled per device by its current value (uns
 ``optimal_inaccurate``), and the bandwidth is relative to the current split (in plain MHz the
 per-device numbers shrink with N until Clarabel fails to make progress).
 
+Compile cost: CVXPY's own reordering of exponential-cone rows needs memory quadratic in N
+(19 GB for one block at N = 10,000); the blocks are solved through the custom solver interfaces
+of :mod:`sflam_opt.solvers.cone_format`, which reorder in linear time.
+
 Backends: Clarabel first, then ECOS, then SCS when a solve raises or ends inaccurate. Clarabel is
 the most accurate of the three against the closed form
 (:func:`sflam_opt.solvers.kernel.bandwidth_split`); ECOS and SCS are fallbacks only.
@@ -47,6 +51,7 @@ import numpy as np
 
 from sflam_opt.errors import SolverArgumentError
 from sflam_opt.numeric import FloatArray, IntArray
+from sflam_opt.solvers.cone_format import solver_instance
 
 __all__ = [
     "DEFAULT_ORDER",
@@ -246,7 +251,7 @@ class _DPPBlock:
                 with warnings.catch_warnings():
                     # Inaccurate solves are reported in ``attempts``; no stray warnings.
                     warnings.filterwarnings("ignore", message="Solution may be inaccurate")
-                    prob.solve(solver=solver, **_SOLVER_OPTS.get(solver, {}))
+                    prob.solve(solver=solver_instance(solver), **_SOLVER_OPTS.get(solver, {}))
             except (cp.SolverError, ArithmeticError, ValueError) as exc:
                 attempts.append(f"{solver}: {type(exc).__name__}: {str(exc).splitlines()[0]}")
                 logger.debug("%s block: %s raised %s", self.kind, solver, exc)
