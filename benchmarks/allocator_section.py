@@ -57,12 +57,14 @@ def report(figures: Path, doc: Mapping[str, Any]) -> list[str]:
     return [
         "## Per-round allocator",
         "",
-        f"`Allocator.step` against a fresh `solve()` of the same round: `Scenario.default(N, "
-        f"seed={setup['seed']})`, {setup['rounds']} rounds, each device taking part with "
-        f"probability {setup['share']:g}, block Rayleigh fading redrawn every round. Wall and "
-        "CPU medians over the rounds; the first round includes one-time work (for `bcd`, "
-        "compiling its cone programs once for all N devices). J columns: relative difference "
-        "of step's J from the fresh solve's (positive: step is worse).",
+        f"`Allocator.step` against a fresh `solve(scenario.with_gains(gains).select(devices))` "
+        f"of the same round (what a host without the Allocator runs; both times include "
+        f"building the round's scenario): `Scenario.default(N, seed={setup['seed']})`, "
+        f"{setup['rounds']} rounds, each device taking part with probability "
+        f"{setup['share']:g}, block Rayleigh fading redrawn every round. Wall and CPU medians "
+        "over the rounds; the first round includes one-time work (for `bcd`, compiling its cone "
+        "programs for the rung of sizes the round falls in). J columns: relative difference of "
+        "step's J from the fresh solve's (positive: step is worse).",
         "",
         allocator.table(doc["summary"]),
         "",

@@ -8,9 +8,13 @@ state between rounds:
 
 - solvers with a ``start_bits`` option (``fast``, ``bcd``) start from the last bits of the devices
   still present (newcomers start at the median of those);
-- solvers with a ``block_size`` option (``bcd``) compile their cone programs once, for the full
-  scenario, and fill the slots of absent devices with exact copies of the participants (set by
-  parameters), so a changing number of participants never triggers a new canonicalization.
+- solvers with a ``block_size`` option (``bcd``) compile their cone programs for a few fixed
+  sizes only, a geometric ladder from the full scenario down (N, 0.8 N, 0.64 N, ..., see
+  :func:`padded_size`), and fill the slots a round does not need with exact copies of the
+  participants (set by parameters). A changing number of participants thus never triggers a new
+  canonicalization: every round reuses the program of its rung, compiled the first time that
+  rung is used, and pays at most 25 % extra slots (padding every round to the full N would make
+  a half-participation round solve a program twice its size).
 
 Example::
 
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -38,12 +43,43 @@ from sflam_opt.errors import ScenarioError, SolverArgumentError
 from sflam_opt.scenario import Devices, Scenario
 from sflam_opt.solvers.base import SolveResult, get_solver, solve
 
-__all__ = ["Allocator", "RoundRecord"]
+__all__ = ["Allocator", "RoundRecord", "padded_size"]
 
 logger = logging.getLogger(__name__)
 
 #: Solver options the allocator fills in itself each round.
 MANAGED_OPTIONS = ("start_bits", "block_size")
+#: Ratio of consecutive rungs of the ladder of compiled sizes (:func:`padded_size`).
+LADDER_RATIO = 0.8
+#: Smallest rung: below it compiling is cheap and padding buys nothing.
+LADDER_MIN = 16
+
+
+def padded_size(k: int, n: int) -> int:
+    """Size of the compiled cone programs that serve a round of ``k`` of ``n`` devices.
+
+    The smallest rung of ``ceil(n * 0.8**j)``, j = 0, 1, ..., (stopping at 16) that is at least
+    ``k``: one of about log(n / 16) / log(1.25) sizes, whatever ``k`` is, and at most 25 % above
+    ``k`` (the smallest rung is between 16 and 20).
+
+    Parameters
+    ----------
+    k : int
+        Devices taking part in the round, 1 <= k <= n.
+    n : int
+        Devices of the full scenario.
+
+    Returns
+    -------
+    int
+        The block size, ``k <= size <= n``.
+    """
+    size = n
+    while True:
+        nxt = math.ceil(size * LADDER_RATIO)
+        if nxt < k or nxt < LADDER_MIN or nxt == size:
+            return size
+        size = nxt
 
 
 @dataclass(frozen=True, eq=False)
@@ -276,7 +312,7 @@ class Allocator:
             if start is not None:
                 opts["start_bits"] = start
         if self._padded:
-            opts["block_size"] = self.scenario.n_devices
+            opts["block_size"] = padded_size(len(idx), self.scenario.n_devices)
         res = solve(scn, self.solver, **opts)
         if res.allocation is not None:
             self._bits[idx] = res.allocation.bits

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from sflam_opt import Allocator, Scenario, ScenarioError, SolverArgumentError, evaluate, solve
+from sflam_opt.allocator import padded_size
 from sflam_opt.solvers.bcd import solve_bcd
 
 
@@ -139,18 +140,31 @@ def test_infeasible_round_returns_the_solvers_status_and_message():
     assert rec.objective == float("inf")
 
 
-def test_bcd_compiles_once_across_participant_counts():
-    scn = Scenario.default(devices=30, seed=4)
+def test_bcd_compiles_once_per_rung_across_participant_counts():
+    scn = Scenario.default(devices=40, seed=4)
     alloc = Allocator(scn, "bcd")
-    built = []
-    for gains, devices in _rounds(scn, 3, seed=7):
+    rungs: list[int] = []
+    for gains, devices in _rounds(scn, 6, seed=7, share=0.6):
         res = alloc.step(gain_db=gains, devices=devices)
-        built.append(res.info["blocks_built"])
         assert res.success
-    assert len({len(r.devices) for r in alloc.history}) > 1
-    assert built[1:] == [0] * (len(built) - 1)
+        rung = padded_size(len(devices), scn.n_devices)
+        # A round compiles (two blocks) only the first time its rung is used.
+        assert res.info["blocks_built"] == (0 if rung in rungs else 2)
+        rungs.append(rung)
+    sizes = {len(r.devices) for r in alloc.history}
+    assert len(sizes) > len(set(rungs)), "the rounds should share rungs"
     assert alloc.history[-1].allocation is not None
     assert res.info["warm_start"] == "start_bits"
+
+
+@pytest.mark.parametrize("n", [1, 2, 15, 16, 17, 40, 1000, 10_000])
+def test_padded_size_is_a_rung_of_the_ladder_at_most_25_percent_above(n):
+    ladder = {padded_size(k, n) for k in range(1, n + 1)}
+    assert len(ladder) <= 2 + int(np.log(max(n, 16) / 16) / np.log(1.25))
+    for k in range(1, n + 1):
+        size = padded_size(k, n)
+        assert k <= size <= n
+        assert size <= max(20, np.ceil(1.25 * k) + 1)
 
 
 def test_bcd_block_size_fills_slots_with_copies_without_changing_the_answer():
