@@ -6,6 +6,7 @@ import hashlib
 import json
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -122,24 +123,44 @@ class Allocation:
     __hash__ = None  # type: ignore[assignment]
 
     # ------------------------------------------------------------------ JSON
-    def to_dict(self) -> dict[str, Any]:
-        """Plain data: ``{"devices": [{"id", "bits", "bandwidth_hz", "power_w"}, ...]}``."""
-        ids = self.ids if self.ids is not None else tuple(range(len(self)))
-        head = {} if self.scenario_sha256 is None else {"scenario_sha256": self.scenario_sha256}
-        rows = [
-            {"id": i, "bits": b, "bandwidth_hz": w, "power_w": p}
-            for i, b, w, p in zip(
-                ids,
-                self.bits.tolist(),
-                self.bandwidth_hz.tolist(),
-                self.power_w.tolist(),
-                strict=True,
-            )
-        ]
+    def device_rows(
+        self, ids: Sequence[Any] | None = None, **columns: NDArray[Any]
+    ) -> list[dict[str, Any]]:
+        """One plain-data row per device: id, bits, bandwidth_hz, power_w, then ``columns``.
+
+        Parameters
+        ----------
+        ids : sequence, optional
+            Ids to write; the allocation's own (or ``0 .. N-1``) when omitted.
+        **columns : ndarray, shape (N,)
+            Extra per-device values, in the order given (``sflam-opt solve --json`` adds the
+            rate, upload time, latency and energy).
+
+        Returns
+        -------
+        list of dict
+            With resource blocks, each row ends with ``blocks`` and ``block_power_w``.
+        """
+        if ids is None:
+            ids = self.ids if self.ids is not None else tuple(range(len(self)))
+        names = ("id", "bits", "bandwidth_hz", "power_w", *columns)
+        values = (
+            ids,
+            self.bits.tolist(),
+            self.bandwidth_hz.tolist(),
+            self.power_w.tolist(),
+            *(np.asarray(c).tolist() for c in columns.values()),
+        )
+        rows = [dict(zip(names, vals, strict=True)) for vals in zip(*values, strict=True)]
         if self.blocks is not None and self.block_power_w is not None:
             for row, blk, pw in zip(rows, self.blocks, self.block_power_w, strict=True):
                 row.update(blocks=blk.tolist(), block_power_w=pw.tolist())
-        return {**head, "devices": rows}
+        return rows
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data: ``{"devices": [{"id", "bits", "bandwidth_hz", "power_w"}, ...]}``."""
+        head = {} if self.scenario_sha256 is None else {"scenario_sha256": self.scenario_sha256}
+        return {**head, "devices": self.device_rows()}
 
     def matches(self, scenario: Scenario) -> bool | None:
         """Whether the allocation was solved for ``scenario`` (None when the file has no hash)."""

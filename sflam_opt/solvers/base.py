@@ -124,32 +124,13 @@ class SolveResult:
                 violations=list(ev.violations),
             )
             bd = ev.breakdown
-            devices = [
-                {
-                    "id": i,
-                    "bits": b,
-                    "bandwidth_hz": w,
-                    "power_w": p,
-                    "rate_bps": r,
-                    "upload_s": u,
-                    "latency_s": t,
-                    "energy_j": e,
-                }
-                for i, b, w, p, r, u, t, e in zip(
-                    scenario.devices.ids,
-                    alloc.bits.tolist(),
-                    alloc.bandwidth_hz.tolist(),
-                    alloc.power_w.tolist(),
-                    bd.rate_bps.tolist(),
-                    bd.upload_s.tolist(),
-                    bd.latency_s.tolist(),
-                    bd.energy_j.tolist(),
-                    strict=True,
-                )
-            ]
-            if alloc.blocks is not None and alloc.block_power_w is not None:
-                for row, blk, bpw in zip(devices, alloc.blocks, alloc.block_power_w, strict=True):
-                    row.update(blocks=blk.tolist(), block_power_w=bpw.tolist())
+            devices = alloc.device_rows(
+                scenario.devices.ids,
+                rate_bps=bd.rate_bps,
+                upload_s=bd.upload_s,
+                latency_s=bd.latency_s,
+                energy_j=bd.energy_j,
+            )
             out["devices"] = devices
         if self.info:
             out["info"] = _jsonable(self.info)
