@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from sflam_opt.io import atomic_write_json, atomic_write_text
+from sflam_opt.training.config import TrainConfig
 
 __all__ = [
     "PROFILES",
@@ -106,6 +107,11 @@ class Profile:
         Rounds per training run.
     train_devices : int
         Devices in every training run.
+
+        Rounds, devices, lr, momentum, batch size and local steps default to those of
+        ``sflam-opt train`` (:class:`sflam_opt.training.config.TrainConfig`), so the benchmark
+        trains the configuration users run and whose convergence bound is calibrated
+        (``sflam_opt/training/calibrations/``).
     train_target : float
         Test accuracy whose first crossing defines "rounds to target".
     train_lr, train_lr_sl : float
@@ -173,14 +179,14 @@ class Profile:
     train_alphas: tuple[float, ...] = (0.1, 0.5, 1.0)
     train_protocols: tuple[str, ...] = ("sflam", "sfl", "fl", "sl")
     train_seeds: tuple[int, ...] = (0, 1, 2)
-    train_rounds: int = 60
-    train_devices: int = 10
+    train_rounds: int = TrainConfig.rounds
+    train_devices: int = TrainConfig.devices
     train_target: float = 0.9
-    train_lr: float = 0.05
+    train_lr: float = TrainConfig.lr
     train_lr_sl: float = 0.02
-    train_momentum: float = 0.9
-    train_batch_size: int = 16
-    train_local_iters: int = 10
+    train_momentum: float = TrainConfig.momentum
+    train_batch_size: int = TrainConfig.batch_size
+    train_local_iters: int = TrainConfig.local_iters
     train_solver: str = "fast"
     train_workers: int = 2
     train_uniform_bits: tuple[int, ...] = (2, 4, 8, 32)

@@ -361,6 +361,51 @@ def test_profiles_size_the_published_benchmarks() -> None:
     assert full.train_uniform_bits == (2, 4, 8, 32)
     assert full.memory_batches == (8, 32, 128) and full.memory_model == "vit-b32"
     assert json.loads(json.dumps(quick.to_dict()))["name"] == "quick"
+    # The training benchmark trains what `sflam-opt train` trains (and has a stored calibration).
+    from sflam_opt.training.config import TrainConfig
+
+    cfg = TrainConfig()
+    assert (full.train_devices, full.train_rounds, full.train_lr, full.train_momentum) == (
+        cfg.devices,
+        cfg.rounds,
+        cfg.lr,
+        cfg.momentum,
+    )
+    assert (full.train_batch_size, full.train_local_iters) == (cfg.batch_size, cfg.local_iters)
+
+
+def test_bound_verdicts_flag_ratios_outside_the_band() -> None:
+    from benchmarks.train_report import _verdict
+
+    assert _verdict([0.5, 0.9], "calibrated") == "holds"
+    assert "not a bound" in _verdict([0.9, 1.2], "calibrated")
+    assert "vacuous" in _verdict([0.1, 0.5], "calibrated")
+    assert _verdict([3.0], "uncalibrated: docs/formulation.md §7 constants") == "uncalibrated"
+
+
+def test_gap_lines_compare_final_and_last_rounds() -> None:
+    from benchmarks.train_report import _gap_lines
+
+    def row(p: str, seed: int, fin: float, last: float) -> dict:
+        return {
+            "group": "protocols",
+            "alpha": 0.1,
+            "protocol": p,
+            "seed": seed,
+            "final_accuracy": fin,
+            "last10_accuracy": last,
+        }
+
+    lines = _gap_lines(
+        [
+            row("sflam", 0, 0.90, 0.91),
+            row("sflam", 1, 0.92, 0.93),
+            row("sfl", 0, 0.93, 0.90),
+            row("sfl", 1, 0.93, 0.90),
+        ]
+    )
+    assert len(lines) == 1
+    assert "-2.00 points, mean of 2 and 2 seeds" in lines[0] and "+2.00 points" in lines[0]
 
 
 def test_sflam_opt_bench_runs_the_checkout_benchmarks(capfd: pytest.CaptureFixture[str]) -> None:
