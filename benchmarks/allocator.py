@@ -126,6 +126,8 @@ def measure(
         "step_median_s": med(r["step_s"] for r in rows),
         "fresh_median_s": med(r["fresh_s"] for r in rows),
         "step_median_s_after_first": med(r["step_s"] for r in later),
+        "step_max_s": max(r["step_s"] for r in rows),
+        "fresh_max_s": max(r["fresh_s"] for r in rows),
         "step_first_s": rows[0]["step_s"],
         "fresh_first_s": rows[0]["fresh_s"],
         "step_cpu_median_s": med(r["step_cpu_s"] for r in rows),
@@ -142,14 +144,16 @@ def table(summaries: Sequence[dict[str, Any]]) -> str:
     """Markdown table of the summaries."""
     head = (
         "| N | solver | rounds | median K | step median s | fresh median s | step / fresh | "
-        "step CPU s | fresh CPU s | first step s | first fresh s | J step vs fresh |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+        "step CPU s | fresh CPU s | first step s | first fresh s | slowest step s | "
+        "slowest fresh s | J step vs fresh |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
     lines = [
         f"| {s['n']:,} | {s['solver']} | {s['rounds']} | {s['participants_median']:g} | "
         f"{s['step_median_s']:.4g} | {s['fresh_median_s']:.4g} | {s['median_ratio']:.3f} | "
         f"{s['step_cpu_median_s']:.4g} | {s['fresh_cpu_median_s']:.4g} | "
         f"{s['step_first_s']:.4g} | {s['fresh_first_s']:.4g} | "
+        f"{s.get('step_max_s', float('nan')):.4g} | {s.get('fresh_max_s', float('nan')):.4g} | "
         f"{s['min_j_gap']:+.1e} .. {s['max_j_gap']:+.1e} |"
         for s in summaries
     ]
