@@ -24,7 +24,7 @@ PLANS: dict[str, tuple[tuple[tuple[int, str], ...], int]] = {
 SHARE = 0.5
 SEED = 0
 #: Seconds per (N, solver); rounds stop once it is spent (the table gives how many ran).
-BUDGET_S = 600.0
+BUDGET_S = 300.0
 
 
 def run(ctx: BenchContext) -> dict[str, Any]:

@@ -329,12 +329,11 @@ class BandwidthBlock(_DPPBlock):
         scale: FloatArray,
     ) -> None:
         """Load the parameter values for the next solve (see the class docstring)."""
-        c_s, c_b0 = _objective_scale(cost * scale, cost * ref)
         self._set(
             k_over_s=k / scale,
             b0_over_s=ref / scale,
-            cost_times_s=c_s,
-            cost_times_b0=c_b0,
+            cost_times_s=cost * scale,
+            cost_times_b0=cost * ref,
             b0_over_total=ref / total,
             bmin_over_b0=bmin / ref,
         )
@@ -400,37 +399,16 @@ class UploadBlock(_DPPBlock):
         scale: FloatArray,
     ) -> None:
         """Load the parameter values for the next solve (see the class docstring)."""
-        c_s, c_1, w = _objective_scale(cost * scale, cost, np.asarray([wt], dtype=np.float64))
         self._set(
             m_over_s=m / scale,
             inv_s=1.0 / scale,
-            cost_times_s=c_s,
-            cost=c_1,
+            cost_times_s=cost * scale,
+            cost=cost,
             vmin=vmin,
             c=c,
-            wt=float(w[0]),
+            wt=wt,
             tmax=tmax,
         )
-
-
-#: Objective coefficients below this fraction of the largest are raised to it (see
-#: :func:`_objective_scale`).
-_COEF_FLOOR = 1e-12
-
-
-def _objective_scale(*coefs: FloatArray) -> tuple[FloatArray, ...]:
-    """The objective's coefficient vectors divided by their largest entry, floored at 1e-12.
-
-    Scaling the objective leaves the minimizer unchanged. Under deep fades the per-device energy
-    weights span 13 orders of magnitude with the largest in the thousands, and Clarabel and ECOS
-    then stop on numerical errors (9 of 10 such blocks from a Rayleigh-faded allocator run solved
-    after this scaling, none of them before). A floor of 1e-12 of the largest weight changes J by
-    far less than bcd's tolerance, and bcd re-scores every block result with the cost model.
-    """
-    top = max(float(np.max(c)) if np.size(c) else 0.0 for c in coefs)
-    if not np.isfinite(top) or top <= 0.0:
-        return coefs
-    return tuple(np.maximum(np.asarray(c) / top, _COEF_FLOOR * (np.asarray(c) > 0)) for c in coefs)
 
 
 _BUILDERS: dict[str, Callable[[int], _DPPBlock]] = {
