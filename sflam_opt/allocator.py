@@ -7,7 +7,12 @@ would (same devices, same gains, same normalization of J, see ``docs/formulation
 state between rounds:
 
 - solvers with a ``start_bits`` option (``fast``, ``bcd``) start from the last bits of the devices
-  still present (newcomers start at the median of those);
+  still present (newcomers start at the median of those). For solvers other than ``fast`` the
+  step first runs ``fast`` from those bits on the round (``presolve``, milliseconds) and starts
+  the solver from its bits: under fading, last round's bits can be far from this round's
+  optimum, and ``bcd`` started there needed up to 24 iterations and fell back from Clarabel to
+  ECOS and SCS on badly conditioned blocks (20-60 s steps); started from ``fast``'s bits it
+  confirms them in two iterations;
 - solvers with a ``block_size`` option (``bcd``) compile their cone programs for a few fixed
   sizes only, a geometric ladder from the full scenario down (N, 0.8 N, 0.64 N, ..., see
   :func:`padded_size`), and fill the slots a round does not need with exact copies of the
@@ -127,6 +132,10 @@ class Allocator:
         All devices that may ever take part, with their nominal (e.g. path-loss) gains.
     solver : str
         Any registered solver (see :func:`sflam_opt.available_solvers`), default ``"fast"``.
+    presolve : str or None, keyword-only
+        Solver run first on each round to give the main solver its starting bits (default
+        ``"fast"``; ignored when ``solver`` is ``"fast"`` or takes no ``start_bits``). None starts
+        the main solver from the participants' last bits directly.
     **options
         Solver options, as for :func:`sflam_opt.solve`. ``start_bits`` and ``block_size`` are
         set by the allocator and cannot be given.
@@ -137,7 +146,14 @@ class Allocator:
         Unknown solver, unknown option, or an option the allocator manages.
     """
 
-    def __init__(self, scenario: Scenario, solver: str = "fast", **options: Any) -> None:
+    def __init__(
+        self,
+        scenario: Scenario,
+        solver: str = "fast",
+        *,
+        presolve: str | None = "fast",
+        **options: Any,
+    ) -> None:
         if not isinstance(scenario, Scenario):
             raise SolverArgumentError(
                 f"scenario: expected a Scenario, got {type(scenario).__name__}"
@@ -159,6 +175,11 @@ class Allocator:
         self.solver = solver
         self.options = dict(options)
         self._warm = "start_bits" in valid
+        if presolve is not None and presolve not in ("fast",):
+            raise SolverArgumentError(
+                f"presolve={presolve!r}: only 'fast' (or None to start from the last bits)"
+            )
+        self.presolve = presolve if self._warm and solver != "fast" else None
         self._padded = "block_size" in valid
         self._index = id_index(scenario.devices.ids)
         self._ids = np.empty(scenario.n_devices, dtype=object)
@@ -307,13 +328,24 @@ class Allocator:
         t0 = time.perf_counter()
         scn, idx = self._round(gain_db, devices)
         opts = dict(self.options)
+        pre: SolveResult | None = None
         if self._warm:
             start = self._start_bits(idx, scn.bits.array)
+            if self.presolve is not None:
+                pre = solve(scn, self.presolve, **({} if start is None else {"start_bits": start}))
+                if pre.success and pre.allocation is not None:
+                    start = pre.allocation.bits
             if start is not None:
                 opts["start_bits"] = start
         if self._padded:
             opts["block_size"] = padded_size(len(idx), self.scenario.n_devices)
         res = solve(scn, self.solver, **opts)
+        if pre is not None:
+            res.info["presolve"] = {
+                "solver": self.presolve,
+                "status": pre.status,
+                "solve_time_s": pre.solve_time_s,
+            }
         if res.allocation is not None:
             self._bits[idx] = res.allocation.bits
         ev = res.evaluation

@@ -157,6 +157,26 @@ def test_bcd_compiles_once_per_rung_across_participant_counts():
     assert res.info["warm_start"] == "start_bits"
 
 
+def test_bcd_steps_start_from_a_fast_presolve_unless_turned_off():
+    scn = Scenario.default(devices=25, seed=5)
+    rounds = list(_rounds(scn, 3, seed=11))
+    with_pre = Allocator(scn, "bcd")
+    without = Allocator(scn, "bcd", presolve=None)
+    for gains, devices in rounds:
+        a = with_pre.step(gain_db=gains, devices=devices)
+        b = without.step(gain_db=gains, devices=devices)
+        assert (
+            a.info["presolve"]["solver"] == "fast" and a.info["presolve"]["status"] == "converged"
+        )
+        assert "presolve" not in b.info
+        _check_round(with_pre, a, gains, devices, "bcd")
+        assert a.objective == pytest.approx(b.objective, rel=1e-3)
+    # fast needs no presolve of itself; an unknown presolve is named.
+    assert Allocator(scn, "fast").presolve is None
+    with pytest.raises(SolverArgumentError, match="presolve='bcd'"):
+        Allocator(scn, "bcd", presolve="bcd")
+
+
 @pytest.mark.parametrize("n", [1, 2, 15, 16, 17, 40, 1000, 10_000])
 def test_padded_size_is_a_rung_of_the_ladder_at_most_25_percent_above(n):
     ladder = {padded_size(k, n) for k in range(1, n + 1)}
