@@ -9,7 +9,8 @@ Setup (issue "Allocator for other FL systems"): ``Scenario.default(devices=N, se
 round each device takes part with probability ``--share`` (0.5), so the number of participants
 changes from round to round, and every device's gain fades (block Rayleigh: path loss plus
 ``10 log10 X``, ``X ~ Exp(1)``). Each round is solved twice: by the allocator's ``step`` (warm
-start from the participants' last bits; for ``bcd`` cone programs compiled once per rung of
+start from the participants' last bits; for ``bcd`` a ``fast`` presolve from those bits gives the
+starting bits, and cone programs are compiled once per rung of
 ``sflam_opt.allocator.padded_size``'s ladder of sizes) and by a fresh
 ``solve(scenario.with_gains(gains).select(devices))`` in the same process: what a host without
 the Allocator runs, building the round's scenario included (as it is in ``step``'s time), with
