@@ -42,6 +42,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+from sflam_opt.training.config import TrainConfig  # noqa: E402 (needs ROOT on sys.path)
+
 RUNS = ROOT / "docs" / "theory" / "runs"
 CAL_SEEDS = (100,)
 CAL_BITS = (2,)
@@ -135,8 +137,9 @@ BENCH_DATA = DOCS / "theory" / "bench-lr0.05-m0.9"
 PACKAGE_CALIBRATIONS = ROOT / "sflam_opt" / "training" / "calibrations"
 MEMORY_JSON = DOCS / "theory" / "memory.json"
 REPORT = DOCS / "theory-results.md"
-DEFAULT = {"devices": 20, "rounds": 80, "lr": 0.15, "momentum": 0.5, "batch_size": 16,
-           "local_iters": 10}  # fmt: skip
+#: ``sflam-opt train``'s defaults, which the ``default`` runs train (they pass no other options).
+DEFAULT = {k: getattr(TrainConfig, k)
+           for k in ("devices", "rounds", "lr", "momentum", "batch_size", "local_iters")}  # fmt: skip
 BENCH_FULL = {**BENCH, "batch_size": 16, "local_iters": 10}
 
 

@@ -127,6 +127,11 @@ def _verdict(ratios: list[float], source: str) -> str:
     return f"uncalibrated: {word}" if source.startswith("uncalibrated") else word
 
 
+def _bound_ratio(run: Mapping[str, Any]) -> float:
+    """Measured average squared gradient norm over the bound, at a run's last round."""
+    return float(run["final_grad_sq_norm_avg"]) / float(run["final_bound"])
+
+
 def _bound_section(grid: list[dict], doc: Mapping[str, Any], cmd: str) -> list[str]:
     """Measured average squared gradient norm against the bound the solver used, per run."""
     cal = doc.get("calibration") or {}
@@ -147,7 +152,7 @@ def _bound_section(grid: list[dict], doc: Mapping[str, Any], cmd: str) -> list[s
         agg.setdefault((r["alpha"], r["protocol"]), []).append(r)
     rows = []
     for (a, p), rs in agg.items():
-        ratios = [r["final_grad_sq_norm_avg"] / r["final_bound"] for r in rs if r["final_bound"]]
+        ratios = [_bound_ratio(r) for r in rs if r["final_bound"]]
         source = str(rs[0].get("bound_source") or "")
         rows.append(
             [
@@ -297,7 +302,8 @@ def headlines(figures: Path, doc: Mapping[str, Any]) -> list[str]:
                 f"{num(s['rounds_to_target_mean'], 3)} ({s['reached_target']} seeds) against "
                 f"{num(f['rounds_to_target_mean'], 3)} ({f['reached_target']})."
             )
-        low = {r["protocol"]: r for r in rows if r["alpha"] == min(r2["alpha"] for r2 in rows)}
+        lowest = min(r["alpha"] for r in rows)
+        low = {r["protocol"]: r for r in rows if r["alpha"] == lowest}
         s, f = low.get("sflam"), low.get("sfl")
         if s and f and s is not by.get("sflam"):
             out.append(
@@ -308,7 +314,7 @@ def headlines(figures: Path, doc: Mapping[str, Any]) -> list[str]:
     if (figures / "train_runs.csv").exists():
         runs = read_csv(figures / "train_runs.csv")
         held = [
-            r["final_grad_sq_norm_avg"] / r["final_bound"]
+            _bound_ratio(r)
             for r in runs
             if r["group"] == "protocols"
             and r.get("final_bound")

@@ -175,7 +175,7 @@ class Allocator:
         self.solver = solver
         self.options = dict(options)
         self._warm = "start_bits" in valid
-        if presolve is not None and presolve not in ("fast",):
+        if presolve is not None and presolve != "fast":
             raise SolverArgumentError(
                 f"presolve={presolve!r}: only 'fast' (or None to start from the last bits)"
             )
