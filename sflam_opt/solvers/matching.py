@@ -138,6 +138,14 @@ def _feasible(prob: BlockProblem, power: FloatArray, e: FloatArray, dev: IntArra
     return ok
 
 
+def _slots(prob: BlockProblem, st: BlockState) -> IntArray:
+    """Column of each block in its owner's row of ``st.padded``, shape (M,)."""
+    slot = np.zeros(prob.m, dtype=np.int64)
+    rows, cols = np.nonzero(st.index >= 0)
+    slot[st.index[rows, cols]] = cols
+    return slot
+
+
 def _transfers(prob: BlockProblem, st: BlockState) -> tuple[FloatArray, IntArray, IntArray]:
     """Best transfer of every block: (priced change of V, block, receiving device)."""
     with np.errstate(invalid="ignore"):
@@ -149,9 +157,7 @@ def _transfers_impl(prob: BlockProblem, st: BlockState) -> tuple[FloatArray, Int
     w = st.sol.weight[0]
     owner = st.owner
     counts = np.bincount(owner, minlength=prob.n)
-    slot = np.zeros(prob.m, dtype=np.int64)
-    rows, cols = np.nonzero(st.index >= 0)
-    slot[st.index[rows, cols]] = cols
+    slot = _slots(prob, st)
     blocks = np.arange(prob.m)
     # Giving the block away.
     rem = st.padded[owner].copy()
@@ -192,9 +198,7 @@ def _swaps_impl(prob: BlockProblem, st: BlockState) -> tuple[FloatArray, IntArra
     up, rate, e_cur = _current(prob, st)
     w = st.sol.weight[0]
     owner = st.owner
-    slot = np.zeros(prob.m, dtype=np.int64)
-    rows, cols = np.nonzero(st.index >= 0)
-    slot[st.index[rows, cols]] = cols
+    slot = _slots(prob, st)
     kk = st.padded.shape[1]
     # swapped[x, y]: owner(x)'s priced energy change when block x is replaced by block y.
     swapped = np.empty((prob.m, prob.m))
