@@ -10,9 +10,10 @@ state between rounds:
   still present (newcomers start at the median of those). For solvers other than ``fast`` the
   step first runs ``fast`` from those bits on the round (``presolve``, milliseconds) and starts
   the solver from its bits: under fading, last round's bits can be far from this round's
-  optimum, and ``bcd`` started there needed up to 24 iterations and fell back from Clarabel to
-  ECOS and SCS on badly conditioned blocks (20-60 s steps); started from ``fast``'s bits it
-  confirms them in two iterations;
+  optimum, and ``bcd`` started there took many more iterations, often through badly
+  conditioned cone blocks where Clarabel fails and ECOS and SCS take over; started from
+  ``fast``'s bits it typically confirms them in two iterations (``python -m benchmarks alloc``
+  gives the step times);
 - solvers with a ``block_size`` option (``bcd``) compile their cone programs for a few fixed
   sizes only, a geometric ladder from the full scenario down (N, 0.8 N, 0.64 N, ..., see
   :func:`padded_size`), and fill the slots a round does not need with exact copies of the
