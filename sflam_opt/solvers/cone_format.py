@@ -6,8 +6,8 @@ parameter-to-data tensor ``A`` so that each exponential cone's three entries are
 ``A`` reshaped to one row per constraint row and one column per (variable, parameter) pair; the
 sparse product allocates a workspace as wide as that reshaped matrix, (n_vars + 1) x
 (n_params + 1) entries, so memory and time grow with N^2 for our blocks (N devices, O(N)
-variables and parameters each). Measured on the bandwidth block: 0.31 GB at N = 1,000, 3.1 GB at
-4,000 and 19 GB at 10,000, which made ``bcd`` unusable beyond a few thousand devices.
+variables and parameters each): gigabytes per block at a few thousand devices, which made
+``bcd`` unusable at N = 10,000 on a 24 GB machine.
 
 The reordering is a signed permutation of the rows of the constraint block (zero-cone rows are
 negated, nonnegative rows kept, exponential-cone rows interleaved), so it can be applied to the

@@ -26,7 +26,7 @@ Scaling: the third cone component is scaled per device by its current value (uns
 per-device numbers shrink with N until Clarabel fails to make progress).
 
 Compile cost: CVXPY's own reordering of exponential-cone rows needs memory quadratic in N
-(19 GB for one block at N = 10,000); the blocks are solved through the custom solver interfaces
+(more than this 24 GB machine had at N = 10,000); the blocks are solved through the custom solver interfaces
 of :mod:`sflam_opt.solvers.cone_format`, which reorder in linear time.
 
 Backends: Clarabel first, then ECOS, then SCS when a solve raises or ends inaccurate. Clarabel is
