@@ -1,12 +1,13 @@
 """``python -m benchmarks``: reproduce every figure sflam-opt publishes, from a repository checkout.
 
-``python -m benchmarks {<section>,all,quick,report} [--out DIR]``, where the sections are those
-registered in :mod:`benchmarks.sections` (``solve``, ``train``, ``memory``, ...). ``all`` and the
-single sections write into ``docs/`` by default (``results.md`` + ``figures/``); ``quick`` runs
+``python -m benchmarks {<section>,all,quick,report,check} [--out DIR]``, where the sections are
+those registered in :mod:`benchmarks.sections` (``solve``, ``train``, ``memory``, ...). ``all`` and
+the single sections write into ``docs/`` by default (``results.md`` + ``figures/``); ``quick`` runs
 reduced sizes of the quick sections (for CI) into a fresh temporary directory unless ``--out`` is
-given; ``report`` redraws the figures and ``results.md`` from the data files already there.
-Progress goes to stderr. Exit status: 0, 1 when a run recorded errors in its outputs, 2 on bad
-arguments.
+given; ``report`` redraws the figures and ``results.md`` from the data files already there;
+``check`` lists the results whose measured code changed since they were made
+(:mod:`benchmarks.check`). Progress goes to stderr. Exit status: 0 (always for ``check``), 1 when
+a run recorded errors in its outputs, 2 on bad arguments.
 """
 
 from __future__ import annotations
@@ -240,6 +241,14 @@ def bench_report(out: OutOption = None) -> None:
     ]
     path = report.write(target)
     err.print(f"redrew {len(pngs)} figure(s) and wrote {path}", highlight=False)
+
+
+@app.command("check")
+def bench_check(out: OutOption = None) -> None:
+    """List results whose measured code changed since they were made, and orphan data files."""
+    from benchmarks.check import check, format_findings
+
+    print(format_findings(check(out if out is not None else Path("docs"))))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

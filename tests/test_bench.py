@@ -547,3 +547,102 @@ def test_defaults_section_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert check["uplink_share"] == pytest.approx(sflam["uplink_bytes"] / sfl["uplink_bytes"])
     md = report.render(tmp_path)
     assert "## Training with the defaults" in md and "`sflam-opt train` with its defaults" in md
+
+
+# ------------------------------------------------------------------------------- check
+def _git(repo: Path, *args: str) -> str:
+    import subprocess
+
+    cmd = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *args]
+    return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def _commit(repo: Path, files: dict[str, str], message: str) -> str:
+    for name, text in files.items():
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / name).write_text(text, encoding="utf-8")
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-q", "-m", message)
+    return _git(repo, "rev-parse", "--short", "HEAD")
+
+
+def _made_at(commit: str) -> str:
+    return json.dumps({"meta": {"machine": {"git_commit": commit}}})
+
+
+def test_check_lists_sections_whose_measured_code_changed_and_orphan_files(
+    tmp_path: Path,
+) -> None:
+    from benchmarks.check import check, format_findings
+    from benchmarks.sections import Report, Section
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-q")
+    made = _commit(repo, {"pkg/a.py": "a = 1\n", "pkg/b.py": "b = 1\n"}, "code")
+    links = "[a](figures/a.json) [b](figures/b.json) [c](figures/b.csv)\n"
+    _commit(
+        repo,
+        {
+            "docs/results.md": links,
+            "docs/figures/a.json": _made_at(made),
+            "docs/figures/b.json": _made_at(made),
+            "docs/figures/b.csv": "x\n1\n",
+            "docs/theory.md": "Made from docs/theory/runs/*.json.\n",
+            "docs/theory/runs/r1.json": "{}",
+        },
+        "results",
+    )
+    sections = {
+        "a": Section("a", "m", "h", measures=("pkg/a.py",)),
+        "b": Section("b", "m", "h", measures=("pkg/b.py",)),
+    }
+    reports = {"t": Report("docs/theory.md", data=("docs/theory",), measures=("pkg/b.py",))}
+    fresh = check(repo / "docs", sections=sections, reports=reports)
+    assert fresh == [] and format_findings(fresh) == "nothing stale"
+
+    _commit(repo, {"pkg/a.py": "a = 2\n", "docs/figures/old.png": "png"}, "change a")
+    found = check(repo / "docs", sections=sections, reports=reports)
+    assert [(f.kind, f.subject) for f in found] == [
+        ("stale", "a (docs/results.md)"),
+        ("orphan", "docs/figures/old.png"),
+    ]
+    assert f"made at {made} (2 commits ago)" in found[0].detail
+    assert found[0].detail.endswith("since: pkg/a.py")
+
+    # The theory-style report dates from its data's last commit; a link to a deleted file and a
+    # section without data are listed too.
+    _commit(repo, {"pkg/b.py": "b = 2\n", "docs/results.md": links + "[d](figures/d.csv)\n"}, "b")
+    (repo / "docs/figures/old.png").unlink()
+    kinds = {(f.kind, f.subject) for f in check(repo / "docs", sections=sections, reports=reports)}
+    assert kinds == {
+        ("stale", "a (docs/results.md)"),
+        ("stale", "b (docs/results.md)"),
+        ("stale", "t (docs/theory.md)"),
+        ("missing", "docs/figures/d.csv"),
+    }
+    sections["c"] = Section("c", "m", "h")
+    lines = format_findings(check(repo / "docs", sections=sections, reports=reports))
+    assert "not run: c (docs/results.md): no docs/figures/c.json" in lines
+    assert "unchecked: c (docs/results.md): declares no measured paths" in lines
+
+
+def test_check_command_reports_and_rejects_a_bad_out(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["check", "--out", str(tmp_path / "nowhere")]) == 2
+    assert "--out" in capsys.readouterr().err
+    repo_docs = Path(__file__).resolve().parents[1] / "docs"
+    assert main(["check", "--out", str(repo_docs)]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out == ["nothing stale"] or all(": " in line for line in out)
+
+
+def test_every_section_declares_existing_measured_paths() -> None:
+    from benchmarks.sections import REPORTS
+
+    root = Path(__file__).resolve().parents[1]
+    for name, unit in [*SECTIONS.items(), *REPORTS.items()]:
+        assert unit.measures, f"section {name} declares no measured paths"
+        for path in unit.measures:
+            assert (root / path).exists(), f"section {name}: measured path {path} does not exist"
