@@ -171,13 +171,6 @@ register(
     ),
 )
 register(
-    "defaults",
-    "benchmarks.defaults",
-    "Training with every `sflam-opt train` default: all protocols x seeds (README's figures).",
-    quick=False,
-    measures=(*TRAINING, "benchmarks/defaults.py", "benchmarks/train.py"),
-)
-register(
     "alloc",
     "benchmarks.allocator_section",
     "Per-round Allocator.step against a fresh solve, under fading and partial participation.",
