@@ -24,7 +24,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from benchmarks import report
+from benchmarks import distributed, report, theory
 from benchmarks.common import FIGURES, PROFILES, BenchContext, Profile
 from benchmarks.sections import SECTIONS
 from sflam_opt.errors import DataError, SflamError, SolverArgumentError
@@ -195,6 +195,8 @@ def _section_command(sec: str) -> Callable[..., Any]:
 
 for _name in SECTIONS:
     app.command(_name)(_section_command(_name))
+app.add_typer(theory.app, name="theory")
+app.command("distributed")(distributed.command)
 
 
 @app.command("all")
