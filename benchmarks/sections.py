@@ -14,7 +14,7 @@ Adding a section is one call at the end of this file, naming the code it measure
 
     register(
         "alloc",
-        "benchmarks.allocator_section",
+        "benchmarks.allocator",
         "Per-round allocator: ...",
         measures=(*SOLVERS, "sflam_opt/allocator.py", "benchmarks/allocator.py"),
     )
@@ -172,14 +172,14 @@ register(
 )
 register(
     "alloc",
-    "benchmarks.allocator_section",
+    "benchmarks.allocator",
     "Per-round Allocator.step against a fresh solve, under fading and partial participation.",
     quick=False,
     measures=(*SOLVERS, "sflam_opt/allocator.py", "benchmarks/allocator.py"),
 )
 register(
     "blocks",
-    "benchmarks.blocks_section",
+    "benchmarks.blocks",
     "Resource blocks: matching against exact, round-robin and greedy; bcd speed ladder.",
     quick=False,
     measures=(*SOLVERS, "sflam_opt/blocks.py", "benchmarks/blocks.py"),
