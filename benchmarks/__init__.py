@@ -28,4 +28,6 @@ Adding a section
    ``measures=(...)``: the paths (from the repository root) of the code the section measures,
    built from the groups ``MODEL``, ``SOLVERS``, ``TRAINING`` and its own module. ``check``
    lists the section as stale when any of them changes after the commit its data records.
+3. Headlines explain themselves: each names its scenario, warm or cold, fading or not and, for
+   times, the machine load (:func:`benchmarks.markdown.load_note`).
 """

@@ -563,3 +563,38 @@ def test_every_section_declares_existing_measured_paths() -> None:
         assert unit.measures, f"section {name} declares no measured paths"
         for path in unit.measures:
             assert (root / path).exists(), f"section {name}: measured path {path} does not exist"
+
+
+def test_allocator_headline_names_its_setup_and_says_why_bcd_differs_from_the_ladder(
+    tmp_path: Path,
+) -> None:
+    from benchmarks import allocator
+
+    machine = {"load_avg_1m_at_start": 1.5, "load_avg_1m": 2.25, "usable_cores": 2}
+    summary = {
+        "n": 1000,
+        "solver": "bcd",
+        "participants_median": 498.0,
+        "step_median_s": 0.25,
+        "fresh_median_s": 3.5,
+        "min_j_gap": -1e-7,
+        "max_j_gap": 0.0,
+    }
+    doc = {
+        "meta": {"machine": {**machine, "git_commit": "bbbbbbb"}},
+        "setup": {"seed": 0, "share": 0.5},
+        "summary": [summary, {**summary, "solver": "fast"}],
+    }
+    heads = allocator.headlines(tmp_path, doc)
+    assert len(heads) == 2  # no speed ladder data: nothing to compare with
+    assert "fading redrawn every round; load 1.5 to 2.25 on 2 cores" in heads[0]
+    write_csv(
+        tmp_path / "solve_speed.csv",
+        [{"solver": "bcd", "n_devices": 1000, "median_s": 0.6}],
+        ["solver", "n_devices", "median_s"],
+    )
+    (tmp_path / "solve.json").write_text(json.dumps({"meta": {"machine": {"git_commit": "a1"}}}))
+    heads = allocator.headlines(tmp_path, doc)
+    assert len(heads) == 3  # one sentence, for bcd only
+    assert heads[1].startswith("`bcd` at N = 1,000 takes 0.6 s in the solver speed ladder but 3.5 s")
+    assert "about 498 participants" in heads[1] and "(a1 and bbbbbbb)" in heads[1]
