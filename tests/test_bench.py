@@ -598,3 +598,17 @@ def test_allocator_headline_names_its_setup_and_says_why_bcd_differs_from_the_la
     assert len(heads) == 3  # one sentence, for bcd only
     assert heads[1].startswith("`bcd` at N = 1,000 takes 0.6 s in the solver speed ladder but 3.5 s")
     assert "about 498 participants" in heads[1] and "(a1 and bbbbbbb)" in heads[1]
+
+
+def test_theory_run_stores_its_metrics_and_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from benchmarks import theory
+
+    monkeypatch.setattr(theory, "RUNS", tmp_path)
+    cfg = {"protocol": "sfl", "alpha": 0.5, "seed": 3, "devices": 3, "rounds": 2, "local_iters": 1}
+    assert main(["theory", "one", json.dumps(cfg)]) == 0
+    doc = read_json(tmp_path / "sfl_a0.5_s3_devices3_rounds2.json")
+    assert doc["config"] == cfg and [m["round"] for m in doc["metrics"]] == [1, 2]
+    assert doc["machine"]["usable_cores"] >= 1 and "load_avg_1m_at_start" in doc["machine"]
+    assert theory.load_run(cfg) == doc
