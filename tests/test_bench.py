@@ -598,7 +598,9 @@ def test_allocator_headline_names_its_setup_and_says_why_bcd_differs_from_the_la
     (tmp_path / "solve.json").write_text(json.dumps({"meta": {"machine": {"git_commit": "a1"}}}))
     heads = allocator.headlines(tmp_path, doc)
     assert len(heads) == 3  # one sentence, for bcd only
-    assert heads[1].startswith("`bcd` at N = 1,000 takes 0.6 s in the solver speed ladder but 3.5 s")
+    assert heads[1].startswith(
+        "`bcd` at N = 1,000 takes 0.6 s in the solver speed ladder but 3.5 s"
+    )
     assert "about 498 participants" in heads[1] and "(a1 and bbbbbbb)" in heads[1]
 
 
