@@ -1,12 +1,13 @@
 """``python -m benchmarks``: reproduce every figure sflam-opt publishes, from a repository checkout.
 
-``python -m benchmarks {<section>,all,quick,report} [--out DIR]``, where the sections are those
-registered in :mod:`benchmarks.sections` (``solve``, ``train``, ``memory``, ...). ``all`` and the
-single sections write into ``docs/`` by default (``results.md`` + ``figures/``); ``quick`` runs
+``python -m benchmarks {<section>,all,quick,report,check} [--out DIR]``, where the sections are
+those registered in :mod:`benchmarks.sections` (``solve``, ``train``, ``memory``, ...). ``all`` and
+the single sections write into ``docs/`` by default (``results.md`` + ``figures/``); ``quick`` runs
 reduced sizes of the quick sections (for CI) into a fresh temporary directory unless ``--out`` is
-given; ``report`` redraws the figures and ``results.md`` from the data files already there.
-Progress goes to stderr. Exit status: 0, 1 when a run recorded errors in its outputs, 2 on bad
-arguments.
+given; ``report`` redraws the figures and ``results.md`` from the data files already there;
+``check`` lists the results whose measured code changed since they were made
+(:mod:`benchmarks.check`). Progress goes to stderr. Exit status: 0 (always for ``check``), 1 when
+a run recorded errors in its outputs, 2 on bad arguments.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from benchmarks import report
+from benchmarks import distributed, report, theory
 from benchmarks.common import FIGURES, PROFILES, BenchContext, Profile
 from benchmarks.sections import SECTIONS
 from sflam_opt.errors import DataError, SflamError, SolverArgumentError
@@ -194,6 +195,8 @@ def _section_command(sec: str) -> Callable[..., Any]:
 
 for _name in SECTIONS:
     app.command(_name)(_section_command(_name))
+app.add_typer(theory.app, name="theory")
+app.command("distributed")(distributed.command)
 
 
 @app.command("all")
@@ -240,6 +243,14 @@ def bench_report(out: OutOption = None) -> None:
     ]
     path = report.write(target)
     err.print(f"redrew {len(pngs)} figure(s) and wrote {path}", highlight=False)
+
+
+@app.command("check")
+def bench_check(out: OutOption = None) -> None:
+    """List results whose measured code changed since they were made, and orphan data files."""
+    from benchmarks.check import check, format_findings
+
+    print(format_findings(check(out if out is not None else Path("docs"))))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

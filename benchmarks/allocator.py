@@ -1,12 +1,10 @@
 """Allocator benchmark: ``Allocator.step`` against a fresh ``solve()`` of the same round.
 
-Usage::
-
-    python -m benchmarks.allocator                      # N = 1,000 and 10,000, fast and bcd
-    python -m benchmarks.allocator --sizes 1000 --solvers bcd --rounds 5 --out runs/alloc
+``python -m benchmarks alloc`` runs it at the profile's sizes (:data:`PLANS`) and renders its
+section of ``results.md``.
 
 Setup (issue "Allocator for other FL systems"): ``Scenario.default(devices=N, seed)``; every
-round each device takes part with probability ``--share`` (0.5), so the number of participants
+round each device takes part with probability :data:`SHARE` (0.5), so the number of participants
 changes from round to round, and every device's gain fades (block Rayleigh: path loss plus
 ``10 log10 X``, ``X ~ Exp(1)``). Each round is solved twice: by the allocator's ``step`` (warm
 start from the participants' last bits; for ``bcd`` a ``fast`` presolve from those bits gives the
@@ -22,29 +20,26 @@ relative difference of J between ``step`` and the fresh solve (positive: step is
 ``bcd`` step at most half a fresh ``bcd`` solve; ``fast`` step no slower than a fresh ``fast``
 solve and under 50 ms at N = 10,000.
 
-``--budget-s`` caps the time spent per (N, solver): rounds stop once it is exceeded, and the
+:data:`BUDGET_S` caps the time spent per (N, solver): rounds stop once it is exceeded, and the
 table says how many rounds ran.
 """
 
 from __future__ import annotations
 
-import argparse
-import csv
-import json
-import os
 import statistics
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from benchmarks.common import BenchContext, read_csv, read_json, utc_now
+from benchmarks.markdown import load_note, made_by, num
 from sflam_opt import Allocator, Scenario, solve
 
-DEFAULT_SIZES = (1000, 10_000)
-DEFAULT_SOLVERS = ("fast", "bcd")
+__all__ = ["draw", "headlines", "measure", "report", "rounds", "run", "table"]
 
 
 def rounds(
@@ -161,69 +156,108 @@ def table(summaries: Sequence[dict[str, Any]]) -> str:
     return head + "\n".join(lines) + "\n"
 
 
-def run(
-    out_dir: str | os.PathLike[str] | None = None,
-    *,
-    sizes: Sequence[int] = DEFAULT_SIZES,
-    solvers: Sequence[str] = DEFAULT_SOLVERS,
-    n_rounds: int = 20,
-    share: float = 0.5,
-    seed: int = 0,
-    budget_s: float = 600.0,
-) -> list[dict[str, Any]]:
-    """Measure every (N, solver); with ``out_dir`` write ``allocator.{json,csv,md}`` there."""
-    summaries, all_rows = [], []
-    for n in sizes:
-        for solver in solvers:
-            summary, rows = measure(n, solver, n_rounds, share, seed, budget_s)
-            summaries.append(summary)
-            all_rows.extend(rows)
-    if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        meta = {
-            "rounds": n_rounds,
-            "share": share,
-            "seed": seed,
-            "budget_s": budget_s,
-            "cpus": os.cpu_count(),
-            "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-        }
-        (out / "allocator.json").write_text(
-            json.dumps({"setup": meta, "summary": summaries}, indent=1) + "\n"
+#: (N, solver) pairs and rounds: ``all`` is the issue's setup.
+PLANS: dict[str, tuple[tuple[tuple[int, str], ...], int]] = {
+    "all": (((1000, "fast"), (10_000, "fast"), (1000, "bcd"), (10_000, "bcd")), 20),
+    "quick": (((200, "fast"), (200, "bcd")), 5),
+}
+SHARE = 0.5
+SEED = 0
+#: Seconds per (N, solver); rounds stop once it is spent (the table gives how many ran).
+BUDGET_S = 300.0
+
+
+def run(ctx: BenchContext) -> dict[str, Any]:
+    """Measure every planned (N, solver) and write ``figures/alloc.json``."""
+    started, started_utc = time.perf_counter(), utc_now()
+    plan, n_rounds = PLANS.get(ctx.profile.name, PLANS["quick"])
+    summaries = []
+    for k, (n, solver) in enumerate(plan):
+        ctx.progress(f"alloc: {solver} N={n}", k / len(plan))
+        summary, _ = measure(n, solver, n_rounds, SHARE, SEED, BUDGET_S)
+        summaries.append(summary)
+    ctx.progress("alloc", 1.0)
+    doc = {
+        "meta": ctx.meta("alloc", started, started_utc),
+        "setup": {"rounds": n_rounds, "share": SHARE, "seed": SEED, "budget_s": BUDGET_S},
+        "summary": summaries,
+    }
+    ctx.json("alloc", doc)
+    return doc
+
+
+def draw(figures: Path) -> list[Path]:
+    """No figure: the section is one table."""
+    return []
+
+
+def report(figures: Path, doc: Mapping[str, Any]) -> list[str]:
+    """Markdown of the allocator section."""
+    setup = doc["setup"]
+    return [
+        "## Per-round allocator",
+        "",
+        f"`Allocator.step` against a fresh `solve(scenario.with_gains(gains).select(devices))` "
+        f"of the same round (what a host without the Allocator runs; both times include "
+        f"building the round's scenario): `Scenario.default(N, seed={setup['seed']})`, "
+        f"{setup['rounds']} rounds, each device taking part with probability "
+        f"{setup['share']:g}, block Rayleigh fading redrawn every round. Wall and CPU medians "
+        "over the rounds; the first round includes one-time work (for `bcd`, compiling its cone "
+        "programs for the rung of sizes the round falls in). J columns: relative difference of "
+        "step's J from the fresh solve's (positive: step is worse). The slowest columns are "
+        "rounds whose fading draw Clarabel fails on, where bcd falls back to ECOS and SCS "
+        "(per-round fallback counts are in the rows `measure` returns; they are not stored).",
+        "",
+        table(doc["summary"]),
+        "",
+        made_by(doc["meta"]["command"], ["alloc.json"]),
+        "",
+    ]
+
+
+def headlines(figures: Path, doc: Mapping[str, Any]) -> list[str]:
+    """One sentence per measured (N, solver), and why ``bcd`` differs from the speed ladder."""
+    setup = doc["setup"]
+    where = (
+        f"`Scenario.default(N, seed={setup['seed']})`, each device joining a round with "
+        f"probability {setup['share']:g}, block Rayleigh fading redrawn every round; "
+        f"{load_note(doc['meta'])}"
+    )
+    out = []
+    for s in doc["summary"]:
+        out.append(
+            f"Allocator `{s['solver']}` at N = {s['n']:,} ({where}): median step "
+            f"{s['step_median_s'] * 1e3:.3g} ms, warm-started from the last round, against "
+            f"{s['fresh_median_s'] * 1e3:.3g} ms for a fresh solve of the same round in the same "
+            f"process, J within {max(abs(s['min_j_gap']), abs(s['max_j_gap'])):.1e}."
         )
-        with (out / "allocator.csv").open("w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(all_rows[0]))
-            writer.writeheader()
-            writer.writerows(all_rows)
-        (out / "allocator.md").write_text(table(summaries))
-    return summaries
+        out += _versus_ladder(figures, doc, s)
+    return out
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=list(DEFAULT_SIZES))
-    parser.add_argument("--solvers", nargs="+", default=list(DEFAULT_SOLVERS))
-    parser.add_argument("--rounds", type=int, default=20)
-    parser.add_argument("--share", type=float, default=0.5, help="participation probability")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--budget-s", type=float, default=600.0, help="stop a (N, solver) after this long"
+def _versus_ladder(figures: Path, doc: Mapping[str, Any], s: Mapping[str, Any]) -> list[str]:
+    """Why a fresh ``bcd`` solve here and the solver speed ladder time it differently."""
+    ladder = figures / "solve_speed.csv"
+    if s["solver"] != "bcd" or not ladder.exists():
+        return []
+    row = next(
+        (
+            r
+            for r in read_csv(ladder)
+            if r["solver"] == s["solver"] and r["n_devices"] == s["n"] and r.get("median_s")
+        ),
+        None,
     )
-    parser.add_argument("--out", type=Path, default=None, help="write allocator.{json,csv,md}")
-    args = parser.parse_args(argv)
-    summaries = run(
-        args.out,
-        sizes=args.sizes,
-        solvers=args.solvers,
-        n_rounds=args.rounds,
-        share=args.share,
-        seed=args.seed,
-        budget_s=args.budget_s,
-    )
-    print(table(summaries), end="")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    if row is None:
+        return []
+    made = read_json(figures / "solve.json")["meta"]["machine"].get("git_commit", "?")
+    return [
+        f"`{s['solver']}` at N = {s['n']:,} takes {num(row['median_s'], 3)} s in the solver "
+        f"speed ladder but {num(s['fresh_median_s'], 3)} s as a fresh solve here because they "
+        "time different problems: the ladder re-solves one fixed default scenario of N devices "
+        "without fading (warm, its compiled problems cached by size), while each round here is a "
+        f"new scenario of about {round(s['participants_median']):,} participants under fresh fading "
+        "(a size the cache may not hold; some faded rounds need fallback solvers); the two were "
+        f"also measured at different commits ({made} and "
+        f"{doc['meta']['machine'].get('git_commit', '?')})."
+    ]

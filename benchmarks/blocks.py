@@ -1,11 +1,7 @@
 """Resource blocks (``docs/formulation.md`` §10): matching quality and speed.
 
-Usage::
-
-    python -m benchmarks.blocks                       # 60 small cases, ladder up to 200 x 500
-    python -m benchmarks.blocks --cases 20 --ladder 10x25 50x125
-
-Prints a markdown section:
+``python -m benchmarks blocks`` runs it at the profile's sizes (:data:`PLANS`) and renders its
+section of ``results.md``:
 
 - Small random cases (3 devices x 6 blocks, 729 assignments): ``bcd`` (swap matching) and
   ``fast`` (transfers only) against ``exact``, and ``bcd`` against the ``round-robin`` and
@@ -18,17 +14,21 @@ Prints a markdown section:
 
 from __future__ import annotations
 
-import argparse
-import os
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from benchmarks.common import BenchContext, utc_now
+from benchmarks.markdown import load_note, made_by
 from sflam_opt.blocks import with_resource_blocks
 from sflam_opt.scenario import Scenario
 from sflam_opt.solvers import solve
+
+__all__ = ["case", "draw", "headlines", "ladder", "report", "run", "small_cases"]
 
 OMEGAS = (0.1, 0.5, 0.9, 1.0)
 DEFAULT_LADDER = ("10x25", "50x125", "200x500")
@@ -102,26 +102,59 @@ def ladder(sizes: Sequence[str]) -> list[str]:
     return out
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Print the resource-block section (markdown) on stdout."""
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--cases", type=int, default=60, help="small random cases")
-    parser.add_argument("--ladder", nargs="*", default=list(DEFAULT_LADDER), help="NxM sizes")
-    args = parser.parse_args(argv)
-    lines = [
+#: Small cases and ladder sizes per profile.
+PLANS: dict[str, tuple[int, tuple[str, ...]]] = {
+    "all": (60, DEFAULT_LADDER),
+    "quick": (8, ("10x25",)),
+}
+
+
+def run(ctx: BenchContext) -> dict[str, Any]:
+    """Measure and write ``figures/blocks.json`` (the rendered tables and the setup)."""
+    started, started_utc = time.perf_counter(), utc_now()
+    cases, sizes = PLANS.get(ctx.profile.name, PLANS["quick"])
+    ctx.progress("blocks: small cases against exact", 0.0)
+    small = small_cases(cases)
+    ctx.progress("blocks: speed ladder", 0.5)
+    speed = ladder(sizes)
+    ctx.progress("blocks", 1.0)
+    doc = {
+        "meta": ctx.meta("blocks", started, started_utc),
+        "cases": cases,
+        "ladder": list(sizes),
+        "small_cases": small,
+        "speed": speed,
+    }
+    ctx.json("blocks", doc)
+    return doc
+
+
+def draw(figures: Path) -> list[Path]:
+    """No figure: the section is two tables."""
+    return []
+
+
+def report(figures: Path, doc: Mapping[str, Any]) -> list[str]:
+    """Markdown of the resource-block section (``docs/formulation.md`` §10)."""
+    return [
         "## Resource blocks",
         "",
-        f"`python -m benchmarks.blocks --cases {args.cases} --ladder {' '.join(args.ladder)}` "
-        f"({os.cpu_count()} CPUs visible).",
+        *doc["small_cases"],
+        "",
+        "Speed ladder of `bcd` (default devices, seed 0; wall and process CPU time):",
+        "",
+        *doc["speed"],
+        "",
+        made_by(doc["meta"]["command"], ["blocks.json"]),
         "",
     ]
-    if args.cases > 0:
-        lines += small_cases(args.cases) + [""]
-    if args.ladder:
-        lines += ["Speed ladder of `bcd` (default devices, seed 0):", ""] + ladder(args.ladder)
-    print("\n".join(lines))
-    return 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+def headlines(figures: Path, doc: Mapping[str, Any]) -> list[str]:
+    """The largest ladder size's time."""
+    last = doc["speed"][-1].split("|")
+    return [
+        f"Resource blocks: `bcd` solves {last[1].strip()} in {last[2].strip()} s wall "
+        "(`Scenario.default(N, seed=0)` with block gains drawn once, no fading; one solve, the "
+        f"first of its size in the process, so compiling included; {load_note(doc['meta'])})."
+    ]

@@ -129,8 +129,6 @@ class Profile:
         Uniform uplink bit widths compared with the solver's bits (32 = fp32).
     train_bits_alpha : float
         Dirichlet alpha of the bits comparison.
-    defaults_seeds : tuple of int
-        Seeds of the defaults section (every protocol with ``sflam-opt train``'s defaults).
     calibration_seed, calibration_bits
         Held-out seed and uniform bit widths of the run that calibrates the bound's constants
         (``sflam_opt.training.calibrate``) at ``train_bits_alpha``.
@@ -191,7 +189,6 @@ class Profile:
     train_workers: int = 2
     train_uniform_bits: tuple[int, ...] = (2, 4, 8, 32)
     train_bits_alpha: float = 0.5
-    defaults_seeds: tuple[int, ...] = (0, 1, 2)
     calibration_seed: int = 100
     calibration_bits: tuple[int, ...] = (2, 4)
     cifar_rounds: int = 20
@@ -226,7 +223,6 @@ PROFILES: dict[str, Profile] = {
         train_rounds=4,
         train_uniform_bits=(2, 32),
         calibration_bits=(2,),
-        defaults_seeds=(0,),
         memory_batches=(8,),
     ),
 }

@@ -2,13 +2,14 @@
 
 Usage::
 
-    python benchmarks/distributed.py                        # sflam, 8 devices, gloo with 2 and 4 workers
-    python benchmarks/distributed.py --protocol sfl --workers 2 --rounds 8 --json runs/dist.json
+    python -m benchmarks distributed                  # sflam, 8 devices, gloo with 2 and 4 workers
+    python -m benchmarks distributed --protocol sfl --workers 2 --rounds 8 --json runs/dist.json
 
-Every mode trains the same job (same seed, options and round plans): ``inprocess`` runs both
-protocol halves in this process over :class:`~sflam_opt.training.transport.InProcessTransport`;
-``gloo-K`` runs ``sflam-opt train --transport gloo --workers K`` (K worker processes plus the
-server, all on this machine). Per mode it reports, over the rounds after ``--warmup``:
+Every mode is one ``train()`` of the same job (same seed, options and round plans), so every mode
+runs the trainer's own round loop: ``inprocess`` runs both protocol halves in this process over
+:class:`~sflam_opt.training.transport.InProcessTransport`; ``gloo-K`` is ``sflam-opt train
+--transport gloo --workers K`` (K worker processes plus the server, all on this machine). Per mode
+it reports, over the rounds after ``--warmup``:
 
 - rounds/s: 1 / mean wall time of the protocol's round (sending the plan, every participant's
   turn, FedAvg; not the trainer's evaluation and checkpoint, which both modes do alike);
@@ -18,102 +19,76 @@ server, all on this machine). Per mode it reports, over the rounds after ``--war
   it is the share of the round the server spends on the link rather than computing;
 - per-worker wall time per round (gloo).
 
-Process start-up (importing torch in every worker) is not in the rates; it is printed as
-``start (s)``: from the call to the first round's end, minus that round's time.
+The gloo server reports the round's wall and transport time itself
+(``round_extras()``); in process, :func:`_timed_rounds` adds the same two figures around the
+protocol's ``run_round``. Process start-up (importing torch in every worker) is not in the rates;
+it is printed as ``start (s)``: from the call to the first round's end, minus that round's time.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
-import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+import typer
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from sflam_opt.training import TrainConfig, train  # noqa: E402
-from sflam_opt.training.data import load_dataset  # noqa: E402
-from sflam_opt.training.models import build_split_model  # noqa: E402
-from sflam_opt.training.partition import dirichlet_partition  # noqa: E402
-from sflam_opt.training.protocols import PROTOCOLS, ClientData, RoundPlan  # noqa: E402
-from sflam_opt.training.quantizer import FP32_BITS  # noqa: E402
-from sflam_opt.training.trainer import sample_participants  # noqa: E402
-from sflam_opt.training.transport import InProcessTransport  # noqa: E402
+__all__ = ["command", "run_mode"]
 
 
-def _config(args: argparse.Namespace, **extra: Any) -> TrainConfig:
-    return TrainConfig(
-        protocol=args.protocol,
-        devices=args.devices,
-        rounds=args.rounds,
-        local_iters=args.local_iters,
-        batch_size=args.batch_size,
-        bits=args.bits if PROTOCOLS[args.protocol].quantized else None,
-        solver="equal",
-        seed=args.seed,
-        threads=1,
-        **extra,
-    )
+@contextmanager
+def _timed_rounds(protocol: str) -> Iterator[None]:
+    """While open, ``train()`` of ``protocol`` in process records each round's wall time and the
+    server's time in the transport (``round_wall_time_s``, ``server_comm_time_s``) in its metrics,
+    as the gloo server does; the protocol itself is unchanged."""
+    from sflam_opt.training.protocols import PROTOCOLS
 
+    base = PROTOCOLS[protocol]
 
-def in_process(args: argparse.Namespace) -> dict[str, Any]:
-    """Rounds of the in-process protocol, timed around ``run_round`` (the trainer's plans)."""
-    started = time.perf_counter()
-    config = _config(args)
-    torch.set_num_threads(1)
-    data = load_dataset(config.dataset)
-    parts = dirichlet_partition(
-        data.y_train.numpy(), config.devices, config.alpha, seed=config.seed
-    )
-    dev, srv, _ = build_split_model(
-        config.model,
-        num_classes=data.num_classes,
-        image_size=data.image_size,
-        in_chans=data.in_chans,
-        seed=config.seed,
-    )
-    client = ClientData.from_partition(data.x_train, data.y_train, parts, data.num_classes)
-    transport = InProcessTransport(config.devices)
-    cls = PROTOCOLS[config.protocol]
-    protocol = cls(
-        dev,
-        srv,
-        data=client,
-        transport=transport,
-        lr=config.lr,
-        momentum=config.momentum,
-        batch_size=config.batch_size,
-        local_iters=config.local_iters,
-    )
-    width = config.bits if cls.quantized and config.bits is not None else FP32_BITS
-    bits = np.full(config.devices, width, dtype=np.int64)
-    rows = []
-    for r in range(1, config.rounds + 1):
-        participants = sample_participants(config.seed, r, config.devices, config.devices)
-        transport.meter.reset()
-        busy, t0 = transport.busy_s, time.perf_counter()
-        protocol.run_round(RoundPlan(r, participants, bits, config.seed))
-        wall = time.perf_counter() - t0
-        if r == 1:
-            start = time.perf_counter() - started - wall
-        rows.append(
-            {
-                **transport.meter.summary(),
-                "round_wall_time_s": wall,
-                "server_comm_time_s": transport.busy_s - busy,
+    class Timed(base):  # type: ignore[misc,valid-type]
+        def run_round(self, plan: Any) -> Any:
+            busy, t0 = self.transport.busy_s, time.perf_counter()
+            stats = super().run_round(plan)
+            self._timing = {
+                "round_wall_time_s": time.perf_counter() - t0,
+                "server_comm_time_s": self.transport.busy_s - busy,
             }
-        )
-    return _figures("inprocess", rows, args.warmup, start)
+            return stats
+
+        def round_extras(self) -> dict[str, Any]:
+            return {**super().round_extras(), **self._timing}
+
+    PROTOCOLS[protocol] = Timed
+    try:
+        yield
+    finally:
+        PROTOCOLS[protocol] = base
 
 
-def over_gloo(args: argparse.Namespace, workers: int) -> dict[str, Any]:
-    """``train`` with ``--transport gloo --workers K``; rates from its per-round extras."""
+def run_mode(options: dict[str, Any], workers: int | None) -> dict[str, Any]:
+    """Train the job once in process (``workers`` None) or over gloo with ``workers`` workers."""
+    from sflam_opt.training import TrainConfig, train
+    from sflam_opt.training.protocols import PROTOCOLS
+
+    proto = options["protocol"]
+    config = TrainConfig(
+        protocol=proto,
+        devices=options["devices"],
+        rounds=options["rounds"],
+        local_iters=options["local_iters"],
+        batch_size=options["batch_size"],
+        bits=options["bits"] if PROTOCOLS[proto].quantized else None,
+        solver="equal",
+        seed=options["seed"],
+        threads=1,
+        **({} if workers is None else {"transport": "gloo", "workers": workers}),
+        timeout_s=options["timeout_s"],
+    )
     started = time.perf_counter()
     first: list[float] = []
 
@@ -121,11 +96,13 @@ def over_gloo(args: argparse.Namespace, workers: int) -> dict[str, Any]:
         if not first:
             first.append(time.perf_counter() - started - row["round_wall_time_s"])
 
-    result = train(
-        _config(args, transport="gloo", workers=workers, timeout_s=args.timeout_s),
-        progress=progress,
-    )
-    return _figures(f"gloo-{workers}", result.metrics, args.warmup, first[0])
+    if workers is None:
+        with _timed_rounds(proto):
+            result = train(config, progress=progress)
+    else:
+        result = train(config, progress=progress)
+    mode = "inprocess" if workers is None else f"gloo-{workers}"
+    return _figures(mode, result.metrics, options["warmup"], first[0])
 
 
 def _figures(mode: str, rows: list[dict[str, Any]], warmup: int, start: float) -> dict[str, Any]:
@@ -148,11 +125,11 @@ def _figures(mode: str, rows: list[dict[str, Any]], warmup: int, start: float) -
     return out
 
 
-def _print(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
+def _print(results: list[dict[str, Any]], o: dict[str, Any]) -> None:
     print(
-        f"{args.protocol}, vit-tiny/digits, {args.devices} devices (all per round), "
-        f"tau={args.local_iters}, beta={args.batch_size}, {args.rounds} rounds "
-        f"({args.warmup} warm-up not timed), 1 torch thread per process"
+        f"{o['protocol']}, vit-tiny/digits, {o['devices']} devices (all per round), "
+        f"tau={o['local_iters']}, beta={o['batch_size']}, {o['rounds']} rounds "
+        f"({o['warmup']} warm-up not timed), 1 torch thread per process"
     )
     head = f"{'mode':<10} {'rounds/s':>9} {'up B/round':>12} {'down B/round':>13}"
     head += f" {'comm share':>10} {'start (s)':>9}  worker wall s/round"
@@ -168,35 +145,36 @@ def _print(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
     print(f"uplink bytes identical in every round across modes: {'yes' if same else 'NO'}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the comparison; returns 1 if a mode's uplink bytes differ from in-process."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--protocol", default="sflam", choices=sorted(PROTOCOLS))
-    parser.add_argument("--devices", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=6)
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--local-iters", type=int, default=5)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--bits", type=int, default=4, help="uniform bits (sflam)")
-    parser.add_argument("--workers", default="2,4", help="comma-separated worker counts")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--timeout-s", type=float, default=120.0)
-    parser.add_argument("--json", type=Path, help="also write the figures here")
-    args = parser.parse_args(argv)
-    results = [in_process(args)]
-    for k in (int(tok) for tok in args.workers.split(",") if tok.strip()):
-        results.append(over_gloo(args, k))
-    _print(results, args)
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(
-            json.dumps(
-                {"args": vars(args) | {"json": str(args.json)}, "results": results}, indent=2
-            )
-        )
-    same = all(r["uplink_bytes_by_round"] == results[0]["uplink_bytes_by_round"] for r in results)
-    return 0 if same else 1
+def command(
+    protocol: Annotated[str, typer.Option(help="Training protocol.")] = "sflam",
+    devices: Annotated[int, typer.Option(help="Devices, all taking part every round.")] = 8,
+    rounds: Annotated[int, typer.Option(help="Rounds per mode.")] = 6,
+    warmup: Annotated[int, typer.Option(help="First rounds left out of the rates.")] = 1,
+    local_iters: Annotated[int, typer.Option(help="Local steps per round.")] = 5,
+    batch_size: Annotated[int, typer.Option(help="Mini-batch size.")] = 16,
+    bits: Annotated[int, typer.Option(help="Uniform uplink bits (sflam).")] = 4,
+    workers: Annotated[str, typer.Option(help="Comma-separated gloo worker counts.")] = "2,4",
+    seed: Annotated[int, typer.Option(help="Seed of data split, model and plans.")] = 0,
+    timeout_s: Annotated[float, typer.Option(help="Gloo timeout (s).")] = 120.0,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the figures here.")
+    ] = None,
+) -> None:
+    """In-process training against gloo with 2 and 4 workers: rounds/s, bytes, comm share."""
+    from sflam_opt.errors import SolverArgumentError
 
-
-if __name__ == "__main__":
-    sys.exit(main())
+    options = {k: v for k, v in locals().items() if k not in ("workers", "json_out")}
+    try:
+        counts = [int(tok) for tok in workers.split(",") if tok.strip()]
+    except ValueError:
+        raise SolverArgumentError(
+            f"--workers {workers!r}: give comma-separated worker counts, e.g. 2,4"
+        ) from None
+    results = [run_mode(options, None), *(run_mode(options, k) for k in counts)]
+    _print(results, options)
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        args = {**options, "workers": workers, "json": str(json_out)}
+        json_out.write_text(json.dumps({"args": args, "results": results}, indent=2))
+    if any(r["uplink_bytes_by_round"] != results[0]["uplink_bytes_by_round"] for r in results):
+        raise typer.Exit(1)

@@ -7,12 +7,12 @@ same wherever it appears.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from benchmarks.common import FIGURES
 
-__all__ = ["duration", "figure", "made_by", "num", "pct", "table"]
+__all__ = ["duration", "figure", "load_note", "made_by", "num", "pct", "table"]
 
 
 def num(v: Any, digits: int = 4) -> str:
@@ -65,3 +65,16 @@ def made_by(command: str, data: Sequence[str]) -> str:
 def figure(name: str, alt: str, command: str, data: Sequence[str]) -> str:
     """A figure of ``figures/`` with the command that made it and links to its data files."""
     return f"![{alt}]({FIGURES}/{name})\n\n" + made_by(command, data)
+
+
+def load_note(meta: Mapping[str, Any]) -> str:
+    """The machine load a section ran under, for its headlines: ``load 1.07 to 1 on 2 cores``.
+
+    From the environment every section records (``meta["machine"]``: the 1-minute load average
+    when the section started and ended, and the cores it could use). A load near the core count
+    means other processes competed for the CPU and wall times overstate an idle machine's.
+    """
+    m = meta.get("machine", {})
+    loads = [m.get("load_avg_1m_at_start"), m.get("load_avg_1m")]
+    shown = " to ".join(f"{x:g}" for x in loads if x is not None) or "unknown"
+    return f"load {shown} on {m.get('usable_cores', '?')} cores"

@@ -166,6 +166,8 @@ def headlines(figures: Path, doc: Mapping[str, Any]) -> list[str]:
         return []
     r = max(doc["ratios"], key=lambda r: r["batch"])
     return [
-        f"Device memory at batch {r['batch']}: the FL device peaks at {num(r['fl_mb'])} MB, "
+        f"Device memory at batch {r['batch']} (one device-side training step of "
+        f"`{doc['meta']['profile']['memory_model']}`, each measured in a fresh process; bytes do "
+        f"not depend on the machine load): the FL device peaks at {num(r['fl_mb'])} MB, "
         f"the SFLAM device at {num(r['sflam_mb'])} MB ({num(r['fl_over_sflam'], 3)}x less)."
     ]

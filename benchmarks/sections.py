@@ -1,19 +1,30 @@
-"""The registry of benchmark sections: what ``python -m benchmarks`` can run and report.
+"""The registry of benchmark sections: what ``python -m benchmarks`` can run, report and check.
 
 A section is a module with four functions:
 
 - ``run(ctx: BenchContext) -> Any``: measure, write ``figures/<name>.json`` (with
-  ``ctx.meta(...)`` under ``"meta"``) plus any CSV and PNG files through ``ctx``;
+  ``ctx.meta(...)`` under ``"meta"``: it records the git commit measured) plus any CSV and PNG
+  files through ``ctx``;
 - ``draw(figures: Path) -> list[Path]``: redraw its PNG files from its data files alone;
-- ``report(figures: Path, doc: Mapping) -> list[str]``: its markdown in ``results.md``;
+- ``report(figures: Path, doc: Mapping) -> list[str]``: its markdown in ``results.md``, linking
+  every data file it wrote (``python -m benchmarks check`` lists files no report links);
 - ``headlines(figures: Path, doc: Mapping) -> list[str]``: sentences for the report's top.
 
-Adding a section is one line at the end of this file, e.g.::
+Adding a section is one call at the end of this file, naming the code it measures::
 
-    register("alloc", "benchmarks.alloc", "Per-round allocator: ...")
+    register(
+        "alloc",
+        "benchmarks.allocator",
+        "Per-round allocator: ...",
+        measures=(*SOLVERS, "sflam_opt/allocator.py", "benchmarks/allocator.py"),
+    )
 
 It then gets a ``python -m benchmarks alloc`` command, runs in ``all`` (and in ``quick`` unless
 ``quick=False``), and its part of ``results.md`` appears in registration order.
+``measures`` lists the files and directories (relative to the repository root, as ``git``
+pathspecs) whose change makes the section's published figures out of date: ``python -m
+benchmarks check`` lists the section when any of them changed after the commit recorded in its
+``figures/<name>.json``. Build it from the groups below plus the section's own measuring modules.
 """
 
 from __future__ import annotations
@@ -25,7 +36,25 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Protocol, cast
 
-__all__ = ["SECTIONS", "Section", "SectionModule", "register"]
+__all__ = ["MODEL", "REPORTS", "SECTIONS", "SOLVERS", "TRAINING", "Report", "Section", "register"]
+
+#: The system model every solver and training run evaluates (paths for ``measures``).
+MODEL = (
+    "sflam_opt/scenario.py",
+    "sflam_opt/scenario_parser.py",
+    "sflam_opt/scenario_parts.py",
+    "sflam_opt/device_arrays.py",
+    "sflam_opt/device_tables.py",
+    "sflam_opt/validation.py",
+    "sflam_opt/costs.py",
+    "sflam_opt/bounds.py",
+    "sflam_opt/allocation.py",
+    "sflam_opt/numeric.py",
+)
+#: The solvers and the model they solve.
+SOLVERS = ("sflam_opt/solvers", *MODEL)
+#: The trainer, its protocols, models and data, and the solvers that give its bits.
+TRAINING = ("sflam_opt/training", *SOLVERS)
 
 
 class SectionModule(Protocol):
@@ -55,12 +84,15 @@ class Section:
         One line for ``--help``.
     quick : bool
         Whether ``python -m benchmarks quick`` runs it (at the ``quick`` profile's sizes).
+    measures : tuple of str
+        Paths (git pathspecs from the repository root) of the code the section measures.
     """
 
     name: str
     module: str
     help: str
     quick: bool = True
+    measures: tuple[str, ...] = ()
 
     def load(self) -> SectionModule:
         """The section's module."""
@@ -68,51 +100,87 @@ class Section:
         return cast(SectionModule, mod)
 
 
+@dataclass(frozen=True)
+class Report:
+    """A report outside ``results.md`` whose data files record no commit.
+
+    Attributes
+    ----------
+    path : str
+        The report, from the repository root.
+    data : tuple of str
+        Its committed data (paths from the root); the last commit that changed them is taken
+        as the commit that produced the report.
+    measures : tuple of str
+        Paths of the code it measures, as for :attr:`Section.measures`.
+    """
+
+    path: str
+    data: tuple[str, ...]
+    measures: tuple[str, ...]
+
+
 #: Registered sections in run and report order.
 SECTIONS: dict[str, Section] = {}
 
 #: Names that are commands of their own and so cannot be section names.
-RESERVED = frozenset({"all", "quick", "report"})
+RESERVED = frozenset({"all", "quick", "report", "check", "theory", "distributed"})
 
 
-def register(name: str, module: str, help: str, *, quick: bool = True) -> Section:
+def register(
+    name: str, module: str, help: str, *, quick: bool = True, measures: tuple[str, ...] = ()
+) -> Section:
     """Register a section under ``name`` (see the module docstring); returns it."""
     if name in RESERVED or name in SECTIONS:
         raise ValueError(f"benchmark section name {name!r} is taken")
-    SECTIONS[name] = Section(name, module, help, quick)
+    SECTIONS[name] = Section(name, module, help, quick, tuple(measures))
     return SECTIONS[name]
 
+
+#: Reports other than results.md, by name (``python -m benchmarks theory report`` renders one).
+REPORTS: dict[str, Report] = {
+    "theory": Report(
+        "docs/theory-results.md",
+        data=("docs/theory", "sflam_opt/training/calibrations"),
+        measures=(*TRAINING, "benchmarks/theory.py"),
+    ),
+}
 
 register(
     "solve",
     "benchmarks.solve",
     "Solver speed ladder, optimality gap, savings, Pareto front, BCD behaviour.",
+    measures=(*SOLVERS, "sflam_opt/sweep.py", "benchmarks/solve.py", "benchmarks/cold.py"),
 )
 register(
     "train",
     "benchmarks.train",
     "Training: protocols x Dirichlet alpha x seeds on digits; solver vs uniform bits.",
+    measures=(*TRAINING, "benchmarks/train.py"),
 )
 register(
     "memory",
     "benchmarks.memory",
     "Device peak memory of vit-b32: SFLAM device vs FL device at several batches.",
-)
-register(
-    "defaults",
-    "benchmarks.defaults",
-    "Training with every `sflam-opt train` default: all protocols x seeds (README's figures).",
-    quick=False,
+    measures=(
+        "sflam_opt/training/memory.py",
+        "sflam_opt/training/models.py",
+        "sflam_opt/training/protocols",
+        "sflam_opt/training/quantizer.py",
+        "benchmarks/memory.py",
+    ),
 )
 register(
     "alloc",
-    "benchmarks.allocator_section",
+    "benchmarks.allocator",
     "Per-round Allocator.step against a fresh solve, under fading and partial participation.",
     quick=False,
+    measures=(*SOLVERS, "sflam_opt/allocator.py", "benchmarks/allocator.py"),
 )
 register(
     "blocks",
-    "benchmarks.blocks_section",
+    "benchmarks.blocks",
     "Resource blocks: matching against exact, round-robin and greedy; bcd speed ladder.",
     quick=False,
+    measures=(*SOLVERS, "sflam_opt/blocks.py", "benchmarks/blocks.py"),
 )

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import read_csv
-from benchmarks.markdown import figure, num, pct, table
+from benchmarks.markdown import figure, load_note, num, pct, table
 
 __all__ = ["BCD_METHODS", "headlines", "report"]
 
@@ -415,11 +415,17 @@ def headlines(figures: Path, doc: Mapping[str, Any]) -> list[str]:
         out += _speed_headlines(read_csv(figures / "solve_speed.csv"), doc)
     if "optimality" in parts:
         summ = read_csv(figures / "solve_optimality_summary.csv")
+        prof = doc["meta"]["profile"]
+        first, last = prof["seed"], prof["seed"] + prof["optimality_instances"] - 1
+        instances = (
+            f"random small instances (`sflam_opt.testing.small_instance` seeds {first}-{last}, "
+            "3-4 devices, no fading; those `exact` proves an optimum for)"
+        )
         for r in summ:
             if r["solver"] in SOLVERS and r["instances"]:
                 out.append(
                     f"{SOLVERS[r['solver']]} is within 0.1 % of the proven optimum (`exact`) on "
-                    f"{pct(r['within_tol'])} of {r['instances']} random small instances; worst "
+                    f"{pct(r['within_tol'])} of {r['instances']} {instances}; worst "
                     f"gap {pct(r['worst_gap'])}."
                 )
         base = [r for r in summ if r["solver"] not in SOLVERS and r["instances"]]
@@ -437,7 +443,10 @@ def headlines(figures: Path, doc: Mapping[str, Any]) -> list[str]:
             at = {r["baseline"]: r for r in fast if r["n_devices"] == n}
             eq = at.get("equal")
             others = [r for b, r in at.items() if b != "equal"]
-            text = f"On the default scenario with N = {num(n)}, `fast`"
+            text = (
+                f"On the default scenario with N = {num(n)} (seed {doc['meta']['profile']['seed']}, "
+                "no fading), `fast`"
+            )
             if eq:
                 text += (
                     f" lowers J by {pct(eq['objective_saving'])} against `equal` (total latency "
@@ -463,6 +472,11 @@ SOLVERS = {
 
 def _speed_headlines(rows: list[dict[str, Any]], doc: Mapping[str, Any]) -> list[str]:
     out = []
+    where = (
+        f"re-solves of the same scenario in one process after an untimed first solve; "
+        f"`Scenario.default(N, seed={doc['meta']['profile']['seed']})`, static gains, no fading; "
+        f"{load_note(doc['meta'])}"
+    )
     fits = doc.get("speed", {}).get("fits", {})
     by = {(r["solver"], r["n_devices"]): r for r in rows if r.get("median_s") is not None}
     for method, name in SOLVERS.items():
@@ -473,7 +487,7 @@ def _speed_headlines(rows: list[dict[str, Any]], doc: Mapping[str, Any]) -> list
         fit = fits.get(method)
         text = (
             f"{name} solves the default scenario with N = {num(big['n_devices'])} devices in "
-            f"{num(big['median_s'], 3)} s warm (median of {big['repeats']})"
+            f"{num(big['median_s'], 3)} s warm (median of {big['repeats']} {where})"
         )
         if fit:
             text += f", time growing as N^{fit['exponent']:.2f}"
@@ -498,7 +512,7 @@ def _speed_headlines(rows: list[dict[str, Any]], doc: Mapping[str, Any]) -> list
         out.append(
             f"At N = {num(n)}, `fast` is {num(b['median_s'] / f['median_s'], 3)}x faster "
             f"than `bcd` as shipped ({num(f['median_s'], 3)} s against {num(b['median_s'], 3)} s, "
-            f"warm) with J {num(f['objective'], 6)} against {num(b['objective'], 6)}; `bcd` "
+            f"warm, same scenario and load) with J {num(f['objective'], 6)} against {num(b['objective'], 6)}; `bcd` "
             "gets there through its stall escape, the exact continuous step `fast` also uses "
             "(see `bcd-pure` for block descent alone)."
         )

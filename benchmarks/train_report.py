@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import finite_mean, read_csv
-from benchmarks.markdown import figure, num, pct, table
+from benchmarks.markdown import figure, made_by, num, pct, table
 
 __all__ = ["headlines", "report"]
 
@@ -35,6 +35,7 @@ def report(figures: Path, doc: Mapping[str, Any]) -> list[str]:
         "(docs/formulation.md §2), bytes are counted at the transport. Target accuracy "
         f"{pct(target, 2)}; 'to target' columns average over the seeds that reached it."
     )
+    out += ["", made_by(cmd, ["train.json"])]
     if doc.get("solver_bits") is not None:
         out.append("")
         out.append(f"Solver bits per device (seed {prof['train_seeds'][0]}): {doc['solver_bits']}.")
@@ -294,7 +295,9 @@ def headlines(figures: Path, doc: Mapping[str, Any]) -> list[str]:
         s, f = by.get("sflam"), by.get("sfl")
         if s and f:
             out.append(
-                f"Training (digits, α = {num(a)}, {prof['train_rounds']} rounds): SFLAM with "
+                f"Training (digits, α = {num(a)}, {prof['train_rounds']} rounds, "
+                f"{prof['train_devices']} devices; bits, bandwidth and power from "
+                f"`{prof['train_solver']}` on the default scenario, no fading): SFLAM with "
                 f"solver bits (mean {num(s['mean_bits'], 3)}) ends at "
                 f"{pct(s['final_accuracy_mean'])} test accuracy against fp32 SFL's "
                 f"{pct(f['final_accuracy_mean'])}, sending {num(_ratio(f, s), 3)}x fewer uplink "
@@ -309,7 +312,8 @@ def headlines(figures: Path, doc: Mapping[str, Any]) -> list[str]:
             out.append(
                 f"Strongest non-IID split (α = {num(s['alpha'])}): SFLAM ends at "
                 f"{pct(s['final_accuracy_mean'])} against fp32 SFL's "
-                f"{pct(f['final_accuracy_mean'])} (mean of {s['runs']} and {f['runs']} seeds)."
+                f"{pct(f['final_accuracy_mean'])} (mean of {s['runs']} and {f['runs']} seeds; same "
+                "setup otherwise)."
             )
     if (figures / "train_runs.csv").exists():
         runs = read_csv(figures / "train_runs.csv")

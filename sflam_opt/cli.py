@@ -462,8 +462,8 @@ def bench(ctx: typer.Context) -> None:
     checkout = (root / "pyproject.toml").is_file() and (root / "benchmarks/__main__.py").is_file()
     if not checkout:
         raise SflamError(
-            "the benchmarks are not installed with the package; run `python -m benchmarks` from a "
-            "git checkout of sflam-opt"
+            "the benchmarks are not installed with the package: they live in benchmarks/ of the "
+            "sflam-opt source repository; run `python -m benchmarks` in a git checkout of it"
         )
     path = os.pathsep.join(filter(None, (str(root), os.environ.get("PYTHONPATH"))))
     cmd = [sys.executable, "-m", "benchmarks", *ctx.args]

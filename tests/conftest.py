@@ -1,12 +1,7 @@
-import sys
-from pathlib import Path
-
-# Make tests/reference_scenarios.py importable as a plain module from every test file, and the
-# repository's benchmarks/ package (not installed with sflam-opt) from tests/test_bench.py.
-sys.path.insert(0, str(Path(__file__).parent))
-sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
-
-import pytest  # noqa: E402
+# tests/reference_scenarios.py imports as a plain module because pytest puts tests/ (no
+# __init__.py) on the path; the repository's benchmarks/ package (not installed with sflam-opt)
+# imports because pyproject.toml's [tool.pytest.ini_options] pythonpath holds the root.
+import pytest
 
 
 @pytest.fixture(autouse=True)

@@ -466,84 +466,153 @@ def test_registered_section_is_run_and_reported(
     assert "`python -m benchmarks solve`" in md  # the other sections are listed as not run
 
 
-def _default_row(protocol: str, seed: int, acc: float, up: float, lat: float) -> dict:
-    return {
-        "protocol": protocol,
-        "seed": seed,
-        "final_accuracy": acc,
-        "uplink_bytes": up,
-        "total_latency_s": lat,
-        "total_energy_j": 1.0,
-        "mean_bits": 6.5 if protocol == "sflam" else None,
-        "wall_time_s": 40.0,
+# ------------------------------------------------------------------------------- check
+def _git(repo: Path, *args: str) -> str:
+    import subprocess
+
+    cmd = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *args]
+    return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def _commit(repo: Path, files: dict[str, str], message: str) -> str:
+    for name, text in files.items():
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / name).write_text(text, encoding="utf-8")
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-q", "-m", message)
+    return _git(repo, "rev-parse", "--short", "HEAD")
+
+
+def _made_at(commit: str) -> str:
+    return json.dumps({"meta": {"machine": {"git_commit": commit}}})
+
+
+def test_check_lists_sections_whose_measured_code_changed_and_orphan_files(
+    tmp_path: Path,
+) -> None:
+    from benchmarks.check import check, format_findings
+    from benchmarks.sections import Report, Section
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-q")
+    made = _commit(repo, {"pkg/a.py": "a = 1\n", "pkg/b.py": "b = 1\n"}, "code")
+    links = "[a](figures/a.json) [b](figures/b.json) [c](figures/b.csv)\n"
+    _commit(
+        repo,
+        {
+            "docs/results.md": links,
+            "docs/figures/a.json": _made_at(made),
+            "docs/figures/b.json": _made_at(made),
+            "docs/figures/b.csv": "x\n1\n",
+            "docs/theory.md": "Made from docs/theory/runs/*.json.\n",
+            "docs/theory/runs/r1.json": "{}",
+        },
+        "results",
+    )
+    sections = {
+        "a": Section("a", "m", "h", measures=("pkg/a.py",)),
+        "b": Section("b", "m", "h", measures=("pkg/b.py",)),
     }
+    reports = {"t": Report("docs/theory.md", data=("docs/theory",), measures=("pkg/b.py",))}
+    fresh = check(repo / "docs", sections=sections, reports=reports)
+    assert fresh == [] and format_findings(fresh) == "nothing stale"
 
-
-def test_defaults_section_checks_and_headline(tmp_path: Path) -> None:
-    from benchmarks import defaults
-    from sflam_opt.training.config import TrainConfig
-
-    todo = defaults.jobs(PROFILES["all"])
-    assert [(j["protocol"], j["seed"]) for j in todo[:4]] == [
-        ("sflam", 0),
-        ("sfl", 0),
-        ("fl", 0),
-        ("sl", 0),
+    _commit(repo, {"pkg/a.py": "a = 2\n", "docs/figures/old.png": "png"}, "change a")
+    found = check(repo / "docs", sections=sections, reports=reports)
+    assert [(f.kind, f.subject) for f in found] == [
+        ("stale", "a (docs/results.md)"),
+        ("orphan", "docs/figures/old.png"),
     ]
-    assert len(todo) == 12
-    assert TrainConfig(**todo[1]["config"]) == TrainConfig(protocol="sfl", seed=0, threads=1)
-    rows = [
-        _default_row("sflam", 0, 0.9667, 23.0, 10.0),
-        _default_row("sfl", 0, 0.9583, 100.0, 40.0),
-        _default_row("fl", 0, 0.95, 500.0, 50.0),
-        _default_row("sl", 0, 0.90, 100.0, 400.0),
-        _default_row("sflam", 1, 0.94, 60.0, 10.0),
-        _default_row("sfl", 1, 0.96, 100.0, 40.0),
-        _default_row("fl", 1, 0.95, 500.0, 5.0),
-        _default_row("sl", 1, 0.90, 100.0, 400.0),
-        _default_row("sflam", 2, 0.97, 20.0, 10.0),  # no other protocol at seed 2: no check
-    ]
-    c0, c1 = defaults.checks(rows)
-    assert c0["gap_points"] == pytest.approx(0.84) and c0["uplink_share"] == pytest.approx(0.23)
-    assert c0["accuracy_ok"] and c0["within_gap"] and c0["uplink_half"]
-    assert c0["latency_below_fl_sl"] and c0["latency_share"] == pytest.approx(0.25)
-    assert c1["gap_points"] == pytest.approx(-2.0) and not c1["accuracy_ok"]
-    assert not c1["within_gap"] and not c1["uplink_half"] and not c1["latency_below_fl_sl"]
-    ctx = _ctx(tmp_path, TINY)
-    ctx.csv("defaults_runs", rows, defaults.RUN_COLUMNS)
-    ctx.csv("defaults_checks", [c0, c1], defaults.CHECK_COLUMNS)
-    ctx.json(
-        "defaults",
-        {"meta": ctx.meta("defaults", 0.0, "now"), "config": TrainConfig().to_dict(), "workers": 2},
+    assert f"made at {made} (2 commits ago)" in found[0].detail
+    assert found[0].detail.endswith("since: pkg/a.py")
+
+    # The theory-style report dates from its data's last commit; a link to a deleted file and a
+    # section without data are listed too.
+    _commit(repo, {"pkg/b.py": "b = 2\n", "docs/results.md": links + "[d](figures/d.csv)\n"}, "b")
+    (repo / "docs/figures/old.png").unlink()
+    kinds = {(f.kind, f.subject) for f in check(repo / "docs", sections=sections, reports=reports)}
+    assert kinds == {
+        ("stale", "a (docs/results.md)"),
+        ("stale", "b (docs/results.md)"),
+        ("stale", "t (docs/theory.md)"),
+        ("missing", "docs/figures/d.csv"),
+    }
+    sections["c"] = Section("c", "m", "h")
+    lines = format_findings(check(repo / "docs", sections=sections, reports=reports))
+    assert "not run: c (docs/results.md): no docs/figures/c.json" in lines
+    assert "unchecked: c (docs/results.md): declares no measured paths" in lines
+
+
+def test_check_command_reports_and_rejects_a_bad_out(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["check", "--out", str(tmp_path / "nowhere")]) == 2
+    assert "--out" in capsys.readouterr().err
+    repo_docs = Path(__file__).resolve().parents[1] / "docs"
+    assert main(["check", "--out", str(repo_docs)]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out == ["nothing stale"] or all(": " in line for line in out)
+
+
+def test_declared_measured_paths_exist() -> None:
+    from benchmarks.sections import REPORTS
+
+    root = Path(__file__).resolve().parents[1]
+    units = {**SECTIONS, **REPORTS}
+    # A section registered without measures is listed as unchecked by `check`, not failed here.
+    assert all(units[n].measures for n in ("solve", "train", "memory", "alloc", "theory"))
+    for name, unit in units.items():
+        for path in unit.measures:
+            assert (root / path).exists(), f"section {name}: measured path {path} does not exist"
+
+
+def test_allocator_headline_names_its_setup_and_says_why_bcd_differs_from_the_ladder(
+    tmp_path: Path,
+) -> None:
+    from benchmarks import allocator
+
+    machine = {"load_avg_1m_at_start": 1.5, "load_avg_1m": 2.25, "usable_cores": 2}
+    summary = {
+        "n": 1000,
+        "solver": "bcd",
+        "participants_median": 498.0,
+        "step_median_s": 0.25,
+        "fresh_median_s": 3.5,
+        "min_j_gap": -1e-7,
+        "max_j_gap": 0.0,
+    }
+    doc = {
+        "meta": {"machine": {**machine, "git_commit": "bbbbbbb"}},
+        "setup": {"seed": 0, "share": 0.5},
+        "summary": [summary, {**summary, "solver": "fast"}],
+    }
+    heads = allocator.headlines(tmp_path, doc)
+    assert len(heads) == 2  # no speed ladder data: nothing to compare with
+    assert "fading redrawn every round; load 1.5 to 2.25 on 2 cores" in heads[0]
+    write_csv(
+        tmp_path / "solve_speed.csv",
+        [{"solver": "bcd", "n_devices": 1000, "median_s": 0.6}],
+        ["solver", "n_devices", "median_s"],
     )
-    md = report.render(tmp_path)
-    assert "## Training with the defaults" in md and "| 1 | -2.00 |" in md
-    assert (
-        "`sflam-opt train` with its defaults (seed 0): SFLAM picks 6.5 bits on average and "
-        "reaches 96.67 % test accuracy in 40.0 s, against 95.83 % for fp32 `sfl`, with 23 % of its "
-        "uplink bytes and 25 % of its simulated latency. SFLAM - SFL at seeds 0, 1: +0.84, -2.00 "
-        "points (mean -0.58)." in md
+    (tmp_path / "solve.json").write_text(json.dumps({"meta": {"machine": {"git_commit": "a1"}}}))
+    heads = allocator.headlines(tmp_path, doc)
+    assert len(heads) == 3  # one sentence, for bcd only
+    assert heads[1].startswith(
+        "`bcd` at N = 1,000 takes 0.6 s in the solver speed ladder but 3.5 s"
     )
+    assert "about 498 participants" in heads[1] and "(a1 and bbbbbbb)" in heads[1]
 
 
-def test_defaults_section_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from benchmarks import defaults
+def test_theory_run_stores_its_metrics_and_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from benchmarks import theory
 
-    real = defaults.jobs
-
-    def short(profile: Profile) -> list[dict]:  # the default config, but 2 rounds on 4 devices
-        return [{**j, "config": {**j["config"], "rounds": 2, "devices": 4}} for j in real(profile)]
-
-    monkeypatch.setattr(defaults, "jobs", short)
-    defaults.run(_ctx(tmp_path, TINY.replace(defaults_seeds=(0,))))
-    runs = read_csv(tmp_path / "figures" / "defaults_runs.csv")
-    assert [r["protocol"] for r in runs] == ["sflam", "sfl", "fl", "sl"]
-    assert all(r["error"] is None and r["rounds"] == 2 for r in runs)
-    (check,) = read_csv(tmp_path / "figures" / "defaults_checks.csv")
-    sflam, sfl = runs[0], runs[1]
-    assert check["gap_points"] == pytest.approx(
-        100 * (sflam["final_accuracy"] - sfl["final_accuracy"])
-    )
-    assert check["uplink_share"] == pytest.approx(sflam["uplink_bytes"] / sfl["uplink_bytes"])
-    md = report.render(tmp_path)
-    assert "## Training with the defaults" in md and "`sflam-opt train` with its defaults" in md
+    monkeypatch.setattr(theory, "RUNS", tmp_path)
+    cfg = {"protocol": "sfl", "alpha": 0.5, "seed": 3, "devices": 3, "rounds": 2, "local_iters": 1}
+    assert main(["theory", "one", json.dumps(cfg)]) == 0
+    doc = read_json(tmp_path / "sfl_a0.5_s3_devices3_rounds2.json")
+    assert doc["config"] == cfg and [m["round"] for m in doc["metrics"]] == [1, 2]
+    assert doc["machine"]["usable_cores"] >= 1 and "load_avg_1m_at_start" in doc["machine"]
+    assert theory.load_run(cfg) == doc

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 import math
 import os
@@ -359,15 +360,21 @@ def test_the_grid_raises_instead_of_waiting_forever_for_nodes():
 
 
 # ----------------------------------------------------------------------------- the example app
-def _example_modules():
-    sys.path.insert(0, str(EXAMPLE))
-    try:
-        return (
-            importlib.import_module("sflam_flower.server_app"),
-            importlib.import_module("sflam_flower.client_app"),
+def _example(module: str):
+    """``sflam_flower.<module>`` of the example app, imported from its directory by location."""
+    if "sflam_flower" not in sys.modules:
+        init = EXAMPLE / "sflam_flower" / "__init__.py"
+        spec = importlib.util.spec_from_file_location(
+            "sflam_flower", init, submodule_search_locations=[str(init.parent)]
         )
-    finally:
-        sys.path.remove(str(EXAMPLE))
+        package = importlib.util.module_from_spec(spec)
+        sys.modules["sflam_flower"] = package
+        spec.loader.exec_module(package)
+    return importlib.import_module(f"sflam_flower.{module}")
+
+
+def _example_modules():
+    return _example("server_app"), _example("client_app")
 
 
 def _example_config():
@@ -418,10 +425,6 @@ def test_the_example_app_runs_in_the_simulation_engine(monkeypatch):
 
 
 def test_the_example_defaults_match_its_pyproject():
-    sys.path.insert(0, str(EXAMPLE))
-    try:
-        task = importlib.import_module("sflam_flower.task")
-    finally:
-        sys.path.remove(str(EXAMPLE))
+    task = _example("task")
     cfg = tomllib.loads((EXAMPLE / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
     assert task.DEFAULTS == cfg
