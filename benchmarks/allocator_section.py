@@ -57,7 +57,7 @@ def report(figures: Path, doc: Mapping[str, Any]) -> list[str]:
     return [
         "## Per-round allocator",
         "",
-        f"`Allocator.step` against a fresh `solve(scenario.with_gains(gains).select(devices))` "
+        f"`Allocator.step` against a fresh `solve(scenario.for_round(devices, gains))` "
         f"of the same round (what a host without the Allocator runs; both times include "
         f"building the round's scenario): `Scenario.default(N, seed={setup['seed']})`, "
         f"{setup['rounds']} rounds, each device taking part with probability "

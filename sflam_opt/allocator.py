@@ -1,10 +1,11 @@
 """Per-round allocation for a host federated-learning system: :class:`Allocator`.
 
 A host system (its own loop, Flower, FedML) changes two things every round: which devices take
-part, and each device's channel gain. :meth:`Allocator.step` solves that round's problem, the
-scenario restricted to the participants with the round's gains, exactly as :func:`sflam_opt.solve`
-would (same devices, same gains, same normalization of J, see ``docs/formulation.md``), but reuses
-state between rounds:
+part, and each device's channel gain (on a resource-block scenario, each block's gain too).
+:meth:`Allocator.step` solves that round's problem, :meth:`Scenario.for_round
+<sflam_opt.scenario.Scenario.for_round>` (the participants, with the round's gains, every other
+field kept), exactly as :func:`sflam_opt.solve` would (same devices, same gains, same blocks, same
+normalization of J, see ``docs/formulation.md``), but reuses state between rounds:
 
 - solvers with a ``start_bits`` option (``fast``, ``bcd``) start from the last bits of the devices
   still present (newcomers start at the median of those). For solvers other than ``fast`` the
@@ -142,13 +143,15 @@ class Allocator:
         ``"fast"``; ignored when ``solver`` is ``"fast"`` or takes no ``start_bits``). None starts
         the main solver from the participants' last bits directly.
     **options
-        Solver options, as for :func:`sflam_opt.solve`. ``start_bits`` and ``block_size`` are
-        set by the allocator and cannot be given.
+        Solver options, as for :func:`sflam_opt.solve` (checked by the same function, against
+        the resource-block version of the solver on a block scenario). ``start_bits`` and
+        ``block_size`` are set by the allocator and cannot be given.
 
     Raises
     ------
     SolverArgumentError
-        Unknown solver, unknown option, or an option the allocator manages.
+        Unknown solver, unknown option, an option the allocator manages, or a solver without a
+        resource-block version on a block scenario.
     """
 
     def __init__(

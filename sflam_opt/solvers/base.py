@@ -78,7 +78,8 @@ class SolveResult:
     evaluation : Evaluation or None
         Full cost breakdown and constraint check of ``allocation``.
     info : dict
-        Solver-specific diagnostics (e.g. stall escapes, Dinkelbach steps, fallbacks).
+        Solver-specific diagnostics (e.g. stall escapes, Dinkelbach steps, fallbacks); the keys
+        of each solver, with their meaning, are listed in :mod:`sflam_opt.solvers.info`.
     """
 
     allocation: Allocation | None
