@@ -451,9 +451,12 @@ def test_no_warning_at_the_edges_of_the_valid_gains(solver):
 def test_no_warning_at_the_edges_of_the_valid_block_gains(solver):
     scn = with_resource_blocks(Scenario.default(3, seed=5), 6, seed=5)
     alloc = Allocator(scn, solver)
-    res = alloc.step(block_gain_db={0: [20.0] * 6, 1: [20.0, -250.0] * 3}, gain_db={2: 0.0})
-    assert res.success, res.message
-    _disjoint_blocks(res, scn.devices.ids, 6)
+    for rows in ({0: [20.0] * 6, 1: [20.0, -250.0] * 3}, {1: [-250.0] * 6}):
+        # All of device 1's blocks at -250 dB: its powers are ~1e-12 of its block levels, which
+        # used to break its power cap by rounding and end "failed".
+        res = alloc.step(block_gain_db=rows, gain_db={2: 0.0})
+        assert res.success, res.message
+        _disjoint_blocks(res, scn.devices.ids, 6)
 
 
 def test_allocator_checks_options_like_solve():
