@@ -10,8 +10,8 @@ changes from round to round, and every device's gain fades (block Rayleigh: path
 start from the participants' last bits; for ``bcd`` a ``fast`` presolve from those bits gives the
 starting bits, and cone programs are compiled once per rung of
 ``sflam_opt.allocator.padded_size``'s ladder of sizes) and by a fresh
-``solve(scenario.with_gains(gains).select(devices))`` in the same process: what a host without
-the Allocator runs, building the round's scenario included (as it is in ``step``'s time), with
+``solve(scenario.for_round(devices, gains))`` in the same process: what a host without the
+Allocator runs, building the round's scenario included (as it is in ``step``'s time), with
 ``bcd``'s cache of compiled problems keyed by the number of devices.
 
 Reported per (N, solver): median and first-round wall time of ``step`` and of the fresh solve,
@@ -71,10 +71,10 @@ def measure(
         t0, c0 = time.perf_counter(), time.process_time()
         res = alloc.step(gain_db=gains, devices=devices)
         step_s, step_cpu = time.perf_counter() - t0, time.process_time() - c0
-        # What a host without the Allocator does: build the round's scenario with the public
-        # helpers, then solve it (step builds its own scenario inside its timing too).
+        # What a host without the Allocator does: build the round's scenario the one public
+        # way, then solve it (step builds its own scenario the same way, inside its timing).
         t0, c0 = time.perf_counter(), time.process_time()
-        fresh = solve(scenario.with_gains(gains).select(devices), solver)
+        fresh = solve(scenario.for_round(devices, gains), solver)
         fresh_s, fresh_cpu = time.perf_counter() - t0, time.process_time() - c0
         gap = (
             res.objective / fresh.objective - 1.0
@@ -197,7 +197,7 @@ def report(figures: Path, doc: Mapping[str, Any]) -> list[str]:
     return [
         "## Per-round allocator",
         "",
-        f"`Allocator.step` against a fresh `solve(scenario.with_gains(gains).select(devices))` "
+        f"`Allocator.step` against a fresh `solve(scenario.for_round(devices, gains))` "
         f"of the same round (what a host without the Allocator runs; both times include "
         f"building the round's scenario): `Scenario.default(N, seed={setup['seed']})`, "
         f"{setup['rounds']} rounds, each device taking part with probability "

@@ -1,10 +1,11 @@
 """Per-round allocation for a host federated-learning system: :class:`Allocator`.
 
 A host system (its own loop, Flower, FedML) changes two things every round: which devices take
-part, and each device's channel gain. :meth:`Allocator.step` solves that round's problem, the
-scenario restricted to the participants with the round's gains, exactly as :func:`sflam_opt.solve`
-would (same devices, same gains, same normalization of J, see ``docs/formulation.md``), but reuses
-state between rounds:
+part, and each device's channel gain (on a resource-block scenario, each block's gain too).
+:meth:`Allocator.step` solves that round's problem, :meth:`Scenario.for_round
+<sflam_opt.scenario.Scenario.for_round>` (the participants, with the round's gains, every other
+field kept), exactly as :func:`sflam_opt.solve` would (same devices, same gains, same blocks, same
+normalization of J, see ``docs/formulation.md``), but reuses state between rounds:
 
 - solvers with a ``start_bits`` option (``fast``, ``bcd``) start from the last bits of the devices
   still present (newcomers start at the median of those). For solvers other than ``fast`` the
@@ -32,7 +33,6 @@ Example::
 
 from __future__ import annotations
 
-import inspect
 import logging
 import math
 import time
@@ -41,13 +41,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
 
 from sflam_opt.allocation import Allocation
-from sflam_opt.device_arrays import gain_values, id_index, id_positions
 from sflam_opt.errors import ScenarioError, SolverArgumentError
-from sflam_opt.scenario import Devices, Scenario
-from sflam_opt.solvers.base import SolveResult, get_solver, solve
+from sflam_opt.scenario import Scenario
+from sflam_opt.solvers.base import (
+    SolveResult,
+    check_options,
+    solve,
+    solver_for,
+    solver_options,
+)
 
 __all__ = ["Allocator", "RoundRecord", "padded_size"]
 
@@ -138,13 +143,15 @@ class Allocator:
         ``"fast"``; ignored when ``solver`` is ``"fast"`` or takes no ``start_bits``). None starts
         the main solver from the participants' last bits directly.
     **options
-        Solver options, as for :func:`sflam_opt.solve`. ``start_bits`` and ``block_size`` are
-        set by the allocator and cannot be given.
+        Solver options, as for :func:`sflam_opt.solve` (checked by the same function, against
+        the resource-block version of the solver on a block scenario). ``start_bits`` and
+        ``block_size`` are set by the allocator and cannot be given.
 
     Raises
     ------
     SolverArgumentError
-        Unknown solver, unknown option, or an option the allocator manages.
+        Unknown solver, unknown option, an option the allocator manages, or a solver without a
+        resource-block version on a block scenario.
     """
 
     def __init__(
@@ -159,19 +166,9 @@ class Allocator:
             raise SolverArgumentError(
                 f"scenario: expected a Scenario, got {type(scenario).__name__}"
             )
-        func = get_solver(solver)
-        params = inspect.signature(func).parameters
-        valid = [k for k, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY]
-        for key in options:
-            if key in MANAGED_OPTIONS:
-                raise SolverArgumentError(
-                    f"{key}: set by the Allocator each round; leave it out of the options"
-                )
-            if key not in valid:
-                raise SolverArgumentError(
-                    f"{key}={options[key]!r}: not an option of solver {solver!r}; valid "
-                    f"options: {', '.join(k for k in valid if k not in MANAGED_OPTIONS) or 'none'}"
-                )
+        func = solver_for(scenario, solver)
+        check_options(solver, func, options, dict.fromkeys(MANAGED_OPTIONS, "the Allocator"))
+        valid = solver_options(func) or ()
         self.scenario = scenario
         self.solver = solver
         self.options = dict(options)
@@ -182,9 +179,6 @@ class Allocator:
             )
         self.presolve = presolve if self._warm and solver != "fast" else None
         self._padded = "block_size" in valid
-        self._index = id_index(scenario.devices.ids)
-        self._ids = np.empty(scenario.n_devices, dtype=object)
-        self._ids[:] = scenario.devices.ids
         self._all = np.arange(scenario.n_devices)
         #: Last bits of each device (0 = never allocated), shape (N,).
         self._bits = np.zeros(scenario.n_devices, dtype=np.int64)
@@ -215,75 +209,32 @@ class Allocator:
         self,
         gain_db: Mapping[Any, float] | None = None,
         devices: Iterable[Any] | None = None,
+        *,
+        block_gain_db: Mapping[Any, ArrayLike] | None = None,
     ) -> Scenario:
         """The scenario that :meth:`step` solves for these arguments.
 
-        Equal to ``scenario.with_gains(gain_db).select(devices)``.
+        ``scenario.for_round(devices, gain_db, block_gain_db)``, which equals
+        ``scenario.with_gains(gain_db, block_gain_db).select(devices)``.
 
         Raises
         ------
         SolverArgumentError
-            Naming an unknown or repeated id, or a gain that is not a finite number.
+            As :meth:`step`.
         """
-        return self._round(gain_db, devices)[0]
+        return self._round(gain_db, devices, block_gain_db)[0]
 
     def _round(
-        self, gain_db: Mapping[Any, float] | None, devices: Iterable[Any] | None
+        self,
+        gain_db: Mapping[Any, float] | None,
+        devices: Iterable[Any] | None,
+        block_gain_db: Mapping[Any, ArrayLike] | None,
     ) -> tuple[Scenario, NDArray[np.int64]]:
-        base = self.scenario
         try:
-            if devices is None:
-                idx = self._all
-            else:
-                if isinstance(devices, str | bytes | Mapping) or not isinstance(devices, Iterable):
-                    raise SolverArgumentError(
-                        f"devices={devices!r}: need a list of device ids, or None for all"
-                    )
-                ids = list(devices)
-                if not ids:
-                    raise SolverArgumentError("devices=[]: need at least one device id")
-                try:
-                    idx = id_positions(base.devices.ids, ids, self._index)
-                except ScenarioError as exc:
-                    raise SolverArgumentError(f"devices: {exc}") from None
-            d = base.devices
-            gain, dist = d.gain_db, d.distance_m
-            if gain_db is not None:
-                if not isinstance(gain_db, Mapping):
-                    raise SolverArgumentError(
-                        f"gain_db: need a mapping {{device id: dB}}, got {type(gain_db).__name__}"
-                    )
-                if gain_db:
-                    keys = list(gain_db)
-                    try:
-                        # Hosts usually pass the gains of exactly this round's devices.
-                        same = devices is not None and len(keys) == len(idx) and keys == ids
-                        pos = idx if same else id_positions(base.devices.ids, keys, self._index)
-                    except ScenarioError as exc:
-                        raise SolverArgumentError(f"gain_db: {exc}") from None
-                    gain, dist = gain.copy(), dist.copy()
-                    gain[pos] = gain_values(gain_db)
-                    dist[pos] = np.nan
+            scn, idx = self.scenario.round_positions(devices, gain_db, block_gain_db)
         except ScenarioError as exc:
             raise SolverArgumentError(str(exc)) from None
-        devs = Devices(
-            ids=d.ids if devices is None else tuple(self._ids[idx].tolist()),
-            gain_db=gain[idx],
-            cpu_hz=d.cpu_hz[idx],
-            max_power_w=d.max_power_w[idx],
-            samples=d.samples[idx],
-            distance_m=dist[idx],
-        )
-        return Scenario(
-            system=base.system,
-            model=base.model,
-            training=base.training,
-            convergence=base.convergence,
-            bits=base.bits,
-            objective=base.objective,
-            devices=devs,
-            constraints=base.constraints,
-        ), idx
+        return scn, self._all if idx is None else idx
 
     def _start_bits(self, idx: NDArray[np.int64], levels: NDArray[np.int64]) -> Any:
         """Last bits of the participants; newcomers at the allowed level nearest their median."""
@@ -301,33 +252,42 @@ class Allocator:
         self,
         gain_db: Mapping[Any, float] | None = None,
         devices: Iterable[Any] | None = None,
+        *,
+        block_gain_db: Mapping[Any, ArrayLike] | None = None,
     ) -> SolveResult:
         """Solve one round for the participating devices under this round's gains.
 
         Parameters
         ----------
         gain_db : mapping of device id to float, optional
-            This round's channel gains in dB; devices not named keep the scenario's gain. Ids
-            of devices that do not take part this round are allowed and ignored.
+            This round's channel gains in dB, each in [-200, 0] (``docs/formulation.md`` §11);
+            devices not named keep the scenario's gain. Ids of devices that do not take part
+            this round are checked and ignored.
         devices : iterable of ids, optional
             The devices taking part this round, in the order the allocation should list them;
             all devices when omitted.
+        block_gain_db : mapping of device id to array_like, shape (M,), optional
+            Resource-block scenarios only (``docs/formulation.md`` §10): this round's gain of
+            each of the M blocks in dB, each in [-250, 20]; devices not named keep theirs.
 
         Returns
         -------
         SolveResult
             What :func:`sflam_opt.solve` returns on :meth:`round_scenario`: ``allocation.ids``
             lists exactly ``devices`` in that order, the band is shared among them only, and J
-            is normalized to that round's equal split. Infeasible rounds carry the solver's
-            usual status and message.
+            is normalized to that round's equal split. On a resource-block scenario the
+            allocation gives each participant its own blocks. Infeasible rounds carry the
+            solver's usual status and message.
 
         Raises
         ------
         SolverArgumentError
-            Naming an unknown or repeated id, or a gain that is not a finite number.
+            Naming the argument and entry: an unknown or repeated id, a gain that is not a
+            finite number in its valid range, block gains of the wrong length, or block gains
+            for a scenario without resource blocks.
         """
         t0 = time.perf_counter()
-        scn, idx = self._round(gain_db, devices)
+        scn, idx = self._round(gain_db, devices, block_gain_db)
         opts = dict(self.options)
         pre: SolveResult | None = None
         if self._warm:

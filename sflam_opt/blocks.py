@@ -122,16 +122,27 @@ class BlockFill:
         Water level ``L`` (W): ``p_m = max(L - a_m, 0)``.
     active : ndarray of int, shape S
         Number of blocks with positive power.
+    floor_w : ndarray, shape S
+        The lowest level ``a_0`` (W).
+    excess_w : ndarray, shape S
+        ``L - a_0`` (W), computed without forming ``L``: on a deep fade the levels reach
+        1e11 W while the powers are below 100 W, and ``L - a_m`` would keep only a few digits.
     """
 
     power_w: FloatArray
     level_w: FloatArray
     active: IntArray
+    floor_w: FloatArray
+    excess_w: FloatArray
 
     def block_power(self, levels: FloatArray) -> FloatArray:
-        """Per-block powers ``max(L - a_m, 0)`` for the (sorted or not) levels, shape S + (K,)."""
+        """Per-block powers ``max(L - a_m, 0)`` for the (sorted or not) levels, shape S + (K,).
+
+        ``levels`` are the ones filled; ``L - a_m`` is taken as ``(L - a_0) - (a_m - a_0)``,
+        exact in the second term for every active block (``a_m - a_0 < L - a_0 <= power``).
+        """
         with np.errstate(invalid="ignore"):
-            p = self.level_w[..., None] - levels
+            p = self.excess_w[..., None] - (levels - self.floor_w[..., None])
         return np.where(np.isfinite(levels) & (p > 0), p, 0.0)
 
 
@@ -161,25 +172,34 @@ def waterfill(levels: FloatArray, rate_bps: FloatArray | float, block_hz: float)
     BlockFill
         Total power, water level and active count, each of shape S.
     """
-    a = np.sort(levels, axis=-1)
+    a, a0, finite, diff = _sorted_levels(levels)
     r = np.asarray(rate_bps, dtype=np.float64)
     k = np.arange(1, a.shape[-1] + 1, dtype=np.float64)
-    finite = np.isfinite(a)
-    log_a = np.where(finite, np.log(np.where(finite, a, 1.0)), 0.0)
-    cum = np.cumsum(log_a, axis=-1)
-    with np.errstate(over="ignore", invalid="ignore"):
-        log_l = (r[..., None] * LN2 / block_hz + cum) / k
-        valid = finite & (np.log(np.where(finite, a, 1.0)) < log_l)
-        kk = _active_count(valid)
-        log_level = np.take_along_axis(log_l, (kk - 1)[..., None], axis=-1)[..., 0]
-        level = np.exp(log_level)
-        csum = np.cumsum(np.where(finite, a, 0.0), axis=-1)
-        below = np.take_along_axis(csum, (kk - 1)[..., None], axis=-1)[..., 0]
-        power = np.where(r > 0, kk * level - below, 0.0)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        # ln(a_i / a_0) = log1p((a_i - a_0) / a_0) and ln(L / a_0) instead of ln a_i and ln L:
+        # the latter are near 25 on a deep fade, where their difference keeps only the digits
+        # that set the power.
+        rel = np.log1p(diff / a0[..., None])
+        log_excess = (r[..., None] * LN2 / block_hz + np.cumsum(rel, axis=-1)) / k
+        kk = _active_count(finite & (rel < log_excess))
+        d = np.take_along_axis(log_excess, (kk - 1)[..., None], axis=-1)[..., 0]
+        excess = np.where(r > 0, a0 * np.expm1(d), 0.0)
+        below = np.take_along_axis(np.cumsum(diff, axis=-1), (kk - 1)[..., None], axis=-1)[..., 0]
+        power = np.where(r > 0, kk * excess - below, 0.0)
+        level = a0 + excess
     none = ~finite[..., 0]
     power = np.where(none, np.inf, np.maximum(power, 0.0))
-    level = np.where(r > 0, level, a[..., 0])
-    return BlockFill(power, level, kk)
+    return BlockFill(power, level, kk, a0, excess)
+
+
+def _sorted_levels(levels: FloatArray) -> tuple[FloatArray, FloatArray, np.ndarray, FloatArray]:
+    """Ascending levels, the lowest ``a_0`` (shape S), finiteness and ``a_m - a_0`` (0 if absent)."""
+    a = np.sort(levels, axis=-1)
+    finite = np.isfinite(a)
+    a0 = a[..., 0]
+    with np.errstate(invalid="ignore"):
+        diff = np.where(finite, a - a0[..., None], 0.0)
+    return a, a0, finite, diff
 
 
 def max_rate_bps(levels: FloatArray, power_w: FloatArray | float, block_hz: float) -> FloatArray:
@@ -202,20 +222,19 @@ def max_rate_bps(levels: FloatArray, power_w: FloatArray | float, block_hz: floa
     ndarray, shape S
         The rate (0 where there is no block).
     """
-    a = np.sort(levels, axis=-1)
+    a, a0, finite, diff = _sorted_levels(levels)
     p = np.asarray(power_w, dtype=np.float64)
     k = np.arange(1, a.shape[-1] + 1, dtype=np.float64)
-    finite = np.isfinite(a)
-    csum = np.cumsum(np.where(finite, a, 0.0), axis=-1)
-    lev = (p[..., None] + csum) / k
+    # L - a_0 = (P + sum_{i<k} (a_i - a_0)) / k, and ln(L / a_i) = log1p((L - a_i) / a_i): exact
+    # digits where the levels dwarf the power (a deep fade), unlike ln(L) - ln(a_i).
+    excess = (p[..., None] + np.cumsum(diff, axis=-1)) / k
     with np.errstate(invalid="ignore"):
-        valid = finite & (a < lev)
-    kk = _active_count(valid)
-    level = np.take_along_axis(lev, (kk - 1)[..., None], axis=-1)[..., 0]
+        kk = _active_count(finite & (diff < excess))
+    e = np.take_along_axis(excess, (kk - 1)[..., None], axis=-1)[..., 0]
     with np.errstate(divide="ignore", invalid="ignore"):
         terms = np.where(
             finite & (np.arange(a.shape[-1]) < kk[..., None]),
-            np.log(level[..., None] / np.where(finite, a, 1.0)),
+            np.log1p((e[..., None] - diff) / np.where(finite, a, 1.0)),
             0.0,
         )
     rate = block_hz * terms.sum(axis=-1) / LN2

@@ -7,7 +7,6 @@ one-line :class:`~sflam_opt.errors.ScenarioError` naming the entry.
 
 from __future__ import annotations
 
-import math
 import operator
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -17,8 +16,40 @@ from numpy.typing import NDArray
 
 from sflam_opt.errors import ScenarioError
 from sflam_opt.numeric import FloatArray
+from sflam_opt.scenario_parser import short_number
+from sflam_opt.scenario_parts import DEVICE_RANGES
+from sflam_opt.validation import is_real
 
-__all__ = ["device_ids", "device_vector", "gain_values", "id_index", "id_positions"]
+__all__ = [
+    "block_gain_rows",
+    "device_ids",
+    "device_vector",
+    "gain_values",
+    "id_index",
+    "id_positions",
+    "valid_range",
+]
+
+
+def valid_range(key: str) -> str:
+    """The valid range of a ``[[device]]`` key as text, e.g. ``"[-200, 0] dB"`` (formulation §11)."""
+    meta = DEVICE_RANGES[key]
+    return f"{'[' if meta['inclusive'] else '('}{meta['min']:g}, {meta['max']:g}] {meta['unit']}"
+
+
+def _in_range(key: str, value: float | int) -> bool:
+    """True if the number ``value`` lies in the valid range of ``key`` (huge integers do not)."""
+    try:
+        return not bool(_outside(key, np.array([float(value)]))[0])
+    except OverflowError:
+        return False
+
+
+def _outside(key: str, values: FloatArray) -> NDArray[np.bool_]:
+    """Entries outside the valid range of ``key`` (NaN included), same shape as ``values``."""
+    meta = DEVICE_RANGES[key]
+    with np.errstate(invalid="ignore"):
+        return ~((values >= meta["min"]) & (values <= meta["max"]))
 
 
 def device_ids(ids: Sequence[Any] | None, n: int) -> tuple[Any, ...]:
@@ -54,6 +85,13 @@ def device_vector(name: str, value: Any, n: int, *, positive: bool) -> FloatArra
         k = int(np.flatnonzero(bad)[0])
         need = "a finite number > 0" if positive else "a finite number"
         raise ScenarioError(f"from_arrays(): {name}[{k}] = {float(arr[k])!r}: need {need}")
+    bad = _outside(name, arr)
+    if bad.any():
+        k = int(np.flatnonzero(bad)[0])
+        raise ScenarioError(
+            f"from_arrays(): {name}[{k}] = {float(arr[k])!r}: outside the valid range "
+            f"{valid_range(name)} (docs/formulation.md §11)"
+        )
     return arr
 
 
@@ -96,18 +134,60 @@ def _known(index: Mapping[Any, int], did: Any) -> bool:
         return False
 
 
-def gain_values(gain_db: Mapping[Any, Any]) -> FloatArray:
-    """The values of an ``{id: dB}`` map as a float vector; names the first non-finite entry."""
+def gain_values(gain_db: Mapping[Any, Any], name: str = "gain_db") -> FloatArray:
+    """The values of an ``{id: dB}`` map as a float vector, each finite and in the valid range.
+
+    Raises
+    ------
+    ScenarioError
+        ``"gain_db[id] = value: need a finite number in [-200, 0] dB ..."`` for the first
+        entry that is not a number, not finite or outside ``docs/formulation.md`` §11.
+    """
     try:
         vals = np.fromiter(gain_db.values(), dtype=np.float64, count=len(gain_db))
-        if np.all(np.isfinite(vals)):
+        if not _outside("gain_db", vals).any():
             return vals
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         pass
     for did, g in gain_db.items():
-        ok = not isinstance(g, bool | np.bool_) and isinstance(
-            g, int | float | np.integer | np.floating
-        )
-        if not ok or not math.isfinite(float(g)):
-            raise ScenarioError(f"gain_db[{did!r}] = {g!r}: need a finite number of dB")
-    raise AssertionError("unreachable: a non-finite gain was not found")  # pragma: no cover
+        if not is_real(g) or not _in_range("gain_db", g):
+            raise ScenarioError(
+                f"{name}[{did!r}] = {short_number(g) if is_real(g) else repr(g)}: need a "
+                f"finite number in {valid_range('gain_db')} (docs/formulation.md §11)"
+            )
+    raise AssertionError("unreachable: a bad gain was not found")  # pragma: no cover
+
+
+def block_gain_rows(block_gain_db: Mapping[Any, Any], m: int) -> FloatArray:
+    """The values of an ``{id: [M dB]}`` map as a float array of shape (len(map), M), checked.
+
+    Raises
+    ------
+    ScenarioError
+        Naming the first entry that is not a list of ``m`` numbers, or a gain that is not finite
+        or outside the valid range of ``docs/formulation.md`` §11.
+    """
+    try:
+        rows = np.array(list(block_gain_db.values()), dtype=np.float64)
+        if rows.shape == (len(block_gain_db), m) and not _outside("block_gain_db", rows).any():
+            return rows
+    except (TypeError, ValueError, OverflowError):
+        pass
+    for did, row in block_gain_db.items():
+        where = f"block_gain_db[{did!r}]"
+        try:
+            arr = np.asarray(row, dtype=np.float64)
+        except (TypeError, ValueError, OverflowError):
+            arr = None
+        if arr is None or arr.shape != (m,) or isinstance(row, str | bytes):
+            raise ScenarioError(
+                f"{where} = {row!r}: need a list of {m} gains in dB, one per resource block"
+            )
+        bad = _outside("block_gain_db", arr)
+        if bad.any():
+            k = int(np.flatnonzero(bad)[0])
+            raise ScenarioError(
+                f"{where}[{k}] = {float(arr[k])!r}: need a finite number in "
+                f"{valid_range('block_gain_db')} (docs/formulation.md §11)"
+            )
+    raise AssertionError("unreachable: a bad block gain was not found")  # pragma: no cover

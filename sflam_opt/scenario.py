@@ -12,7 +12,7 @@ import dataclasses
 import math
 import os
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,13 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from sflam_opt.device_arrays import device_ids, device_vector, gain_values, id_positions
+from sflam_opt.device_arrays import (
+    block_gain_rows,
+    device_ids,
+    device_vector,
+    gain_values,
+    id_positions,
+)
 from sflam_opt.device_tables import read_device_columns
 from sflam_opt.errors import ScenarioError
 from sflam_opt.numeric import FloatArray
@@ -393,7 +399,7 @@ class Scenario:
         ScenarioError
             Naming the first unknown or repeated id.
         """
-        return id_positions(self.devices.ids, ids)
+        return id_positions(self.devices.ids, ids, self.devices.id_index)
 
     def select(self, ids: Sequence[Any]) -> Scenario:
         """The same scenario restricted to the devices with these ids, in that order.
@@ -409,31 +415,131 @@ class Scenario:
             raise ScenarioError("select(ids): need at least one device id")
         return dataclasses.replace(self, devices=self.devices.take(self.positions(ids)))
 
-    def with_gains(self, gain_db: Mapping[Any, float]) -> Scenario:
+    def with_gains(
+        self,
+        gain_db: Mapping[Any, float] | None = None,
+        block_gain_db: Mapping[Any, ArrayLike] | None = None,
+    ) -> Scenario:
         """A copy with the channel gains (dB) of some devices replaced, ``{id: dB}``.
 
         Devices not named keep their gains. A replaced gain is stored as a direct ``gain_db``
         (its ``distance_m`` becomes NaN), so :meth:`to_toml` writes what is used.
 
+        Parameters
+        ----------
+        gain_db : mapping of device id to float, optional
+            New channel gains in dB, each in the valid range of ``docs/formulation.md`` §11.
+        block_gain_db : mapping of device id to array_like, shape (M,), optional
+            New per-block gains in dB (resource-block scenarios only, ``docs/formulation.md``
+            §10), M per device, each in the valid range of §11.
+
         Raises
         ------
         ScenarioError
-            Naming the first unknown id or non-finite gain.
+            Naming the first unknown id, or a gain that is not finite, outside its valid range
+            or (block gains) not M long.
         """
-        if not isinstance(gain_db, Mapping):
-            raise ScenarioError(f"with_gains(gain_db): need a mapping {{id: dB}}, got {gain_db!r}")
-        if not gain_db:
-            return self
-        pos = self.positions(list(gain_db))
-        vals = gain_values(gain_db)
+        devices = self._regained(gain_db, block_gain_db)
+        return self if devices is self.devices else dataclasses.replace(self, devices=devices)
+
+    def for_round(
+        self,
+        devices: Iterable[Any] | None = None,
+        gain_db: Mapping[Any, float] | None = None,
+        block_gain_db: Mapping[Any, ArrayLike] | None = None,
+    ) -> Scenario:
+        """One round's problem: the devices taking part, in that order, with the round's gains.
+
+        The one way to build a round's scenario (the :class:`~sflam_opt.allocator.Allocator`
+        uses it): equal to ``with_gains(gain_db, block_gain_db).select(devices)``, every other
+        field (sections, bits, resource blocks, constraints) kept.
+
+        Parameters
+        ----------
+        devices : iterable of ids, optional
+            The participants, in the order the round lists them; all devices when None.
+        gain_db, block_gain_db : mapping, optional
+            As for :meth:`with_gains`. Ids of devices that do not take part are checked and
+            ignored.
+
+        Raises
+        ------
+        ScenarioError
+            One line naming the argument and the entry: an unknown or repeated id, an empty
+            ``devices``, or a gain as in :meth:`with_gains`.
+        """
+        return self.round_positions(devices, gain_db, block_gain_db)[0]
+
+    def round_positions(
+        self,
+        devices: Iterable[Any] | None = None,
+        gain_db: Mapping[Any, float] | None = None,
+        block_gain_db: Mapping[Any, ArrayLike] | None = None,
+    ) -> tuple[Scenario, NDArray[np.int64] | None]:
+        """:meth:`for_round` and the participants' positions in this scenario (None: all)."""
+        idx = ids = None
+        if devices is not None:
+            if isinstance(devices, str | bytes | Mapping) or not isinstance(devices, Iterable):
+                raise ScenarioError(
+                    f"devices={devices!r}: need a list of device ids, or None for all"
+                )
+            ids = list(devices)
+            if not ids:
+                raise ScenarioError("devices=[]: need at least one device id")
+            idx = self._positions_of("devices", ids)
+        d = self._regained(gain_db, block_gain_db, ids, idx)
+        if idx is not None:
+            d = d.take(idx)
+        return (self if d is self.devices else dataclasses.replace(self, devices=d)), idx
+
+    def _positions_of(
+        self,
+        name: str,
+        keys: list[Any],
+        ids: list[Any] | None = None,
+        idx: NDArray[np.int64] | None = None,
+    ) -> NDArray[np.int64]:
+        """Positions of ``keys``; ``idx`` when they are ``ids`` (a host's usual gain map)."""
+        if idx is not None and len(keys) == len(idx) and keys == ids:
+            return idx
+        try:
+            return self.positions(keys)
+        except ScenarioError as exc:
+            raise ScenarioError(f"{name}: {exc}") from None
+
+    def _regained(
+        self,
+        gain_db: Mapping[Any, float] | None,
+        block_gain_db: Mapping[Any, ArrayLike] | None,
+        ids: list[Any] | None = None,
+        idx: NDArray[np.int64] | None = None,
+    ) -> Devices:
+        """The devices with these gains replaced (the same object when there are none)."""
         d = self.devices
-        gain = d.gain_db.copy()
-        gain[pos] = vals
-        dist = d.distance_m.copy()
-        dist[pos] = np.nan
-        return dataclasses.replace(
-            self, devices=dataclasses.replace(d, gain_db=gain, distance_m=dist)
-        )
+        changes: dict[str, Any] = {}
+        for name, table in (("gain_db", gain_db), ("block_gain_db", block_gain_db)):
+            if table is not None and not isinstance(table, Mapping):
+                unit = "dB" if name == "gain_db" else "[M dB]"
+                raise ScenarioError(
+                    f"{name}: need a mapping {{device id: {unit}}}, got {type(table).__name__}"
+                )
+        if gain_db:
+            pos = self._positions_of("gain_db", list(gain_db), ids, idx)
+            gain, dist = d.gain_db.copy(), d.distance_m.copy()
+            gain[pos] = gain_values(gain_db)
+            dist[pos] = np.nan
+            changes.update(gain_db=gain, distance_m=dist)
+        if block_gain_db:
+            if self.resource_blocks is None or d.block_gain_db is None:
+                raise ScenarioError(
+                    "block_gain_db: the scenario has no resource blocks; give block gains only "
+                    "with [system] resource_blocks and block_hz (docs/formulation.md §10)"
+                )
+            pos = self._positions_of("block_gain_db", list(block_gain_db), ids, idx)
+            blk = d.block_gain_db.copy()
+            blk[pos] = block_gain_rows(block_gain_db, self.resource_blocks.count)
+            changes["block_gain_db"] = blk
+        return dataclasses.replace(d, **changes) if changes else d
 
 
 def _float(x: float) -> str:

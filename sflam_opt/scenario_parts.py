@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -170,6 +171,11 @@ class Devices:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    @cached_property
+    def id_index(self) -> dict[Any, int]:
+        """Position of each id (built once per ``Devices``: rounds look ids up every step)."""
+        return {did: i for i, did in enumerate(self.ids)}
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Devices):

@@ -9,6 +9,7 @@ import pytest
 
 from sflam_opt import Allocator, Scenario, ScenarioError, SolverArgumentError, evaluate, solve
 from sflam_opt.allocator import padded_size
+from sflam_opt.blocks import with_resource_blocks
 from sflam_opt.solvers.bcd import solve_bcd
 
 
@@ -259,6 +260,11 @@ def test_from_arrays_defaults_overrides_and_round_trip():
         ({"gain_db": [-90.0, -95.0], "ids": ["a"]}, "1 ids for 2 devices"),
         ({"gain_db": [-90.0], "ids": [1.5]}, r"ids\[0\] = 1.5"),
         ({"gain_db": [-90.0], "system": {"bandwith_hz": 1.0}}, "did you mean 'bandwidth_hz'"),
+        # docs/formulation.md §11 holds for scenarios built in code too.
+        ({"gain_db": [-90.0, 50.0]}, r"gain_db\[1\] = 50.0: outside the valid range \[-200, 0\]"),
+        ({"gain_db": [-90.0], "cpu_hz": 1e15}, r"cpu_hz\[0\] = 1000000000000000.0: outside .*cycles/s"),
+        ({"distance_m": [0.5]}, r"distance_m\[0\] = 0.5: outside the valid range \[1, 50000\]"),
+        ({"gain_db": [-90.0], "max_power_w": 1e3}, r"max_power_w\[0\] = 1000.0: outside"),
     ],
 )
 def test_from_arrays_errors(kwargs, match):
@@ -287,6 +293,28 @@ def test_select_and_with_gains():
         scn.with_gains({0: None})
     with pytest.raises(ScenarioError, match="device id 'x'"):
         scn.with_gains({"x": -90.0})
+    with pytest.raises(ScenarioError, match=r"gain_db\[1\] = 3.0: need a finite number in"):
+        scn.with_gains({1: 3.0})
+
+
+def test_for_round_is_with_gains_then_select():
+    scn = Scenario.default(devices=6, seed=3)
+    gains = {5: -101.5, 2: -88.0, 0: -120.0}  # device 0 does not take part: checked, ignored
+    round_scn = scn.for_round([2, 5, 4], gains)
+    assert round_scn == scn.with_gains(gains).select([2, 5, 4])
+    assert round_scn.devices.gain_db.tolist() == [-88.0, -101.5, scn.devices.gain_db[4]]
+    assert scn.for_round() is scn and scn.for_round(gain_db={}) is scn
+    assert scn.for_round(iter([3, 1])) == scn.select([3, 1])
+    same = dict(zip([1, 3], [-95.0, -96.0], strict=True))  # a host's usual map: exactly the round
+    assert scn.for_round([1, 3], same) == scn.with_gains(same).select([1, 3])
+    for args, match in [
+        (([1, 9],), "devices: device id 9: not in the scenario"),
+        (([],), r"devices=\[\]: need at least one"),
+        ((5,), "devices=5: need a list of device ids"),
+        (([1], {7: -90.0}), "gain_db: device id 7: not in the scenario"),
+    ]:
+        with pytest.raises(ScenarioError, match=match):
+            scn.for_round(*args)
 
 
 def test_readme_embedding_example_runs(capsys):
@@ -310,3 +338,138 @@ def test_fast_start_point_reaches_the_fresh_optimum():
     assert warm.objective == pytest.approx(fresh.objective, rel=1e-6)
     with pytest.raises(SolverArgumentError, match="start_point=3.0"):
         solve(scn, "fast", start_bits=near, start_point=3.0)
+
+
+# ---------------------------------------------------------------- resource blocks and ranges
+
+
+def _block_rounds(scn: Scenario, rounds: int, seed: int):
+    """(devices, gain_db, block_gain_db) per round: 2-4 participants, Rayleigh block fades."""
+    rng = np.random.default_rng(seed)
+    ids = list(scn.devices.ids)
+    for _ in range(rounds):
+        devices = [ids[i] for i in rng.permutation(len(ids))[: rng.integers(2, len(ids) + 1)]]
+        fade = 10 * np.log10(rng.standard_exponential(scn.devices.block_gain_db.shape))
+        rows = np.clip(np.round(scn.devices.block_gain_db + fade, 4), -250.0, 20.0)
+        blocks = {d: rows[i].tolist() for i, d in enumerate(ids)}
+        gains = {d: float(scn.devices.gain_db[i]) - 3.0 for i, d in enumerate(ids)}
+        yield devices, gains, blocks
+
+
+def _disjoint_blocks(res, devices, m: int) -> None:
+    blocks = res.allocation.blocks
+    assert blocks is not None and len(blocks) == len(devices)
+    held = np.concatenate(blocks)
+    assert all(b.size >= 1 for b in blocks)
+    assert held.size == np.unique(held).size and held.min() >= 0 and held.max() < m
+
+
+@pytest.mark.parametrize("solver", ["fast", "bcd"])
+def test_block_scenario_steps_keep_blocks_and_match_a_fresh_solve(solver):
+    # Issue 22's case: step() rebuilt the round by hand, lost the blocks and gave J 0.661 with
+    # fast where solve() gives 0.571.
+    scn = with_resource_blocks(Scenario.default(4, seed=1), 6, seed=1)
+    alloc = Allocator(scn, solver)
+    res = alloc.step()
+    _disjoint_blocks(res, scn.devices.ids, 6)
+    assert res.objective == pytest.approx(solve(scn, solver).objective, rel=1e-3)
+    if solver == "fast":
+        assert res.objective == pytest.approx(0.5715, abs=1e-4)
+    for devices, gains, blocks in _block_rounds(scn, 4, seed=3):
+        res = alloc.step(devices=devices, gain_db=gains, block_gain_db=blocks)
+        round_scn = scn.with_gains(gains, blocks).select(devices)
+        assert alloc.round_scenario(gains, devices, block_gain_db=blocks) == round_scn
+        assert round_scn.resource_blocks == scn.resource_blocks
+        fresh = solve(round_scn, solver)
+        assert res.status == fresh.status and res.allocation.ids == tuple(devices)
+        _disjoint_blocks(res, devices, 6)
+        assert res.objective == pytest.approx(fresh.objective, rel=1e-3)
+        assert evaluate(round_scn, res.allocation).violations == []
+
+
+def test_block_gains_change_the_round():
+    scn = with_resource_blocks(Scenario.default(3, seed=2), 6, seed=2)
+    alloc = Allocator(scn, "fast")
+    base = alloc.step()
+    # Device 0 loses every block but block 5 to a deep fade: it should end up on block 5.
+    row = [-160.0] * 5 + [float(scn.devices.block_gain_db[0].max())]
+    faded = alloc.step(block_gain_db={0: row})
+    assert faded.objective != base.objective
+    assert faded.allocation.blocks[0].tolist() == [5]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"block_gain_db": {0: [-90.0] * 5}}, r"block_gain_db\[0\] = .*: need a list of 6 gains"),
+        ({"block_gain_db": {0: "loud"}}, r"block_gain_db\[0\] = 'loud': need a list of 6"),
+        ({"block_gain_db": {1: [-90.0] * 5 + [np.nan]}}, r"block_gain_db\[1\]\[5\] = nan"),
+        ({"block_gain_db": {2: [-90.0, 25.0] + [-90.0] * 4}}, r"block_gain_db\[2\]\[1\] = 25.0"),
+        ({"block_gain_db": {2: [-251.0] + [-90.0] * 5}}, r"\[-250, 20\] dB"),
+        ({"block_gain_db": {9: [-90.0] * 6}}, r"block_gain_db: device id 9: not in the scenario"),
+        ({"block_gain_db": [[-90.0] * 6]}, r"block_gain_db: need a mapping"),
+        ({"gain_db": {0: 1e300}}, r"gain_db\[0\] = 1e\+300: need a finite number in \[-200, 0\]"),
+        ({"gain_db": {0: 10**400}}, r"gain_db\[0\] = 10000000\.\.\. \(401 digits\)"),
+        ({"gain_db": {1: 0.5}}, r"gain_db\[1\] = 0.5: .*\[-200, 0\] dB"),
+        ({"gain_db": {1: -200.5}}, r"gain_db\[1\] = -200.5"),
+    ],
+)
+def test_step_checks_gains_against_the_valid_ranges(kwargs, match):
+    scn = with_resource_blocks(Scenario.default(3, seed=0), 6, seed=0)
+    alloc = Allocator(scn, "fast")
+    with pytest.raises(SolverArgumentError, match=match):
+        alloc.step(**kwargs)
+    with pytest.raises(ScenarioError, match=match):
+        scn.for_round(None, kwargs.get("gain_db"), kwargs.get("block_gain_db"))
+    assert alloc.history == []
+
+
+def test_block_gains_without_resource_blocks_are_refused():
+    alloc = Allocator(Scenario.default(3, seed=0))
+    with pytest.raises(SolverArgumentError, match="block_gain_db: the scenario has no resource"):
+        alloc.step(block_gain_db={0: [-90.0] * 3})
+
+
+@pytest.mark.filterwarnings("error")
+@pytest.mark.parametrize("solver", ["fast", "bcd", "exact"])
+def test_no_warning_at_the_edges_of_the_valid_gains(solver):
+    # A gain of 1e300 dB used to end as status "failed" with RuntimeWarnings; the edges of the
+    # valid range must solve without any warning.
+    scn = Scenario.default(5, seed=4)
+    alloc = Allocator(scn, solver)
+    for edge in (-200.0, 0.0):
+        gains = {0: edge, 2: -200.0 - edge, 4: edge}
+        res = alloc.step(gain_db=gains, devices=[4, 0, 2])
+        assert res.success, res.message
+        assert res.objective == pytest.approx(
+            solve(scn.for_round([4, 0, 2], gains), solver).objective, rel=1e-3
+        )
+
+
+@pytest.mark.filterwarnings("error")
+@pytest.mark.parametrize("solver", ["fast", "bcd", "greedy"])
+def test_no_warning_at_the_edges_of_the_valid_block_gains(solver):
+    scn = with_resource_blocks(Scenario.default(3, seed=5), 6, seed=5)
+    alloc = Allocator(scn, solver)
+    for rows in ({0: [20.0] * 6, 1: [20.0, -250.0] * 3}, {1: [-250.0] * 6}):
+        # All of device 1's blocks at -250 dB: its powers are ~1e-12 of its block levels, which
+        # used to break its power cap by rounding and end "failed".
+        res = alloc.step(block_gain_db=rows, gain_db={2: 0.0})
+        assert res.success, res.message
+        _disjoint_blocks(res, scn.devices.ids, 6)
+
+
+def test_allocator_checks_options_like_solve():
+    blocks = with_resource_blocks(Scenario.default(3, seed=0), 6, seed=0)
+    # The block versions take max_iter and polish, not the continuous options.
+    with pytest.raises(SolverArgumentError, match="tol=0.1: not an option of solver 'bcd'"):
+        Allocator(blocks, "bcd", tol=0.1)
+    with pytest.raises(SolverArgumentError, match="does not support resource blocks"):
+        Allocator(blocks, "power-only")
+    with pytest.raises(SolverArgumentError, match="block_size: set by the Allocator"):
+        Allocator(Scenario.default(3), "bcd", block_size=8)
+    alloc = Allocator(blocks, "bcd", polish=0)
+    assert alloc.step(devices=[2, 0]).success
+    # The message lists the options left to the user, not the managed ones.
+    with pytest.raises(SolverArgumentError, match="valid options: max_iter, polish, rtol, "):
+        Allocator(Scenario.default(3), "fast", tool=1)

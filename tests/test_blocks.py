@@ -78,6 +78,29 @@ def test_max_rate_matches_a_generic_convex_solver(budget: float) -> None:
     assert waterfill(levels[None, :], r, W).power_w[0] == pytest.approx(budget, rel=1e-10)
 
 
+@pytest.mark.parametrize("active", [1, 3])
+def test_water_filling_keeps_its_digits_on_a_deep_fade(active: int) -> None:
+    # At block gains of -250 dB the levels are ~1e11 W and the powers ~0.1 W: forming the water
+    # level L and subtracting lost the power's digits (a returned allocation broke its power
+    # cap by 7e-4 and the solve ended "failed"). The closed forms are log1p/expm1 of the
+    # small quantities instead.
+    base = 1.3e11
+    levels = base * (1.0 + np.array([0.0, 3e-13, 6e-13, 1e-6])[: active + 1])
+    if active == 1:
+        levels = levels[:1]
+    budget = 0.2
+    r = max_rate_bps(levels[None, :], np.array([budget]), W)
+    want = W * np.sum(np.log1p(budget / active / levels[:active])) / LN2  # ~equal split
+    assert r[0] == pytest.approx(want, rel=1e-9)
+    fill = waterfill(levels[None, :], r, W)
+    assert fill.active[0] == active
+    assert fill.power_w[0] == pytest.approx(budget, rel=1e-12)
+    per_block = fill.block_power(levels[None, :])[0]
+    assert per_block.sum() == pytest.approx(budget, rel=1e-12)
+    got = W * np.sum(np.log1p(per_block / levels)) / LN2
+    assert got == pytest.approx(r[0], rel=1e-12)
+
+
 def test_round_time_is_the_minimum_of_v() -> None:
     scn = small(4, omega=0.3)
     prob = BlockProblem(scn, reference(scn))

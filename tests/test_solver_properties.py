@@ -20,6 +20,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from sflam_opt.blocks import with_resource_blocks
 from sflam_opt.costs import equal_allocation, evaluate
 from sflam_opt.scenario import Devices, Scenario
 from sflam_opt.solvers import STATUSES, available_solvers, solve
@@ -194,3 +195,35 @@ def test_a_numerical_failure_of_the_continuous_block_is_failed_not_infeasible(mo
     for name in ("fast", "exact"):
         res = solve(scn, name)
         assert res.status == "failed", (name, res.message)
+
+
+#: Per-block gains across their valid range (docs/formulation.md §11), dB.
+BLOCK_GAIN_DB = (-250.0, 20.0)
+BLOCK_SOLVERS = ("equal", "round-robin", "greedy", "fast", "bcd")
+
+
+def random_block_scenario(seed: int) -> Scenario:
+    """A valid resource-block scenario from ``seed``: block gains drawn over the whole range.
+
+    Every third draw puts one device's blocks all at the bottom of the range (a deep fade), where
+    the block levels are ~1e11 W and the powers below 1 W.
+    """
+    rng = np.random.default_rng(1000 + seed)
+    n = int(rng.integers(1, 5))
+    m = n + int(rng.integers(0, 5))
+    scn = with_resource_blocks(Scenario.default(n, seed=seed), m, seed=seed)
+    rows = rng.uniform(*BLOCK_GAIN_DB, (n, m))
+    if seed % 3 == 0:
+        rows[0] = BLOCK_GAIN_DB[0]
+    return scn.with_gains(block_gain_db=dict(zip(scn.devices.ids, rows, strict=True)))
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_every_block_solver_solves_valid_block_scenarios(seed):
+    # No constraints, so every valid block scenario is feasible: anything but success is a
+    # numerical failure (the deep-fade draws used to end "failed" over a power cap).
+    scn = random_block_scenario(seed)
+    for name in BLOCK_SOLVERS:
+        assert check_solver(scn, name) in ("optimal", "converged"), name
+    if scn.n_devices ** scn.resource_blocks.count <= 20_000:
+        assert check_solver(scn, "exact") == "optimal"

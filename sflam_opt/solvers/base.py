@@ -10,7 +10,7 @@ from __future__ import annotations
 import inspect
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -29,13 +29,17 @@ __all__ = [
     "SolveResult",
     "SolverFunc",
     "available_solvers",
+    "check_options",
     "check_start_bits",
     "check_tolerance",
     "get_block_solver",
     "get_solver",
     "register_block_solver",
+    "register_builtins",
     "register_solver",
     "solve",
+    "solver_for",
+    "solver_options",
 ]
 
 logger = logging.getLogger(__name__)
@@ -74,7 +78,8 @@ class SolveResult:
     evaluation : Evaluation or None
         Full cost breakdown and constraint check of ``allocation``.
     info : dict
-        Solver-specific diagnostics (e.g. stall escapes, Dinkelbach steps, fallbacks).
+        Solver-specific diagnostics (e.g. stall escapes, Dinkelbach steps, fallbacks); the keys
+        of each solver, with their meaning, are listed in :mod:`sflam_opt.solvers.info`.
     """
 
     allocation: Allocation | None
@@ -182,15 +187,22 @@ def register_solver(name: str, description: str = "") -> Callable[[SolverFunc], 
     return deco
 
 
+def _builtins() -> None:
+    # The explicit table of built-in solvers, loaded on first use rather than with the package:
+    # it imports CVXPY, which would add about half a second to every CLI command, most of which
+    # never solve anything.
+    from sflam_opt.solvers import registry  # noqa: F401
+
+
 def available_solvers() -> dict[str, str]:
     """Registered solver names with a one-line description each."""
-    _load_all()
+    _builtins()
     return dict(sorted(_DESCRIPTIONS.items()))
 
 
 def get_solver(name: str) -> SolverFunc:
     """The solver registered as ``name``; SolverArgumentError listing valid names otherwise."""
-    _load_all()
+    _builtins()
     if not isinstance(name, str) or name not in _REGISTRY:
         raise SolverArgumentError(
             f"solver={name!r}: unknown solver; choose one of {', '.join(sorted(_REGISTRY))}"
@@ -211,7 +223,7 @@ def get_block_solver(name: str) -> SolverFunc:
     SolverArgumentError
         If ``name`` has none; the message names the solvers that have one.
     """
-    _load_all()
+    _builtins()
     if name not in _BLOCK_REGISTRY:
         raise SolverArgumentError(
             f"solver={name!r}: does not support resource blocks; choose one of "
@@ -220,17 +232,98 @@ def get_block_solver(name: str) -> SolverFunc:
     return _BLOCK_REGISTRY[name]
 
 
-def _load_all() -> None:
-    # Importing the modules registers their solvers; done lazily so that importing sflam_opt
-    # stays cheap and the registry has no import cycle with the solver modules.
-    import importlib
+def register_builtins(
+    solvers: Mapping[str, SolverFunc],
+    block_solvers: Mapping[str, SolverFunc],
+    descriptions: Mapping[str, str],
+) -> None:
+    """Register the built-in solver tables of :mod:`sflam_opt.solvers.registry`.
 
-    for mod in ("baselines", "fast", "exact", "bcd", "matching"):
-        try:
-            importlib.import_module(f"sflam_opt.solvers.{mod}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"sflam_opt.solvers.{mod}":
-                raise
+    A solver that its module also registers by decorator must be the same function; a solver of
+    an ``sflam_opt`` module registered by decorator but missing from the table is an error, so
+    the table stays the complete list of built-ins.
+
+    Raises
+    ------
+    RuntimeError
+        If the table and the registry disagree (a programming error, found at import).
+    """
+    missing = sorted(
+        k
+        for k, f in _REGISTRY.items()
+        if k not in solvers and f.__module__.startswith("sflam_opt.")
+    )
+    if missing:
+        raise RuntimeError(f"solvers {missing} are registered but not in the SOLVERS table")
+    for name, func in solvers.items():
+        register_solver(name, descriptions.get(name, ""))(func)
+    for name, func in block_solvers.items():
+        if name not in solvers:
+            raise RuntimeError(f"block solver {name!r} has no solver of that name")
+        register_block_solver(name, func)
+
+
+def solver_for(scenario: Scenario, name: str) -> SolverFunc:
+    """The function that :func:`solve` runs for solver ``name`` on this scenario.
+
+    The resource-block version (``docs/formulation.md`` §10) when the scenario has blocks.
+
+    Raises
+    ------
+    SolverArgumentError
+        Unknown name, or a block scenario and a solver without a block version.
+    """
+    func = get_solver(name)
+    return get_block_solver(name) if scenario.resource_blocks is not None else func
+
+
+def solver_options(func: SolverFunc) -> tuple[str, ...] | None:
+    """The keyword-only options of a solver function; None if it takes any (``**options``)."""
+    params = inspect.signature(func).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    return tuple(p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY)
+
+
+def check_options(
+    name: str,
+    func: SolverFunc,
+    options: Mapping[str, Any],
+    reserved: Mapping[str, str] | None = None,
+) -> None:
+    """The one check of solver options, shared by :func:`solve` and the Allocator.
+
+    Parameters
+    ----------
+    name : str
+        Registered solver name (for the message).
+    func : SolverFunc
+        The function that will run (:func:`solver_for`).
+    options : mapping
+        The options given.
+    reserved : mapping of str to str, optional
+        Options the caller sets itself, each with who sets it (e.g. ``"the Allocator"``):
+        giving one is an error, and they are left out of the list of valid options.
+
+    Raises
+    ------
+    SolverArgumentError
+        ``"key=value: not an option of solver 'name'; valid options: ..."``, or naming a
+        reserved option and who sets it.
+    """
+    reserved = reserved or {}
+    valid = solver_options(func)
+    for key in options:
+        if key in reserved:
+            raise SolverArgumentError(
+                f"{key}: set by {reserved[key]} each round; leave it out of the options"
+            )
+        if valid is not None and key not in valid:
+            shown = [k for k in valid if k not in reserved]
+            raise SolverArgumentError(
+                f"{key}={options[key]!r}: not an option of solver {name!r}; valid options: "
+                f"{', '.join(shown) or 'none'}"
+            )
 
 
 def solve(scenario: Scenario, solver: str = "bcd", **options: Any) -> SolveResult:
@@ -259,10 +352,8 @@ def solve(scenario: Scenario, solver: str = "bcd", **options: Any) -> SolveResul
     """
     if not isinstance(scenario, Scenario):
         raise SolverArgumentError(f"scenario: expected a Scenario, got {type(scenario).__name__}")
-    func = get_solver(solver)
-    if scenario.resource_blocks is not None:
-        func = get_block_solver(solver)
-    _check_options(solver, func, options)
+    func = solver_for(scenario, solver)
+    check_options(solver, func, options)
     t0 = time.perf_counter()
     why = target_infeasibility(scenario)
     try:
@@ -315,19 +406,6 @@ def check_tolerance(value: Any, name: str, *, upper: float, example: str) -> flo
         error=SolverArgumentError,
         hint=f", e.g. {example}",
     )
-
-
-def _check_options(name: str, func: SolverFunc, options: dict[str, Any]) -> None:
-    params = inspect.signature(func).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return
-    valid = [k for k, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY]
-    for key in options:
-        if key not in valid:
-            raise SolverArgumentError(
-                f"{key}={options[key]!r}: not an option of solver {name!r}; valid options: "
-                f"{', '.join(valid) or 'none'}"
-            )
 
 
 def check_start_bits(scenario: Scenario, start_bits: ArrayLike) -> NDArray[np.int64]:
