@@ -130,10 +130,12 @@ def check_update(frame: bytes, shapes: Sequence[tuple[int, ...]], bits: int) -> 
             raise DataError(
                 f"update[{i}] is packed at {q.bits} bits; the node was allocated {bits}"
             )
-    values = [dequantize(q) for q in tensors]
-    for i, (q, v) in enumerate(zip(tensors, values, strict=True)):
-        if not (math.isfinite(q.lo) and math.isfinite(q.hi)) or not np.isfinite(v).all():
+    values = []
+    for i, q in enumerate(tensors):
+        v = dequantize(q) if math.isfinite(q.lo) and math.isfinite(q.hi) else None
+        if v is None or not np.isfinite(v).all():
             raise DataError(f"update[{i}] holds NaN or infinite values")
+        values.append(v)
     # The codec's exact-length parsing makes this hold once the checks above pass; it stays as
     # the statement of the rule, next to the reply's own uplink-bytes claim.
     want = expected_frame_nbytes(shapes, bits)
