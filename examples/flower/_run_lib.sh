@@ -21,7 +21,9 @@ need_count() {  # need_count NAME VALUE MIN: a whole number >= MIN, else exit 2
 }
 
 find_tools() {  # Flower's commands and the Python of the same environment
-  local tool
+  local tool venv="$HERE/../../.venv/bin"
+  # Not activated: the repository's .venv, as the README's install command makes it.
+  command -v flwr >/dev/null || { [ -x "$venv/flwr" ] && PATH="$(cd "$venv" && pwd):$PATH"; }
   for tool in flwr flower-superlink "$@"; do
     command -v "$tool" >/dev/null ||
       die "$tool not found: activate the environment made with pip install -e '.[flower]'" 2
@@ -107,6 +109,7 @@ on_exit() {
   local rc=$?
   trap - EXIT INT TERM
   stop_all
+  if declare -F extra_cleanup >/dev/null; then extra_cleanup; fi
   if [ -n "$WORK" ]; then
     if ((rc == 0 && !KEEP_WORK)); then rm -rf "$WORK"; else echo "logs: $WORK" >&2; fi
   fi
