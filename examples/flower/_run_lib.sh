@@ -20,6 +20,13 @@ need_count() {  # need_count NAME VALUE MIN: a whole number >= MIN, else exit 2
     die "$1=$2: need a whole number >= $3 (usage: $USAGE)" 2
 }
 
+parse_counts() {  # parse_counts "$@": NODES (>= 2) and ROUNDS (>= 1) from the first two arguments
+  (($# >= 2)) || die "NODES and ROUNDS are required (usage: $USAGE)" 2
+  need_count NODES "$1" 2
+  need_count ROUNDS "$2" 1
+  NODES=$((10#$1)) ROUNDS=$((10#$2))
+}
+
 find_tools() {  # Flower's commands and the Python of the same environment
   local tool venv="$HERE/../../.venv/bin"
   # Not activated: the repository's .venv, as the README's install command makes it.

@@ -15,10 +15,7 @@
 USAGE="bash examples/flower/deploy.sh NODES ROUNDS [KEY=VALUE ...]"
 source "$(dirname "${BASH_SOURCE[0]}")/_run_lib.sh"
 
-(($# >= 2)) || die "NODES and ROUNDS are required (usage: $USAGE)" 2
-need_count NODES "$1" 2
-need_count ROUNDS "$2" 1
-NODES=$((10#$1)) ROUNDS=$((10#$2))
+parse_counts "$@"
 shift 2
 find_tools flower-supernode
 pick_ports $((NODES + 1))

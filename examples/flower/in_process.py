@@ -23,8 +23,8 @@ os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the app's package, as flwr run does
 
 from flwr.app import Context, RecordDict  # noqa: E402
-
 from sflam_flower import client_app, client_app_mod, server_app, task  # noqa: E402
+
 from sflam_opt.integrations.flower.testing import InProcessGrid  # noqa: E402
 
 

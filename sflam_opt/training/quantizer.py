@@ -43,26 +43,24 @@ __all__ = [
 
 
 def quantize(x: Tensor, bits: int, generator: torch.Generator | None = None) -> QuantizedTensor:
-    """Stochastically quantize ``x`` to ``bits`` bits over its range and pack the codes.
+    """:func:`sflam_opt.codec.quantize` of a tensor, rounding with torch's generator.
 
     Parameters
     ----------
     x : Tensor, any shape
-        Values to send (any float dtype, any device; computed in float32).
+        Values to send (any float dtype, any device; computed in float32 on the CPU).
     bits : int
         1..16, or 32 for an exact fp32 passthrough.
     generator : torch.Generator, optional
-        Source of the rounding randomness (on ``x``'s device); same seed, same codes.
+        Source of the rounding draws, on ``x``'s device (same seed, same codes), advanced exactly
+        as the torch quantizer before the codec did: by ``x.numel()`` draws when the range is not
+        a single value, else not at all.
 
     Returns
     -------
     QuantizedTensor
-        Unbiased: ``E[dequantize(quantize(x, b))] == x``.
-
-    Raises
-    ------
-    TrainingConfigError
-        ``bits`` is unsupported, or ``x`` holds NaN or infinite values.
+        Unbiased: ``E[dequantize(quantize(x, b))] == x``. Raises ``TrainingConfigError`` for an
+        unsupported ``bits`` or non-finite ``x``.
     """
     bits = _check_bits(bits)
     with torch.no_grad():

@@ -12,8 +12,7 @@ from __future__ import annotations
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from sflam_flower import task
-from sflam_flower.client_app import channel
+from sflam_flower.client_app import channel, local_training
 from sflam_opt.integrations.flower import sflam_mod
 
 app = ClientApp(mods=[sflam_mod])
@@ -22,14 +21,8 @@ app.query("channel")(channel)
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    cfg = task.config(context.run_config)
-    device = int(context.node_config["partition-id"])
-    rnd = int(msg.content["config"]["server-round"])
-    model = task.make_model(int(cfg["seed"]))
-    model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
-    x, y = task.partition(device, int(cfg["num-devices"]), int(cfg["seed"]))
-    loss = task.train(model, x, y, cfg, seed=1000 * rnd + device)
-    metrics = MetricRecord({"num-examples": len(x), "train-loss": loss})
+    model, n, loss = local_training(msg, context)
+    metrics = MetricRecord({"num-examples": n, "train-loss": loss})
     return Message(
         RecordDict({"arrays": ArrayRecord(model.state_dict()), "metrics": metrics}), reply_to=msg
     )
