@@ -82,6 +82,21 @@ def test_state_frame_is_that_of_the_former_transport():
     np.testing.assert_array_equal(got["h"], x[:2].to(torch.float16).float().numpy())
 
 
+@pytest.mark.parametrize("bits", [1, 3, 7, 8, 11, 16, 32])
+def test_the_numpy_and_torch_quantizers_are_twins(bits):
+    """Given torch's uniform draws, codec.quantize packs exactly what the torch quantizer does."""
+    rng = np.random.default_rng(bits)
+    for shape, scale in (((9, 31), 1.0), ((4000,), 1e-3), ((2, 3, 5), 1e3)):
+        x = torch.from_numpy(rng.normal(scale=scale, size=shape).astype(np.float32))
+        for values in (x, torch.relu(x), x.to(torch.float64)):
+            q = quantize(values, bits, torch.Generator().manual_seed(1))
+            gen = torch.Generator().manual_seed(1)
+            draws = lambda n, gen=gen: torch.rand(n, generator=gen).numpy()  # noqa: E731
+            twin = codec.quantize(values.numpy(), bits, draws)
+            assert twin.to_bytes() == q.to_bytes()
+            np.testing.assert_array_equal(codec.dequantize(twin), dequantize(q).numpy())
+
+
 def test_numpy_generator_quantizes_reproducibly_and_unbiased():
     x = np.random.default_rng(1).normal(size=4000).astype(np.float32)
     a = codec.quantize(x, 3, np.random.default_rng(7))

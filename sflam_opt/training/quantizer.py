@@ -1,10 +1,10 @@
-"""Stochastic b-bit activation quantizer with dense bit packing: torch over :mod:`sflam_opt.codec`.
+"""Stochastic b-bit activation quantizer on torch tensors, over :mod:`sflam_opt.codec`.
 
-The quantizer, the bit packing and the wire format live in the torch-free :mod:`sflam_opt.codec`
-(its docstring states the format; docs/formulation.md §2-§3 the model). This module gives the
-trainer the same operations on torch tensors: :func:`quantize` draws its rounding noise from a
-``torch.Generator`` on the tensor's device, so a seeded run draws what it always drew, and
-:func:`dequantize` returns a tensor. Every other name is the codec's, re-exported.
+The bit packing, :class:`QuantizedTensor` and the wire format live in the torch-free
+:mod:`sflam_opt.codec` (its docstring states the format; docs/formulation.md §2-§3 the model),
+re-exported here. :func:`quantize` computes the codes with torch ops on the tensor's device and
+draws its rounding noise from a ``torch.Generator`` (so a seeded run draws what it always drew),
+then packs them with the codec; :func:`dequantize` returns a tensor.
 
 Each activation tensor ``a`` (``d`` values per sample) is quantized over its own range with
 ``2**b`` levels spaced ``Delta``, unbiased, with ``E||Q(a) - a||^2 <= d Delta**2 / 4`` per sample;
@@ -15,11 +15,12 @@ fp32 passthrough.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from torch import Tensor
 
-from sflam_opt import codec
 from sflam_opt.codec import (
     FP32_BITS,
     MAX_BITS,
@@ -29,6 +30,7 @@ from sflam_opt.codec import (
     packed_nbytes,
     unpack_codes,
 )
+from sflam_opt.errors import TrainingConfigError
 
 __all__ = [
     "FP32_BITS",
@@ -43,34 +45,63 @@ __all__ = [
 
 
 def quantize(x: Tensor, bits: int, generator: torch.Generator | None = None) -> QuantizedTensor:
-    """:func:`sflam_opt.codec.quantize` of a tensor, rounding with torch's generator.
+    """Stochastically quantize ``x`` to ``bits`` bits over its range and pack the codes.
+
+    The torch twin of :func:`sflam_opt.codec.quantize`: the codes are computed with torch ops on
+    ``x``'s device (so the float scratch stays torch memory, as ``sflam-opt memory`` counts it,
+    and on the GPU for a GPU tensor) and packed by the codec. Given the same uniform draws both
+    give the same bytes (tests/test_codec.py).
 
     Parameters
     ----------
     x : Tensor, any shape
-        Values to send (any float dtype, any device; computed in float32 on the CPU).
+        Values to send (any float dtype, any device; computed in float32).
     bits : int
         1..16, or 32 for an exact fp32 passthrough.
     generator : torch.Generator, optional
-        Source of the rounding draws, on ``x``'s device (same seed, same codes), advanced exactly
-        as the torch quantizer before the codec did: by ``x.numel()`` draws when the range is not
-        a single value, else not at all.
+        Source of the rounding randomness (on ``x``'s device); same seed, same codes.
 
     Returns
     -------
     QuantizedTensor
-        Unbiased: ``E[dequantize(quantize(x, b))] == x``. Raises ``TrainingConfigError`` for an
-        unsupported ``bits`` or non-finite ``x``.
+        Unbiased: ``E[dequantize(quantize(x, b))] == x``.
+
+    Raises
+    ------
+    TrainingConfigError
+        ``bits`` is unsupported, or ``x`` holds NaN or infinite values.
     """
     bits = _check_bits(bits)
     with torch.no_grad():
-        values = x.detach().to(torch.float32)
-
-        def uniform(n: int) -> np.ndarray:
-            draw = torch.rand(n, generator=generator, device=values.device, dtype=torch.float32)
-            return draw.cpu().numpy()
-
-        return codec.quantize(values.cpu().numpy(), bits, uniform)
+        flat = x.detach().reshape(-1).to(torch.float32)
+        shape = tuple(int(s) for s in x.shape)
+        if bits == FP32_BITS:
+            payload = flat.cpu().numpy().astype("<f4", copy=False).tobytes()
+            return QuantizedTensor(bits=bits, shape=shape, lo=0.0, hi=0.0, payload=payload)
+        if flat.numel() == 0:
+            return QuantizedTensor(bits=bits, shape=shape, lo=0.0, hi=0.0, payload=b"")
+        lo_t, hi_t = torch.aminmax(flat)
+        lo, hi = float(lo_t), float(hi_t)
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            raise TrainingConfigError(
+                f"x holds non-finite values (range [{lo}, {hi}]) and cannot be quantized; "
+                "training diverged: lower the learning rate"
+            )
+        levels = 2**bits - 1
+        if hi > lo:
+            # t in [0, levels]; floor(t + U), U ~ U[0, 1), rounds up with probability frac(t).
+            t = (flat - lo_t) * (levels / (hi - lo))
+            t.add_(torch.rand(t.shape, generator=generator, device=t.device, dtype=t.dtype))
+            codes_t = t.floor_().clamp_(0, levels)
+        else:
+            codes_t = torch.zeros_like(flat)
+        dtype = torch.uint8 if bits <= 8 else torch.int32
+        codes = codes_t.to(dtype).cpu().numpy()
+        if bits > 8:
+            codes = codes.astype(np.uint16)
+        return QuantizedTensor(
+            bits=bits, shape=shape, lo=lo, hi=hi, payload=pack_codes(codes, bits)
+        )
 
 
 def dequantize(q: QuantizedTensor, device: torch.device | str | None = None) -> Tensor:
@@ -87,4 +118,15 @@ def dequantize(q: QuantizedTensor, device: torch.device | str | None = None) -> 
     -------
     Tensor, float32, shape ``q.shape``
     """
-    return torch.from_numpy(codec.dequantize(q)).to(device)
+    bits = _check_bits(q.bits)
+    n = q.numel
+    if bits == FP32_BITS:
+        values = np.frombuffer(q.payload, dtype="<f4", count=n).astype(np.float32)
+        return torch.from_numpy(values).reshape(q.shape).to(device)
+    codes = unpack_codes(q.payload, n, bits)
+    codes_t = torch.from_numpy(codes.astype(np.int32) if bits > 8 else codes).to(device)
+    lo = torch.tensor(q.lo, dtype=torch.float32)
+    hi = torch.tensor(q.hi, dtype=torch.float32)
+    step = float(hi - lo) / (2**bits - 1)
+    out = codes_t.to(torch.float32).mul_(step).add_(lo.to(codes_t.device))
+    return out.reshape(q.shape)
