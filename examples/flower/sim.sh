@@ -26,7 +26,7 @@ extra_cleanup() {  # called by on_exit after stop_all
   for d in /proc/[0-9]*; do
     pid=${d#/proc/}
     [ "$pid" = "$$" ] && continue
-    tr '\0' ' ' <"$d/cmdline" 2>/dev/null | grep -qF -- "$RAY_TMPDIR" && kill -KILL "$pid" 2>/dev/null
+    { tr '\0' ' ' <"$d/cmdline"; } 2>/dev/null | grep -qF -- "$RAY_TMPDIR" && kill -KILL "$pid" 2>/dev/null
   done
 }
 t0=$EPOCHREALTIME
