@@ -272,19 +272,20 @@ def test_a_node_that_does_not_answer_the_query_is_left_out(caplog):
     with caplog.at_level(logging.WARNING):
         run(strat, grid=grid, rounds=1)
     rec = strat.history[0]
-    assert set(rec.left_out) == {silent, grid.node_ids[4]}
+    ids = grid.node_ids
+    # Left out at the channel query (1, 4) and, after training, at the aggregation (3, 5).
+    assert set(rec.left_out) == {silent, ids[4], ids[3], ids[5]}
     assert "no answer" in rec.left_out[silent]
-    assert "99" in rec.left_out[grid.node_ids[4]]
+    assert "99" in rec.left_out[ids[4]]
     assert sorted(rec.device_ids) == [0, 2, 3, 5]
     assert rec.allocation.bandwidth_hz.sum() == pytest.approx(scn.system.bandwidth_hz, rel=1e-6)
     trained = {d.node_id for d in grid.log if d.message.metadata.message_type == MessageType.TRAIN}
-    assert silent not in trained and grid.node_ids[4] not in trained
+    assert silent not in trained and ids[4] not in trained
     assert sorted(rec.aggregated) == [0, 2]  # 5 crashed in training, 3 sent a truncated frame
+    assert "out of memory" in rec.left_out[ids[5]]
+    assert "does not decode" in rec.left_out[ids[3]]
     assert f"node {silent} left out" in caplog.text
-    corrupt_line = [
-        ln for ln in caplog.text.splitlines() if f"node {grid.node_ids[3]} ignored" in ln
-    ]
-    assert len(corrupt_line) == 1 and "corrupt" in corrupt_line[0]
+    assert f"node {ids[3]} left out: update frame does not decode" in caplog.text
 
 
 def test_an_infeasible_round_falls_back_to_the_equal_allocation(caplog):

@@ -13,6 +13,8 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 #: Makes ``import torch`` / ``import sklearn`` fail as when they are not installed.
@@ -106,3 +108,28 @@ def test_readme_install_command_still_installs_the_extra():
     readme = (ROOT / "README.md").read_text()
     block = readme.split("<!-- ci:install -->", 1)[1]
     assert "pip install -e '.[dev]'" in block.split("```")[1]
+
+
+def test_flower_server_side_works_without_torch():
+    """A Flower host without torch decodes and checks updates (the codec is numpy only)."""
+    proc = _run(
+        """
+import numpy as np
+from sflam_opt.integrations.flower import SflamStrategy, pack_update, sflam_mod, unpack_update
+from sflam_opt.integrations.flower.validation import check_update
+frame, _ = pack_update([np.ones((3, 4), np.float32)], 4, seed=0)
+assert len(check_update(frame, [(3, 4)], 4)) == 1
+assert "torch" not in sys.modules
+print("ok")
+"""
+    )
+    if "No module named 'flwr'" in proc.stderr:
+        pytest.skip("Flower is not installed: pip install 'sflam-opt[flower]'")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"
+
+
+def test_flower_extras_keep_torch_and_ray_apart():
+    extras = _project()["optional-dependencies"]
+    assert "torch" not in _names(extras["flower"]) and "flwr" in _names(extras["flower"])
+    assert any(r.startswith("flwr[simulation]") for r in extras["flower-sim"])

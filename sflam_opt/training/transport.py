@@ -11,11 +11,11 @@ half of a protocol (:mod:`.protocols.roles`) only ever call
 
 A message is a float tensor (sent as fp32), an integer tensor (labels), a
 :class:`~sflam_opt.training.quantizer.QuantizedTensor` (sent as its packed codes), or a state dict
-(name -> tensor). :func:`encode` turns a message into one self-describing byte frame and
-:func:`decode` turns it back; the transport counts ``len(frame)`` and the *payload* part of it
-(the bytes docs/formulation.md §2 counts: packed codes + 8 range bytes per quantized tensor, 4 bytes
-per fp32 value, the raw integers of labels). The
-remainder is framing: a tag byte, shapes, names. Kinds outside :data:`KINDS` (``"stats"``: the
+(name -> tensor). :func:`encode` turns a message into one self-describing byte frame of the
+torch-free :mod:`sflam_opt.codec` (which defines the format) and :func:`decode` turns it back; the
+transport counts ``len(frame)`` and the *payload* part of it (the bytes docs/formulation.md §2
+counts: packed codes + 8 range bytes per quantized tensor, 4 bytes per fp32 value, the raw
+integers of labels). The remainder is framing: a tag byte, shapes, names. Kinds outside :data:`KINDS` (``"stats"``: the
 training loss and gradient norms a device reports for the round's statistics; ``"control"``: round
 plans of the multi-process runner) cross the link uncounted, since the simulated link does not
 carry them.
@@ -29,7 +29,6 @@ frames between processes with torch.distributed.
 from __future__ import annotations
 
 import logging
-import struct
 import time
 from abc import ABC, abstractmethod
 from collections import deque
@@ -41,8 +40,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from sflam_opt import codec
+from sflam_opt.codec import Frame, QuantizedTensor
 from sflam_opt.errors import DataError
-from sflam_opt.training.quantizer import QuantizedTensor, quantize
 
 __all__ = [
     "ALL_KINDS",
@@ -69,54 +69,35 @@ ALL_KINDS = (*KINDS, "stats", "control")
 #: ``"up"``: a device sends to the server; ``"down"``: the server sends to a device.
 Direction: TypeAlias = Literal["up", "down"]
 
-_TAG_QUANT = b"Q"  # QuantizedTensor frame (fp32 tensors travel as its 32-bit passthrough)
-_TAG_FLOAT = b"F"  # float tensor, sent as fp32 and decoded back to a Tensor
-_TAG_INT = b"I"  # integer tensor
-_TAG_STATE = b"S"  # state dict
+# Integer dtypes an integer frame carries, in the codec's wire-code order (codec.INT_DTYPES).
 _INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.bool)
-_NP_INT = {
-    torch.uint8: "u1",
-    torch.int8: "i1",
-    torch.int16: "<i2",
-    torch.int32: "<i4",
-    torch.int64: "<i8",
-    torch.bool: "?",
-}
-_U8 = struct.Struct("<B")
-_U16 = struct.Struct("<H")
-_U32 = struct.Struct("<I")
 
 
-@dataclass(frozen=True)
-class Frame:
-    """One encoded message.
-
-    Attributes
-    ----------
-    data : bytes
-        The bytes that cross the link.
-    payload_nbytes : int
-        The part of ``data`` docs/formulation.md §2 counts (values, packed codes and ranges);
-        ``len(data) - payload_nbytes`` is framing.
-    """
-
-    data: bytes
-    payload_nbytes: int
+def _to_numpy(message: Message) -> QuantizedTensor | np.ndarray | dict[str, Any]:
+    if isinstance(message, QuantizedTensor):
+        return message
+    if isinstance(message, Tensor):
+        t = message.detach()
+        if t.dtype in _INT_DTYPES:
+            return t.cpu().contiguous().numpy()
+        if not t.is_floating_point():
+            raise DataError(f"transport: cannot send a tensor of dtype {t.dtype}")
+        return t.to(torch.float32).cpu().numpy()
+    if isinstance(message, Mapping):
+        return {name: _to_numpy(value) for name, value in message.items()}
+    raise DataError(f"transport: cannot send a message of type {type(message).__name__}")
 
 
-def _int_frame(t: Tensor) -> Frame:
-    raw = t.detach().cpu().contiguous().numpy().astype(_NP_INT[t.dtype], copy=False).tobytes()
-    head = (
-        _TAG_INT
-        + _U8.pack(_INT_DTYPES.index(t.dtype))
-        + _U8.pack(t.dim())
-        + b"".join(_U32.pack(s) for s in t.shape)
-    )
-    return Frame(head + raw, len(raw))
+def _to_torch(value: Any, device: torch.device | str | None) -> Message:
+    if isinstance(value, QuantizedTensor):
+        return value
+    if isinstance(value, dict):
+        return {name: _to_torch(v, device) for name, v in value.items()}
+    return torch.from_numpy(value).to(device)
 
 
 def encode(message: Message) -> Frame:
-    """Serialize a message into one frame.
+    """Serialize a message into one frame (the format of :mod:`sflam_opt.codec`).
 
     Parameters
     ----------
@@ -128,25 +109,7 @@ def encode(message: Message) -> Frame:
     -------
     Frame
     """
-    if isinstance(message, QuantizedTensor):
-        return Frame(_TAG_QUANT + message.to_bytes(), message.nbytes)
-    if isinstance(message, Tensor):
-        if message.dtype in _INT_DTYPES:
-            return _int_frame(message)
-        if not message.is_floating_point():
-            raise DataError(f"transport: cannot send a tensor of dtype {message.dtype}")
-        q = quantize(message, 32)
-        return Frame(_TAG_FLOAT + q.to_bytes(), q.nbytes)
-    if isinstance(message, Mapping):
-        parts = [_TAG_STATE, _U32.pack(len(message))]
-        payload = 0
-        for name, tensor in message.items():
-            key = str(name).encode("utf-8")
-            sub = encode(tensor)
-            parts += [_U16.pack(len(key)), key, _U32.pack(len(sub.data)), sub.data]
-            payload += sub.payload_nbytes
-        return Frame(b"".join(parts), payload)
-    raise DataError(f"transport: cannot send a message of type {type(message).__name__}")
+    return codec.encode(_to_numpy(message))
 
 
 def decode(data: bytes, device: torch.device | str | None = None) -> Message:
@@ -155,40 +118,7 @@ def decode(data: bytes, device: torch.device | str | None = None) -> Message:
     A quantized frame decodes to the :class:`QuantizedTensor` itself: dequantizing is the
     receiver's business. Raises :class:`~sflam_opt.errors.DataError` on a malformed frame.
     """
-    view = memoryview(data)
-    if not view:
-        raise DataError("transport: empty frame")
-    tag = bytes(view[:1])
-    if tag == _TAG_QUANT:
-        return QuantizedTensor.from_bytes(view[1:])
-    if tag == _TAG_FLOAT:
-        q = QuantizedTensor.from_bytes(view[1:])
-        values = np.frombuffer(q.payload, dtype="<f4", count=q.numel).copy()
-        return torch.from_numpy(values).reshape(q.shape).to(device)
-    if tag == _TAG_INT:
-        code, ndim = view[1], view[2]
-        if code >= len(_INT_DTYPES):
-            raise DataError(f"transport: integer frame has unknown dtype code {code}")
-        shape = tuple(_U32.unpack_from(view, 3 + 4 * i)[0] for i in range(ndim))
-        dtype = _INT_DTYPES[code]
-        arr = np.frombuffer(view[3 + 4 * ndim :], dtype=_NP_INT[dtype]).copy()
-        if arr.size != int(np.prod(shape)):
-            raise DataError(f"transport: integer frame of shape {shape} has {arr.size} values")
-        return torch.from_numpy(arr).reshape(shape).to(device=device, dtype=dtype)
-    if tag == _TAG_STATE:
-        (count,) = _U32.unpack_from(view, 1)
-        pos, out = 5, {}
-        for _ in range(count):
-            (klen,) = _U16.unpack_from(view, pos)
-            name = bytes(view[pos + 2 : pos + 2 + klen]).decode("utf-8")
-            pos += 2 + klen
-            (flen,) = _U32.unpack_from(view, pos)
-            out[name] = decode(view[pos + 4 : pos + 4 + flen], device)
-            pos += 4 + flen
-        if pos != len(view):
-            raise DataError(f"transport: state frame has {len(view) - pos} trailing bytes")
-        return out
-    raise DataError(f"transport: unknown frame tag {tag!r}")
+    return _to_torch(codec.decode(data), device)
 
 
 @dataclass

@@ -18,6 +18,17 @@ app = ServerApp()
 LAST_RUN: dict[str, Any] = {"history": []}
 
 
+def calibration_kwargs(cfg: dict[str, Any]) -> dict[str, Any]:
+    """SflamStrategy arguments from the run config's ``calibration`` key.
+
+    "offline" (the default) passes nothing: the strategy uses the scenario's constants. Any other
+    value is handed to the strategy as ``calibration=`` (e.g. "online", where the strategy
+    supports it).
+    """
+    value = str(cfg["calibration"])
+    return {} if value == "offline" else {"calibration": value}
+
+
 def run(grid: Grid, context: Context) -> tuple[Result, SflamStrategy]:
     cfg = task.config(context.run_config)
     n, seed = int(cfg["num-devices"]), int(cfg["seed"])
@@ -38,6 +49,7 @@ def run(grid: Grid, context: Context) -> tuple[Result, SflamStrategy]:
         fraction_evaluate=0.0,  # the server evaluates on the held-out split instead
         min_train_nodes=2,
         min_available_nodes=2,
+        **calibration_kwargs(cfg),
     )
     x_test, y_test = task.test_set(seed)
 

@@ -24,6 +24,7 @@ DEFAULTS: dict[str, Any] = {
     "lr": 0.5,
     "bandwidth-hz": 1e6,
     "seed": 0,
+    "calibration": "offline",
 }
 
 

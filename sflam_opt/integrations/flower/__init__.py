@@ -1,8 +1,10 @@
 """SFLAM inside a Flower app: per-node bits, bandwidth and power, and really quantized updates.
 
 Install with ``pip install 'sflam-opt[flower]'``. Server side, :class:`SflamStrategy` (a Flower
-``FedAvg``); client side, :func:`channel_reply`, :func:`read_allocation` and :func:`train_reply`;
-for tests, :class:`~sflam_opt.integrations.flower.testing.InProcessGrid`. The README section
+``FedAvg``, which checks every reply: :mod:`.validation`); client side, :func:`channel_reply`,
+:func:`read_allocation` and :func:`train_reply`, or the client mod :func:`sflam_mod` (with
+:func:`channel_query`) for an unchanged ``ClientApp``; for tests,
+:class:`~sflam_opt.integrations.flower.testing.InProcessGrid`. The README section
 "Using SflamStrategy in your Flower app" shows a complete server and client.
 """
 
@@ -24,15 +26,18 @@ from sflam_opt.integrations.flower.client import (
     train_reply,
     unpack_update,
 )
+from sflam_opt.integrations.flower.mod import channel_query, sflam_mod
 from sflam_opt.integrations.flower.strategy import SflamRound, SflamStrategy
 
 __all__ = [
     "QUERY_CHANNEL",
     "SflamRound",
     "SflamStrategy",
+    "channel_query",
     "channel_reply",
     "pack_update",
     "read_allocation",
+    "sflam_mod",
     "train_reply",
     "unpack_update",
     "update_scenario",

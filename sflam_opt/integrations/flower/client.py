@@ -9,25 +9,24 @@ A ``ClientApp`` that works with the strategy handles two message types:
   on the received arrays, and answer with :func:`train_reply`, which quantizes ``trained -
   received`` at the allocated bits and sends the packed frame.
 
-The update travels as one frame of :mod:`sflam_opt.training.transport` (a state frame of
-:class:`~sflam_opt.training.quantizer.QuantizedTensor`, one per array, each with its own range),
-carried in a Flower ``Array`` whose ``data`` is exactly the frame's bytes.
+The update travels as one frame of the torch-free :mod:`sflam_opt.codec` (a state frame of
+:class:`~sflam_opt.codec.QuantizedTensor`, one per array named ``"0"``, ``"1"``, ..., each with its
+own range), carried in a Flower ``Array`` whose ``data`` is exactly the frame's bytes. Neither side
+needs torch.
 """
 
 from __future__ import annotations
 
 import math
-import struct
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
+from sflam_opt import codec
+from sflam_opt.codec import QuantizedTensor, sendable_bits
 from sflam_opt.errors import DataError
-from sflam_opt.training.quantizer import FP32_BITS, MAX_BITS, QuantizedTensor, dequantize, quantize
-from sflam_opt.training.transport import decode, encode
 from sflam_opt.validation import check_int, check_real, is_int
 
 __all__ = [
@@ -36,6 +35,7 @@ __all__ = [
     "QUERY_CHANNEL",
     "UPDATE_KEY",
     "channel_reply",
+    "decode_update",
     "pack_update",
     "read_allocation",
     "read_channel",
@@ -55,11 +55,6 @@ UPDATE_KEY = "update"
 FRAME_STYPE = "sflam-opt.frame"
 _FRAME_NAME = "frame"
 _METRICS_KEY = "metrics"
-
-
-def sendable_bits(bits: int) -> bool:
-    """True when the quantizer can send ``bits`` (1..16, or 32 as the fp32 passthrough)."""
-    return 1 <= bits <= MAX_BITS or bits == FP32_BITS
 
 
 def _seed_from(msg: Message, config_key: str) -> int:
@@ -85,7 +80,7 @@ def pack_update(
     bits : int
         Bits per value, 1..16, or 32 for the fp32 passthrough.
     seed : int
-        Seed of the stochastic rounding.
+        Seed of the stochastic rounding (a numpy ``Generator``; the codes do not depend on torch).
 
     Returns
     -------
@@ -101,7 +96,7 @@ def pack_update(
     TrainingConfigError
         ``bits`` is not a supported bit width.
     """
-    gen = torch.Generator().manual_seed(int(seed))
+    rng = np.random.default_rng(int(seed))
     quantized: list[QuantizedTensor] = []
     for i, arr in enumerate(update):
         a = np.asarray(arr)
@@ -109,8 +104,8 @@ def pack_update(
             raise DataError(f"update[{i}]: dtype {a.dtype} is not numeric; send trained - received")
         if not np.all(np.isfinite(a)):
             raise DataError(f"update[{i}]: holds NaN or infinite values; training diverged")
-        quantized.append(quantize(torch.from_numpy(np.ascontiguousarray(a, np.float32)), bits, gen))
-    frame = encode({str(i): q for i, q in enumerate(quantized)})
+        quantized.append(codec.quantize(a, bits, rng))
+    frame = codec.encode({str(i): q for i, q in enumerate(quantized)})
     return frame.data, quantized
 
 
@@ -122,18 +117,25 @@ def unpack_update(frame: bytes) -> list[np.ndarray]:
     DataError
         The bytes are not an update frame.
     """
-    try:
-        msg = decode(frame)
-    except (struct.error, ValueError, IndexError, UnicodeDecodeError) as exc:
-        # decode() checks tags and sizes it knows about; a truncated frame fails deeper down.
-        raise DataError(f"update frame: corrupt ({exc})") from None
+    return [codec.dequantize(q) for q in decode_update(frame)]
+
+
+def decode_update(frame: bytes) -> list[QuantizedTensor]:
+    """The quantized tensors of an update frame, in order, still packed.
+
+    Raises
+    ------
+    DataError
+        The bytes do not decode, or are not a state frame of quantized tensors named 0, 1, ...
+    """
+    msg = codec.decode(frame)
     if not isinstance(msg, Mapping) or not all(
         isinstance(q, QuantizedTensor) for q in msg.values()
     ):
         raise DataError("update frame: not a state frame of quantized tensors")
     if list(msg) != [str(i) for i in range(len(msg))]:
         raise DataError(f"update frame: tensor names {list(msg)[:3]}... are not 0, 1, 2, ...")
-    return [dequantize(q).numpy() for q in msg.values()]
+    return list(msg.values())
 
 
 def _config(msg: Message, key: str) -> ConfigRecord:

@@ -4,13 +4,17 @@ Each training round of :class:`SflamStrategy`:
 
 1. samples nodes as ``FedAvg`` does;
 2. sends each a ``"query.channel"`` message and reads which scenario device it is and its current
-   channel gain (a node that does not answer, or answers badly, is left out of the round);
+   channel gain (a node that does not answer, or answers badly, is left out of the round; a node's
+   first accepted device claim binds it to that device, see
+   :class:`~sflam_opt.integrations.flower.validation.DeviceBindings`);
 3. solves the round for those devices and gains with :class:`sflam_opt.Allocator`; an infeasible
    or failed solve falls back to the equal allocation (largest bit width, ``B/N``, full power), with
    a logged warning and the reason in :attr:`SflamStrategy.history`;
 4. sends each node a train message of its own: the global arrays and a new ``ConfigRecord`` with
    the train config, ``"server-round"``, ``"bits"``, ``"bandwidth-hz"`` and ``"power-w"``;
-5. dequantizes the replies' packed updates and adds their ``num-examples``-weighted mean to the
+5. checks every train reply (:mod:`sflam_opt.integrations.flower.validation`: the frame, its bits,
+   shapes, size and values, and ``num-examples``), leaves out the ones that fail with the reason,
+   dequantizes the rest and adds their ``num-examples``-weighted mean to the
    global arrays; its ``MetricRecord`` holds the **sum** of the uplink bytes received, the round's
    modelled latency (max over devices, s) and energy (sum, J), and the weighted mean of any other
    client metric.
@@ -45,13 +49,8 @@ from sflam_opt.allocation import Allocation
 from sflam_opt.allocator import Allocator
 from sflam_opt.costs import breakdown, equal_allocation
 from sflam_opt.errors import DataError, ScenarioError
-from sflam_opt.integrations.flower.client import (
-    QUERY_CHANNEL,
-    read_channel,
-    read_update,
-    sendable_bits,
-    unpack_update,
-)
+from sflam_opt.integrations.flower.client import QUERY_CHANNEL, read_channel, sendable_bits
+from sflam_opt.integrations.flower.validation import DeviceBindings, check_train_reply
 from sflam_opt.scenario import Scenario
 from sflam_opt.solvers import SolveResult
 from sflam_opt.validation import check_real
@@ -72,7 +71,10 @@ class SflamRound:
     sampled : list of int
         Node ids sampled for the round.
     left_out : dict of int to str
-        Sampled nodes left out of the round, with the reason (no or bad channel reply).
+        Nodes left out of the round, with the reason: no or bad channel reply, a device claim that
+        conflicts with a binding, or a train reply that failed a check of
+        :mod:`~sflam_opt.integrations.flower.validation` (then the node is also in ``node_ids``,
+        since it was sent an allocation, but not in ``aggregated``).
     node_ids, device_ids : list
         Nodes taking part and their scenario device ids, aligned; the allocation's order.
     gain_db : list of float
@@ -166,6 +168,8 @@ class SflamStrategy(FedAvg):
         One record per training round.
     allocator : Allocator
         The per-round solver (its own ``history`` holds the solver's view of each round).
+    bindings : DeviceBindings
+        Which node is bound to which scenario device.
     """
 
     def __init__(
@@ -190,6 +194,10 @@ class SflamStrategy(FedAvg):
         self.query_timeout = check_real(query_timeout, "query_timeout", lower=0.0, open_lower=True)
         self.allocator = Allocator(scenario, solver=solver, **dict(solver_options or {}))
         self.history: list[SflamRound] = []
+        self.bindings = DeviceBindings()
+        self._samples = dict(
+            zip(scenario.devices.ids, scenario.devices.samples.tolist(), strict=True)
+        )
         self._pending: dict[int, tuple[SflamRound, ArrayRecord]] = {}
 
     def summary(self) -> None:
@@ -216,10 +224,9 @@ class SflamStrategy(FedAvg):
             for nid in node_ids
         ]
         replies = grid.send_and_receive(messages, timeout=self.query_timeout)
-        known = set(self.scenario.devices.ids)
+        known = self.scenario.devices.ids
         answers: dict[int, tuple[Any, float]] = {}
         left_out: dict[int, str] = {}
-        claimed: dict[Any, int] = {}
         asked = set(node_ids)
         for reply in replies:
             nid = reply.metadata.src_node_id
@@ -230,16 +237,11 @@ class SflamStrategy(FedAvg):
                 continue
             try:
                 dev, gain = read_channel(reply)
+                self.bindings.claim(nid, dev, known)
             except DataError as exc:
                 left_out[nid] = str(exc)
                 continue
-            if dev not in known:
-                left_out[nid] = f"device id {dev!r} is not in the scenario"
-            elif dev in claimed:
-                left_out[nid] = f"device id {dev!r} already claimed by node {claimed[dev]}"
-            else:
-                claimed[dev] = nid
-                answers[nid] = (dev, gain)
+            answers[nid] = (dev, gain)
         for nid in node_ids:
             if nid not in answers and nid not in left_out:
                 left_out[nid] = "no answer to the channel query"
@@ -300,7 +302,9 @@ class SflamStrategy(FedAvg):
         """Sample, query the channels, solve the round and build one train message per node."""
         if self.fraction_train == 0.0:
             return []
-        num_nodes = int(len(list(grid.get_node_ids())) * self.fraction_train)
+        connected = list(grid.get_node_ids())
+        self.bindings.release_absent(connected)
+        num_nodes = int(len(connected) * self.fraction_train)
         sample_size = max(num_nodes, self.min_train_nodes)
         sampled, _ = sample_nodes(grid, self.min_available_nodes, sample_size)
         answers, left_out = self._query_channels(server_round, sampled, grid)
@@ -349,42 +353,44 @@ class SflamStrategy(FedAvg):
         rec, base = pending
         keys = list(base.keys())
         glob = base.to_numpy_ndarrays()
+        shapes = [g.shape for g in glob]
         dev_of = dict(zip(rec.node_ids, rec.device_ids, strict=True))
+        bits_of = dict(zip(rec.node_ids, rec.allocation.bits.tolist(), strict=True))
         # Running sum of weight * update per array: memory of one model, whatever the node count.
         acc = [np.zeros(g.shape, dtype=np.float64) for g in glob]
         total = 0.0
         contents: list[RecordDict] = []
-        done: set[int] = set()
         nbytes = 0
         for reply in replies:
             nid = reply.metadata.src_node_id
-            why = None
-            if nid not in dev_of or nid in done:
-                why = "not a node of this round"
-            elif reply.has_error():
-                why = f"train failed: {reply.error.reason}"
-            else:
-                try:
-                    frame, metrics = read_update(reply, self.weighted_by_key)
-                    update = unpack_update(frame)
-                except DataError as exc:
-                    why = str(exc)
-                else:
-                    shapes = [u.shape for u in update]
-                    if shapes != [g.shape for g in glob]:
-                        why = f"update shapes {shapes} differ from the global arrays"
-            if why is not None:
-                logger.warning("round %d: reply of node %d ignored: %s", server_round, nid, why)
+            if nid not in dev_of or dev_of[nid] in rec.aggregated:
+                logger.warning(
+                    "round %d: reply of node %d ignored: not a node of this round",
+                    server_round,
+                    nid,
+                )
                 continue
-            weight = float(metrics[self.weighted_by_key])
+            try:
+                if reply.has_error():
+                    raise DataError(f"train failed: {reply.error.reason}")
+                update, weight, size = check_train_reply(
+                    reply,
+                    shapes=shapes,
+                    bits=int(bits_of[nid]),
+                    samples=int(self._samples[dev_of[nid]]),
+                    weight_key=self.weighted_by_key,
+                )
+            except DataError as exc:
+                rec.left_out[nid] = str(exc)
+                logger.warning("round %d: node %d left out: %s", server_round, nid, exc)
+                continue
             for a, u in zip(acc, update, strict=True):
                 a += weight * u
             total += weight
             contents.append(reply.content)
-            done.add(nid)
-            nbytes += len(frame)
+            nbytes += size
             rec.aggregated.append(dev_of[nid])
-            rec.num_examples += int(metrics[self.weighted_by_key])
+            rec.num_examples += weight
         rec.uplink_bytes = nbytes
         if not contents:
             logger.warning("round %d: no usable update; global arrays unchanged", server_round)
