@@ -65,7 +65,7 @@ def scenario(n=N):
     return update_scenario(D, gain_db=np.linspace(-95, -105, n), samples=SAMPLES, device_cycles=1e6)
 
 
-def app(tamper=None, device=lambda dev, rnd: dev):
+def app(tamper=None, device=lambda dev, rnd: dev, gain=lambda dev: -100.0 + dev):
     """Honest nodes; node BAD's train reply goes through ``tamper(msg, reply, bits)``."""
     a = ClientApp()
 
@@ -73,7 +73,7 @@ def app(tamper=None, device=lambda dev, rnd: dev):
     def channel(msg, context):
         dev = int(context.node_config["partition-id"])
         rnd = int(msg.content["config"]["server-round"])
-        return channel_reply(msg, device(dev, rnd), -100.0 + dev)
+        return channel_reply(msg, device(dev, rnd), gain(dev))
 
     @a.train()
     def train(msg, context):
@@ -336,3 +336,13 @@ def test_channel_query_reads_device_and_gain_from_the_node_config():
     strat, _, _ = run(None, grid=InProcessGrid(plain_app(), N, seed=5))
     assert len(strat.history[0].left_out) == N
     assert all("gain-db" in why for why in strat.history[0].left_out.values())
+
+
+def test_a_node_reporting_a_gain_outside_the_valid_range_is_left_out():
+    # 50 dB is a finite number, but outside formulation §11's [-200, 0] dB: the Allocator would
+    # refuse the whole round; the strategy leaves that one node out instead.
+    a = app(gain=lambda dev: 50.0 if dev == BAD else -100.0 + dev)
+    strat, grid, _ = run(a)
+    rec = strat.history[0]
+    assert "gain_db" in rec.left_out[grid.node_ids[BAD]]
+    assert sorted(rec.aggregated) == [d for d in range(N) if d != BAD]

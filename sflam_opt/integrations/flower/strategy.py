@@ -48,6 +48,7 @@ from flwr.serverapp.strategy.strategy_utils import sample_nodes
 from sflam_opt.allocation import Allocation
 from sflam_opt.allocator import Allocator
 from sflam_opt.costs import breakdown, equal_allocation
+from sflam_opt.device_arrays import gain_values
 from sflam_opt.errors import DataError, ScenarioError
 from sflam_opt.integrations.flower.client import QUERY_CHANNEL, read_channel, sendable_bits
 from sflam_opt.integrations.flower.validation import DeviceBindings, check_train_reply
@@ -237,8 +238,11 @@ class SflamStrategy(FedAvg):
                 continue
             try:
                 dev, gain = read_channel(reply)
+                # The Allocator refuses gains outside formulation §11's range; one node's bad
+                # report leaves that node out instead of failing the round.
+                gain_values({dev: gain})
                 self.bindings.claim(nid, dev, known)
-            except DataError as exc:
+            except (DataError, ScenarioError) as exc:
                 left_out[nid] = str(exc)
                 continue
             answers[nid] = (dev, gain)
