@@ -116,3 +116,8 @@ register(
     "Resource blocks: matching against exact, round-robin and greedy; bcd speed ladder.",
     quick=False,
 )
+register(
+    "fastprof",
+    "benchmarks.fast_profile",
+    "Where the fast solver's time goes at N = 1e6: warm and first call in a fresh process.",
+)

@@ -24,6 +24,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from sflam_opt.numeric import LN2, FloatArray, IntArray
+from sflam_opt.solvers.kernel.chunks import CHUNK, Chunks
 from sflam_opt.solvers.kernel.params import ZERO_LATENCY_WEIGHT_RTOL, KernelParams, RowConstants
 from sflam_opt.solvers.kernel.split import (
     SPLIT_TOL,
@@ -104,6 +105,7 @@ class _JointConsts:
     log_ratio: float
     energy_cap: bool
     g_tol: float
+    chunks: Chunks | None  # cache-sized blocks for the cap-free evaluation at large N
 
 
 @dataclass
@@ -120,6 +122,14 @@ class _JointState:
     hi_ok: NDArray[np.bool_] = field(init=False)  # optimum known to lie below the deadline
     ends: list[tuple[IntArray, Split]] = field(default_factory=list)  # optimum at an end
     xcap: FloatArray | None = None  # each device's cap x (warm start of phi_inverse)
+    work: dict[str, FloatArray] = field(default_factory=dict)  # buffers reused every step
+
+    def buffer(self, name: str) -> FloatArray:
+        """An (M, N) scratch array that lives as long as the search (fresh pages cost time)."""
+        buf = self.work.get(name)
+        if buf is None:
+            buf = self.work[name] = np.empty(self.y.shape)
+        return buf
 
     def __post_init__(self) -> None:
         m = self.t.shape[0]
@@ -152,10 +162,12 @@ class _JointTerms:
     d_s: FloatArray  # d of ``d`` by s (M,)
     d_t: FloatArray  # d of ``d`` by T (M,)
     f_t: FloatArray  # d log sum B / dT at fixed x_free (M,)
-    w: FloatArray  # elimination weights, 0 at capped devices (M, N)
+    w: FloatArray | None  # elimination weights, 0 at capped devices (M, N); None: chunked
     f: FloatArray  # log sum B - log B (M,)
     g: FloatArray  # log(-d) - log(w_T / w_E) (M,)
     err: FloatArray  # split residual (M,)
+    bw: FloatArray | None = None  # bandwidths (M, N), kept by the chunked evaluation
+    chunks: Chunks | None = None  # set by the chunked evaluation: w is computed per block
 
 
 def joint_search(
@@ -218,7 +230,7 @@ def joint_search(
 
 
 def _joint_consts(prm: KernelParams, rw: RowConstants, rtol: float) -> _JointConsts:
-    m = rw.w.shape[0]
+    m, n = rw.w.shape
     return _JointConsts(
         t_lb=rw.t_lb,
         t_max=np.full(m, np.inf if prm.deadline_s is None else prm.deadline_s),
@@ -228,6 +240,7 @@ def _joint_consts(prm: KernelParams, rw: RowConstants, rtol: float) -> _JointCon
         log_ratio=np.log(prm.w_t / prm.w_e),
         energy_cap=prm.budget_j is not None,
         g_tol=0.25 * rtol,
+        chunks=Chunks(n) if n >= 2 * CHUNK and prm.budget_j is None else None,
     )
 
 
@@ -287,6 +300,10 @@ def _joint_terms(
     prm: KernelParams, rw: RowConstants, jc: _JointConsts, st: _JointState
 ) -> _JointTerms:
     """Residuals of the optimality system and the derivatives a Newton step needs."""
+    if jc.chunks is not None and st.xcap is None:
+        tm = _free_terms_chunked(prm, rw, jc, st, jc.chunks)
+        if tm is not None:
+            return tm
     u = st.t[:, None] - prm.fixed_s
     inv_u = 1.0 / u
     log_a = np.log(u) + jc.log_n0g
@@ -316,6 +333,51 @@ def _joint_terms(
     g = np.log(-d) - jc.log_ratio
     err = np.maximum(np.abs(res).max(axis=1), np.abs(f))
     return _JointTerms(u, inv_u, xf, x, em1x, res, dh, lam, tot, d, d_s, d_t, f_t, w, f, g, err)
+
+
+def _free_terms_chunked(
+    prm: KernelParams, rw: RowConstants, jc: _JointConsts, st: _JointState, chunks: Chunks
+) -> _JointTerms | None:
+    """:func:`_joint_terms` block by block when no device is capped (None if one is).
+
+    The same element-wise steps as the whole-array evaluation and :func:`_free_sums`, and sums
+    combined along numpy's tree (:class:`Chunks`), so the result is bit-identical to it.
+    """
+    out = {k: st.buffer(k) for k in ("u", "inv_u", "xf", "em1", "res", "dh", "bw")}
+    sums: list[list[FloatArray]] = [[], [], [], []]
+    s_col = st.s[:, None]
+    t_col = st.t[:, None]
+    for c in chunks.slices:
+        u = t_col - prm.fixed_s[c]
+        inv_u = 1.0 / u
+        log_a = np.log(u) + jc.log_n0g[c]
+        xf = np.exp(st.y[:, c])
+        em1 = np.expm1(xf)
+        if np.any(em1 > rw.pmax_over_s[:, c] * u * xf):
+            return None
+        hf = h_from_expm1(xf, em1)
+        res = np.log(hf) + log_a - s_col
+        bw = jc.wl2[:, c] * inv_u / xf
+        bu = bw * inv_u
+        for acc, val in zip(sums, (bw, bu, bu * inv_u, np.abs(res)), strict=True):
+            acc.append(val.sum(axis=1) if acc is not sums[3] else val.max(axis=1))
+        for k, val in zip(
+            ("u", "inv_u", "xf", "em1", "res", "dh", "bw"),
+            (u, inv_u, xf, em1, res, xf * xf / (hf / (em1 + 1.0)), bw),
+            strict=True,
+        ):
+            out[k][:, c] = val
+    tot, pu, puu = (chunks.total(p) for p in sums[:3])
+    lam = np.exp(st.s)
+    d = -lam * pu
+    f = np.log(tot) - jc.log_b
+    g = np.log(-d) - jc.log_ratio
+    err = np.maximum(np.max(np.stack(sums[3], axis=1), axis=1), np.abs(f))
+    xf, em1 = out["xf"], out["em1"]
+    return _JointTerms(
+        out["u"], out["inv_u"], xf, xf, em1, out["res"], out["dh"], lam, tot, d, d,
+        2.0 * lam * puu, -pu / tot, None, f, g, err, bw=out["bw"], chunks=chunks,
+    )  # fmt: skip
 
 
 def _cap_x(rw, st, r_p, clamped, pc, power, xf) -> FloatArray:
@@ -377,13 +439,7 @@ def _joint_step(
 ) -> tuple[FloatArray, FloatArray, FloatArray]:
     """The capped Newton step ``(dv, ds, dy)``."""
     # Eliminate dy_n = (ds - dT/u_n - res_n)/dh_n: 2 x 2 in (ds, dT) per row.
-    w, inv_u, res = tm.w, tm.inv_u, tm.res
-    wu = w * inv_u
-    s1 = w.sum(axis=1)
-    s2 = wu.sum(axis=1)
-    s3 = (w * res).sum(axis=1)
-    s4 = (wu * inv_u).sum(axis=1)
-    s5 = (wu * res).sum(axis=1)
+    s1, s2, s3, s4, s5 = _step_sums(tm)
     lt = tm.lam * tm.tot
     a12 = s2 + tm.f_t
     a21 = lt * s2 + tm.d_s
@@ -402,10 +458,49 @@ def _joint_step(
     span = st.t - jc.t_lb
     dv = np.minimum(np.maximum(dt / span, -2.0), 2.0)
     ds = np.minimum(np.maximum(ds, -4.0), 4.0)
-    dy = (ds[:, None] - (dv * span)[:, None] * inv_u - res) / tm.dh
+    dy_buf = st.buffer("dy") if tm.chunks is not None else None
+    return dv, ds, _newton_dy(tm, ds, dv * span, dy_buf)
+
+
+def _step_sums(tm: _JointTerms) -> tuple[FloatArray, ...]:
+    """Sums over the devices of ``w``, ``w/u``, ``w res``, ``w/u^2``, ``w res/u``, each (M,)."""
+    if tm.chunks is None:
+        w, inv_u, res = tm.w, tm.inv_u, tm.res
+        wu = w * inv_u
+        return (
+            w.sum(axis=1),
+            wu.sum(axis=1),
+            (w * res).sum(axis=1),
+            (wu * inv_u).sum(axis=1),
+            (wu * res).sum(axis=1),
+        )
+    parts: list[list[FloatArray]] = [[], [], [], [], []]
+    tot = tm.tot[:, None]
+    for c in tm.chunks.slices:
+        inv_u, res = tm.inv_u[:, c], tm.res[:, c]
+        w = tm.bw[:, c] / (tot * tm.dh[:, c])
+        wu = w * inv_u
+        for acc, val in zip(parts, (w, wu, w * res, wu * inv_u, wu * res), strict=True):
+            acc.append(val.sum(axis=1))
+    return tuple(tm.chunks.total(p) for p in parts)
+
+
+def _newton_dy(
+    tm: _JointTerms, ds: FloatArray, dt: FloatArray, out: FloatArray | None
+) -> FloatArray:
+    """``dy_n = (ds - dT/u_n - res_n)/dh_n``, capped to [-4, 4], shape (M, N).
+
+    Chunked evaluations write it into ``out``.
+    """
+    if tm.chunks is None or out is None:
+        dy = (ds[:, None] - dt[:, None] * tm.inv_u - tm.res) / tm.dh
+    else:
+        dy = out
+        for c in tm.chunks.slices:
+            dy[:, c] = (ds[:, None] - dt[:, None] * tm.inv_u[:, c] - tm.res[:, c]) / tm.dh[:, c]
     np.maximum(dy, -4.0, out=dy)
     np.minimum(dy, 4.0, out=dy)
-    return dv, ds, dy
+    return dy
 
 
 def _guard_lower_end(prm, rw, t_min, st, fin, v_new, v_lo) -> FloatArray:
@@ -452,7 +547,7 @@ def _joint_move(st, jc, fin, v_new, ds, dy) -> None:
         st.v = v_new
         st.t = jc.t_lb + np.exp(v_new)
         st.s = st.s + ds
-        st.y = st.y + dy
+        np.add(st.y, dy, out=st.y)  # y is the search's own array (see _joint_start)
 
 
 def _joint_finish(prm, rw, t_min, rtol, jc, st, tm, conv) -> tuple[Split, NDArray[np.bool_]]:
