@@ -583,5 +583,5 @@ def test_fast_profile_section_accounts_for_the_solve(
     assert warm["objective"] == pytest.approx(ref.objective, rel=1e-12)
     md = report.render(tmp_path)
     assert "## Where `fast` spends its time" in md
-    assert "`solve(Scenario.default(devices=300, seed=0), solver=\"fast\")`" in md
+    assert '`solve(Scenario.default(devices=300, seed=0), solver="fast")`' in md
     assert f"| **total** | {warm['phases'][-1]['seconds']:.3f} | 100 % |" in md

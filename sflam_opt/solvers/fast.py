@@ -303,7 +303,7 @@ class _Dinkelbach:
         n, nl = vectors[0].size, levels.size
         out = []
         for v in vectors:
-            m = float(np.mean(np.searchsorted(levels, v)))
+            m = float(np.mean(self.prob.level_index(v)))
             for k in range(int(np.floor(m)) - 1, int(np.ceil(m)) + 2):
                 if 0 <= k < nl:
                     out.append(np.full(n, levels[k]))

@@ -17,6 +17,8 @@ from sflam_opt.numeric import FloatArray
 
 __all__ = ["CHUNK", "Chunks"]
 
+_PAIRWISE_BLOCK = 128  # numpy's PW_BLOCKSIZE
+
 #: Largest block, devices: 32 Ki doubles (256 KiB) per array keeps a pass's arrays in L2/L3.
 CHUNK = 32_768
 
@@ -29,7 +31,7 @@ class Chunks:
     n : int
         Number of devices.
     leaf : int
-        Largest block (the tree is split until every node is at most this long).
+        Largest block (the tree is split until every node is at most this long, or 128).
 
     Attributes
     ----------
@@ -42,7 +44,7 @@ class Chunks:
         self._tree = self._split(0, n, leaf)
 
     def _split(self, lo: int, n: int, leaf: int) -> int | tuple:
-        if n <= leaf:
+        if n <= max(leaf, _PAIRWISE_BLOCK):  # numpy sums up to 128 values without splitting
             self.slices.append(slice(lo, lo + n))
             return len(self.slices) - 1
         n2 = n // 2

@@ -122,11 +122,23 @@ class BitsProblem:
         """``pen_nl[rows, lvl]`` without the table (broadcast shapes)."""
         return self._qr[rows] * self.pen_l[lvl]
 
+    def level_index(self, bits: IntArray) -> IntArray:
+        """Index into ``levels`` of every entry of ``bits`` (allowed levels), same shape."""
+        lv = self.levels
+        if bits.size and 0 <= lv[0] and lv[-1] <= 1024:
+            lo, hi = int(bits.min()), int(bits.max())
+            if lo >= 0 and hi <= lv[-1]:
+                table = np.full(int(lv[-1]) + 1, -1, dtype=np.int64)
+                table[lv] = np.arange(lv.size)
+                idx = table[bits]
+                if int(idx.min()) >= 0:
+                    return idx
+        return np.searchsorted(lv, bits)
+
     def rounds(self, bits: IntArray) -> FloatArray:
         """``K(b)`` for rows of bit values (M, N), from the per-level table (inf if unreachable)."""
-        idx = np.searchsorted(self.levels, bits)
-        n = idx.shape[1]
-        margin = self.room - self.pen_at(np.arange(n)[None, :], idx).sum(axis=1)
+        idx = self.level_index(bits)
+        margin = self.room - (self._qr[None, :] * self.pen_l[idx]).sum(axis=1)
         with np.errstate(divide="ignore"):
             return np.where(margin > 0, self.k_coef / np.where(margin > 0, margin, 1.0), np.inf)
 
@@ -214,16 +226,19 @@ def lagrangian_bits(
     t = float(sol.round_latency_s[0]) if round_latency_s is None else float(round_latency_s)
     u = t - prm.fixed_s  # (N,)
     theta = float(sol.objective[0]) / prob.k_coef  # ratio V/m = J / Kc
-    log_a = np.log(prm.n0 * u / prm.gain)
+    log_a: FloatArray | None = None  # log(N0 u / g), computed when a price needs it
     w_e = prm.w_e
     table = _CapTable(prob, u) if w_e == 0.0 else None
     mu0 = _bandwidth_price(prob, state)
 
     def at(log_mu: float, x0: FloatArray | None) -> tuple[IntArray, float, FloatArray]:
+        nonlocal log_a
         if table is not None:
             p = table.choose(np.exp(log_mu), theta)
             return p, float(table.bw[np.arange(u.size), p].sum()), x0
         # Device optimum of w_E e + mu B without caps: h(x) = mu / (w_E a).
+        if log_a is None:
+            log_a = np.log(prm.n0 * u / prm.gain)
         x = h_inverse(np.exp(np.minimum(log_mu - np.log(w_e) - log_a, 700.0)), x0)
         p, b = _choose(prob, u, x, np.exp(log_mu), theta)
         return p, float(b.sum()), x
@@ -322,18 +337,17 @@ def _choose(
     spectral variable ``x_n`` (free optimum ``xf``) held at the level's cap where that binds.
     """
     prm = prob.prm
-    rows = np.arange(u.size)
     em1 = np.expm1(xf)
     alpha = prm.w_e * prob.s_per_bit * em1 / xf + mu * LN2 / (u * xf)
     gamma = theta * prob.q_rho
     pick = best_levels(prob, alpha, gamma)
-    r = _cap_ratio(prob, u[:, None], pick[:, None], rows[:, None])[:, 0]
+    r = _cap_ratio(prob, u, pick)
     hit = em1 > r * xf  # phi(x_free) > r: the cap binds (or the level cannot make it)
     x = xf
     if hit.any():
         idx = np.flatnonzero(hit)
         pick[idx] = _exact_choice(prob, idx, u[idx], xf[idx], mu, theta)
-        r = _cap_ratio(prob, u[:, None], pick[:, None], rows[:, None])[:, 0]
+        r = _cap_ratio(prob, u, pick)
         x = np.array(xf, dtype=np.float64)
         capped = em1 > r * xf
         x[capped] = phi_inverse(r[capped])
@@ -375,9 +389,18 @@ def best_levels(prob: BitsProblem, alpha: FloatArray, gamma: FloatArray) -> IntA
     return pick
 
 
-def _cap_ratio(prob: BitsProblem, u: FloatArray, lvl: IntArray, rows: IntArray) -> FloatArray:
-    """``min(Pmax u / S, budget / S)`` at the given (device, level index) pairs."""
+def _cap_ratio(
+    prob: BitsProblem, u: FloatArray, lvl: IntArray, rows: IntArray | None = None
+) -> FloatArray:
+    """``min(Pmax u / S, budget / S)`` at the given (device, level index) pairs.
+
+    ``rows=None`` means every device, in order (``lvl`` and ``u`` of shape (N,)).
+    """
     prm = prob.prm
+    if rows is None:
+        s = prob._s_l[lvl] / prm.gain
+        r = prm.pmax * u / s
+        return r if prm.budget_j is None else np.minimum(r, prm.budget_j / s)
     s = prob.s_at(rows, lvl)
     r = prm.pmax[rows] * u / s
     if prm.budget_j is not None:

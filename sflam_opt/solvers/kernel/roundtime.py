@@ -234,13 +234,13 @@ def _joint_consts(prm: KernelParams, rw: RowConstants, rtol: float) -> _JointCon
     return _JointConsts(
         t_lb=rw.t_lb,
         t_max=np.full(m, np.inf if prm.deadline_s is None else prm.deadline_s),
-        log_n0g=np.log(prm.n0 / prm.gain),
+        log_n0g=prm.log_n0g,
         wl2=rw.w * LN2,
         log_b=np.log(prm.bandwidth_hz),
         log_ratio=np.log(prm.w_t / prm.w_e),
         energy_cap=prm.budget_j is not None,
         g_tol=0.25 * rtol,
-        chunks=Chunks(n) if n >= 2 * CHUNK and prm.budget_j is None else None,
+        chunks=Chunks(n, CHUNK) if n >= 2 * CHUNK and prm.budget_j is None else None,
     )
 
 
