@@ -13,6 +13,9 @@ implicit differentiation of the split, O(N) per step); :func:`search_time_bracke
 fallback, a bracketed secant (Illinois) search over converged splits. Both stop on a convexity
 certificate ``V(T) - V* <= rtol V(T)``. :func:`search_time` runs the first and hands the rows it
 cannot certify to the second.
+
+At large N (no energy cap) the joint search's cap-free evaluations run in cache-sized blocks
+(:mod:`.chunks`), with results bit-identical to the whole-array code.
 """
 
 from __future__ import annotations
