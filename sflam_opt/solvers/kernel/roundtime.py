@@ -346,30 +346,37 @@ def _free_terms_chunked(
     The same element-wise steps as the whole-array evaluation and :func:`_free_sums`, and sums
     combined along numpy's tree (:class:`Chunks`), so the result is bit-identical to it.
     """
-    out = {k: st.buffer(k) for k in ("u", "inv_u", "xf", "em1", "res", "dh", "bw")}
+    names = ("u", "inv_u", "xf", "em1", "res", "dh", "bw")
+    out = {k: st.buffer(k) for k in names}
+    u_b, iu_b, xf_b, em1_b, res_b, dh_b, bw_b = (out[k] for k in names)
     sums: list[list[FloatArray]] = [[], [], [], []]
     s_col = st.s[:, None]
     t_col = st.t[:, None]
     for c in chunks.slices:
-        u = t_col - prm.fixed_s[c]
-        inv_u = 1.0 / u
-        log_a = np.log(u) + jc.log_n0g[c]
-        xf = np.exp(st.y[:, c])
-        em1 = np.expm1(xf)
+        # Written straight into the buffers' blocks (out=): the same operations, no copies.
+        u = np.subtract(t_col, prm.fixed_s[c], out=u_b[:, c])
+        inv_u = np.divide(1.0, u, out=iu_b[:, c])
+        log_a = np.log(u)
+        log_a += jc.log_n0g[c]
+        xf = np.exp(st.y[:, c], out=xf_b[:, c])
+        em1 = np.expm1(xf, out=em1_b[:, c])
         if np.any(em1 > rw.pmax_over_s[:, c] * u * xf):
             return None
         hf = h_from_expm1(xf, em1)
-        res = np.log(hf) + log_a - s_col
-        bw = jc.wl2[:, c] * inv_u / xf
+        res = np.log(hf, out=res_b[:, c])
+        res += log_a
+        res -= s_col
+        den = em1 + 1.0
+        np.divide(hf, den, out=den)
+        dh = np.multiply(xf, xf, out=dh_b[:, c])
+        dh /= den  # xf^2 / (hf / (em1 + 1)): d log h / d log x
+        bw = np.multiply(jc.wl2[:, c], inv_u, out=bw_b[:, c])
+        bw /= xf
         bu = bw * inv_u
-        for acc, val in zip(sums, (bw, bu, bu * inv_u, np.abs(res)), strict=True):
-            acc.append(val.sum(axis=1) if acc is not sums[3] else val.max(axis=1))
-        for k, val in zip(
-            ("u", "inv_u", "xf", "em1", "res", "dh", "bw"),
-            (u, inv_u, xf, em1, res, xf * xf / (hf / (em1 + 1.0)), bw),
-            strict=True,
-        ):
-            out[k][:, c] = val
+        sums[0].append(bw.sum(axis=1))
+        sums[1].append(bu.sum(axis=1))
+        sums[2].append((bu * inv_u).sum(axis=1))
+        sums[3].append(np.abs(res).max(axis=1))
     tot, pu, puu = (chunks.total(p) for p in sums[:3])
     lam = np.exp(st.s)
     d = -lam * pu
@@ -499,8 +506,12 @@ def _newton_dy(
         dy = (ds[:, None] - dt[:, None] * tm.inv_u - tm.res) / tm.dh
     else:
         dy = out
+        ds_col, dt_col = ds[:, None], dt[:, None]
         for c in tm.chunks.slices:
-            dy[:, c] = (ds[:, None] - dt[:, None] * tm.inv_u[:, c] - tm.res[:, c]) / tm.dh[:, c]
+            part = np.multiply(dt_col, tm.inv_u[:, c], out=dy[:, c])
+            np.subtract(ds_col, part, out=part)
+            part -= tm.res[:, c]
+            part /= tm.dh[:, c]
     np.maximum(dy, -4.0, out=dy)
     np.minimum(dy, 4.0, out=dy)
     return dy
