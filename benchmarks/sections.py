@@ -184,3 +184,9 @@ register(
     quick=False,
     measures=(*SOLVERS, "sflam_opt/blocks.py", "benchmarks/blocks.py"),
 )
+register(
+    "fastprof",
+    "benchmarks.fast_profile",
+    "Where the fast solver's time goes at N = 1e6: warm and first call in a fresh process.",
+    measures=(*SOLVERS, "benchmarks/fast_profile.py"),
+)

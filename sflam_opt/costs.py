@@ -13,7 +13,6 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from sflam_opt.allocation import Allocation
-from sflam_opt.blocks import block_rate_bps, block_violations, equal_block_allocation
 from sflam_opt.bounds import min_epsilon, phi_q, rounds_needed
 from sflam_opt.errors import AllocationError
 from sflam_opt.numeric import LN2, FloatArray
@@ -141,6 +140,8 @@ def breakdown(scenario: Scenario, allocation: Allocation) -> Breakdown:
     n = scenario.n_devices
     w = payload_bits(scenario, allocation.bits)
     if scenario.resource_blocks is not None and allocation.blocks is not None:
+        from sflam_opt.blocks import block_rate_bps  # scipy.optimize: only for block scenarios
+
         r = block_rate_bps(scenario, allocation)
     else:
         r = rate_bps(scenario, allocation.bandwidth_hz, allocation.power_w)
@@ -201,6 +202,8 @@ def equal_allocation(scenario: Scenario) -> Allocation:
     With resource blocks: round robin with an equal power split (``docs/formulation.md`` §10).
     """
     if scenario.resource_blocks is not None:
+        from sflam_opt.blocks import equal_block_allocation  # scipy.optimize: see breakdown
+
         return equal_block_allocation(scenario)
     n = scenario.n_devices
     return Allocation(
@@ -312,7 +315,10 @@ def violations(
         shown = ", ".join(repr(ids[i]) for i in idx[:5])
         return shown + (f" and {idx.size - 5} more" if idx.size > 5 else "")
 
-    out.extend(block_violations(scenario, allocation, tol))
+    if scenario.resource_blocks is not None or allocation.blocks is not None:
+        from sflam_opt.blocks import block_violations  # scipy.optimize: see breakdown
+
+        out.extend(block_violations(scenario, allocation, tol))
     bw, p = allocation.bandwidth_hz, allocation.power_w
     total = float(bw.sum())
     cap = scenario.system.bandwidth_hz
@@ -365,7 +371,12 @@ def _check_shape(scenario: Scenario, allocation: Allocation) -> None:
             f"allocation has {len(allocation)} devices but the scenario has {n}; "
             "solve this scenario to get a matching allocation"
         )
-    if allocation.ids is not None and tuple(allocation.ids) != tuple(scenario.devices.ids):
+    ids = allocation.ids
+    if (
+        ids is not None
+        and ids is not scenario.devices.ids
+        and tuple(ids) != tuple(scenario.devices.ids)
+    ):
         mism = next(
             i
             for i, (a, b) in enumerate(zip(allocation.ids, scenario.devices.ids, strict=True))

@@ -616,3 +616,41 @@ def test_theory_run_stores_its_metrics_and_environment(
     assert doc["config"] == cfg and [m["round"] for m in doc["metrics"]] == [1, 2]
     assert doc["machine"]["usable_cores"] >= 1 and "load_avg_1m_at_start" in doc["machine"]
     assert theory.load_run(cfg) == doc
+
+
+def test_fast_profile_section_accounts_for_the_solve(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from benchmarks import fast_profile
+
+    monkeypatch.setitem(fast_profile.PLANS, "tiny", (300, 1))
+    fast_profile.run(_ctx(tmp_path, TINY))
+    doc = read_json(tmp_path / "figures" / "fastprof.json")
+    warm, first = doc["warm"], doc["first_call"]
+    for part in (warm, first):
+        assert part["devices"] == 300 and part["repeats"] == 1
+        assert 0 < part["wall_s"]["min"] <= part["wall_s"]["median"]
+        assert 0 < part["cpu_s"]["min"] <= part["cpu_s"]["median"]
+        rows = part["phases"]
+        assert [r["phase"] for r in rows][-2:] == ["other", "total"]
+        total = rows[-1]["seconds"]
+        top = [r for r in rows[:-1] if not r["phase"].startswith(" ")]
+        # The phases and "other" add up to the measured total; shares are of that total.
+        assert sum(r["seconds"] for r in top) == pytest.approx(total, rel=1e-9)
+        assert all(r["seconds"] >= 0 for r in top)
+        assert all(r["share"] == pytest.approx(r["seconds"] / total) for r in rows)
+        by = {r["phase"]: r["seconds"] for r in rows}
+        for phase in ("first continuous solve", "Dinkelbach steps", "evaluate"):
+            assert by[phase] > 0, phase
+    by_warm = {r["phase"]: r["seconds"] for r in warm["phases"]}
+    by_first = {r["phase"]: r["seconds"] for r in first["phases"]}
+    lookup = "solver lookup (first call: imports every solver module)"
+    # Only a fresh process pays the imports.
+    assert by_first["import sflam_opt"] > 0 and by_first[lookup] > 10 * by_warm[lookup]
+    assert first["wall_s"]["median"] > first["import_s"]["median"] > 0
+    ref = solve(Scenario.default(devices=300, seed=0), solver="fast")
+    assert warm["objective"] == pytest.approx(ref.objective, rel=1e-12)
+    md = report.render(tmp_path)
+    assert "## Where `fast` spends its time" in md
+    assert '`solve(Scenario.default(devices=300, seed=0), solver="fast")`' in md
+    assert f"| **total** | {warm['phases'][-1]['seconds']:.3f} | 100 % |" in md

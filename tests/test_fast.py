@@ -193,3 +193,51 @@ def test_no_polish_instances_no_worse_than_any_baseline(omega, constraint):
         b = solve(s, name)
         if b.status in ("optimal", "converged"):
             assert r.objective <= b.objective * (1 + 1e-9), name
+
+
+@pytest.mark.parametrize("levels", [list(range(2, 17)), [4, 8, 16], [1, 16], [16], [3, 7, 9, 16]])
+def test_level_choice_equals_the_argmin_of_the_full_table(levels):
+    # best_levels locates the convex cost's minimum by its switch ratios instead of building
+    # the (N, L) table: it must pick exactly the table's argmin, ties and thresholds included.
+    from sflam_opt.costs import reference
+    from sflam_opt.solvers.kernel import BitsProblem
+    from sflam_opt.solvers.kernel.pricing import best_levels
+
+    s = Scenario.default(devices=4, seed=0).replace(bits=levels)
+    prob = BitsProblem(s, reference(s), 1e-10)
+    rng = np.random.default_rng(5)
+    n = 20_000
+    alpha = np.exp(rng.uniform(-30, 10, n))
+    gamma = np.exp(rng.uniform(-30, 30, n))
+    if prob.level_ratios.size:  # half of the rows exactly at, or an ulp off, a switch ratio
+        at = prob.level_ratios[rng.integers(0, prob.level_ratios.size, n // 2)]
+        gamma[: n // 2] = alpha[: n // 2] * at * rng.choice([1.0, 1 + 2**-52, 1 - 2**-53], n // 2)
+    gamma[:10], alpha[10:20], alpha[20:25], gamma[25:30] = 0.0, 0.0, np.nan, np.inf
+    table = alpha[:, None] * prob.w_l[None, :] + gamma[:, None] * prob.pen_l[None, :]
+    np.testing.assert_array_equal(best_levels(prob, alpha, gamma), np.argmin(table, axis=1))
+
+
+def test_chunked_round_time_search_is_bit_identical(monkeypatch):
+    # At large N the joint search runs in cache-sized blocks and adds the block sums along
+    # numpy's pairwise tree; with tiny blocks forced at N = 1000 it must reproduce the
+    # whole-array search bit for bit (a latency-only round shows a cap binding, too).
+    from sflam_opt.solvers.kernel import chunks, roundtime
+
+    rng = np.random.default_rng(0)
+    for n in (1, 7, 128, 129, 1000, 4097):
+        a = rng.standard_normal((2, n)) * np.exp(rng.uniform(-20, 20, (2, n)))
+        c = chunks.Chunks(n, 64)
+        assert np.array_equal(c.total([a[:, sl].sum(axis=1) for sl in c.slices]), a.sum(axis=1))
+    s = Scenario.default(devices=1000, seed=2)
+    cases = [s, s.replace(objective={"latency_weight": 1.0}), s.replace(bits=[4, 8, 16])]
+    plain = [solve(x, "fast") for x in cases]
+    monkeypatch.setattr(roundtime, "CHUNK", 64)
+    calls = []
+    real = roundtime._free_terms_chunked
+    monkeypatch.setattr(roundtime, "_free_terms_chunked", lambda *a: calls.append(1) or real(*a))
+    for x, ref in zip(cases, plain, strict=True):
+        r = solve(x, "fast")
+        assert r.objective == ref.objective and r.iterations == ref.iterations
+        for f in ("bits", "bandwidth_hz", "power_w"):
+            np.testing.assert_array_equal(getattr(r.allocation, f), getattr(ref.allocation, f))
+    assert len(calls) > 10

@@ -155,10 +155,44 @@ def run_fast(
     if not diag.feasible:
         return FastRun(None, "infeasible", diag.message, {"diagnosis_exact": diag.exact})
     prob = BitsProblem(scenario, ref, rtol)
-    n, nl = scenario.n_devices, prob.levels.size
-    info: dict[str, Any] = {}
-    # Starting rows: the diagnosis' feasible bits, max bits, and (small N) every uniform level.
-    starts = [diag.bits, np.full(n, prob.levels[-1])]
+    state = _first_incumbent(prob, diag.bits, start_bits, start_point)
+    if state is None:
+        # The diagnosis found feasible bits, so this is a numerical failure, not infeasibility.
+        logger.warning("fast: the continuous block found no feasible start at the diagnosed bits")
+        return FastRun(
+            None,
+            "failed",
+            "fast: the continuous block found no feasible start at bits the feasibility "
+            "diagnosis accepted (numerical failure)",
+            {},
+        )
+    search = _Dinkelbach(prob, state)
+    status = search.run(max_iter)
+    info: dict[str, Any] = {
+        "accepted_steps": dict(search.counts),
+        "continuous_solves": len(search.evaluated),
+        "dinkelbach_steps": search.steps,
+    }
+    state, history = search.state, search.history
+    state, info["polish"], info["polish_moves"] = _polish(prob, state, history, polish, max_iter)
+    info["round_latency_s"] = float(state.sol.round_latency_s[0])
+    info["bandwidth_price_j_per_hz"] = float(np.exp(state.sol.log_price[0]))
+    return FastRun(state, status, "", info, history)
+
+
+def _first_incumbent(
+    prob: BitsProblem,
+    diag_bits: IntArray,
+    start_bits: IntArray | None,
+    start_point: tuple[float, float] | None,
+) -> Incumbent | None:
+    """The best starting row, or None if no starting row has a finite optimum.
+
+    Starting rows: ``start_bits``, the diagnosis' feasible bits, max bits and (small N) every
+    uniform level; on a large instance ``start_bits`` is solved alone first.
+    """
+    n, nl = diag_bits.size, prob.levels.size
+    starts = [diag_bits, np.full(n, prob.levels[-1])]
     small = nl * n <= POLISH_SINGLE_BUDGET // 4
     sol = None
     if start_bits is not None:
@@ -179,56 +213,54 @@ def run_fast(
         sol = prob.solve_rows(cand)
     k = _best_row(sol)
     if not np.isfinite(sol.objective[k]):
-        # The diagnosis found feasible bits, so this is a numerical failure, not infeasibility.
-        logger.warning("fast: the continuous block found no feasible start at the diagnosed bits")
-        return FastRun(
-            None,
-            "failed",
-            "fast: the continuous block found no feasible start at bits the feasibility "
-            "diagnosis accepted (numerical failure)",
-            info,
-        )
-    state = Incumbent(cand[k].copy(), sol.row(k))
-    history = [state.objective]
-    steps = 0
-    status_iter = "converged"
-    evaluated = {state.bits.tobytes()}
-    counts = {"plain": 0, "fallback": 0, "uniform": 0}
-
-    def better(cands: list[IntArray]) -> Incumbent | None:
-        """Best of the not yet evaluated candidates if it lowers J (one batched solve)."""
-        fresh: dict[bytes, IntArray] = {}
-        for b in cands:
-            key = b.tobytes()
-            if key not in evaluated:
-                fresh.setdefault(key, b)
-        if not fresh:
-            return None
-        evaluated.update(fresh)
-        rows = np.array(list(fresh.values()))
-        sol = prob.solve_rows(rows, warm=state.sol)
-        k = _best_row(sol)
-        if sol.objective[k] < state.objective * (1.0 - 1e-13):
-            return Incumbent(rows[k].copy(), sol.row(k))
         return None
+    return Incumbent(cand[k].copy(), sol.row(k))
 
-    def uniform_near(*vectors: IntArray) -> list[IntArray]:
-        # Uniform vectors at and next to the mean level of each vector: they cover the
-        # fixed-bits baselines around the current point (J is usually unimodal in that level).
-        out = []
-        for v in vectors:
-            m = float(np.mean(np.searchsorted(prob.levels, v)))
-            for k in range(int(np.floor(m)) - 1, int(np.ceil(m)) + 2):
-                if 0 <= k < nl:
-                    out.append(np.full(n, prob.levels[k]))
-        return out
 
-    for _ in range(max_iter):
+class _Dinkelbach:
+    """The Dinkelbach bits search from an incumbent (see the module docstring).
+
+    Attributes
+    ----------
+    state : Incumbent
+        The best bits so far.
+    history : list of float
+        J after every accepted step.
+    evaluated : set of bytes
+        Bit vectors already scored (never scored twice).
+    counts : dict
+        Accepted steps by kind: "plain", "fallback" (re-cleared price) and "uniform".
+    steps : int
+        Accepted steps.
+    """
+
+    def __init__(self, prob: BitsProblem, state: Incumbent) -> None:
+        self.prob = prob
+        self.state = state
+        self.history = [state.objective]
+        self.evaluated = {state.bits.tobytes()}
+        self.counts = {"plain": 0, "fallback": 0, "uniform": 0}
+        self.steps = 0
+
+    def run(self, max_iter: int) -> str:
+        """Step while J falls; "converged" or "max_iter"."""
+        for _ in range(max_iter):
+            nxt = self.step()
+            if nxt is None:
+                return "converged"
+            self.state = nxt
+            self.history.append(nxt.objective)
+            self.steps += 1
+        return "max_iter"
+
+    def step(self) -> Incumbent | None:
+        """One accepted step, or None at a fixed point."""
+        prob, state = self.prob, self.state
         plain = lagrangian_bits(prob, state)
         nxt = None
         if not np.array_equal(plain, state.bits):
-            nxt = better([plain])
-            counts["plain"] += nxt is not None
+            nxt = self.better([plain])
+            self.counts["plain"] += nxt is not None
             if nxt is None:
                 # The linear step overshot (many devices switching at once at a fixed price):
                 # clear the price at round times around the current one (the new bits may
@@ -237,43 +269,77 @@ def run_fast(
                     lagrangian_bits(prob, state, clear=True, round_latency_s=t)
                     for t in _trial_times(prob, state)
                 ]
-                nxt = better([*cands, *uniform_near(plain, state.bits)])
-                counts["fallback"] += nxt is not None
+                nxt = self.better([*cands, *self.uniform_near(plain, state.bits)])
+                self.counts["fallback"] += nxt is not None
         if nxt is None:
-            nxt = better(uniform_near(state.bits))
-            counts["uniform"] += nxt is not None
-        if nxt is None:
-            break
-        state = nxt
-        history.append(state.objective)
-        steps += 1
-    else:
-        status_iter = "max_iter"
-    info["accepted_steps"] = dict(counts)
-    info["continuous_solves"] = len(evaluated)
-    info["dinkelbach_steps"] = steps
+            nxt = self.better(self.uniform_near(state.bits))
+            self.counts["uniform"] += nxt is not None
+        return nxt
+
+    def better(self, cands: list[IntArray]) -> Incumbent | None:
+        """Best of the not yet evaluated candidates if it lowers J (one batched solve)."""
+        fresh: dict[bytes, IntArray] = {}
+        for b in cands:
+            key = b.tobytes()
+            if key not in self.evaluated:
+                fresh.setdefault(key, b)
+        if not fresh:
+            return None
+        self.evaluated.update(fresh)
+        rows = np.array(list(fresh.values()))
+        sol = self.prob.solve_rows(rows, warm=self.state.sol)
+        k = _best_row(sol)
+        if sol.objective[k] < self.state.objective * (1.0 - 1e-13):
+            return Incumbent(rows[k].copy(), sol.row(k))
+        return None
+
+    def uniform_near(self, *vectors: IntArray) -> list[IntArray]:
+        """Uniform vectors at and next to the mean level of each vector.
+
+        They cover the fixed-bits baselines around the current point (J is usually unimodal in
+        that level).
+        """
+        levels = self.prob.levels
+        n, nl = vectors[0].size, levels.size
+        out = []
+        for v in vectors:
+            m = float(np.mean(self.prob.level_index(v)))
+            for k in range(int(np.floor(m)) - 1, int(np.ceil(m)) + 2):
+                if 0 <= k < nl:
+                    out.append(np.full(n, levels[k]))
+        return out
+
+
+def _polish(
+    prob: BitsProblem,
+    state: Incumbent,
+    history: list[float],
+    polish: bool | None,
+    max_iter: int,
+) -> tuple[Incumbent, str, int]:
+    """Exact single- (and two-) device level changes on small instances.
+
+    Returns the improved incumbent, the polish kind ("single+pair", "single" or "off") and the
+    number of accepted moves; appends J after every move to ``history``.
+    """
+    n, nl = state.bits.size, prob.levels.size
     do_polish = polish if polish is not None else True
+    if not (do_polish and nl > 1 and (nl - 1) * n * n <= POLISH_SINGLE_BUDGET):
+        return state, "off", 0
+    pairs_ok = (n * (n - 1) // 2) * (nl - 1) ** 2 * n <= POLISH_PAIR_BUDGET
     moves = 0
-    if do_polish and nl > 1 and (nl - 1) * n * n <= POLISH_SINGLE_BUDGET:
-        pairs_ok = (n * (n - 1) // 2) * (nl - 1) ** 2 * n <= POLISH_PAIR_BUDGET
-        for _ in range(max_iter):
-            cand = _single_moves(prob, state.bits)
-            if pairs_ok:
-                cand = np.concatenate([cand, _pair_moves(prob, state.bits)])
-            sol = prob.solve_rows(cand, warm=state.sol)
-            k = _best_row(sol)
-            if not sol.objective[k] < state.objective * (1.0 - 1e-12):
-                break
-            state = Incumbent(cand[k].copy(), sol.row(k))
-            history.append(state.objective)
-            moves += 1
-        info["polish"] = "single+pair" if pairs_ok else "single"
-    else:
-        info["polish"] = "off"
-    info["polish_moves"] = moves
-    info["round_latency_s"] = float(state.sol.round_latency_s[0])
-    info["bandwidth_price_j_per_hz"] = float(np.exp(state.sol.log_price[0]))
-    return FastRun(state, status_iter, "", info, history)
+    for _ in range(max_iter):
+        cand = _single_moves(prob, state.bits)
+        if pairs_ok:
+            cand = np.concatenate([cand, _pair_moves(prob, state.bits)])
+        sol = prob.solve_rows(cand, warm=state.sol)
+        k = _best_row(sol)
+        if not sol.objective[k] < state.objective * (1.0 - 1e-12):
+            break
+        state = Incumbent(cand[k].copy(), sol.row(k))
+        history.append(state.objective)
+        moves += 1
+    return state, "single+pair" if pairs_ok else "single", moves
 
 
 @register_solver("fast", "exact continuous block + Dinkelbach bits search, no general solver")

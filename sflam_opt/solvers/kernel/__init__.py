@@ -6,6 +6,7 @@ interface that ``fast``, ``exact``, ``bcd`` and the baselines use; its modules h
 * :mod:`.params`: scenario constants (:class:`KernelParams`) and per-row constants;
 * :mod:`.split`: the KKT bandwidth split at a fixed round time (Newton, bracketed fallback);
 * :mod:`.roundtime`: the convex search for the best round time;
+* :mod:`.chunks`: cache-sized blocks over the devices whose sums equal numpy's (large N);
 * :mod:`.rows`: batched and single bit-vector solves (:func:`solve_rows`,
   :func:`solve_continuous`, :func:`bandwidth_split`);
 * :mod:`.feasibility`: whether any bits are feasible and what to relax (:func:`diagnose`);

@@ -144,16 +144,16 @@ def diagnose(scenario: Scenario, ref: Reference | None = None) -> Feasibility:
     solved exactly by enumeration for small instances. The smallest deadline and energy cap that
     work are found by bisection on that monotone check.
     """
-    ref = ref if ref is not None else reference(scenario)
-    prm = kernel_params(scenario, ref)
     why = target_infeasibility(scenario)
     if why is not None:
         return Feasibility(False, why, None)
     cap = scenario.constraints.device_energy_j
-    deadline = prm.deadline_s
-    if cap is None and deadline is None:
+    if cap is None and scenario.constraints.round_deadline_s is None:
         # Only the target couples the bits, and the dispatcher checked it at max bits.
         return Feasibility(True, "", np.full(scenario.n_devices, scenario.bits.max))
+    ref = ref if ref is not None else reference(scenario)
+    prm = kernel_params(scenario, ref)
+    deadline = prm.deadline_s
     lv, wl, s_nl, pen, room = _level_tables(scenario, prm)
     n, nl = s_nl.shape
     exact = nl**n <= DIAGNOSE_ENUMERATION_LIMIT

@@ -8,6 +8,7 @@ batch have shape (M, N) and per-row scalars shape (M,).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -78,6 +79,11 @@ class KernelParams:
     bandwidth_hz: float
     w_t: float
     w_e: float
+
+    @cached_property
+    def log_n0g(self) -> FloatArray:
+        """``log(N0 / g_n)``, shape (N,) (computed once per scenario, used at every step)."""
+        return np.log(self.n0 / self.gain)
 
 
 def kernel_params(scenario: Scenario, ref: Reference) -> KernelParams:

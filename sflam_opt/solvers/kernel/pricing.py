@@ -18,6 +18,7 @@ block stalls.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -28,7 +29,7 @@ from sflam_opt.solvers.kernel.params import KernelParams, kernel_params
 from sflam_opt.solvers.kernel.rows import RowSolutions, solve_rows
 from sflam_opt.solvers.lambertw import h_from_expm1, h_inverse, phi_inverse
 
-__all__ = ["BitsProblem", "Incumbent", "lagrangian_bits"]
+__all__ = ["BitsProblem", "Incumbent", "best_levels", "lagrangian_bits"]
 
 
 @dataclass
@@ -87,21 +88,57 @@ class BitsProblem:
         self.prm: KernelParams = kernel_params(scenario, ref)
         self.levels = scenario.bits.array  # (L,)
         self.w_l = payload_bits(scenario, self.levels)  # (L,)
-        self.s_nl = self.prm.n0 * LN2 * self.w_l[None, :] / self.prm.gain[:, None]  # (N, L)
+        # The (N, L) tables are rank one: their factors are kept, and entries are computed
+        # from them with the same rounding as the tables' (which are built only if asked for).
+        self._s_l = self.prm.n0 * LN2 * self.w_l  # (L,): S_nl = _s_l[l] / g_n
         c = scenario.convergence
         self.pen_l = 1.0 / np.square(np.exp2(self.levels) - 1.0)  # (L,)
-        self.pen_nl = c.q * scenario.rho[:, None] * self.pen_l[None, :]  # (N, L)
-        self.s_per_bit = self.s_nl[:, 0] / self.w_l[0]  # N0 ln2 / g_n, (N,)
-        self.q_rho = self.pen_nl[:, 0] / self.pen_l[0]  # q rho_n, (N,)
+        self._qr = c.q * scenario.rho  # (N,): pen_nl = _qr[n] * pen_l[l]
+        self.s_per_bit = self._s_l[0] / self.prm.gain / self.w_l[0]  # N0 ln2 / g_n, (N,)
+        self.q_rho = self._qr * self.pen_l[0] / self.pen_l[0]  # q rho_n, (N,)
+        # alpha W_l + gamma pen_l is convex in l (W affine, pen convex in the bit width), so its
+        # argmin moves up one level as gamma / alpha passes each of these (increasing) ratios.
+        with np.errstate(divide="ignore", invalid="ignore"):
+            self.level_ratios = np.diff(self.w_l) / -np.diff(self.pen_l)  # (L - 1,)
         self.room = c.epsilon - c.phi0
         t = scenario.training
         self.k_coef = c.a / (t.learning_rate * t.local_iters)
 
+    @cached_property
+    def s_nl(self) -> FloatArray:
+        """Shannon-limit upload energy per (device, level), shape (N, L), J."""
+        return self._s_l[None, :] / self.prm.gain[:, None]
+
+    @cached_property
+    def pen_nl(self) -> FloatArray:
+        """``q rho_n / (2^l - 1)^2`` per (device, level), shape (N, L)."""
+        return self._qr[:, None] * self.pen_l[None, :]
+
+    def s_at(self, rows: IntArray, lvl: IntArray) -> FloatArray:
+        """``s_nl[rows, lvl]`` without the table (broadcast shapes)."""
+        return self._s_l[lvl] / self.prm.gain[rows]
+
+    def pen_at(self, rows: IntArray, lvl: IntArray) -> FloatArray:
+        """``pen_nl[rows, lvl]`` without the table (broadcast shapes)."""
+        return self._qr[rows] * self.pen_l[lvl]
+
+    def level_index(self, bits: IntArray) -> IntArray:
+        """Index into ``levels`` of every entry of ``bits`` (allowed levels), same shape."""
+        lv = self.levels
+        if bits.size and 0 <= lv[0] and lv[-1] <= 1024:
+            lo, hi = int(bits.min()), int(bits.max())
+            if lo >= 0 and hi <= lv[-1]:
+                table = np.full(int(lv[-1]) + 1, -1, dtype=np.int64)
+                table[lv] = np.arange(lv.size)
+                idx = table[bits]
+                if int(idx.min()) >= 0:
+                    return idx
+        return np.searchsorted(lv, bits)
+
     def rounds(self, bits: IntArray) -> FloatArray:
         """``K(b)`` for rows of bit values (M, N), from the per-level table (inf if unreachable)."""
-        idx = np.searchsorted(self.levels, bits)
-        n = idx.shape[1]
-        margin = self.room - self.pen_nl[np.arange(n)[None, :], idx].sum(axis=1)
+        idx = self.level_index(bits)
+        margin = self.room - (self._qr[None, :] * self.pen_l[idx]).sum(axis=1)
         with np.errstate(divide="ignore"):
             return np.where(margin > 0, self.k_coef / np.where(margin > 0, margin, 1.0), np.inf)
 
@@ -189,16 +226,19 @@ def lagrangian_bits(
     t = float(sol.round_latency_s[0]) if round_latency_s is None else float(round_latency_s)
     u = t - prm.fixed_s  # (N,)
     theta = float(sol.objective[0]) / prob.k_coef  # ratio V/m = J / Kc
-    log_a = np.log(prm.n0 * u / prm.gain)
+    log_a: FloatArray | None = None  # log(N0 u / g), computed when a price needs it
     w_e = prm.w_e
     table = _CapTable(prob, u) if w_e == 0.0 else None
     mu0 = _bandwidth_price(prob, state)
 
     def at(log_mu: float, x0: FloatArray | None) -> tuple[IntArray, float, FloatArray]:
+        nonlocal log_a
         if table is not None:
             p = table.choose(np.exp(log_mu), theta)
             return p, float(table.bw[np.arange(u.size), p].sum()), x0
         # Device optimum of w_E e + mu B without caps: h(x) = mu / (w_E a).
+        if log_a is None:
+            log_a = np.log(prm.n0 * u / prm.gain)
         x = h_inverse(np.exp(np.minimum(log_mu - np.log(w_e) - log_a, 700.0)), x0)
         p, b = _choose(prob, u, x, np.exp(log_mu), theta)
         return p, float(b.sum()), x
@@ -297,19 +337,17 @@ def _choose(
     spectral variable ``x_n`` (free optimum ``xf``) held at the level's cap where that binds.
     """
     prm = prob.prm
-    rows = np.arange(u.size)
     em1 = np.expm1(xf)
     alpha = prm.w_e * prob.s_per_bit * em1 / xf + mu * LN2 / (u * xf)
     gamma = theta * prob.q_rho
-    cost = alpha[:, None] * prob.w_l[None, :] + gamma[:, None] * prob.pen_l[None, :]
-    pick = np.argmin(cost, axis=1)
-    r = _cap_ratio(prob, u[:, None], pick[:, None], rows[:, None])[:, 0]
+    pick = best_levels(prob, alpha, gamma)
+    r = _cap_ratio(prob, u, pick)
     hit = em1 > r * xf  # phi(x_free) > r: the cap binds (or the level cannot make it)
     x = xf
     if hit.any():
         idx = np.flatnonzero(hit)
         pick[idx] = _exact_choice(prob, idx, u[idx], xf[idx], mu, theta)
-        r = _cap_ratio(prob, u[:, None], pick[:, None], rows[:, None])[:, 0]
+        r = _cap_ratio(prob, u, pick)
         x = np.array(xf, dtype=np.float64)
         capped = em1 > r * xf
         x[capped] = phi_inverse(r[capped])
@@ -318,10 +356,52 @@ def _choose(
     return pick, bw
 
 
-def _cap_ratio(prob: BitsProblem, u: FloatArray, lvl: IntArray, rows: IntArray) -> FloatArray:
-    """``min(Pmax u / S, budget / S)`` at the given (device, level index) pairs."""
+def best_levels(prob: BitsProblem, alpha: FloatArray, gamma: FloatArray) -> IntArray:
+    """``argmin_l alpha_n W_l + gamma_n pen_l`` per device (index into the levels), shape (N,).
+
+    The same index as ``np.argmin`` over the (N, L) table (first on ties), in O(N log L): the
+    cost is convex in l, so the ratio ``gamma / alpha`` located among ``level_ratios`` gives the
+    minimum to within one level, and the table's three entries around it decide it exactly.
+    Devices with a non-finite or non-positive ``alpha`` use the table row.
+    """
+    w_l, pen_l, nl = prob.w_l, prob.pen_l, prob.levels.size
+    ratios = prob.level_ratios
+    usable = nl > 1 and bool(np.all(np.isfinite(ratios)) and np.all(np.diff(ratios) > 0))
+    if not usable:
+        return np.argmin(alpha[:, None] * w_l[None, :] + gamma[:, None] * pen_l[None, :], axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mid = np.searchsorted(ratios, gamma / alpha)
+    mid = np.minimum(mid, nl - 1)
+    lo = np.maximum(mid - 1, 0)
+    hi = np.minimum(mid + 1, nl - 1)
+    pick = lo
+    best = alpha * w_l[lo] + gamma * pen_l[lo]
+    for cand in (mid, hi):
+        cost = alpha * w_l[cand] + gamma * pen_l[cand]
+        take = cost < best
+        pick = np.where(take, cand, pick)
+        best = np.where(take, cost, best)
+    odd = ~(np.isfinite(alpha) & np.isfinite(gamma) & (alpha > 0) & (gamma >= 0))
+    if odd.any():
+        idx = np.flatnonzero(odd)
+        table = alpha[idx, None] * w_l[None, :] + gamma[idx, None] * pen_l[None, :]
+        pick[idx] = np.argmin(table, axis=1)
+    return pick
+
+
+def _cap_ratio(
+    prob: BitsProblem, u: FloatArray, lvl: IntArray, rows: IntArray | None = None
+) -> FloatArray:
+    """``min(Pmax u / S, budget / S)`` at the given (device, level index) pairs.
+
+    ``rows=None`` means every device, in order (``lvl`` and ``u`` of shape (N,)).
+    """
     prm = prob.prm
-    s = prob.s_nl[rows, lvl]
+    if rows is None:
+        s = prob._s_l[lvl] / prm.gain
+        r = prm.pmax * u / s
+        return r if prm.budget_j is None else np.minimum(r, prm.budget_j / s)
+    s = prob.s_at(rows, lvl)
     r = prm.pmax[rows] * u / s
     if prm.budget_j is not None:
         r = np.minimum(r, prm.budget_j[rows] / s)
@@ -342,8 +422,10 @@ def _exact_choice(
         clamped = np.expm1(x) > r * x
     x[clamped] = phi_inverse(r[clamped])
     with np.errstate(divide="ignore", invalid="ignore"):
-        energy = prob.s_nl[idx] * np.expm1(x) / x
+        energy = prob.s_at(idx[:, None], np.arange(nl)[None, :]) * np.expm1(x) / x
         bw = prob.w_l[None, :] * LN2 / (u[:, None] * x)
-        cost = prm.w_e * energy + mu * bw + theta * prob.pen_nl[idx]
+        cost = (
+            prm.w_e * energy + mu * bw + theta * prob.pen_at(idx[:, None], np.arange(nl)[None, :])
+        )
     cost = np.where((r > 1.0) & np.isfinite(cost), cost, np.inf)
     return np.argmin(cost, axis=1)

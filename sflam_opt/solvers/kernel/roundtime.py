@@ -13,16 +13,21 @@ implicit differentiation of the split, O(N) per step); :func:`search_time_bracke
 fallback, a bracketed secant (Illinois) search over converged splits. Both stop on a convexity
 certificate ``V(T) - V* <= rtol V(T)``. :func:`search_time` runs the first and hands the rows it
 cannot certify to the second.
+
+At large N (no energy cap) the joint search's cap-free evaluations run in cache-sized blocks
+(:mod:`.chunks`), with results bit-identical to the whole-array code.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
 
 from sflam_opt.numeric import LN2, FloatArray, IntArray
+from sflam_opt.solvers.kernel.chunks import CHUNK, Chunks
 from sflam_opt.solvers.kernel.params import ZERO_LATENCY_WEIGHT_RTOL, KernelParams, RowConstants
 from sflam_opt.solvers.kernel.split import (
     SPLIT_TOL,
@@ -91,6 +96,83 @@ def search_time(
     return sp, np.zeros(m, dtype=bool), t_min
 
 
+@dataclass(frozen=True)
+class _JointConsts:
+    """Per-call constants of :func:`joint_search`; arrays (M,), (N,) or (M, N)."""
+
+    t_lb: FloatArray
+    t_max: FloatArray
+    log_n0g: FloatArray
+    wl2: FloatArray
+    log_b: float
+    log_ratio: float
+    energy_cap: bool
+    g_tol: float
+    chunks: Chunks | None  # cache-sized blocks for the cap-free evaluation at large N
+
+
+@dataclass
+class _JointState:
+    """Iterate of :func:`joint_search` and what is known about each row's interval ends."""
+
+    t: FloatArray  # round time (M,)
+    s: FloatArray  # log lambda (M,)
+    y: FloatArray  # log x_free (M, N)
+    v: FloatArray = field(init=False)  # log(T - t_lb), set once the start is final
+    stop: NDArray[np.bool_] = field(init=False)  # finished at an interval end, or failed
+    failed: NDArray[np.bool_] = field(init=False)
+    lo_ok: NDArray[np.bool_] = field(init=False)  # optimum known to lie above T_min
+    hi_ok: NDArray[np.bool_] = field(init=False)  # optimum known to lie below the deadline
+    ends: list[tuple[IntArray, Split]] = field(default_factory=list)  # optimum at an end
+    xcap: FloatArray | None = None  # each device's cap x (warm start of phi_inverse)
+    work: dict[str, FloatArray] = field(default_factory=dict)  # buffers reused every step
+
+    def buffer(self, name: str) -> FloatArray:
+        """An (M, N) scratch array that lives as long as the search (fresh pages cost time)."""
+        buf = self.work.get(name)
+        if buf is None:
+            buf = self.work[name] = np.empty(self.y.shape)
+        return buf
+
+    def __post_init__(self) -> None:
+        m = self.t.shape[0]
+        self.stop = np.zeros(m, dtype=bool)
+        self.failed = np.zeros(m, dtype=bool)
+        self.lo_ok = np.zeros(m, dtype=bool)
+        self.hi_ok = np.zeros(m, dtype=bool)
+
+    def end_at(self, idx: IntArray, sp: Split, end: NDArray[np.bool_]) -> None:
+        """Rows ``idx[end]`` are optimal at the interval end whose split ``sp`` holds."""
+        if end.any():
+            self.ends.append((idx[end], sp.take(np.flatnonzero(end))))
+            self.stop[idx[end]] = True
+
+
+@dataclass
+class _JointTerms:
+    """The optimality system of :func:`joint_search` evaluated at one iterate."""
+
+    u: FloatArray  # upload times (M, N)
+    inv_u: FloatArray
+    xf: FloatArray  # free spectral variables (M, N)
+    x: FloatArray  # xf with capped devices at their cap (the same array if none is)
+    em1x: FloatArray  # expm1(x)
+    res: FloatArray  # log h(x_free) + log a - s (M, N)
+    dh: FloatArray  # d log h / d log x at x_free (M, N)
+    lam: FloatArray  # bandwidth price (M,)
+    tot: FloatArray  # sum B_n (M,)
+    d: FloatArray  # E'(T) / lambda-units as in the module docstring (M,)
+    d_s: FloatArray  # d of ``d`` by s (M,)
+    d_t: FloatArray  # d of ``d`` by T (M,)
+    f_t: FloatArray  # d log sum B / dT at fixed x_free (M,)
+    w: FloatArray | None  # elimination weights, 0 at capped devices (M, N); None: chunked
+    f: FloatArray  # log sum B - log B (M,)
+    g: FloatArray  # log(-d) - log(w_T / w_E) (M,)
+    err: FloatArray  # split residual (M,)
+    bw: FloatArray | None = None  # bandwidths (M, N), kept by the chunked evaluation
+    chunks: Chunks | None = None  # set by the chunked evaluation: w is computed per block
+
+
 def joint_search(
     prm: KernelParams,
     rw: RowConstants,
@@ -122,223 +204,384 @@ def joint_search(
         Splits per row and the mask of rows certified to ``V(T) - V* <= rtol V(T)`` (the
         others are not usable).
     """
-    m, n = rw.w.shape
-    t_lb = rw.t_lb
-    deadline = prm.deadline_s
-    t_max = np.full(m, np.inf if deadline is None else deadline)
-    log_n0g = np.log(prm.n0 / prm.gain)
-    wl2 = rw.w * LN2
-    log_b = np.log(prm.bandwidth_hz)
-    log_ratio = np.log(prm.w_t / prm.w_e)
-    energy_cap = prm.budget_j is not None
-    g_tol = 0.25 * rtol
-    ends: list[tuple[IntArray, Split]] = []  # rows whose optimum is an interval end
-    stop = np.zeros(m, dtype=bool)  # rows finished at an interval end, or failed
-    failed = np.zeros(m, dtype=bool)
-    lo_ok = np.zeros(m, dtype=bool)  # optimum known to lie above T_min
-    hi_ok = np.zeros(m, dtype=bool)  # optimum known to lie below the deadline
-
-    if warm is None:
-        t = t_min.copy()
-        s = np.full(m, np.nan)
-        y = np.full((m, n), np.nan)
-        cold = np.isnan(t_min)
-        if cold.any():
-            # T_min unknown: start from an equal split at full power, which is feasible
-            # for the power caps (its round time is at least T_min unless an energy cap binds).
-            idx = np.flatnonzero(cold)
-            share = prm.bandwidth_hz / n
-            rate = share * np.log2(1.0 + prm.pmax * prm.gain / (prm.n0 * share))
-            t[idx] = np.max(prm.fixed_s + rw.w[idx] / rate, axis=1)
-            u = t[idx, None] - prm.fixed_s
-            x0 = rw.w[idx] * LN2 / (u * share)
-            y[idx] = np.log(x0)
-            s[idx] = np.median(np.log(prm.n0 / prm.gain * u) + np.log(h(x0)), axis=1)
-    else:
-        t = np.minimum(np.fmax(warm[0], t_min), t_max)  # fmax: T_min may be unknown (NaN)
-        t = np.where(np.isfinite(t), t, t_min)
-        s = np.array(warm[1], dtype=np.float64)
-        y = np.log(warm[2])
-    at_lo = t <= t_min * (1.0 + 1e-12)
-    if at_lo.any():
-        # Start at T_min: optimal there if V rises; else step up as far as V' suggests.
-        idx = np.flatnonzero(at_lo)
-        sp = split_at_min(prm, rw.take(idx), t_min[idx])
-        end = (sp.slope >= 0) | (t_min[idx] >= t_max[idx])
-        if end.any():
-            ends.append((idx[end], sp.take(np.flatnonzero(end))))
-            stop[idx[end]] = True
-        k = np.flatnonzero(~end)
-        idx = idx[k]
-        g0 = np.log(prm.w_t - sp.slope[k]) - np.log(prm.w_t)
-        v0 = np.log(t_min[idx] - t_lb[idx]) + np.clip(0.5 * g0, 0.01, 3.0)
-        t[idx] = np.minimum(t_lb[idx] + np.exp(v0), t_max[idx])
-        s[idx] = sp.log_lam[k]
-        y[idx] = np.log(sp.x_free[k])
-        lo_ok[idx] = True
-    v = np.log(t - t_lb)
-    v_lo = np.log(t_min - t_lb)  # NaN where T_min is unknown
+    jc = _joint_consts(prm, rw, rtol)
+    st = _joint_start(prm, rw, t_min, warm, jc)
+    _start_at_lower_end(prm, rw, t_min, jc, st)
+    st.v = np.log(st.t - jc.t_lb)
+    v_lo = np.log(t_min - jc.t_lb)  # NaN where T_min is unknown
     check_lo = bool(np.isfinite(v_lo).any())
-    v_hi = np.log(t_max - t_lb)
-    xcap: FloatArray | None = None
-    conv = np.zeros(m, dtype=bool)
+    v_hi = np.log(jc.t_max - jc.t_lb)
     for _ in range(_JOINT_MAX_ITER):
-        u = t[:, None] - prm.fixed_s
-        inv_u = 1.0 / u
-        log_a = np.log(u) + log_n0g
-        xf = np.exp(y)
-        em1 = np.expm1(xf)
-        hf = h_from_expm1(xf, em1)
-        res = np.log(hf) + log_a - s[:, None]
-        dh = xf * xf / (hf / (em1 + 1.0))  # d log h / d log x
-        r_p = rw.pmax_over_s * u
-        if energy_cap:
-            power = r_p <= rw.r_e
-            clamped = em1 > np.minimum(r_p, rw.r_e) * xf  # phi(x_free) > r: a cap binds
-        else:
-            clamped = em1 > r_p * xf
-        kappa = wl2 * inv_u
-        lam = np.exp(s)
-        if clamped.any():
-            pc = clamped & power if energy_cap else clamped
-            if xcap is None:
-                xcap = np.full((m, n), np.nan)
-            if pc.any():
-                xcap[pc] = phi_inverse(r_p[pc], xcap[pc])
-            if energy_cap:
-                ec = clamped & ~power
-                xcap[ec] = rw.x_e[ec]
-            x = np.where(clamped, xcap, xf)
-            bw = kappa / x
-            tot = bw.sum(axis=1)
-            bu = bw * inv_u
-            buc = np.where(clamped, bu, 0.0)
-            buu = bu - buc
-            # Capped devices sit at B_n = Bmin_n(T); their term of E' is
-            # -(B/u) (lam (1 + eps) - lam_n eps) with eps = -dlog Bmin/dlog u - 1.
-            em1x = np.expm1(x)
-            hx = h_from_expm1(x, em1x)
-            eps = np.where(pc, em1x / hx, 0.0)
-            lam_n = np.exp(log_a) * hx
-            lam_c = lam[:, None]
-            cterm = lam_c * (1.0 + eps) - lam_n * eps
-            deps = -(em1x + 1.0) * (em1x - x) / (hx * hx) * x * eps * inv_u
-            dlam_n = lam_n * inv_u * (1.0 + x * x / (hx / (em1x + 1.0)) * eps)
-            term_t = (2.0 + eps) * inv_u * cterm - ((lam_c - lam_n) * deps - dlam_n * eps)
-            pu = buu.sum(axis=1)
-            d = -lam * pu - np.where(clamped, buc * cterm, 0.0).sum(axis=1)
-            d_s = -lam * (pu + np.where(clamped, buc * (1.0 + eps), 0.0).sum(axis=1))
-            d_t = 2.0 * lam * (buu * inv_u).sum(axis=1)
-            d_t += np.where(clamped, buc * term_t, 0.0).sum(axis=1)
-            f_t = -(bu.sum(axis=1) + np.where(clamped, buc * eps, 0.0).sum(axis=1)) / tot
-            w = np.where(clamped, 0.0, bw / (tot[:, None] * dh))
-        else:
-            x = xf
-            em1x = em1
-            bw = kappa / x
-            tot = bw.sum(axis=1)
-            bu = bw * inv_u
-            pu = bu.sum(axis=1)
-            d = -lam * pu
-            d_s = d
-            d_t = 2.0 * lam * (bu * inv_u).sum(axis=1)
-            f_t = -pu / tot
-            w = bw / (tot[:, None] * dh)
-        f = np.log(tot) - log_b
-        g = np.log(-d) - log_ratio
-        err = np.maximum(np.abs(res).max(axis=1), np.abs(f))
-        conv = (err <= SPLIT_TOL) & (np.abs(g) <= g_tol)
-        fin = conv | stop
+        tm = _joint_terms(prm, rw, jc, st)
+        conv = (tm.err <= SPLIT_TOL) & (np.abs(tm.g) <= jc.g_tol)
+        fin = conv | st.stop
         if fin.all():
             break
-        # Eliminate dy_n = (ds - dT/u_n - res_n)/dh_n: 2 x 2 in (ds, dT) per row.
-        wu = w * inv_u
-        s1 = w.sum(axis=1)
-        s2 = wu.sum(axis=1)
-        s3 = (w * res).sum(axis=1)
-        s4 = (wu * inv_u).sum(axis=1)
-        s5 = (wu * res).sum(axis=1)
-        lt = lam * tot
-        a12 = s2 + f_t
-        a21 = lt * s2 + d_s
-        a22 = d_t - lt * s4
-        b1 = -f - s3
-        b2 = lt * s5 - g * d
-        det = -s1 * a22 - a12 * a21
-        ds = (b1 * a22 - a12 * b2) / det
-        dt = -(s1 * b2 + a21 * b1) / det
-        hold = ~np.isfinite(g)
-        if hold.any():
-            # E' of the wrong sign (far from a split): G means nothing there. Hold T and
-            # take the split's own Newton step first.
-            ds = np.where(hold, (f + s3) / s1, ds)
-            dt = np.where(hold, 0.0, dt)
-        span = t - t_lb
-        dv = np.minimum(np.maximum(dt / span, -2.0), 2.0)
-        ds = np.minimum(np.maximum(ds, -4.0), 4.0)
-        dy = (ds[:, None] - (dv * span)[:, None] * inv_u - res) / dh
-        np.maximum(dy, -4.0, out=dy)
-        np.minimum(dy, 4.0, out=dy)
-        bad = ~fin & ~np.isfinite(dv + ds + err)  # dy is finite where these are
+        dv, ds, dy = _joint_step(tm, st, jc)
+        bad = ~fin & ~np.isfinite(dv + ds + tm.err)  # dy is finite where these are
         if bad.any():
-            failed |= bad
-            stop |= bad
+            st.failed |= bad
+            st.stop |= bad
             fin |= bad
-        v_new = v + dv
+        v_new = st.v + dv
         if check_lo:
-            below = ~fin & (v_new <= v_lo)
-            if below.any():
-                new = below & ~lo_ok
-                if new.any():
-                    idx = np.flatnonzero(new)
-                    sp = split_at_min(prm, rw.take(idx), t_min[idx])
-                    end = sp.slope >= 0
-                    if end.any():
-                        ends.append((idx[end], sp.take(np.flatnonzero(end))))
-                        stop[idx[end]] = True
-                        fin[idx[end]] = True
-                    lo_ok[idx[~end]] = True
-                v_new = np.where(below & lo_ok, 0.5 * (v + v_lo), v_new)
-        if deadline is not None:
-            above = ~fin & (v_new >= v_hi)
-            if above.any():
-                new = above & ~hi_ok
-                if new.any():
-                    idx = np.flatnonzero(new)
-                    sp = split_at(prm, rw.take(idx), t_max[idx], s[idx], xf[idx])
-                    end = sp.slope <= 0
-                    if end.any():
-                        ends.append((idx[end], sp.take(np.flatnonzero(end))))
-                        stop[idx[end]] = True
-                        fin[idx[end]] = True
-                    hi_ok[idx[~end]] = True
-                v_new = np.where(above & hi_ok, 0.5 * (v + v_hi), v_new)
-        if fin.any():
-            upd = ~fin
-            v = np.where(upd, v_new, v)
-            t = np.where(upd, t_lb + np.exp(v_new), t)
-            s = np.where(upd, s + ds, s)
-            y = np.where(upd[:, None], y + dy, y)
-        else:
-            v = v_new
-            t = t_lb + np.exp(v_new)
-            s = s + ds
-            y = y + dy
+            v_new = _guard_lower_end(prm, rw, t_min, st, fin, v_new, v_lo)
+        if prm.deadline_s is not None:
+            v_new = _guard_upper_end(prm, rw, jc, st, tm, fin, v_new, v_hi)
+        _joint_move(st, jc, fin, v_new, ds, dy)
+    return _joint_finish(prm, rw, t_min, rtol, jc, st, tm, conv)
+
+
+def _joint_consts(prm: KernelParams, rw: RowConstants, rtol: float) -> _JointConsts:
+    m, n = rw.w.shape
+    return _JointConsts(
+        t_lb=rw.t_lb,
+        t_max=np.full(m, np.inf if prm.deadline_s is None else prm.deadline_s),
+        log_n0g=prm.log_n0g,
+        wl2=rw.w * LN2,
+        log_b=np.log(prm.bandwidth_hz),
+        log_ratio=np.log(prm.w_t / prm.w_e),
+        energy_cap=prm.budget_j is not None,
+        g_tol=0.25 * rtol,
+        chunks=Chunks(n, CHUNK) if n >= 2 * CHUNK and prm.budget_j is None else None,
+    )
+
+
+def _joint_start(
+    prm: KernelParams,
+    rw: RowConstants,
+    t_min: FloatArray,
+    warm: tuple[FloatArray, FloatArray, FloatArray] | None,
+    jc: _JointConsts,
+) -> _JointState:
+    """The first iterate: the warm start, else ``T_min``, else (unknown) an equal split."""
+    m, n = rw.w.shape
+    if warm is not None:
+        t = np.minimum(np.fmax(warm[0], t_min), jc.t_max)  # fmax: T_min may be unknown (NaN)
+        t = np.where(np.isfinite(t), t, t_min)
+        return _JointState(t, np.array(warm[1], dtype=np.float64), np.log(warm[2]))
+    t = t_min.copy()
+    s = np.full(m, np.nan)
+    y = np.full((m, n), np.nan)
+    cold = np.isnan(t_min)
+    if cold.any():
+        # T_min unknown: start from an equal split at full power, which is feasible
+        # for the power caps (its round time is at least T_min unless an energy cap binds).
+        idx = np.flatnonzero(cold)
+        share = prm.bandwidth_hz / n
+        rate = share * np.log2(1.0 + prm.pmax * prm.gain / (prm.n0 * share))
+        t[idx] = np.max(prm.fixed_s + rw.w[idx] / rate, axis=1)
+        u = t[idx, None] - prm.fixed_s
+        x0 = rw.w[idx] * LN2 / (u * share)
+        y[idx] = np.log(x0)
+        s[idx] = np.median(np.log(prm.n0 / prm.gain * u) + np.log(h(x0)), axis=1)
+    return _JointState(t, s, y)
+
+
+def _start_at_lower_end(
+    prm: KernelParams, rw: RowConstants, t_min: FloatArray, jc: _JointConsts, st: _JointState
+) -> None:
+    """Rows starting at ``T_min``: optimal there if V rises; else step up as V' suggests."""
+    at_lo = st.t <= t_min * (1.0 + 1e-12)
+    if not at_lo.any():
+        return
+    idx = np.flatnonzero(at_lo)
+    sp = split_at_min(prm, rw.take(idx), t_min[idx])
+    end = (sp.slope >= 0) | (t_min[idx] >= jc.t_max[idx])
+    st.end_at(idx, sp, end)
+    k = np.flatnonzero(~end)
+    idx = idx[k]
+    g0 = np.log(prm.w_t - sp.slope[k]) - np.log(prm.w_t)
+    v0 = np.log(t_min[idx] - jc.t_lb[idx]) + np.clip(0.5 * g0, 0.01, 3.0)
+    st.t[idx] = np.minimum(jc.t_lb[idx] + np.exp(v0), jc.t_max[idx])
+    st.s[idx] = sp.log_lam[k]
+    st.y[idx] = np.log(sp.x_free[k])
+    st.lo_ok[idx] = True
+
+
+def _joint_terms(
+    prm: KernelParams, rw: RowConstants, jc: _JointConsts, st: _JointState
+) -> _JointTerms:
+    """Residuals of the optimality system and the derivatives a Newton step needs."""
+    if jc.chunks is not None and st.xcap is None:
+        tm = _free_terms_chunked(prm, rw, jc, st, jc.chunks)
+        if tm is not None:
+            return tm
+    u = st.t[:, None] - prm.fixed_s
+    inv_u = 1.0 / u
+    log_a = np.log(u) + jc.log_n0g
+    xf = np.exp(st.y)
+    em1 = np.expm1(xf)
+    hf = h_from_expm1(xf, em1)
+    res = np.log(hf) + log_a - st.s[:, None]
+    dh = xf * xf / (hf / (em1 + 1.0))  # d log h / d log x
+    r_p = rw.pmax_over_s * u
+    power = None
+    if jc.energy_cap:
+        power = r_p <= rw.r_e
+        clamped = em1 > np.minimum(r_p, rw.r_e) * xf  # phi(x_free) > r: a cap binds
+    else:
+        clamped = em1 > r_p * xf
+    kappa = jc.wl2 * inv_u
+    lam = np.exp(st.s)
+    if clamped.any():
+        pc = clamped & power if power is not None else clamped
+        x = _cap_x(rw, st, r_p, clamped, pc, power, xf)
+        em1x, sums = _capped_sums(inv_u, log_a, x, kappa, lam, dh, clamped, pc)
+    else:
+        x, em1x = xf, em1
+        sums = _free_sums(inv_u, x, kappa, lam, dh)
+    tot, d, d_s, d_t, f_t, w = sums
+    f = np.log(tot) - jc.log_b
+    g = np.log(-d) - jc.log_ratio
+    err = np.maximum(np.abs(res).max(axis=1), np.abs(f))
+    return _JointTerms(u, inv_u, xf, x, em1x, res, dh, lam, tot, d, d_s, d_t, f_t, w, f, g, err)
+
+
+def _free_terms_chunked(
+    prm: KernelParams, rw: RowConstants, jc: _JointConsts, st: _JointState, chunks: Chunks
+) -> _JointTerms | None:
+    """:func:`_joint_terms` block by block when no device is capped (None if one is).
+
+    The same element-wise steps as the whole-array evaluation and :func:`_free_sums`, and sums
+    combined along numpy's tree (:class:`Chunks`), so the result is bit-identical to it.
+    """
+    names = ("u", "inv_u", "xf", "em1", "res", "dh", "bw")
+    out = {k: st.buffer(k) for k in names}
+    u_b, iu_b, xf_b, em1_b, res_b, dh_b, bw_b = (out[k] for k in names)
+    sums: list[list[FloatArray]] = [[], [], [], []]
+    s_col = st.s[:, None]
+    t_col = st.t[:, None]
+    for c in chunks.slices:
+        # Written straight into the buffers' blocks (out=): the same operations, no copies.
+        u = np.subtract(t_col, prm.fixed_s[c], out=u_b[:, c])
+        inv_u = np.divide(1.0, u, out=iu_b[:, c])
+        log_a = np.log(u)
+        log_a += jc.log_n0g[c]
+        xf = np.exp(st.y[:, c], out=xf_b[:, c])
+        em1 = np.expm1(xf, out=em1_b[:, c])
+        if np.any(em1 > rw.pmax_over_s[:, c] * u * xf):
+            return None
+        hf = h_from_expm1(xf, em1)
+        res = np.log(hf, out=res_b[:, c])
+        res += log_a
+        res -= s_col
+        den = em1 + 1.0
+        np.divide(hf, den, out=den)
+        dh = np.multiply(xf, xf, out=dh_b[:, c])
+        dh /= den  # xf^2 / (hf / (em1 + 1)): d log h / d log x
+        bw = np.multiply(jc.wl2[:, c], inv_u, out=bw_b[:, c])
+        bw /= xf
+        bu = bw * inv_u
+        sums[0].append(bw.sum(axis=1))
+        sums[1].append(bu.sum(axis=1))
+        sums[2].append((bu * inv_u).sum(axis=1))
+        sums[3].append(np.abs(res).max(axis=1))
+    tot, pu, puu = (chunks.total(p) for p in sums[:3])
+    lam = np.exp(st.s)
+    d = -lam * pu
+    f = np.log(tot) - jc.log_b
+    g = np.log(-d) - jc.log_ratio
+    err = np.maximum(np.max(np.stack(sums[3], axis=1), axis=1), np.abs(f))
+    xf, em1 = out["xf"], out["em1"]
+    return _JointTerms(
+        out["u"], out["inv_u"], xf, xf, em1, out["res"], out["dh"], lam, tot, d, d,
+        2.0 * lam * puu, -pu / tot, None, f, g, err, bw=out["bw"], chunks=chunks,
+    )  # fmt: skip
+
+
+def _cap_x(rw, st, r_p, clamped, pc, power, xf) -> FloatArray:
+    """``xf`` with the capped devices at their cap's x (power: ``phi^{-1}(r_p)``, energy: x_e)."""
+    if st.xcap is None:
+        st.xcap = np.full(xf.shape, np.nan)
+    xcap = st.xcap
+    if pc.any():
+        xcap[pc] = phi_inverse(r_p[pc], xcap[pc])
+    if power is not None:
+        ec = clamped & ~power
+        xcap[ec] = rw.x_e[ec]
+    return np.where(clamped, xcap, xf)
+
+
+def _free_sums(inv_u, x, kappa, lam, dh) -> tuple[FloatArray, ...]:
+    """``(tot, d, d_s, d_t, f_t, w)`` of :class:`_JointTerms` when no device is capped."""
+    bw = kappa / x
+    tot = bw.sum(axis=1)
+    bu = bw * inv_u
+    pu = bu.sum(axis=1)
+    d = -lam * pu
+    d_t = 2.0 * lam * (bu * inv_u).sum(axis=1)
+    f_t = -pu / tot
+    w = bw / (tot[:, None] * dh)
+    return tot, d, d, d_t, f_t, w
+
+
+def _capped_sums(inv_u, log_a, x, kappa, lam, dh, clamped, pc) -> tuple[FloatArray, tuple]:
+    """``expm1(x)`` and ``(tot, d, d_s, d_t, f_t, w)`` of :class:`_JointTerms` with caps."""
+    bw = kappa / x
+    tot = bw.sum(axis=1)
+    bu = bw * inv_u
+    buc = np.where(clamped, bu, 0.0)
+    buu = bu - buc
+    # Capped devices sit at B_n = Bmin_n(T); their term of E' is
+    # -(B/u) (lam (1 + eps) - lam_n eps) with eps = -dlog Bmin/dlog u - 1.
+    em1x = np.expm1(x)
+    hx = h_from_expm1(x, em1x)
+    eps = np.where(pc, em1x / hx, 0.0)
+    lam_n = np.exp(log_a) * hx
+    lam_c = lam[:, None]
+    cterm = lam_c * (1.0 + eps) - lam_n * eps
+    deps = -(em1x + 1.0) * (em1x - x) / (hx * hx) * x * eps * inv_u
+    dlam_n = lam_n * inv_u * (1.0 + x * x / (hx / (em1x + 1.0)) * eps)
+    term_t = (2.0 + eps) * inv_u * cterm - ((lam_c - lam_n) * deps - dlam_n * eps)
+    pu = buu.sum(axis=1)
+    d = -lam * pu - np.where(clamped, buc * cterm, 0.0).sum(axis=1)
+    d_s = -lam * (pu + np.where(clamped, buc * (1.0 + eps), 0.0).sum(axis=1))
+    d_t = 2.0 * lam * (buu * inv_u).sum(axis=1)
+    d_t += np.where(clamped, buc * term_t, 0.0).sum(axis=1)
+    f_t = -(bu.sum(axis=1) + np.where(clamped, buc * eps, 0.0).sum(axis=1)) / tot
+    w = np.where(clamped, 0.0, bw / (tot[:, None] * dh))
+    return em1x, (tot, d, d_s, d_t, f_t, w)
+
+
+def _joint_step(
+    tm: _JointTerms, st: _JointState, jc: _JointConsts
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """The capped Newton step ``(dv, ds, dy)``."""
+    # Eliminate dy_n = (ds - dT/u_n - res_n)/dh_n: 2 x 2 in (ds, dT) per row.
+    s1, s2, s3, s4, s5 = _step_sums(tm)
+    lt = tm.lam * tm.tot
+    a12 = s2 + tm.f_t
+    a21 = lt * s2 + tm.d_s
+    a22 = tm.d_t - lt * s4
+    b1 = -tm.f - s3
+    b2 = lt * s5 - tm.g * tm.d
+    det = -s1 * a22 - a12 * a21
+    ds = (b1 * a22 - a12 * b2) / det
+    dt = -(s1 * b2 + a21 * b1) / det
+    hold = ~np.isfinite(tm.g)
+    if hold.any():
+        # E' of the wrong sign (far from a split): G means nothing there. Hold T and
+        # take the split's own Newton step first.
+        ds = np.where(hold, (tm.f + s3) / s1, ds)
+        dt = np.where(hold, 0.0, dt)
+    span = st.t - jc.t_lb
+    dv = np.minimum(np.maximum(dt / span, -2.0), 2.0)
+    ds = np.minimum(np.maximum(ds, -4.0), 4.0)
+    dy_buf = st.buffer("dy") if tm.chunks is not None else None
+    return dv, ds, _newton_dy(tm, ds, dv * span, dy_buf)
+
+
+def _step_sums(tm: _JointTerms) -> tuple[FloatArray, ...]:
+    """Sums over the devices of ``w``, ``w/u``, ``w res``, ``w/u^2``, ``w res/u``, each (M,)."""
+    if tm.chunks is None:
+        w, inv_u, res = tm.w, tm.inv_u, tm.res
+        wu = w * inv_u
+        return (
+            w.sum(axis=1),
+            wu.sum(axis=1),
+            (w * res).sum(axis=1),
+            (wu * inv_u).sum(axis=1),
+            (wu * res).sum(axis=1),
+        )
+    parts: list[list[FloatArray]] = [[], [], [], [], []]
+    tot = tm.tot[:, None]
+    for c in tm.chunks.slices:
+        inv_u, res = tm.inv_u[:, c], tm.res[:, c]
+        w = tm.bw[:, c] / (tot * tm.dh[:, c])
+        wu = w * inv_u
+        for acc, val in zip(parts, (w, wu, w * res, wu * inv_u, wu * res), strict=True):
+            acc.append(val.sum(axis=1))
+    return tuple(tm.chunks.total(p) for p in parts)
+
+
+def _newton_dy(
+    tm: _JointTerms, ds: FloatArray, dt: FloatArray, out: FloatArray | None
+) -> FloatArray:
+    """``dy_n = (ds - dT/u_n - res_n)/dh_n``, capped to [-4, 4], shape (M, N).
+
+    Chunked evaluations write it into ``out``.
+    """
+    if tm.chunks is None or out is None:
+        dy = (ds[:, None] - dt[:, None] * tm.inv_u - tm.res) / tm.dh
+    else:
+        dy = out
+        ds_col, dt_col = ds[:, None], dt[:, None]
+        for c in tm.chunks.slices:
+            part = np.multiply(dt_col, tm.inv_u[:, c], out=dy[:, c])
+            np.subtract(ds_col, part, out=part)
+            part -= tm.res[:, c]
+            part /= tm.dh[:, c]
+    np.maximum(dy, -4.0, out=dy)
+    np.minimum(dy, 4.0, out=dy)
+    return dy
+
+
+def _guard_lower_end(prm, rw, t_min, st, fin, v_new, v_lo) -> FloatArray:
+    """Steps below ``T_min``: test that end once (optimal there?), else halve toward it."""
+    below = ~fin & (v_new <= v_lo)
+    if not below.any():
+        return v_new
+    new = below & ~st.lo_ok
+    if new.any():
+        idx = np.flatnonzero(new)
+        sp = split_at_min(prm, rw.take(idx), t_min[idx])
+        end = sp.slope >= 0
+        st.end_at(idx, sp, end)
+        fin[idx[end]] = True
+        st.lo_ok[idx[~end]] = True
+    return np.where(below & st.lo_ok, 0.5 * (st.v + v_lo), v_new)
+
+
+def _guard_upper_end(prm, rw, jc, st, tm, fin, v_new, v_hi) -> FloatArray:
+    """Steps past the deadline: test that end once (optimal there?), else halve toward it."""
+    above = ~fin & (v_new >= v_hi)
+    if not above.any():
+        return v_new
+    new = above & ~st.hi_ok
+    if new.any():
+        idx = np.flatnonzero(new)
+        sp = split_at(prm, rw.take(idx), jc.t_max[idx], st.s[idx], tm.xf[idx])
+        end = sp.slope <= 0
+        st.end_at(idx, sp, end)
+        fin[idx[end]] = True
+        st.hi_ok[idx[~end]] = True
+    return np.where(above & st.hi_ok, 0.5 * (st.v + v_hi), v_new)
+
+
+def _joint_move(st, jc, fin, v_new, ds, dy) -> None:
+    """Apply the step to the rows not finished."""
+    if fin.any():
+        upd = ~fin
+        st.v = np.where(upd, v_new, st.v)
+        st.t = np.where(upd, jc.t_lb + np.exp(v_new), st.t)
+        st.s = np.where(upd, st.s + ds, st.s)
+        st.y = np.where(upd[:, None], st.y + dy, st.y)
+    else:
+        st.v = v_new
+        st.t = jc.t_lb + np.exp(v_new)
+        st.s = st.s + ds
+        np.add(st.y, dy, out=st.y)  # y is the search's own array (see _joint_start)
+
+
+def _joint_finish(prm, rw, t_min, rtol, jc, st, tm, conv) -> tuple[Split, NDArray[np.bool_]]:
+    """The splits and the rows certified by convexity (see :func:`joint_search`)."""
     # The last evaluation is the converged one for every converged row (rows stop moving
     # once converged); value and slope follow from it as in _finish.
-    energy = prm.compute_j.sum() + (rw.shannon * (em1x / x)).sum(axis=1)
+    t, x, t_max = st.t, tm.x, jc.t_max
+    energy = prm.compute_j.sum() + (rw.shannon * (tm.em1x / x)).sum(axis=1)
     value = prm.w_t * t + prm.w_e * energy
-    slope = prm.w_t + prm.w_e * d
+    slope = prm.w_t + prm.w_e * tm.d
     v_inf = prm.w_e * (prm.compute_j.sum() + rw.shannon.sum(axis=1))
-    t_low = np.fmax(t_min, t_lb)  # a lower end of the interval (t_lb if T_min is unknown)
+    t_low = np.fmax(t_min, jc.t_lb)  # a lower end of the interval (t_lb if T_min is unknown)
     gap = np.where(
         slope >= 0,
         slope * (t - t_low),
         -slope * np.minimum(t_max - t, (value - prm.w_t * t - v_inf) / (prm.w_t - slope)),
     )
     cert = (gap <= rtol * value) | (value <= (1.0 + rtol) * (v_inf + prm.w_t * t_low))
-    ok = conv & ~failed & cert & np.isfinite(value)
-    pinned = ok & ~stop & np.all(x < xf, axis=1)
+    ok = conv & ~st.failed & cert & np.isfinite(value)
+    pinned = ok & ~st.stop & np.all(x < tm.xf, axis=1)
     if pinned.any():
         # Every device at its cap with the band used up: T is T_min, where the price is not
         # unique (any price above the cap prices clears the band). Report T_min's split with
@@ -347,10 +590,10 @@ def joint_search(
         known = pinned & np.isfinite(t_min)
         if known.any():
             idx = np.flatnonzero(known)
-            ends.append((idx, split_at_min(prm, rw.take(idx), t_min[idx])))
+            st.ends.append((idx, split_at_min(prm, rw.take(idx), t_min[idx])))
         ok &= ~(pinned & ~known)
-    sp = Split(t, u, x.copy() if x is xf else x, xf, s, energy, value, slope)
-    for idx, part in ends:
+    sp = Split(t, tm.u, x.copy() if x is tm.xf else x, tm.xf, st.s, energy, value, slope)
+    for idx, part in st.ends:
         sp.put(idx, part)
         ok[idx] = True
     return sp, ok
@@ -372,9 +615,7 @@ def search_time_bracketed(
     rule is certified by convexity: ``V(T) - V* <= |V'(T)| (hi - lo) <= rtol V``.
     """
     m = rw.w.shape[0]
-    t_lb = rw.t_lb
     t_max = np.full(m, np.inf if prm.deadline_s is None else prm.deadline_s)
-    capped = np.zeros(m, dtype=bool)
     if warm is None:
         cur = split_at_min(prm, rw, t_min)
     else:
@@ -383,109 +624,145 @@ def search_time_bracketed(
         cur = split_at(prm, rw, t0, warm[1], warm[2])
     if prm.w_e == 0.0:
         # J = K w_T T: the fastest feasible round is optimal.
-        return (cur if warm is None else split_at_min(prm, rw, t_min)), capped
-    best = cur.copy()
-    v_inf = prm.w_e * (prm.compute_j.sum() + rw.shannon.sum(axis=1))
-    v_floor = v_inf + prm.w_t * t_min
-    log_wt = np.log(prm.w_t) if prm.w_t > 0 else -np.inf
-    nan = np.full(m, np.nan)
-    lo_v, hi_v, lo_g, hi_g = nan.copy(), nan.copy(), nan.copy(), nan.copy()
-    lo_sp, hi_sp = cur.copy(), cur.copy()
-    done = np.zeros(m, dtype=bool)
+        return (cur if warm is None else split_at_min(prm, rw, t_min)), np.zeros(m, dtype=bool)
+    br = _Bracket(prm, rw, t_min, t_max, rtol, cur)
+    br.enclose()
+    br.narrow()
+    return br.result(), br.capped
 
-    def gval(sp: Split) -> FloatArray:
+
+class _Bracket:
+    """State of :func:`search_time_bracketed`: per row, the best bracket of the root of ``G``.
+
+    ``lo_*`` hold the latest point with ``V' < 0`` (root to its right), ``hi_*`` the latest
+    with ``V' >= 0``; ``done`` rows stopped at an end of ``[T_min, deadline]`` with ``best``
+    their split; ``last`` is each row's latest split (warm start of the next).
+    """
+
+    def __init__(self, prm, rw, t_min, t_max, rtol, cur: Split) -> None:
+        m = rw.w.shape[0]
+        self.prm, self.rw, self.t_min, self.t_max, self.rtol = prm, rw, t_min, t_max, rtol
+        self.t_lb = rw.t_lb
+        self.capped = np.zeros(m, dtype=bool)
+        self.best = cur.copy()
+        self.v_inf = prm.w_e * (prm.compute_j.sum() + rw.shannon.sum(axis=1))
+        self.v_floor = self.v_inf + prm.w_t * t_min
+        self.log_wt = np.log(prm.w_t) if prm.w_t > 0 else -np.inf
+        nan = np.full(m, np.nan)
+        self.lo_v, self.hi_v, self.lo_g, self.hi_g = nan.copy(), nan.copy(), nan.copy(), nan.copy()
+        self.lo_sp, self.hi_sp = cur.copy(), cur.copy()
+        self.done = np.zeros(m, dtype=bool)
+        self.last = cur.copy()
+        self.last_g = self.absorb(np.arange(m), cur)
+
+    def gval(self, sp: Split) -> FloatArray:
         with np.errstate(divide="ignore", invalid="ignore"):
-            return np.log(prm.w_t - sp.slope) - log_wt
+            return np.log(self.prm.w_t - sp.slope) - self.log_wt
 
-    def absorb(idx: IntArray, sp: Split) -> FloatArray:
+    def absorb(self, idx: IntArray, sp: Split) -> FloatArray:
         """Record new points as bracket ends; close rows whose optimum is an interval end."""
-        g = gval(sp)
-        v = np.log(sp.t - t_lb[idx])
+        prm, rtol = self.prm, self.rtol
+        g = self.gval(sp)
+        v = np.log(sp.t - self.t_lb[idx])
         neg = sp.slope < 0  # V still falling: the root lies right (G > 0)
         ineg, ipos = idx[neg], idx[~neg]
-        lo_v[ineg], lo_g[ineg] = v[neg], g[neg]
-        hi_v[ipos], hi_g[ipos] = v[~neg], g[~neg]
-        lo_sp.put(ineg, sp.take(np.flatnonzero(neg)))
-        hi_sp.put(ipos, sp.take(np.flatnonzero(~neg)))
-        at_min = ~neg & (sp.t <= t_min[idx])
-        at_max = neg & (sp.t >= t_max[idx])
+        self.lo_v[ineg], self.lo_g[ineg] = v[neg], g[neg]
+        self.hi_v[ipos], self.hi_g[ipos] = v[~neg], g[~neg]
+        self.lo_sp.put(ineg, sp.take(np.flatnonzero(neg)))
+        self.hi_sp.put(ipos, sp.take(np.flatnonzero(~neg)))
+        at_min = ~neg & (sp.t <= self.t_min[idx])
+        at_max = neg & (sp.t >= self.t_max[idx])
         # V* >= w_T T_min + w_E E_inf: a point this close to the lower bound is certified (this
         # stops tiny latency weights from chasing an optimum at astronomically large T).
-        at_max |= neg & (sp.value <= (1.0 + rtol) * v_floor[idx])
+        at_max |= neg & (sp.value <= (1.0 + rtol) * self.v_floor[idx])
         if prm.w_t == 0.0:
             # V falls forever without a deadline: stop within the documented factor of inf V.
-            near = neg & (sp.value <= (1.0 + ZERO_LATENCY_WEIGHT_RTOL) * v_inf[idx])
-            capped[idx[near & ~at_max]] = True
+            near = neg & (sp.value <= (1.0 + ZERO_LATENCY_WEIGHT_RTOL) * self.v_inf[idx])
+            self.capped[idx[near & ~at_max]] = True
             at_max |= near
         ends = at_min | at_max
-        done[idx[ends]] = True
-        best.put(idx[ends], sp.take(np.flatnonzero(ends)))
+        self.done[idx[ends]] = True
+        self.best.put(idx[ends], sp.take(np.flatnonzero(ends)))
         return g
 
-    last = cur.copy()
-    last_g = absorb(np.arange(m), cur)
-    prev_v, prev_g = nan.copy(), nan.copy()
-    v_min = np.log(t_min - t_lb)
-    v_max = np.log(t_max - t_lb)
-    # Phase 1: bracket the root (rows with one end known) by overshooting secant steps.
-    for _ in range(200):
-        need = ~done & (np.isnan(lo_v) | np.isnan(hi_v))
-        if not need.any():
-            break
-        idx = np.flatnonzero(need)
-        v1 = np.log(last.t[idx] - t_lb[idx])
-        g1, v0, g0 = last_g[idx], prev_v[idx], prev_g[idx]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            slope_g = (g1 - g0) / (v1 - v0)
-        # E' ~ -c / T^2 suggests dG/dv ~ -2 until two points give a secant.
-        slope_g = np.where(np.isfinite(slope_g) & (slope_g < 0), slope_g, -2.0)
-        with np.errstate(invalid="ignore"):
-            step = -1.5 * g1 / slope_g
-        step = np.where(np.isfinite(step), step, 1.0)  # w_T = 0: G = inf, just grow
-        step = np.where(g1 > 0, np.clip(step, 0.01, 3.0), np.clip(step, -3.0, -0.01))
-        v_new = np.clip(v1 + step, v_min[idx], v_max[idx])
-        prev_v[idx], prev_g[idx] = v1, g1
+    def evaluate(self, idx: IntArray, v_new: FloatArray) -> tuple[Split, FloatArray]:
+        """The split at ``v = log(T - t_lb)`` for rows ``idx``, recorded; with its G."""
+        last = self.last
         sp = split_at(
-            prm, rw.take(idx), t_lb[idx] + np.exp(v_new), last.log_lam[idx], last.x_free[idx]
+            self.prm,
+            self.rw.take(idx),
+            self.t_lb[idx] + np.exp(v_new),
+            last.log_lam[idx],
+            last.x_free[idx],
         )
         last.put(idx, sp)
-        last_g[idx] = absorb(idx, sp)
-    # Phase 2: Illinois regula falsi on G(v) for bracketed rows; the G of an end kept twice
-    # in a row is halved in the secant formula so that end moves too.
-    ga, gb = lo_g.copy(), hi_g.copy()
-    side = np.zeros(m, dtype=np.int64)  # -1: lo replaced last, +1: hi replaced last
-    for _ in range(200):
-        width = hi_sp.t - lo_sp.t
-        gap = np.minimum(-lo_sp.slope * width, hi_sp.slope * width)
-        vmin = np.minimum(lo_sp.value, hi_sp.value)
-        fin = (gap <= rtol * vmin) | (width <= 1e-15 * hi_sp.t)
-        todo = ~done & ~fin
-        if not todo.any():
-            break
-        idx = np.flatnonzero(todo)
-        va, vb, fa, fb = lo_v[idx], hi_v[idx], ga[idx], gb[idx]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            v_new = vb - fb * (vb - va) / (fb - fa)
-        wdt = vb - va
-        bad = ~np.isfinite(v_new) | (v_new <= va + 1e-6 * wdt) | (v_new >= vb - 1e-6 * wdt)
-        v_new = np.where(bad, 0.5 * (va + vb), v_new)
-        sp = split_at(
-            prm, rw.take(idx), t_lb[idx] + np.exp(v_new), last.log_lam[idx], last.x_free[idx]
-        )
-        last.put(idx, sp)
-        g = absorb(idx, sp)
-        neg = sp.slope < 0
-        ineg, ipos = idx[neg], idx[~neg]
-        ga[ineg] = g[neg]
-        gb[ipos] = g[~neg]
-        gb[ineg[side[ineg] == -1]] *= 0.5
-        ga[ipos[side[ipos] == 1]] *= 0.5
-        side[ineg] = -1
-        side[ipos] = 1
-    # Rows not stopped at an end of [T_min, deadline] take the better end of their bracket.
-    rows = np.flatnonzero(~done)
-    if rows.size:
-        use_hi = hi_sp.value[rows] < lo_sp.value[rows]
-        best.put(rows[use_hi], hi_sp.take(rows[use_hi]))
-        best.put(rows[~use_hi], lo_sp.take(rows[~use_hi]))
-    return best, capped
+        return sp, self.absorb(idx, sp)
+
+    def enclose(self) -> None:
+        """Phase 1: bracket the root (rows with one end known) by overshooting secant steps."""
+        t_lb = self.t_lb
+        nan = np.full(self.done.shape, np.nan)
+        prev_v, prev_g = nan.copy(), nan.copy()
+        v_min = np.log(self.t_min - t_lb)
+        v_max = np.log(self.t_max - t_lb)
+        for _ in range(200):
+            need = ~self.done & (np.isnan(self.lo_v) | np.isnan(self.hi_v))
+            if not need.any():
+                break
+            idx = np.flatnonzero(need)
+            v1 = np.log(self.last.t[idx] - t_lb[idx])
+            g1, v0, g0 = self.last_g[idx], prev_v[idx], prev_g[idx]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                slope_g = (g1 - g0) / (v1 - v0)
+            # E' ~ -c / T^2 suggests dG/dv ~ -2 until two points give a secant.
+            slope_g = np.where(np.isfinite(slope_g) & (slope_g < 0), slope_g, -2.0)
+            with np.errstate(invalid="ignore"):
+                step = -1.5 * g1 / slope_g
+            step = np.where(np.isfinite(step), step, 1.0)  # w_T = 0: G = inf, just grow
+            step = np.where(g1 > 0, np.clip(step, 0.01, 3.0), np.clip(step, -3.0, -0.01))
+            v_new = np.clip(v1 + step, v_min[idx], v_max[idx])
+            prev_v[idx], prev_g[idx] = v1, g1
+            _, self.last_g[idx] = self.evaluate(idx, v_new)
+
+    def narrow(self) -> None:
+        """Phase 2: Illinois regula falsi on G(v) for bracketed rows.
+
+        The G of an end kept twice in a row is halved in the secant formula so that end moves too.
+        """
+        lo_sp, hi_sp = self.lo_sp, self.hi_sp
+        ga, gb = self.lo_g.copy(), self.hi_g.copy()
+        side = np.zeros(self.done.shape, dtype=np.int64)  # -1: lo replaced last, +1: hi
+        for _ in range(200):
+            width = hi_sp.t - lo_sp.t
+            gap = np.minimum(-lo_sp.slope * width, hi_sp.slope * width)
+            vmin = np.minimum(lo_sp.value, hi_sp.value)
+            fin = (gap <= self.rtol * vmin) | (width <= 1e-15 * hi_sp.t)
+            todo = ~self.done & ~fin
+            if not todo.any():
+                break
+            idx = np.flatnonzero(todo)
+            va, vb, fa, fb = self.lo_v[idx], self.hi_v[idx], ga[idx], gb[idx]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                v_new = vb - fb * (vb - va) / (fb - fa)
+            wdt = vb - va
+            bad = ~np.isfinite(v_new) | (v_new <= va + 1e-6 * wdt) | (v_new >= vb - 1e-6 * wdt)
+            v_new = np.where(bad, 0.5 * (va + vb), v_new)
+            sp, g = self.evaluate(idx, v_new)
+            neg = sp.slope < 0
+            ineg, ipos = idx[neg], idx[~neg]
+            ga[ineg] = g[neg]
+            gb[ipos] = g[~neg]
+            gb[ineg[side[ineg] == -1]] *= 0.5
+            ga[ipos[side[ipos] == 1]] *= 0.5
+            side[ineg] = -1
+            side[ipos] = 1
+
+    def result(self) -> Split:
+        """Rows not stopped at an end of [T_min, deadline] take the better end of their bracket."""
+        best, lo_sp, hi_sp = self.best, self.lo_sp, self.hi_sp
+        rows = np.flatnonzero(~self.done)
+        if rows.size:
+            use_hi = hi_sp.value[rows] < lo_sp.value[rows]
+            best.put(rows[use_hi], hi_sp.take(rows[use_hi]))
+            best.put(rows[~use_hi], lo_sp.take(rows[~use_hi]))
+        return best

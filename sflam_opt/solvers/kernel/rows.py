@@ -99,7 +99,8 @@ def solve_rows(
     status = np.zeros(m, dtype=np.int64)
     status[~np.isfinite(rounds)] = INFEASIBLE_TARGET
     rw = row_constants(prm, w)
-    status[(status == OK) & np.any(rw.x_e <= 0, axis=1)] = INFEASIBLE_ENERGY
+    if prm.budget_j is not None:  # without a cap x_e is inf
+        status[(status == OK) & np.any(rw.x_e <= 0, axis=1)] = INFEASIBLE_ENERGY
     t_min = np.full(m, np.inf)
     ok_e = np.flatnonzero(status != INFEASIBLE_ENERGY)
     lazy = lazy_t_min and prm.deadline_s is None
