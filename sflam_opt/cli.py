@@ -23,6 +23,7 @@ from sflam_opt.errors import SflamError
 from sflam_opt.io import atomic_write_text, check_writable, write_stream
 from sflam_opt.jsonio import iter_json
 from sflam_opt.scenario import Scenario
+from sflam_opt.training.cli import register as register_training_commands
 
 EXIT_VIOLATION = 1
 EXIT_BAD_INPUT = 2
@@ -470,25 +471,9 @@ def bench(ctx: typer.Context) -> None:
     raise typer.Exit(subprocess.run(cmd, env={**os.environ, "PYTHONPATH": path}).returncode)
 
 
-_registered: list[bool] = []
-
-
-def _register_extensions() -> None:
-    """Add the trainer's commands (kept in their own package), once."""
-    import importlib
-
-    if _registered:
-        return
-    _registered.append(True)
-
-    for mod in ("sflam_opt.training.cli",):
-        try:
-            ext = importlib.import_module(mod)
-        except ModuleNotFoundError as exc:
-            if exc.name is None or not mod.startswith(exc.name):
-                raise
-            continue
-        ext.register(app)
+# `train`, `calibrate` and `memory` live with the trainer. Importing their module does not import
+# torch; a command that needs it says so in one line (pip install 'sflam-opt[train]').
+register_training_commands(app)
 
 
 def _verbose_first(argv: list[str]) -> list[str]:
@@ -525,7 +510,6 @@ def main(argv: list[str] | None = None) -> int:
     an infeasible problem, 1 for a failed run), a command-line usage error with 2.
     """
     click_error, no_args_help = _click_errors()
-    _register_extensions()
     args = _verbose_first(list(sys.argv[1:] if argv is None else argv))
     command = typer.main.get_command(app)
     try:

@@ -166,3 +166,20 @@ def test_commands_that_do_not_train_start_without_torch(argv: list[str]) -> None
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize("argv", [["train", "--rounds", "1"], ["memory"]])
+def test_training_commands_without_torch_say_so_in_one_line(argv: list[str]) -> None:
+    # The trainer's commands are registered explicitly (no import hook); on a core install, where
+    # torch is missing, they are still listed and fail with one line saying what to install.
+    code = (
+        "import sys\n"
+        "sys.modules['torch'] = None  # import torch now raises ModuleNotFoundError\n"
+        "from sflam_opt.cli import main\n"
+        f"sys.exit(main({argv!r}))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert "torch" in lines[0] and "pip install 'sflam-opt[train]'" in lines[0]
