@@ -116,3 +116,9 @@ register(
     "Resource blocks: matching against exact, round-robin and greedy; bcd speed ladder.",
     quick=False,
 )
+register(
+    "scale",
+    "benchmarks.scale",
+    "Every CLI step (scenario, solve, evaluate, sweep, bad input) at N = 1e4, 1e5, 1e6.",
+    quick=False,
+)
