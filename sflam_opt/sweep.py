@@ -9,6 +9,7 @@ which writes the rows as CSV (:func:`write_csv`) and a PNG plot (:func:`plot_par
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import logging
 import math
@@ -146,6 +147,19 @@ def _check_weights(weights: ArrayLike) -> NDArray[np.float64]:
     return w
 
 
+def _with_weight(scenario: Scenario, omega: float) -> Scenario:
+    """``scenario.replace(objective={"latency_weight": omega})`` without rebuilding the devices.
+
+    ``replace`` re-validates the whole scenario through a dict per device (seconds at 10^5
+    devices); only ``[objective]`` changes here, so only it is validated, by the same parser.
+    """
+    from sflam_opt.scenario_parser import ScenarioParser
+
+    table = {**dataclasses.asdict(scenario.objective), "latency_weight": omega}
+    objective = ScenarioParser("weights").section("objective", table)
+    return dataclasses.replace(scenario, objective=objective)
+
+
 def _num(x: Any) -> float | None:
     if x is None:
         return None
@@ -192,7 +206,7 @@ def pareto(
     get_solver(solver)
     rows: list[dict[str, Any]] = []
     for i, omega in enumerate(w.tolist()):
-        scn = scenario.replace(objective={"latency_weight": omega})
+        scn = _with_weight(scenario, omega)
         res = solve(scn, solver, **options)
         ev = res.evaluation
         ok = res.status in FEASIBLE_STATUSES and ev is not None and res.allocation is not None

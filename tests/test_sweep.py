@@ -174,3 +174,9 @@ def test_an_off_scale_point_is_marked_at_the_edge_not_stretching_the_axis():
     # Without an outlier nothing is marked and every point is inside the axes.
     fig = sweep._pareto_figure(rows[1:], None, None, None)
     assert not [t for t in fig.axes[0].texts if "off scale" in t.get_text()]
+
+
+def test_each_weight_is_the_scenario_with_only_its_objective_replaced():
+    scn = rs.named()["two_device"]
+    for omega in (0.0, 0.3, 1.0):
+        assert sweep._with_weight(scn, omega) == scn.replace(objective={"latency_weight": omega})
