@@ -166,7 +166,9 @@ def report(figures: Path, doc: Mapping[str, Any]) -> list[str]:
     for step in STEPS:
         cells = [_cell(by[(step, n)]) if (step, n) in by else "-" for n in sizes]
         g = growth(rows, step)
-        lines.append(f"| {step} | " + " | ".join(cells) + f" | {'-' if g is None else f'{g:.2f}'} |")
+        lines.append(
+            f"| {step} | " + " | ".join(cells) + f" | {'-' if g is None else f'{g:.2f}'} |"
+        )
     return [*lines, ""]
 
 

@@ -125,7 +125,9 @@ class Allocation:
     __hash__ = None  # type: ignore[assignment]
 
     # ------------------------------------------------------------------ JSON
-    def device_columns(self, ids: Sequence[Any] | None = None, **columns: NDArray[Any]) -> ColumnRows:
+    def device_columns(
+        self, ids: Sequence[Any] | None = None, **columns: NDArray[Any]
+    ) -> ColumnRows:
         """:meth:`device_rows` held column-wise (no dict per device); flat allocations only.
 
         Raises
@@ -262,8 +264,10 @@ def _load_json(text: IO[str], source: str) -> Allocation:
     try:
         doc = read_json_streamed(text, "devices", rows.add)
     except JsonReadError as exc:
-        where = "" if exc.row is None else f" devices[{exc.row}]" + (
-            f".{exc.field}" if exc.field else ""
+        where = (
+            ""
+            if exc.row is None
+            else f" devices[{exc.row}]" + (f".{exc.field}" if exc.field else "")
         )
         if exc.truncated:
             raise AllocationError(
@@ -322,7 +326,9 @@ class _RowColumns:
         if digest is not None and not isinstance(digest, str):
             raise AllocationError(f"{source}: scenario_sha256: expected a hex string")
         bits, bw, pw = (np.concatenate(self.cols[k]) for k in _RANGES)
-        has = [b is not None or p is not None for b, p in zip(self.blocks, self.powers, strict=True)]
+        has = [
+            b is not None or p is not None for b, p in zip(self.blocks, self.powers, strict=True)
+        ]
         if not any(has):
             return Allocation(bits, bw, pw, tuple(self.ids), scenario_sha256=digest)
         if not all(has):

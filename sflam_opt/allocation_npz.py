@@ -76,7 +76,9 @@ def _read(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
             arrays = {name: npz[name] for name in npz.files}
     except (zipfile.BadZipFile, ValueError, EOFError, KeyError, OSError) as exc:
         reason = " ".join(str(exc).split())[:120] or type(exc).__name__
-        raise AllocationError(f"{path}: not a readable .npz allocation ({reason}); {_REWRITE}")
+        raise AllocationError(
+            f"{path}: not a readable .npz allocation ({reason}); {_REWRITE}"
+        ) from None
     text = arrays.pop("document", None)
     try:
         doc = json.loads(str(text[()])) if text is not None and text.shape == () else None

@@ -23,7 +23,7 @@ from rich.table import Table
 from sflam_opt.allocation import Allocation, scenario_sha256
 from sflam_opt.console import consoles, plain_lines, print_error, print_table, usage_error_line
 from sflam_opt.costs import evaluate
-from sflam_opt.errors import SflamError, SolverArgumentError
+from sflam_opt.errors import SflamError
 from sflam_opt.io import atomic_write_text, check_writable, write_stream
 from sflam_opt.jsonio import ColumnRows, iter_json
 from sflam_opt.scenario import Scenario
@@ -249,9 +249,7 @@ def _blocks_texts(blocks: Any) -> list[str]:
     return [_block_list(b) for b in blocks]
 
 
-def _print_devices(
-    title: str, columns: list[tuple[str, Any, Any]], show_all: bool
-) -> None:
+def _print_devices(title: str, columns: list[tuple[str, Any, Any]], show_all: bool) -> None:
     """A per-device table: ``columns`` are ``(header, values, formatter)``, values of length N.
 
     Without ``show_all`` only the first :data:`SHOWN_ROWS` rows are listed, then one line
@@ -265,14 +263,15 @@ def _print_devices(
         sys.stdout.write(title + "\n")
         for start in range(0, max(shown, 1), 10_000):
             stop = min(start + 10_000, shown)
-            cells = list(zip(*(f(v[start:stop]) for _, v, f in columns))) if stop > start else []
+            texts = [f(v[start:stop]) for _, v, f in columns]
+            cells = list(zip(*texts, strict=True)) if stop > start else []
             lines = plain_lines(headers if start == 0 else None, cells, justify)
             sys.stdout.writelines(line + "\n" for line in lines)
     else:
         t = Table(title=title)
         for h in headers:
             t.add_column(h, justify="right")
-        for row in zip(*(f(v[:shown]) for _, v, f in columns)):
+        for row in zip(*(f(v[:shown]) for _, v, f in columns), strict=True):
             t.add_row(*row)
         print_table(out, t)
     if shown < n:

@@ -51,7 +51,7 @@ def _plain_table(table: Table) -> list[str]:
     justify = ["left" if c.justify == "left" else "right" for c in table.columns]
     sections = [k for k, row in enumerate(table.rows) if row.end_section]
     lines = [] if table.title is None else [str(table.title)]
-    return lines + plain_lines(headers, list(zip(*cols)), justify, sections)
+    return lines + plain_lines(headers, list(zip(*cols, strict=True)), justify, sections)
 
 
 def plain_lines(
@@ -75,7 +75,9 @@ def plain_lines(
     """
     rows = [list(r) for r in rows]
     cells = rows + ([list(headers)] if headers is not None else [])
-    widths = [max(map(len, col), default=0) for col in zip(*cells)] or [0] * len(justify)
+    widths = [max(map(len, col), default=0) for col in zip(*cells, strict=True)] or [0] * len(
+        justify
+    )
 
     def line(row: Sequence[str]) -> str:
         parts = [

@@ -325,8 +325,15 @@ def _fit_axes(ax: Any, rows: Sequence[Mapping[str, Any]]) -> None:
         if not (_outside(x, limits[0]) or _outside(y, limits[1])):
             continue
         cx, cy = min(max(x, limits[0][0]), limits[0][1]), min(max(y, limits[1][0]), limits[1][1])
-        ax.plot([cx], [cy], marker=">" if x > limits[0][1] else "^", color="C3", ms=8,
-                linestyle="none", clip_on=False)
+        ax.plot(
+            [cx],
+            [cy],
+            marker=">" if x > limits[0][1] else "^",
+            color="C3",
+            ms=8,
+            linestyle="none",
+            clip_on=False,
+        )
         # The note sits in the empty upper right of a trade-off curve, with an arrow to the mark.
         ax.annotate(
             f"ω={r['weight']:.2g} off scale: {x:.3g} h, {y:.3g} kJ",

@@ -94,7 +94,10 @@ def test_npz_round_trip_and_kind_told_by_content(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("edit", "expected"),
     [
-        (lambda t: t.replace('"bits": 9', '"bits": "9"', 1), "devices[{k}].bits: expected a finite"),
+        (
+            lambda t: t.replace('"bits": 9', '"bits": "9"', 1),
+            "devices[{k}].bits: expected a finite",
+        ),
         (lambda t: t.replace('"bits": 9', '"bits": 9.5', 1), "devices[{k}].bits: expected a whole"),
         (lambda t: t.replace('"bits": 9,', "", 1), "devices[{k}]: missing key 'bits'"),
         (lambda t: t.replace('"bits": 9', '"bits": 9x', 1), "devices[{k}].bits: invalid JSON"),

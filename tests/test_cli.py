@@ -253,9 +253,7 @@ def test_plain_tables_keep_headers_and_numbers_whole(tmp_path: Path, capsys) -> 
     assert code == 0
     lines = out.splitlines()
     header = next(ln for ln in lines if ln.split()[:2] == ["id", "bits"])
-    assert header.split() == (
-        "id bits bandwidth power W rate upload s latency s energy J".split()
-    )
+    assert header.split() == ("id bits bandwidth power W rate upload s latency s energy J".split())
     rows = lines[lines.index(header) + 2 : lines.index(header) + 5]
     assert [r.split()[0] for r in rows] == ["0", "1", "2"]
     assert all(r.split()[3] in ("Hz", "kHz", "MHz", "GHz") for r in rows)  # "4.038 MHz"

@@ -252,7 +252,7 @@ def test_streamed_reading_matches_json_loads(monkeypatch, indent) -> None:
 @pytest.mark.parametrize(
     ("cut", "row", "truncated"),
     [
-        (lambda t: t[: t.index("\"id\": 5")], 5, True),
+        (lambda t: t[: t.index('"id": 5')], 5, True),
         (lambda t: t[:-4], None, True),
         (lambda t: t.replace('"w": 3e-07', '"w": 3e-07.5'), 3, False),
     ],
@@ -273,6 +273,7 @@ def test_streamed_reading_names_the_row_of_bad_or_truncated_text(
     if row is not None:
         assert info.value.row == row
     if not truncated:
-        assert info.value.field == "w" and info.value.line == text[: text.index("3e-07")].count(
-            "\n"
-        ) + 1
+        assert (
+            info.value.field == "w"
+            and info.value.line == text[: text.index("3e-07")].count("\n") + 1
+        )
