@@ -331,3 +331,17 @@ def test_errors_name_the_command_line_option(tmp_path: Path, capsys, args, needl
     assert err.startswith("error: ") and err.strip().count("\n") == 0
     for internal in ("max_iter", "cvx_solver", "weights=", "blocks=", "bits="):
         assert internal not in err
+
+
+def test_train_reads_an_npz_allocation(tmp_path: Path, capsys) -> None:
+    # train --allocation goes through the public loader, which tells .npz from JSON.
+    scn = tmp_path / "s.toml"
+    scn.write_text(Scenario.default(3, 0).to_toml())
+    alloc = tmp_path / "a.npz"
+    assert main(["solve", str(scn), "-s", "fast", "--out", str(alloc)]) == 0
+    capsys.readouterr()
+    args = ["train", "--scenario", str(scn), "--allocation", str(alloc), "--devices", "3"]
+    args += ["--rounds", "1", "--local-iters", "1", "--batch-size", "8", "--threads", "1"]
+    code, out, err = run(capsys, *args, "--json")
+    assert code == 0, err
+    assert json.loads(out)["allocation"]["source"] == f"allocation:{alloc}"
