@@ -188,10 +188,7 @@ class Allocation:
     def from_dict(cls, data: Any, source: str = "<allocation>") -> Allocation:
         """Build from :meth:`to_dict` output (also accepts a ``sflam-opt solve --json`` object)."""
         if not isinstance(data, dict) or not isinstance(data.get("devices"), list):
-            raise AllocationError(
-                f'{source}: expected a JSON object with a "devices" list '
-                "(as written by `sflam-opt solve --out`)"
-            )
+            raise AllocationError(f"{source}: {_NOT_AN_ALLOCATION}")
         rows = _RowColumns(source)
         rows.add(0, data["devices"])
         return rows.allocation(data)
@@ -259,11 +256,18 @@ class Allocation:
         return {} if self.scenario_sha256 is None else {"scenario_sha256": self.scenario_sha256}
 
 
+_NOT_AN_ALLOCATION = (
+    'expected a JSON object with a "devices" list (as written by `sflam-opt solve --out`)'
+)
+
+
 def _load_json(text: IO[str], source: str) -> Allocation:
     rows = _RowColumns(source)
     try:
-        doc = read_json_streamed(text, "devices", rows.add)
+        doc, count = read_json_streamed(text, "devices", rows.add)
     except JsonReadError as exc:
+        if exc.reason == "expected a JSON object" and not exc.truncated:
+            raise AllocationError(f"{source}: {_NOT_AN_ALLOCATION}") from None
         where = (
             ""
             if exc.row is None
@@ -277,11 +281,8 @@ def _load_json(text: IO[str], source: str) -> Allocation:
         raise AllocationError(
             f"{source}:{where}{':' if where else ''} invalid JSON at line {exc.line}: {exc.reason}"
         ) from None
-    if not isinstance(doc.get("devices"), int):
-        raise AllocationError(
-            f'{source}: expected a JSON object with a "devices" list '
-            "(as written by `sflam-opt solve --out`)"
-        )
+    if count is None:
+        raise AllocationError(f"{source}: {_NOT_AN_ALLOCATION}")
     return rows.allocation(doc)
 
 

@@ -309,7 +309,7 @@ def _stream_rows(stream: _Stream, on_rows: Callable[[int, list[Any]], None]) -> 
 
 def read_json_streamed(
     fh: IO[str], key: str, on_rows: Callable[[int, list[Any]], None]
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], int | None]:
     """Read a JSON object whose ``key`` is a long list, without holding the list in memory.
 
     Parameters
@@ -324,7 +324,9 @@ def read_json_streamed(
     Returns
     -------
     dict
-        The document's other keys (``key`` maps to the number of rows read).
+        The document's other keys (and ``key`` when its value is not a list).
+    int or None
+        The number of rows streamed; None when ``key`` is missing or not a list.
 
     Raises
     ------
@@ -337,6 +339,7 @@ def read_json_streamed(
         stream.pos += 1
     stream.expect("{", "a JSON object")
     doc: dict[str, Any] = {}
+    count = None
     if stream.peek() == "}":
         stream.pos += 1
     else:
@@ -347,11 +350,11 @@ def read_json_streamed(
             stream.expect(":", "':' after a key")
             if name == key and stream.peek() == "[":
                 stream.pos += 1
-                doc[name] = _stream_rows(stream, on_rows)
+                count = _stream_rows(stream, on_rows)
             else:
                 doc[name] = stream.value()
             if stream.expect(",}", "',' or '}'") == "}":
                 break
     if stream.peek():
         stream.fail("extra data after the JSON object", stream.pos)
-    return doc
+    return doc, count

@@ -28,6 +28,7 @@ def test_json_round_trip_is_exact(tmp_path: Path) -> None:
     [
         ("{", "invalid JSON at line 1"),
         ("[]", 'expected a JSON object with a "devices" list'),
+        ('{"devices": 5}', 'expected a JSON object with a "devices" list'),
         ('{"devices": []}', '"devices" is empty'),
         ('{"devices": [{"bits": 4, "bandwidth_hz": 1.0}]}', "missing key 'power_w'"),
         (
@@ -40,10 +41,15 @@ def test_json_round_trip_is_exact(tmp_path: Path) -> None:
         ),
     ],
 )
-def test_bad_allocation_files(text: str, expected: str) -> None:
+def test_bad_allocation_files(tmp_path: Path, text: str, expected: str) -> None:
     with pytest.raises(AllocationError) as info:
         Allocation.from_json(text, source="a.json")
     assert expected in str(info.value) and "\n" not in str(info.value)
+    # The streamed reader of files says the same (a lone "{" is a truncated file there).
+    (tmp_path / "a.json").write_text(text)
+    with pytest.raises(AllocationError) as info:
+        Allocation.load(tmp_path / "a.json")
+    assert (expected if text != "{" else "truncated") in str(info.value)
 
 
 def test_shape_mismatch_rejected() -> None:
