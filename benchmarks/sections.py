@@ -190,3 +190,20 @@ register(
     "Where the fast solver's time goes at N = 1e6: warm and first call in a fresh process.",
     measures=(*SOLVERS, "benchmarks/fast_profile.py"),
 )
+register(
+    "scale",
+    "benchmarks.scale",
+    "Every CLI step (scenario, solve, evaluate, sweep, bad input) at N = 1e4, 1e5, 1e6.",
+    quick=False,
+    measures=(
+        *SOLVERS,
+        "sflam_opt/cli.py",
+        "sflam_opt/io.py",
+        "sflam_opt/jsonio.py",
+        "sflam_opt/allocation.py",
+        "sflam_opt/allocation_npz.py",
+        "sflam_opt/console.py",
+        "sflam_opt/sweep.py",
+        "benchmarks/scale.py",
+    ),
+)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -9,13 +10,14 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from sflam_opt.errors import AllocationError
 from sflam_opt.io import atomic_write_text
+from sflam_opt.jsonio import ColumnRows, JsonReadError, read_json_streamed
 from sflam_opt.scenario import Scenario
 from sflam_opt.validation import is_real
 
@@ -123,6 +125,24 @@ class Allocation:
     __hash__ = None  # type: ignore[assignment]
 
     # ------------------------------------------------------------------ JSON
+    def device_columns(
+        self, ids: Sequence[Any] | None = None, **columns: NDArray[Any]
+    ) -> ColumnRows:
+        """:meth:`device_rows` held column-wise (no dict per device); flat allocations only.
+
+        Raises
+        ------
+        AllocationError
+            With resource blocks, whose rows hold lists (use :meth:`device_rows`).
+        """
+        if self.blocks is not None:
+            raise AllocationError("device_columns: resource-block rows hold lists; use device_rows")
+        if ids is None:
+            ids = self.ids if self.ids is not None else tuple(range(len(self)))
+        names = ("id", "bits", "bandwidth_hz", "power_w", *columns)
+        values = (ids, self.bits, self.bandwidth_hz, self.power_w, *columns.values())
+        return ColumnRows(names, tuple(np.asarray(v) if k else v for k, v in enumerate(values)))
+
     def device_rows(
         self, ids: Sequence[Any] | None = None, **columns: NDArray[Any]
     ) -> list[dict[str, Any]]:
@@ -141,19 +161,11 @@ class Allocation:
         list of dict
             With resource blocks, each row ends with ``blocks`` and ``block_power_w``.
         """
-        if ids is None:
-            ids = self.ids if self.ids is not None else tuple(range(len(self)))
-        names = ("id", "bits", "bandwidth_hz", "power_w", *columns)
-        values = (
-            ids,
-            self.bits.tolist(),
-            self.bandwidth_hz.tolist(),
-            self.power_w.tolist(),
-            *(np.asarray(c).tolist() for c in columns.values()),
-        )
-        rows = [dict(zip(names, vals, strict=True)) for vals in zip(*values, strict=True)]
-        if self.blocks is not None and self.block_power_w is not None:
-            for row, blk, pw in zip(rows, self.blocks, self.block_power_w, strict=True):
+        blocks, powers = self.blocks, self.block_power_w
+        flat = dataclasses.replace(self, blocks=None, block_power_w=None) if blocks else self
+        rows = flat.device_columns(ids, **columns).rows()
+        if blocks is not None and powers is not None:
+            for row, blk, pw in zip(rows, blocks, powers, strict=True):
                 row.update(blocks=blk.tolist(), block_power_w=pw.tolist())
         return rows
 
@@ -176,62 +188,10 @@ class Allocation:
     def from_dict(cls, data: Any, source: str = "<allocation>") -> Allocation:
         """Build from :meth:`to_dict` output (also accepts a ``sflam-opt solve --json`` object)."""
         if not isinstance(data, dict) or not isinstance(data.get("devices"), list):
-            raise AllocationError(
-                f'{source}: expected a JSON object with a "devices" list '
-                "(as written by `sflam-opt solve --out`)"
-            )
-        rows = data["devices"]
-        if not rows:
-            raise AllocationError(f'{source}: "devices" is empty')
-        ids, bits, bw, pw = [], [], [], []
-        blocks: list[Any] = []
-        powers: list[Any] = []
-        for k, row in enumerate(rows):
-            where = f"{source}: devices[{k}]"
-            if not isinstance(row, dict):
-                raise AllocationError(f"{where}: expected an object")
-            for key in ("bits", "bandwidth_hz", "power_w"):
-                if key not in row:
-                    raise AllocationError(f"{where}: missing key {key!r}")
-                v = row[key]
-                if not is_real(v):
-                    raise AllocationError(f"{where}.{key}: expected a finite number, got {v!r}")
-                lo, hi = _RANGES[key]
-                # Compared before float(): an integer of hundreds of digits must not overflow.
-                if isinstance(v, float) and not math.isfinite(v) or not lo <= v <= hi:
-                    shown = f"{str(v)[:8]}... ({len(str(v))} digits)" if len(str(v)) > 30 else v
-                    raise AllocationError(
-                        f"{where}.{key}: {shown} is outside the valid range [{lo:g}, {hi:g}]"
-                    )
-            if isinstance(row["bits"], float) and not row["bits"].is_integer():
-                raise AllocationError(f"{where}.bits: expected a whole number, got {row['bits']!r}")
-            ids.append(row.get("id", k))
-            bits.append(int(row["bits"]))
-            bw.append(float(row["bandwidth_hz"]))
-            pw.append(float(row["power_w"]))
-            blocks.append(row.get("blocks"))
-            powers.append(row.get("block_power_w"))
-        digest = data.get("scenario_sha256")
-        if digest is not None and not isinstance(digest, str):
-            raise AllocationError(f"{source}: scenario_sha256: expected a hex string")
-        has = [b is not None or p is not None for b, p in zip(blocks, powers, strict=True)]
-        if not any(has):
-            return cls(
-                np.array(bits), np.array(bw), np.array(pw), tuple(ids), scenario_sha256=digest
-            )
-        if not all(has):
-            k = has.index(False)
-            raise AllocationError(
-                f'{source}: devices[{k}]: missing "blocks" and "block_power_w" '
-                "(give them for every device or for none)"
-            )
-        try:
-            blk, bpw = check_block_lists(blocks, powers, len(rows))
-        except AllocationError as exc:
-            raise AllocationError(f"{source}: {exc}") from None
-        return cls(
-            np.array(bits), np.array(bw), np.array(pw), tuple(ids), blk, bpw, scenario_sha256=digest
-        )
+            raise AllocationError(f"{source}: {_NOT_AN_ALLOCATION}")
+        rows = _RowColumns(source)
+        rows.add(0, data["devices"])
+        return rows.allocation(data)
 
     @classmethod
     def from_json(cls, text: str, source: str = "<allocation>") -> Allocation:
@@ -246,24 +206,197 @@ class Allocation:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Allocation:
-        """Read an allocation JSON file."""
+        """Read an allocation file: JSON, or the columnar ``.npz`` of ``solve --out FILE.npz``.
+
+        The kind is told from the content, not the name. JSON is read a chunk of rows at a time,
+        so memory stays bounded by the result for any number of devices.
+
+        Raises
+        ------
+        AllocationError
+            One line naming the file and, for a bad value, the row (``devices[k]``, or
+            ``bits[k]`` in a ``.npz``) and the field; also for a truncated file.
+        """
         p = Path(path)
         try:
-            text = p.read_text(encoding="utf-8")
+            with open(p, "rb") as fh:
+                magic = fh.read(4)
+            if magic == b"PK\x03\x04":
+                from sflam_opt.allocation_npz import load_npz
+
+                return load_npz(p)
+            with open(p, encoding="utf-8") as text:
+                return _load_json(text, str(p))
         except FileNotFoundError:
             raise AllocationError(
                 f"{p}: no such allocation file (write one with "
                 "`sflam-opt solve SCENARIO --out FILE`)"
             ) from None
+        except IsADirectoryError:
+            raise AllocationError(f"{p}: is a directory; give an allocation file") from None
         except OSError as exc:
             raise AllocationError(f"{p}: cannot read allocation file: {exc.strerror}") from None
         except UnicodeDecodeError:
             raise AllocationError(f"{p}: not a UTF-8 text file; an allocation is JSON") from None
-        return cls.from_json(text, str(p))
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write atomically as JSON."""
+        """Write atomically: as ``.npz`` columns when the name ends in ``.npz``, else as JSON."""
+        if str(path).endswith(".npz"):
+            from sflam_opt.allocation_npz import write_npz
+
+            return write_npz(path, self.device_columns(), self.npz_document())
         return atomic_write_text(path, self.to_json())
+
+    def npz_document(self) -> dict[str, Any]:
+        """The non-column part of the allocation (its fingerprint) for :meth:`save` as ``.npz``."""
+        if self.blocks is not None:
+            raise AllocationError(
+                "resource-block allocations are written as JSON only; give a .json file name"
+            )
+        return {} if self.scenario_sha256 is None else {"scenario_sha256": self.scenario_sha256}
+
+
+_NOT_AN_ALLOCATION = (
+    'expected a JSON object with a "devices" list (as written by `sflam-opt solve --out`)'
+)
+
+
+def _load_json(text: IO[str], source: str) -> Allocation:
+    rows = _RowColumns(source)
+    try:
+        doc, count = read_json_streamed(text, "devices", rows.add)
+    except JsonReadError as exc:
+        if exc.reason == "expected a JSON object" and not exc.truncated:
+            raise AllocationError(f"{source}: {_NOT_AN_ALLOCATION}") from None
+        where = (
+            ""
+            if exc.row is None
+            else f" devices[{exc.row}]" + (f".{exc.field}" if exc.field else "")
+        )
+        if exc.truncated:
+            raise AllocationError(
+                f"{source}: the file ends early, inside{where or ' the document'} (line "
+                f"{exc.line}); it is truncated: write it again with `sflam-opt solve --out`"
+            ) from None
+        raise AllocationError(
+            f"{source}:{where}{':' if where else ''} invalid JSON at line {exc.line}: {exc.reason}"
+        ) from None
+    if count is None:
+        raise AllocationError(f"{source}: {_NOT_AN_ALLOCATION}")
+    return rows.allocation(doc)
+
+
+class _RowColumns:
+    """Checks allocation rows a chunk at a time and keeps them as columns.
+
+    A chunk is checked with numpy; only a chunk that fails is walked row by row, to name the
+    first bad row and field in the message.
+    """
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.ids: list[Any] = []
+        self.cols: dict[str, list[NDArray[Any]]] = {k: [] for k in _RANGES}
+        self.blocks: list[Any] = []
+        self.powers: list[Any] = []
+
+    def add(self, first: int, rows: list[Any]) -> None:
+        try:
+            cols = _checked_columns(rows)
+        except (KeyError, TypeError, ValueError, OverflowError):
+            cols = None
+        if cols is None:  # name the first bad row and field
+            for k, row in enumerate(rows):
+                _check_row(row, f"{self.source}: devices[{first + k}]")
+            cols = {
+                "bits": np.array([int(r["bits"]) for r in rows], dtype=np.int64),
+                "bandwidth_hz": np.array([float(r["bandwidth_hz"]) for r in rows]),
+                "power_w": np.array([float(r["power_w"]) for r in rows]),
+            }
+        for key, col in cols.items():
+            self.cols[key].append(col)
+        self.ids.extend([r.get("id", first + k) for k, r in enumerate(rows)])
+        self.blocks.extend([r.get("blocks") for r in rows])
+        self.powers.extend([r.get("block_power_w") for r in rows])
+
+    def allocation(self, doc: dict[str, Any]) -> Allocation:
+        source, n = self.source, len(self.ids)
+        if not n:
+            raise AllocationError(f'{source}: "devices" is empty')
+        digest = doc.get("scenario_sha256")
+        if digest is not None and not isinstance(digest, str):
+            raise AllocationError(f"{source}: scenario_sha256: expected a hex string")
+        bits, bw, pw = (np.concatenate(self.cols[k]) for k in _RANGES)
+        has = [
+            b is not None or p is not None for b, p in zip(self.blocks, self.powers, strict=True)
+        ]
+        if not any(has):
+            return Allocation(bits, bw, pw, tuple(self.ids), scenario_sha256=digest)
+        if not all(has):
+            k = has.index(False)
+            raise AllocationError(
+                f'{source}: devices[{k}]: missing "blocks" and "block_power_w" '
+                "(give them for every device or for none)"
+            )
+        try:
+            blk, bpw = check_block_lists(self.blocks, self.powers, n)
+        except AllocationError as exc:
+            raise AllocationError(f"{source}: {exc}") from None
+        return Allocation(bits, bw, pw, tuple(self.ids), blk, bpw, scenario_sha256=digest)
+
+
+def _checked_columns(rows: list[Any]) -> dict[str, NDArray[Any]] | None:
+    """The rows' bits, bandwidth_hz and power_w as arrays, or None if any value fails a check."""
+    if not all(type(r) is dict for r in rows):
+        return None
+    out: dict[str, NDArray[Any]] = {}
+    for key, (lo, hi) in _RANGES.items():
+        col = [r[key] for r in rows]
+        if not all(map(_is_real_type, set(map(type, col)))):
+            return None  # strings, None, lists, and bools (a subclass of int)
+        arr = np.array(col, dtype=np.float64)
+        if not np.all(np.isfinite(arr) & (arr >= lo) & (arr <= hi)):
+            return None
+        if key == "bits":
+            if not np.array_equal(arr, np.round(arr)):
+                return None
+            arr = arr.astype(np.int64)
+        out[key] = arr
+    return out
+
+
+def _is_real_type(kind: type) -> bool:
+    return issubclass(kind, int | float | np.integer | np.floating) and not issubclass(
+        kind, bool | np.bool_
+    )
+
+
+def _check_row(row: Any, where: str) -> None:
+    """Raise the one-line error for the first bad value of one row (a dict from JSON)."""
+    if not isinstance(row, dict):
+        raise AllocationError(f"{where}: expected an object")
+    for key in _RANGES:
+        if key not in row:
+            raise AllocationError(f"{where}: missing key {key!r}")
+        v = row[key]
+        if not is_real(v):
+            raise AllocationError(f"{where}.{key}: expected a finite number, got {_short(v)}")
+        lo, hi = _RANGES[key]
+        # Compared before float(): an integer of hundreds of digits must not overflow.
+        if isinstance(v, float) and not math.isfinite(v) or not lo <= v <= hi:
+            raise AllocationError(
+                f"{where}.{key}: {_short(v)} is outside the valid range [{lo:g}, {hi:g}]"
+            )
+    if isinstance(row["bits"], float) and not row["bits"].is_integer():
+        raise AllocationError(f"{where}.bits: expected a whole number, got {row['bits']!r}")
+
+
+def _short(v: Any) -> str:
+    """``repr(v)``, cut short for numbers of many digits and long strings."""
+    text = repr(v)
+    if len(text) <= 30:
+        return text
+    return f"{text[:8]}... ({len(text)} {'digits' if isinstance(v, int) else 'characters'})"
 
 
 def check_block_lists(

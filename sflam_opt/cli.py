@@ -6,9 +6,13 @@ Exit codes: 0 success; 1 an evaluated allocation violates a constraint; 2 bad in
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+import re
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,12 +21,13 @@ import typer
 from rich.table import Table
 
 from sflam_opt.allocation import Allocation, scenario_sha256
-from sflam_opt.console import consoles, print_error, print_table, usage_error_line
+from sflam_opt.console import consoles, plain_lines, print_error, print_table, usage_error_line
 from sflam_opt.costs import evaluate
 from sflam_opt.errors import SflamError
 from sflam_opt.io import atomic_write_text, check_writable, write_stream
-from sflam_opt.jsonio import iter_json
+from sflam_opt.jsonio import ColumnRows, iter_json
 from sflam_opt.scenario import Scenario
+from sflam_opt.training.cli import register as register_training_commands
 
 EXIT_VIOLATION = 1
 EXIT_BAD_INPUT = 2
@@ -76,11 +81,12 @@ def scenario_new(
     """Write the default scenario (docs/formulation.md §7) as TOML."""
     if out_file is not None:
         check_writable(out_file)
-    scn = Scenario.default(devices=devices, seed=seed)
-    if blocks is not None:
-        from sflam_opt.blocks import with_resource_blocks
+    with _as_options():
+        scn = Scenario.default(devices=devices, seed=seed)
+        if blocks is not None:
+            from sflam_opt.blocks import with_resource_blocks
 
-        scn = with_resource_blocks(scn, blocks, seed=seed)
+            scn = with_resource_blocks(scn, blocks, seed=seed)
     text = scn.to_toml()
     if out_file is None:
         sys.stdout.write(text)
@@ -159,14 +165,146 @@ def _levels(levels: tuple[int, ...]) -> str:
     return ", ".join(map(str, levels))
 
 
+# ------------------------------------------------------------------------------ errors
+#: Library argument names and the command-line options that set them.
+_OPTIONS = {
+    "solver": "--solver",
+    "cvx_solver": "--cvx-solver",
+    "max_iter": "--max-iter",
+    "bits": "--bits",
+    "weights": "--weights",
+    "devices": "--devices",
+    "seed": "--seed",
+    "blocks": "--blocks",
+}
+_ARG_NAME = re.compile(r"(?<![\w.\[-])(" + "|".join(_OPTIONS) + r")(=|(?=:))")
+_VALID_OPTIONS = re.compile(r"valid options: ([\w, ]+)$")
+
+
+def _option_text(message: str) -> str:
+    """``message`` with argument names as options: ``max_iter=3`` becomes ``--max-iter 3``."""
+    text = _ARG_NAME.sub(lambda m: _OPTIONS[m.group(1)] + (" " if m.group(2) else ""), message)
+    valid = _VALID_OPTIONS.search(text)
+    if valid:  # a solver's option list: say which of them the command line sets
+        names = [v.strip() for v in valid.group(1).split(",")]
+        flags = [_OPTIONS[v] for v in names if v in _OPTIONS]
+        given = f"options it takes here: {', '.join(flags)}" if flags else "it takes no options"
+        text = text[: valid.start()] + given
+    return text
+
+
+@contextmanager
+def _as_options() -> Iterator[None]:
+    """Argument errors of the library calls name the command-line option (``--max-iter 3``,
+    not ``max_iter=3``); the error keeps its class and so its exit code."""
+    try:
+        yield
+    except SflamError as exc:
+        text = _option_text(str(exc))
+        if text == str(exc):
+            raise
+        raise type(exc)(text) from None
+
+
+# ------------------------------------------------------------------------------ device tables
+#: Device rows a table shows unless --all is given; a summary line tells how many were left out.
+SHOWN_ROWS = 50
+_SI = ((1e9, "G"), (1e6, "M"), (1e3, "k"), (1.0, ""), (1e-3, "m"), (1e-6, "u"))
+
+
+def _g(values: Any) -> list[str]:
+    return [f"{v:.4g}" for v in np.asarray(values, dtype=float).tolist()]
+
+
+def _si(unit: str) -> Any:
+    """Formatter with an SI prefix per value: 20 MHz and 19.87 Hz both keep 4 digits."""
+
+    def fmt(values: Any) -> list[str]:
+        out = []
+        for v in np.asarray(values, dtype=float).tolist():
+            scale, prefix = next(((s, p) for s, p in _SI if abs(v) >= s), (1.0, ""))
+            out.append(f"{v / scale:.4g} {prefix}{unit}" if np.isfinite(v) else f"{v} {unit}")
+        return out
+
+    return fmt
+
+
+def _text(values: Any) -> list[str]:
+    return [str(v) for v in (values.tolist() if isinstance(values, np.ndarray) else values)]
+
+
+def _block_list(blocks: Any) -> str:
+    """``[0, 1, 2, 5]`` as ``0-2,5``."""
+    b = np.sort(np.asarray(blocks, dtype=np.int64))
+    if not b.size:
+        return "-"
+    starts = np.flatnonzero(np.diff(b, prepend=b[0] - 2) != 1)
+    ends = np.append(starts[1:], b.size) - 1
+    return ",".join(
+        str(b[s]) if s == e else f"{b[s]}-{b[e]}" for s, e in zip(starts, ends, strict=True)
+    )
+
+
+def _blocks_texts(blocks: Any) -> list[str]:
+    return [_block_list(b) for b in blocks]
+
+
+def _print_devices(title: str, columns: list[tuple[str, Any, Any]], show_all: bool) -> None:
+    """A per-device table: ``columns`` are ``(header, values, formatter)``, values of length N.
+
+    Without ``show_all`` only the first :data:`SHOWN_ROWS` rows are listed, then one line
+    saying how many more there are. Long listings go out as plain lines, a chunk at a time.
+    """
+    n = len(columns[0][1])
+    shown = n if show_all else min(n, SHOWN_ROWS)
+    headers = [h for h, _, _ in columns]
+    if shown > 1000 or not out.is_terminal:
+        justify = ["right"] * len(columns)
+        sys.stdout.write(title + "\n")
+        for start in range(0, max(shown, 1), 10_000):
+            stop = min(start + 10_000, shown)
+            texts = [f(v[start:stop]) for _, v, f in columns]
+            cells = list(zip(*texts, strict=True)) if stop > start else []
+            lines = plain_lines(headers if start == 0 else None, cells, justify)
+            sys.stdout.writelines(line + "\n" for line in lines)
+    else:
+        t = Table(title=title)
+        for h in headers:
+            t.add_column(h, justify="right")
+        for row in zip(*(f(v[:shown]) for _, v, f in columns), strict=True):
+            t.add_row(*row)
+        print_table(out, t)
+    if shown < n:
+        sys.stdout.write(f"... {n - shown} more devices (--all lists every one)\n")
+
+
 # ------------------------------------------------------------------------------ evaluate
+AllOpt = Annotated[
+    bool, typer.Option("--all", help=f"List every device (default: the first {SHOWN_ROWS}).")
+]
+_BREAKDOWN = (
+    ("compute s", "compute_s"),
+    ("upload s", "upload_s"),
+    ("server s", "server_s"),
+    ("downlink s", "downlink_s"),
+    ("latency s", "latency_s"),
+    ("compute J", "compute_j"),
+    ("upload J", "upload_j"),
+    ("energy J", "energy_j"),
+)
+
+
 @app.command("evaluate")
 def evaluate_cmd(
     scenario_file: Annotated[Path, typer.Argument(metavar="SCENARIO", help="Scenario TOML.")],
     allocation_file: Annotated[
-        Path, typer.Argument(metavar="ALLOCATION", help="Allocation JSON (from `solve --out`).")
+        Path,
+        typer.Argument(
+            metavar="ALLOCATION", help="Allocation file, JSON or .npz (from `solve --out`)."
+        ),
     ],
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    show_all: AllOpt = False,
 ) -> None:
     """Cost (J, K, T, E), per-device breakdown and constraint check of an allocation.
 
@@ -185,71 +323,17 @@ def evaluate_cmd(
     bd = ev.breakdown
     if as_json:
         doc = ev.summary()
-        doc["devices"] = [
-            {
-                "id": i,
-                "bits": int(b),
-                "compute_s": c,
-                "upload_s": u,
-                "server_s": s,
-                "downlink_s": d,
-                "latency_s": t,
-                "compute_j": ce,
-                "upload_j": ue,
-                "energy_j": e,
-            }
-            for i, b, c, u, s, d, t, ce, ue, e in zip(
-                scn.devices.ids,
-                alloc.bits,
-                bd.compute_s.tolist(),
-                bd.upload_s.tolist(),
-                bd.server_s.tolist(),
-                bd.downlink_s.tolist(),
-                bd.latency_s.tolist(),
-                bd.compute_j.tolist(),
-                bd.upload_j.tolist(),
-                bd.energy_j.tolist(),
-                strict=True,
-            )
-        ]
+        names = ("id", "bits", *(key for _, key in _BREAKDOWN))
+        cols = (scn.devices.ids, alloc.bits, *(getattr(bd, key) for _, key in _BREAKDOWN))
+        doc["devices"] = ColumnRows(names, cols)
         sys.stdout.writelines(iter_json(doc, "devices"))
     else:
-        t = Table(title="per-device round breakdown")
-        for col in (
-            "id",
-            "bits",
-            "compute s",
-            "upload s",
-            "server s",
-            "downlink s",
-            "latency s",
-            "compute J",
-            "upload J",
-            "energy J",
-        ):
-            t.add_column(col, justify="right")
-        for i in range(scn.n_devices):
-            t.add_row(
-                str(scn.devices.ids[i]),
-                str(alloc.bits[i]),
-                *(
-                    f"{v:.4g}"
-                    for v in (
-                        bd.compute_s[i],
-                        bd.upload_s[i],
-                        bd.server_s[i],
-                        bd.downlink_s[i],
-                        bd.latency_s[i],
-                        bd.compute_j[i],
-                        bd.upload_j[i],
-                        bd.energy_j[i],
-                    )
-                ),
-            )
-        print_table(out, t)
+        columns = [("id", scn.devices.ids, _text), ("bits", alloc.bits, _text)]
+        columns += [(h, getattr(bd, key), _g) for h, key in _BREAKDOWN]
+        _print_devices("per-device round breakdown", columns, show_all)
         _print_summary(ev.summary())
         for v in ev.violations:
-            out.print(f"violated {v}", style="red", highlight=False)
+            out.print(f"violated {v}", style="red", highlight=False, soft_wrap=True)
     if ev.violations:
         raise typer.Exit(EXIT_VIOLATION)
 
@@ -292,35 +376,46 @@ def solve_cmd(
         bool, typer.Option("--json", help="Print one JSON object on stdout.")
     ] = False,
     out_file: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Write the result JSON (an allocation file).")
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Write the result (an allocation file): JSON, or columns in binary when the "
+            "name ends in .npz (much faster for 100,000s of devices).",
+        ),
     ] = None,
     bits: BitsOpt = None,
     cvx_solver: CvxSolverOpt = None,
     max_iter: MaxIterOpt = None,
+    show_all: AllOpt = False,
 ) -> None:
     """Choose bits, power and bandwidth per device to minimize J (exit 3 if infeasible)."""
     from sflam_opt.solvers import get_solver, solve
 
-    get_solver(solver)  # unknown names and unwritable outputs fail before any work
+    with _as_options():
+        get_solver(solver)  # unknown names and unwritable outputs fail before any work
     if out_file is not None:
         check_writable(out_file)
     scn = _read_scenario(scenario_file)
-    options = _solver_options(bits, cvx_solver, max_iter)
-    if as_json:
-        res = solve(scn, solver=solver, **options)
-    else:
-        with err.status(f"solving {scn.n_devices} devices with {solver} ..."):
-            res = solve(scn, solver=solver, **options)
-    # The fingerprint lets `evaluate` and `train --allocation` flag use with another scenario.
-    doc = {"scenario_sha256": scenario_sha256(scn), **res.to_dict(scn)}
-    if out_file is not None:
-        write_stream(
-            out_file, lambda fh: fh.writelines(p.encode() for p in iter_json(doc, "devices"))
+    if out_file is not None and out_file.suffix == ".npz" and scn.resource_blocks is not None:
+        raise SflamError(
+            f"--out {out_file}: resource-block allocations are written as JSON only; "
+            "give a .json file name"
         )
+    options = _solver_options(bits, cvx_solver, max_iter)
+    with _as_options():
+        if as_json:
+            res = solve(scn, solver=solver, **options)
+        else:
+            with err.status(f"solving {scn.n_devices} devices with {solver} ..."):
+                res = solve(scn, solver=solver, **options)
+    doc = _solve_document(scn, res)
+    if out_file is not None:
+        _write_result(out_file, doc)
     if as_json:
         sys.stdout.writelines(iter_json(doc, "devices"))
     else:
-        _render_result(scn, res, doc)
+        _render_result(scn, res, doc, show_all)
         if out_file is not None:
             err.print(f"wrote {out_file}", highlight=False)
     if res.status == "infeasible":
@@ -333,6 +428,63 @@ def solve_cmd(
         raise typer.Exit(1)
 
 
+def _solve_document(scn: Scenario, res: Any) -> dict[str, Any]:
+    """The ``solve --json`` document: ``res.to_dict(scn)`` with the scenario's fingerprint.
+
+    ``to_dict`` builds a dict per device (seconds at a million devices); for flat allocations
+    the same document is assembled here with the device rows as columns. The fingerprint lets
+    `evaluate` and `train --allocation` flag use with another scenario.
+    """
+    head = {"scenario_sha256": scenario_sha256(scn)}
+    alloc, ev = res.allocation, res.evaluation
+    if alloc is None or ev is None or alloc.blocks is not None:
+        return {**head, **res.to_dict(scn)}
+    doc = {**head, **dataclasses.replace(res, evaluation=None).to_dict(scn)}
+    info = doc.pop("info", None)
+    summary = ev.summary()
+    for key in _TOTALS:
+        doc[key] = _finite(summary[key])
+    bd = ev.breakdown
+    doc["devices"] = alloc.device_columns(
+        scn.devices.ids,
+        rate_bps=bd.rate_bps,
+        upload_s=bd.upload_s,
+        latency_s=bd.latency_s,
+        energy_j=bd.energy_j,
+    )
+    doc["violations"] = list(ev.violations)
+    if info is not None:
+        doc["info"] = info
+    return doc
+
+
+_TOTALS = (
+    "rounds",
+    "rounds_ceil",
+    "round_latency_s",
+    "round_energy_j",
+    "total_latency_s",
+    "total_energy_j",
+)
+
+
+def _finite(v: Any) -> float | None:
+    return float(v) if v is not None and np.isfinite(v) else None
+
+
+def _write_result(path: Path, doc: dict[str, Any]) -> None:
+    """Write the solve document as JSON, or as a columnar .npz when the name ends in .npz."""
+    rows = doc["devices"]
+    if path.suffix == ".npz":
+        from sflam_opt.allocation_npz import write_npz
+
+        if not isinstance(rows, ColumnRows):
+            raise SflamError(f"--out {path}: this result has no device columns to write as .npz")
+        write_npz(path, rows, doc)
+        return
+    write_stream(path, lambda fh: fh.writelines(p.encode() for p in iter_json(doc, "devices")))
+
+
 def _solver_options(
     bits: int | None, cvx_solver: str | None, max_iter: int | None
 ) -> dict[str, Any]:
@@ -341,37 +493,25 @@ def _solver_options(
     return {k: v for k, v in given.items() if v is not None}
 
 
-def _render_result(scn: Scenario, res: Any, doc: dict[str, Any]) -> None:
-    if doc["devices"]:
-        t = Table(title=f"{res.solver}: {res.status}")
-        for col in (
-            "id",
-            "bits",
-            "bandwidth MHz",
-            "power W",
-            "rate Mbit/s",
-            "upload s",
-            "latency s",
-            "energy J",
-        ):
-            t.add_column(col, justify="right")
-        rows = doc["devices"]
-        for r in rows[:50]:
-            t.add_row(
-                str(r["id"]),
-                str(r["bits"]),
-                f"{r['bandwidth_hz'] / 1e6:.4f}",
-                f"{r['power_w']:.4g}",
-                f"{r['rate_bps'] / 1e6:.4g}",
-                f"{r['upload_s']:.4g}",
-                f"{r['latency_s']:.4g}",
-                f"{r['energy_j']:.4g}",
-            )
-        if len(rows) > 50:
-            t.add_row("...", f"{len(rows) - 50} more", "", "", "", "", "", "")
-        print_table(out, t)
+def _render_result(scn: Scenario, res: Any, doc: dict[str, Any], show_all: bool) -> None:
+    alloc, ev = res.allocation, res.evaluation
+    if alloc is not None and ev is not None:
+        bd = ev.breakdown
+        columns = [
+            ("id", scn.devices.ids, _text),
+            ("bits", alloc.bits, _text),
+            ("bandwidth", alloc.bandwidth_hz, _si("Hz")),
+            ("power W", alloc.power_w, _g),
+            ("rate", bd.rate_bps, _si("bit/s")),
+            ("upload s", bd.upload_s, _g),
+            ("latency s", bd.latency_s, _g),
+            ("energy J", bd.energy_j, _g),
+        ]
+        if alloc.blocks is not None:
+            columns.insert(2, ("blocks", alloc.blocks, _blocks_texts))
+        _print_devices(f"{res.solver}: {res.status}", columns, show_all)
     _print_summary(doc)
-    out.print(f"status {res.status}: {res.message}", markup=False, highlight=False)
+    out.print(f"status {res.status}: {res.message}", markup=False, highlight=False, soft_wrap=True)
     out.print(
         f"backend {res.backend}, {len(res.iterations)} iteration(s), "
         f"solve time {res.solve_time_s:.3f} s",
@@ -410,12 +550,13 @@ def sweep_cmd(
     from sflam_opt.solvers import get_solver
 
     scn = _read_scenario(scenario_file)
-    get_solver(solver)
-    ws = sweep.parse_weights(weights)
+    with _as_options():
+        get_solver(solver)
+        ws = sweep.parse_weights(weights)
     check_writable(out_dir, directory=True)
     from rich.progress import Progress
 
-    with Progress(console=err, transient=True) as prog:
+    with Progress(console=err, transient=True) as prog, _as_options():
         task = prog.add_task(f"sweeping {len(ws)} weights with {solver}", total=len(ws))
         rows = sweep.pareto(
             scn,
@@ -470,25 +611,9 @@ def bench(ctx: typer.Context) -> None:
     raise typer.Exit(subprocess.run(cmd, env={**os.environ, "PYTHONPATH": path}).returncode)
 
 
-_registered: list[bool] = []
-
-
-def _register_extensions() -> None:
-    """Add the trainer's commands (kept in their own package), once."""
-    import importlib
-
-    if _registered:
-        return
-    _registered.append(True)
-
-    for mod in ("sflam_opt.training.cli",):
-        try:
-            ext = importlib.import_module(mod)
-        except ModuleNotFoundError as exc:
-            if exc.name is None or not mod.startswith(exc.name):
-                raise
-            continue
-        ext.register(app)
+# `train`, `calibrate` and `memory` live with the trainer. Importing their module does not import
+# torch; a command that needs it says so in one line (pip install 'sflam-opt[train]').
+register_training_commands(app)
 
 
 def _verbose_first(argv: list[str]) -> list[str]:
@@ -525,7 +650,6 @@ def main(argv: list[str] | None = None) -> int:
     an infeasible problem, 1 for a failed run), a command-line usage error with 2.
     """
     click_error, no_args_help = _click_errors()
-    _register_extensions()
     args = _verbose_first(list(sys.argv[1:] if argv is None else argv))
     command = typer.main.get_command(app)
     try:

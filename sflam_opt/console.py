@@ -1,31 +1,103 @@
 """Terminal output shared by the CLI modules: consoles, tables and one-line error messages.
 
 User text (paths, device ids, solver messages) may contain ``[...]``, which rich would read as
-markup; every console here has markup off. Tables never cut numbers: cells that do not fit the
-terminal wrap onto the next line instead of ending in an ellipsis.
+markup; every console here has markup off.
+
+Tables never break a header word or a number: on a terminal, a column is never narrower than its
+longest cell and its longest header word, and a table wider than the terminal is printed at its
+own width (the terminal wraps the long lines) rather than squeezed. When the output is not a
+terminal (a pipe, a file), tables are plain text: one line per row, columns separated by two
+spaces, which ``grep``/``awk`` and diff read as they are.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["consoles", "print_error", "print_table", "usage_error_line"]
+__all__ = ["consoles", "plain_lines", "print_error", "print_table", "usage_error_line"]
 
 
 def consoles() -> tuple[Console, Console]:
-    """``(stdout, stderr)`` consoles with markup off."""
-    return Console(markup=False), Console(stderr=True, markup=False)
+    """``(stdout, stderr)`` consoles with markup off and soft wrapping.
+
+    Soft wrapping leaves a long line (a message naming a deep path) to the terminal instead of
+    breaking it at the console's width: piped output keeps every path and number whole.
+    """
+    return Console(markup=False, soft_wrap=True), Console(stderr=True, markup=False, soft_wrap=True)
+
+
+def _cell_texts(column: Any) -> list[str]:
+    return [str(c) for c in column.cells]
 
 
 def print_table(console: Console, table: Table) -> None:
-    """Print ``table`` so that no cell is cut: overlong cells fold onto further lines."""
+    """Print ``table`` with no header word or number broken (see the module docstring)."""
+    if not console.is_terminal:
+        console.file.writelines(line + "\n" for line in _plain_table(table))
+        return
     for column in table.columns:
+        words = str(column.header).split() if table.show_header else []
+        column.min_width = max(map(len, _cell_texts(column) + words), default=1)
         column.overflow = "fold"
-    console.print(table)
+    need = sum(c.min_width or 1 for c in table.columns) + 3 * len(table.columns) + 1
+    console.print(table, width=max(console.width, need), crop=False)
+
+
+def _plain_table(table: Table) -> list[str]:
+    """``table`` as plain lines: title, header, a dashed rule, then one line per row."""
+    cols = [_cell_texts(c) for c in table.columns]
+    headers = [str(c.header) for c in table.columns] if table.show_header else None
+    justify = ["left" if c.justify == "left" else "right" for c in table.columns]
+    sections = [k for k, row in enumerate(table.rows) if row.end_section]
+    lines = [] if table.title is None else [str(table.title)]
+    return lines + plain_lines(headers, list(zip(*cols, strict=True)), justify, sections)
+
+
+def plain_lines(
+    headers: Sequence[str] | None,
+    rows: Iterable[Sequence[str]],
+    justify: Sequence[str],
+    sections: Sequence[int] = (),
+) -> list[str]:
+    """Rows of cell texts as aligned plain lines (a dashed rule under the header and sections).
+
+    Parameters
+    ----------
+    headers : sequence of str or None
+        Column headers, or None for none.
+    rows : iterable of sequences of str
+        The cells.
+    justify : sequence of str
+        ``"left"`` or ``"right"`` per column.
+    sections : sequence of int
+        Row indices after which a rule is drawn.
+    """
+    rows = [list(r) for r in rows]
+    cells = rows + ([list(headers)] if headers is not None else [])
+    widths = [max(map(len, col), default=0) for col in zip(*cells, strict=True)] or [0] * len(
+        justify
+    )
+
+    def line(row: Sequence[str]) -> str:
+        parts = [
+            t.ljust(w) if j == "left" else t.rjust(w)
+            for t, w, j in zip(row, widths, justify, strict=True)
+        ]
+        return "  ".join(parts).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    out = [line(headers), rule] if headers is not None else []
+    ends = set(sections)
+    for k, row in enumerate(rows):
+        out.append(line(row))
+        if k in ends and k != len(rows) - 1:
+            out.append(rule)
+    return out
 
 
 def print_error(console: Console, message: str) -> None:

@@ -11,6 +11,7 @@ result never depends on which path was taken.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,15 +23,10 @@ _HEADER = "[[device]]"
 _BLOCK = 7  # "[[device]]", id, gain_db or distance_m, cpu_hz, max_power_w, samples, blank line
 _NUMBER_CHARS = str.maketrans("", "", "0123456789+-.eE\n")
 _INT_CHARS = str.maketrans("", "", "0123456789+-\n")
-# Forms float() reads but TOML forbids: leading zeros, a dot without digits on both sides.
-# Plain substring tests of the newline-framed column run at memory speed, unlike a regex.
-_NOT_TOML = (
-    *(f"\n{sign}0{d}" for sign in ("", "+", "-") for d in "0123456789"),
-    *(f"\n{sign}." for sign in ("", "+", "-")),
-    ".\n",
-    ".e",
-    ".E",
-)
+# Forms float() reads but TOML forbids: leading zeros, a dot without digits on both sides. One
+# regular expression over the newline-framed column: re scans for its first characters at memory
+# speed, where a substring test per form (36 scans) took most of the time of reading the file.
+_NOT_TOML = re.compile(r"\n[+-]?(?:0[0-9]|\.)|\.(?:\n|[eE])")
 
 
 @dataclass(frozen=True)
@@ -58,7 +54,7 @@ def _column(lines: list[str], prefixes: tuple[str, ...], chars: dict[int, None])
         joined = joined.replace("\n" + p, "\n")
     values = joined[1:]
     framed = f"\n{values}\n"
-    if values.translate(chars) or any(bad in framed for bad in _NOT_TOML):
+    if values.translate(chars) or _NOT_TOML.search(framed):
         return None
     return values
 

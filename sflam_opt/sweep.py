@@ -9,6 +9,7 @@ which writes the rows as CSV (:func:`write_csv`) and a PNG plot (:func:`plot_par
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import logging
 import math
@@ -146,6 +147,19 @@ def _check_weights(weights: ArrayLike) -> NDArray[np.float64]:
     return w
 
 
+def _with_weight(scenario: Scenario, omega: float) -> Scenario:
+    """``scenario.replace(objective={"latency_weight": omega})`` without rebuilding the devices.
+
+    ``replace`` re-validates the whole scenario through a dict per device (seconds at 10^5
+    devices); only ``[objective]`` changes here, so only it is validated, by the same parser.
+    """
+    from sflam_opt.scenario_parser import ScenarioParser
+
+    table = {**dataclasses.asdict(scenario.objective), "latency_weight": omega}
+    objective = ScenarioParser("weights").section("objective", table)
+    return dataclasses.replace(scenario, objective=objective)
+
+
 def _num(x: Any) -> float | None:
     if x is None:
         return None
@@ -192,7 +206,7 @@ def pareto(
     get_solver(solver)
     rows: list[dict[str, Any]] = []
     for i, omega in enumerate(w.tolist()):
-        scn = scenario.replace(objective={"latency_weight": omega})
+        scn = _with_weight(scenario, omega)
         res = solve(scn, solver, **options)
         ev = res.evaluation
         ok = res.status in FEASIBLE_STATUSES and ev is not None and res.allocation is not None
@@ -267,6 +281,77 @@ def write_csv(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike[str]) -
     return atomic_write_text(path, buf.getvalue())
 
 
+#: A point more than this factor from the median of the plotted points is drawn off-scale.
+OFF_SCALE = 100.0
+
+
+def _off_scale(values: NDArray[np.float64]) -> NDArray[np.bool_]:
+    """Which of ``values`` lie more than :data:`OFF_SCALE` times from their median."""
+    pos = values[np.isfinite(values) & (values > 0)]
+    if pos.size < 3:
+        return np.zeros(values.shape, dtype=bool)
+    med = float(np.median(pos))
+    return ~np.isfinite(values) | (values > OFF_SCALE * med) | (values < med / OFF_SCALE)
+
+
+def _fit_axes(ax: Any, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Fit the axes to the plotted points that are on scale; mark the others at the edge.
+
+    The axes are logarithmic when the on-scale points still span more than a factor of 100.
+    """
+    data = [np.asarray(ln.get_xydata(), dtype=float).reshape(-1, 2) for ln in ax.get_lines()]
+    xy = np.concatenate(data) if data else np.empty((0, 2))
+    xy = xy[np.all(np.isfinite(xy) & (xy > 0), axis=1)]
+    if not xy.size:
+        return
+    off = _off_scale(xy[:, 0]) | _off_scale(xy[:, 1])
+    inside = xy[~off] if (~off).any() else xy
+    limits = []
+    for k, setter in enumerate((ax.set_xscale, ax.set_yscale)):
+        lo, hi = float(inside[:, k].min()), float(inside[:, k].max())
+        log = hi > 100.0 * lo
+        if log:
+            setter("log")
+            lo, hi = lo / 1.5, hi * 1.5
+        else:
+            pad = 0.08 * (hi - lo) or 0.08 * abs(hi) or 1.0
+            lo, hi = lo - pad, hi + pad
+        limits.append((lo, hi))
+    ax.set_xlim(*limits[0])
+    ax.set_ylim(*limits[1])
+    marked = 0
+    for r in rows:
+        x, y = float(r["total_latency_s"]) / 3600.0, float(r["total_energy_j"]) / 1e3
+        if not (_outside(x, limits[0]) or _outside(y, limits[1])):
+            continue
+        cx, cy = min(max(x, limits[0][0]), limits[0][1]), min(max(y, limits[1][0]), limits[1][1])
+        ax.plot(
+            [cx],
+            [cy],
+            marker=">" if x > limits[0][1] else "^",
+            color="C3",
+            ms=8,
+            linestyle="none",
+            clip_on=False,
+        )
+        # The note sits in the empty upper right of a trade-off curve, with an arrow to the mark.
+        ax.annotate(
+            f"ω={r['weight']:.2g} off scale: {x:.3g} h, {y:.3g} kJ",
+            (cx, cy),
+            xytext=(0.97, 0.62 - 0.08 * marked),
+            textcoords="axes fraction",
+            ha="right",
+            fontsize=7,
+            color="C3",
+            arrowprops={"arrowstyle": "->", "color": "C3", "lw": 0.8},
+        )
+        marked += 1
+
+
+def _outside(v: float, limits: tuple[float, float]) -> bool:
+    return not limits[0] <= v <= limits[1]
+
+
 def plot_pareto(
     rows: Sequence[Mapping[str, Any]],
     path: str | os.PathLike[str],
@@ -297,6 +382,19 @@ def plot_pareto(
     Path
         ``path``.
     """
+    fig = _pareto_figure(rows, scenario, baselines, title)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def _pareto_figure(
+    rows: Sequence[Mapping[str, Any]],
+    scenario: Scenario | None,
+    baselines: Mapping[str, Sequence[Mapping[str, Any]] | tuple[float, float]] | None,
+    title: str | None,
+) -> Any:
+    """The figure :func:`plot_pareto` writes (a matplotlib ``Figure``)."""
     # The object API with an explicit Agg canvas: no pyplot state and no global backend switch.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -356,22 +454,15 @@ def plot_pareto(
                 label=name,
             )
     # With no latency weight the round time can grow without bound (the continuous block stops
-    # near the Shannon-limit energy), which would squash every other point on a linear axis.
-    xs_all = [ln.get_xdata() for ln in ax.get_lines()]
-    ys_all = [ln.get_ydata() for ln in ax.get_lines()]
-    for data, setter in ((xs_all, ax.set_xscale), (ys_all, ax.set_yscale)):
-        vals = np.concatenate([np.asarray(d, dtype=float) for d in data]) if data else np.empty(0)
-        vals = vals[np.isfinite(vals) & (vals > 0)]
-        if vals.size and vals.max() > 100.0 * vals.min():
-            setter("log")
+    # near the Shannon-limit energy): such a point would squash every other one, so it is drawn
+    # at the edge of the axes with its value written beside it.
+    _fit_axes(ax, [r for r in pts if r["weight"] is not None])
     ax.set_xlabel("total latency K T (h)")
     ax.set_ylabel("total energy K E (kJ)")
     ax.set_title(title or "Latency-energy trade-off over the latency weight")
     ax.grid(True, alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper right")
     if not pts:
         ax.text(0.5, 0.5, "no feasible solution", ha="center", va="center", transform=ax.transAxes)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return atomic_write_bytes(path, buf.getvalue())
+    return fig

@@ -347,7 +347,7 @@ def test_cli_scenario_new_blocks_and_solve_json(tmp_path: Path, capsys) -> None:
     assert sorted(seen) == list(range(6))
     assert main(["scenario", "new", "-n", "3", "--blocks", "2"]) == 2
     err = capsys.readouterr().err
-    assert "blocks=2" in err and len(err.strip().splitlines()) == 1
+    assert "--blocks 2" in err and len(err.strip().splitlines()) == 1
 
 
 def test_levels_are_noise_over_gain() -> None:

@@ -200,3 +200,81 @@ def test_chunked_json_is_the_same_text_as_json_dumps(monkeypatch, n: int, string
     text = "".join(jsonio.iter_json(doc, "devices"))
     assert text == json.dumps(jsonio.finite(doc), indent=1) + "\n"
     assert json.loads(text)["x"] is None
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 7])
+def test_column_rows_are_the_same_text_as_the_rows(monkeypatch, n: int) -> None:
+    import json
+
+    import numpy as np
+
+    import sflam_opt.jsonio as jsonio
+
+    monkeypatch.setattr(jsonio, "_CHUNK", 3)
+    ids = tuple(f'd}}, {{"{i}' if i % 2 else i for i in range(n))
+    cols = (
+        ids,
+        np.arange(n, dtype=np.int64) + 2,
+        np.linspace(0.1, 1e6, n),
+        np.full(n, 876211.2360052426),  # one value for all: written once, repeated
+        np.where(np.arange(n) == 1, np.inf, -1e-300 * np.arange(n)),
+        np.full(n, -0.0),
+    )
+    table = jsonio.ColumnRows(("id", "bits", "bw", "same", "odd", "negzero"), cols)
+    doc = {"a": 1, "devices": table, "violations": ["y"]}
+    text = "".join(jsonio.iter_json(doc, "devices"))
+    plain = {**doc, "devices": table.rows()}
+    assert text == json.dumps(jsonio.finite(plain), indent=1) + "\n"
+    if n > 1:
+        assert json.loads(text)["devices"][1]["odd"] is None
+
+
+@pytest.mark.parametrize("indent", [None, 1, 4])
+def test_streamed_reading_matches_json_loads(monkeypatch, indent) -> None:
+    import io
+    import json
+
+    import sflam_opt.jsonio as jsonio
+
+    monkeypatch.setattr(jsonio, "_READ_CHARS", 5)  # rows and values cut across reads
+    rows = [{"id": f"a}}{i}", "v": [i, {"x": 1.5}], "w": 1e-7 * i} for i in range(9)]
+    doc = {"head": "x" * 20, "devices": rows, "tail": [1, 2, {"k": None}], "n": 1.25e300}
+    got, seen = [], []
+    other, count = jsonio.read_json_streamed(
+        io.StringIO(json.dumps(doc, indent=indent)),
+        "devices",
+        lambda first, chunk: (seen.append(first), got.extend(chunk)),
+    )
+    assert got == rows and count == len(rows)
+    assert other == {k: v for k, v in doc.items() if k != "devices"}
+    assert seen[0] == 0 and seen == sorted(seen)
+
+
+@pytest.mark.parametrize(
+    ("cut", "row", "truncated"),
+    [
+        (lambda t: t[: t.index('"id": 5')], 5, True),
+        (lambda t: t[:-4], None, True),
+        (lambda t: t.replace('"w": 3e-07', '"w": 3e-07.5'), 3, False),
+    ],
+)
+def test_streamed_reading_names_the_row_of_bad_or_truncated_text(
+    monkeypatch, cut, row, truncated
+) -> None:
+    import io
+    import json
+
+    import sflam_opt.jsonio as jsonio
+
+    monkeypatch.setattr(jsonio, "_READ_CHARS", 64)
+    text = json.dumps({"devices": [{"id": i, "w": 1e-7 * i} for i in range(9)]}, indent=1)
+    with pytest.raises(jsonio.JsonReadError) as info:
+        jsonio.read_json_streamed(io.StringIO(cut(text)), "devices", lambda *a: None)
+    assert info.value.truncated is truncated
+    if row is not None:
+        assert info.value.row == row
+    if not truncated:
+        assert (
+            info.value.field == "w"
+            and info.value.line == text[: text.index("3e-07")].count("\n") + 1
+        )

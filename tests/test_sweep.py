@@ -153,3 +153,30 @@ def test_plot_writes_a_png(exact_rows, tmp_path):
         data = p.read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
     assert sorted(x.name for x in out.iterdir()) == ["a.png", "b.png", "c.png"]
+
+
+def test_an_off_scale_point_is_marked_at_the_edge_not_stretching_the_axis():
+    # The omega = 0 point of a large scenario: a round time 10^4 times the others'.
+    lat = [2e11, 3.0e6, 2.0e6, 1.5e6, 1.2e6]
+    en = [1.0e5, 1.2e5, 1.6e5, 2.4e5, 4.0e5]
+    rows = [
+        {"weight": w, "status": "converged", "total_latency_s": t, "total_energy_j": e}
+        for w, t, e in zip([0.0, 0.25, 0.5, 0.75, 1.0], lat, en, strict=True)
+    ]
+    fig = sweep._pareto_figure(rows, None, None, None)
+    ax = fig.axes[0]
+    lo, hi = ax.get_xlim()
+    assert hi < 2e11 / 3600 / 100  # the axis is fitted to the other points ...
+    assert lo < 1.2e6 / 3600 and hi > 3.0e6 / 3600  # ... which all lie inside it
+    texts = [t.get_text() for t in ax.texts]
+    marked = [t for t in texts if "off scale" in t]
+    assert len(marked) == 1 and "ω=0" in marked[0] and "5.56e+07 h" in marked[0]
+    # Without an outlier nothing is marked and every point is inside the axes.
+    fig = sweep._pareto_figure(rows[1:], None, None, None)
+    assert not [t for t in fig.axes[0].texts if "off scale" in t.get_text()]
+
+
+def test_each_weight_is_the_scenario_with_only_its_objective_replaced():
+    scn = rs.named()["two_device"]
+    for omega in (0.0, 0.3, 1.0):
+        assert sweep._with_weight(scn, omega) == scn.replace(objective={"latency_weight": omega})
