@@ -10,6 +10,7 @@ from sflam_opt.errors import SolverArgumentError
 from sflam_opt.scenario import Scenario
 from sflam_opt.solvers import solve
 from sflam_opt.solvers.bcd import BASELINES
+from sflam_opt.solvers.kernel import solve_continuous
 
 #: The baselines bcd must never lose to (docs/formulation.md, "The problem").
 CHEAP_BASELINES = ("equal", "fixed-bits", "power-only", "bits-only", "bandwidth-only")
@@ -104,28 +105,26 @@ def test_warm_started_bcd_beats_every_baseline_and_reports_its_start():
         )
 
 
-def test_power_cap_stall_is_detected_and_escaped():
-    """Latency only: blocks (i) and (ii) alone cannot move a device held at its power cap."""
+def test_power_cap_needs_no_escape_with_the_joint_block():
+    """Latency only: the joint continuous block moves a device held at its power cap by itself.
+
+    (The former separate bandwidth and upload blocks stalled here by more than 1 % of J.)
+    """
     scn = rs.named()["latency_only"]
     plain = solve(scn, "bcd", escape=False, warm_start=False)
-    full = solve(scn, "bcd", warm_start=False)
-    assert plain.success and full.success
-    assert plain.info["stall_escapes"] == 0
-    assert full.info["stall_escapes"] >= 1
-    gap = (plain.objective - full.objective) / plain.objective
-    assert gap > 1e-2  # the stall costs more than 1% of J here
-    assert 0 < full.info["stall_gap"] <= gap + 1e-12
-    assert _monotone(full.iterations)
-    exact_like = solve(scn, "fast")
-    assert full.objective <= exact_like.objective * (1 + 1e-6)
+    assert plain.success and plain.info["stall_escapes"] == 0
+    assert plain.info["failures"] == [] and plain.info["fallbacks"] == []
+    assert _monotone(plain.iterations)
+    # No stall in the continuous variables: J is the exact continuous optimum at its bits.
+    exact_c = solve_continuous(scn, plain.allocation.bits)
+    assert plain.objective == pytest.approx(exact_c.objective, rel=1e-7)
 
 
 def test_backends_are_reported():
     res = solve(rs.named()["default10"], "bcd")
     assert res.backend == "CLARABEL+HiGHS"
     info = res.info
-    assert set(info["backends"]["upload"]) == {"CLARABEL"}
-    assert set(info["backends"]["bandwidth"]) == {"CLARABEL"}
+    assert set(info["backends"]["continuous"]) == {"CLARABEL"}
     assert info["backends"]["bits"] == "HiGHS" and info["bits_method"] == "milp"
     assert info["fallbacks"] == [] and info["failures"] == []
     assert info["dinkelbach_steps"] >= 1
@@ -135,7 +134,7 @@ def test_requested_backend_is_used_and_agrees():
     scn = rs.named()["two_device"]
     base = solve(scn, "bcd")
     ecos = solve(scn, "bcd", cvx_solver="ecos")
-    assert ecos.success and "ECOS" in ecos.info["backends"]["upload"]
+    assert ecos.success and "ECOS" in ecos.info["backends"]["continuous"]
     assert ecos.info["cvx_order"][0] == "ECOS"
     assert ecos.objective == pytest.approx(base.objective, rel=1e-6)
 
@@ -207,9 +206,7 @@ def test_every_cvxpy_block_failing_is_not_converged(monkeypatch):
             "every CVXPY block solve failed" in res.message
             and "not from block descent" in res.message
         )
-        assert res.info["failures"] and not any(
-            res.info["backends"][k] for k in ("upload", "bandwidth")
-        )
+        assert res.info["failures"] and not res.info["backends"]["continuous"]
 
 
 def test_pure_block_descent_uses_no_closed_form_step():
