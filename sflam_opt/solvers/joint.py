@@ -338,6 +338,7 @@ def _upper_time(search: _Search, v_min: float) -> float:
         share = np.sqrt(rnd.shannon_j * k)
         beta = np.maximum(share / share.sum(), k / x_max)
         if beta.sum() <= 1.0 and rnd.value(t, phi(k / beta)) <= floor * (1.0 + INFIMUM_RTOL):
+            search.y_ref = beta / k  # the cone solve at t starts from this split
             break
     return t
 
