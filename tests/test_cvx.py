@@ -9,7 +9,7 @@ from sflam_opt.bounds import rounds_needed
 from sflam_opt.costs import reference
 from sflam_opt.errors import SolverArgumentError
 from sflam_opt.scenario import Scenario
-from sflam_opt.solvers import cone_format, cvx, joint
+from sflam_opt.solvers import cone_format, cvx, joint, solve
 from sflam_opt.solvers.kernel import bandwidth_split, solve_continuous
 
 LN2 = np.log(2.0)
@@ -204,3 +204,30 @@ def test_phi_inverse_inverts_phi():
     x = joint.phi_inv(r)
     assert x[0] == 0.0 and x[-1] == np.inf
     np.testing.assert_allclose(joint.phi(x[1:-1]), r[1:-1], rtol=1e-9)
+
+
+def test_changed_cvxpy_internals_fall_back_to_cvxpys_formatting(monkeypatch, caplog):
+    """A CVXPY whose ReducedMat changed shape: one warning, plain solvers, bcd still solves."""
+    from cvxpy.reductions.utilities import ReducedMat
+
+    assert cone_format.cvxpy_mismatch() is None  # the installed CVXPY is the tested shape
+
+    def changed_init(self, data, length, quad_form=False):  # renamed arguments
+        raise AssertionError("not called")
+
+    monkeypatch.setattr(ReducedMat, "__init__", changed_init)
+    with caplog.at_level("WARNING", logger="sflam_opt.solvers.cone_format"):
+        why = cone_format.configure()
+    try:
+        assert why is not None and "ReducedMat" in why
+        assert len(caplog.records) == 1 and "CVXPY's own" in caplog.messages[0]
+        assert cone_format.solver_instance("CLARABEL") == "CLARABEL"
+        monkeypatch.undo()  # CVXPY itself works again; only our override stays off
+        res = solve(Scenario.default(devices=8, seed=3), "bcd", escape=False)
+        assert res.success and res.info["fallbacks"] == [] and res.info["failures"] == []
+        assert res.info["backends"]["continuous"] == {"CLARABEL": res.info["cone_solves"]}
+    finally:
+        monkeypatch.undo()
+        assert cone_format.configure() is None
+    assert cone_format.solver_instance("CLARABEL") is not None
+    assert not isinstance(cone_format.solver_instance("CLARABEL"), str)
