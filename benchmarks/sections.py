@@ -89,6 +89,12 @@ register(
     "Solver speed ladder, optimality gap, savings, Pareto front, BCD behaviour.",
 )
 register(
+    "faded",
+    "benchmarks.solve_faded",
+    "The solve section's faded-channels table alone (fast, bcd, bcd-pure on faded draws).",
+    quick=False,
+)
+register(
     "train",
     "benchmarks.train",
     "Training: protocols x Dirichlet alpha x seeds on digits; solver vs uniform bits.",

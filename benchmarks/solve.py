@@ -7,8 +7,8 @@ the public :func:`sflam_opt.solve` entry point, so what is timed is exactly what
 (argument checks, the target check and the final evaluation included).
 
 ``bcd`` is measured twice: as shipped, and as pure block descent (``bcd-pure``: ``escape=False,
-warm_start=False``), which starts from the equal split and moves only by its CVXPY bandwidth and
-upload blocks and its bits block. The shipped ``bcd`` starts from the best baseline and, when the
+warm_start=False``), which starts from the equal split and moves only by its joint CVXPY
+continuous block and its bits block. The shipped ``bcd`` starts from the best baseline and, when the
 blocks stall, steps to the exact continuous optimum (the closed form ``fast`` uses), so its final
 J says little about block descent itself.
 
@@ -36,6 +36,7 @@ import numpy as np
 from benchmarks.cold import cold_solve
 from benchmarks.common import BenchContext, median, peak_memory, rss_peak, utc_now
 from benchmarks.plots import solve_figures as draw
+from benchmarks.solve_faded import faded
 from benchmarks.solve_report import headlines, report
 from sflam_opt.costs import breakdown, equal_allocation
 from sflam_opt.scenario import Scenario
@@ -65,11 +66,12 @@ logger = logging.getLogger(__name__)
 GAP_TOLERANCE = 1e-3
 
 #: Parts of a BCD run timed separately (keys of ``SolveResult.timings``).
-BCD_BLOCKS = ("bandwidth_block", "upload_block", "bits_block", "escape")
+BCD_BLOCKS = ("warm_start", "continuous_block", "bits_block", "escape")
 
 #: Benchmarked methods that are a registered solver with options: name -> (solver, options).
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "bcd-pure": ("bcd", {"escape": False, "warm_start": False}),
+    "exact-cvxpy": ("exact", {"continuous": "cvxpy"}),
 }
 
 SPEED_COLUMNS = (
@@ -692,7 +694,7 @@ def bits_methods(ctx: BenchContext) -> list[dict[str, Any]]:
 
 
 # ------------------------------------------------------------------------------- driver
-PARTS = ("speed", "optimality", "savings", "pareto", "bcd")
+PARTS = ("speed", "optimality", "savings", "pareto", "bcd", "faded")
 
 
 def run(ctx: BenchContext, parts: Sequence[str] = PARTS) -> dict[str, Any]:
@@ -706,6 +708,7 @@ def run(ctx: BenchContext, parts: Sequence[str] = PARTS) -> dict[str, Any]:
         "savings": savings,
         "pareto": pareto,
         "bcd": bcd_trace,
+        "faded": faded,
     }
     share = 1.0 / max(1, len(parts))
 

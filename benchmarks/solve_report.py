@@ -11,6 +11,7 @@ from typing import Any
 
 from benchmarks.common import read_csv
 from benchmarks.markdown import figure, num, pct, table
+from benchmarks.solve_faded import faded_table
 
 __all__ = ["BCD_METHODS", "headlines", "report"]
 
@@ -19,7 +20,7 @@ BCD_METHODS = (
     "`bcd` is the solver as shipped: it starts from the best baseline and, when its blocks stall, "
     "steps to the exact continuous optimum at the current bits (the closed form `fast` uses) and "
     "tries joint bits steps. `bcd-pure` is pure block descent (`escape=False, "
-    "warm_start=False`): from the equal split, only the CVXPY bandwidth and upload blocks and "
+    "warm_start=False`): from the equal split, only the joint CVXPY continuous block and "
     "the bits block move."
 )
 
@@ -48,6 +49,8 @@ def report(figures: Path, doc: Mapping[str, Any]) -> list[str]:
         out += _pareto(figures, doc.get("pareto", {}), cmd)
     if "bcd" in parts:
         out += _bcd(figures, doc.get("bcd", {}), doc.get("optimality", {}), cmd)
+    if "faded" in parts:
+        out += faded_table(figures, doc.get("faded", {}), cmd)
     return out
 
 
@@ -259,7 +262,7 @@ def _savings(figures: Path, doc: Mapping[str, Any], cmd: str) -> list[str]:
 def _shares(r: Mapping[str, Any]) -> str:
     """Percent of a BCD run's time spent in each block and in the stall escape."""
     total = r.get("solve_time_s")
-    parts = [r.get(f"{b}_s") for b in ("bandwidth_block", "upload_block", "bits_block", "escape")]
+    parts = [r.get(f"{b}_s") for b in ("warm_start", "continuous_block", "bits_block", "escape")]
     if not total or any(p is None for p in parts):
         return "-"
     return " / ".join(f"{100.0 * p / total:.0f} %" for p in parts)
@@ -325,7 +328,7 @@ def _bcd(figures: Path, doc: Mapping[str, Any], opt: Mapping[str, Any], cmd: str
                 "J / J_fast - 1",
                 "stall escapes",
                 "time (s)",
-                "time in blocks i / ii / iii / escape",
+                "time in start / continuous / bits / escape",
             ],
             [
                 [

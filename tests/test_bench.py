@@ -222,7 +222,7 @@ def test_bcd_parts_record_iterations(tmp_path: Path) -> None:
     speed = read_csv(tmp_path / "figures" / "solve_speed.csv")
     assert [(r["solver"], r["n_devices"]) for r in speed][:2] == [("bcd", 4), ("bcd-pure", 4)]
     shipped = next(r for r in runs if r["solver"] == "bcd" and r["scenario"] == "default N=4")
-    blocks = ("bandwidth_block_s", "upload_block_s", "bits_block_s", "escape_s")
+    blocks = ("warm_start_s", "continuous_block_s", "bits_block_s", "escape_s")
     assert 0 < sum(shipped[b] for b in blocks) <= shipped["solve_time_s"]
     bits = {r["method"]: r for r in read_csv(tmp_path / "figures" / "solve_bits_methods.csv")}
     assert set(bits) == {"milp", "sweep", "relax"}

@@ -66,6 +66,11 @@ from sflam_opt.errors import SolverArgumentError
 from sflam_opt.numeric import FloatArray, IntArray
 from sflam_opt.scenario import Scenario
 from sflam_opt.solvers.base import SolveResult, check_start_bits, check_tolerance, register_solver
+from sflam_opt.solvers.bcd_bits import (
+    bits_at_fixed_band,
+    bits_at_fixed_efficiency,
+    bits_at_fixed_power,
+)
 from sflam_opt.solvers.bits import solve_bits
 from sflam_opt.solvers.cvx import solver_order
 from sflam_opt.solvers.joint import solve_joint
@@ -128,6 +133,8 @@ class _Model:
         self.scenario = scenario
         self.ref = ref
         self._bits_problem: BitsProblem | None = None
+        #: ``g_n / N0``: SNR per watt and hertz, Hz/W.
+        self.snr_per_w = scenario.gain / scenario.noise_w_per_hz
 
     def bits_problem(self) -> BitsProblem:
         """The kernel's batched continuous solver for this scenario (built on first use)."""
@@ -385,6 +392,34 @@ class _Descent:
         elif not np.array_equal(br.bits, cur.bits):
             self.take(self.model.score(br.bits, cur.bandwidth_hz, cur.power_w), "bits")
 
+    def slot_bits_steps(self) -> None:
+        """The bits blocks at a fixed round time (:mod:`~sflam_opt.solvers.bcd_bits`).
+
+        Tried when the bandwidth-and-power bits block stalls: first with the band fixed (power
+        free), then with the spectral efficiencies fixed (the band shared anew).
+        """
+        model = self.model
+        blocks = (
+            ("bits_band", bits_at_fixed_band),
+            ("bits_efficiency", bits_at_fixed_efficiency),
+            ("bits_power", bits_at_fixed_power),
+        )
+        for name, func in blocks:
+            cur = self.cur
+            assert cur is not None
+            t0 = time.perf_counter()
+            bd = breakdown(model.scenario, cur.allocation(model.scenario))
+            round_s = float(bd.latency_s.max())
+            fixed = {
+                "bits_band": cur.bandwidth_hz,
+                "bits_power": cur.power_w,
+                "bits_efficiency": np.log1p(cur.power_w * model.snr_per_w / cur.bandwidth_hz),
+            }[name]
+            out = func(model.scenario, model.ref, cur.bits, fixed, round_s)
+            self.timings["bits_block"] += time.perf_counter() - t0
+            if out is not None and not np.array_equal(out[0], cur.bits):
+                self.take(model.score(*out), name)
+
     def iterate(self, it: int, fresh: bool) -> bool:
         """One outer iteration; True when J moved by more than ``tol`` (or an escape moved it).
 
@@ -396,6 +431,8 @@ class _Descent:
         if fresh:
             self.take(self.continuous(self.cur.bits, f"iter {it}")[0], "continuous")
         self.bits_step(it)
+        if (j_before - self.cur.objective) < self.tol * j_before:
+            self.slot_bits_steps()
         if (j_before - self.cur.objective) >= self.tol * j_before:
             return True
         if not self.escape:

@@ -212,8 +212,9 @@ def solve_exact(
     continuous : {"kernel", "cvxpy"}
         The continuous block: ``fast``'s closed-form kernel (the incumbent then starts from
         ``fast``), or the joint CVXPY block of :mod:`sflam_opt.solvers.joint`, which shares no
-        code with that kernel (the incumbent starts empty; boxes are pruned with a margin of
-        :data:`CVXPY_RTOL`): an independent check of ``fast`` and ``bcd``.
+        code with that kernel: every ``V*`` and so every bound and ``J`` is the CVXPY block's
+        (the incumbent starts from ``fast``'s bits scored by that block; boxes are pruned with a
+        margin of :data:`CVXPY_RTOL`): an independent check of ``fast`` and ``bcd``.
 
     Raises
     ------
@@ -241,6 +242,15 @@ def solve_exact(
     if continuous == "cvxpy":
         prob: BitsProblem | _CvxRows = _CvxRows(scenario, ref)
         search = _Search(np.inf, levels[-1] + np.zeros(n, dtype=np.int64), [])
+        hint = run_fast(scenario, ref=ref, rtol=rtol).state
+        if hint is not None:
+            # Only fast's bits: their J comes from the CVXPY block, so the pruning stays
+            # independent of the kernel (a wrong kernel can only make the pruning weaker).
+            obj, st = prob.values(hint.bits[None, :])
+            search.offer(
+                np.where(st == OK, rounds_needed(scenario, hint.bits) * obj, np.inf),
+                hint.bits[None, :],
+            )
         _branch_and_bound(scenario, prob, levels, search, CVXPY_RTOL)
         info["fallbacks"] = prob.fallbacks
         if not np.isfinite(search.best_j):
