@@ -42,11 +42,12 @@ __all__ = [
 DESIGN_SEEDS = (1, 2, 3)
 #: First evaluation draw seed.
 EVAL_SEED0 = 1000
-#: (N, draws) per profile name; other profile names (tests) use ``quick``'s.
+#: (N, draws) per profile name; other profile names (tests) use :data:`OTHER_SIZES`.
 SIZES: dict[str, tuple[tuple[int, int], ...]] = {
     "all": ((100, 20), (1000, 20), (10_000, 20)),
     "quick": ((30, 3),),
 }
+OTHER_SIZES = ((8, 2),)
 #: Methods of the table (names of :data:`benchmarks.solve.VARIANTS` or solvers).
 METHODS = ("fast", "bcd", "bcd-pure")
 FADED_COLUMNS = (
@@ -145,7 +146,7 @@ def faded(ctx: BenchContext) -> dict[str, Any]:
     """Measure every method of :data:`METHODS` on the faded draws; writes ``solve_faded*.csv``."""
     from benchmarks.solve import _record
 
-    sizes = SIZES.get(ctx.profile.name, SIZES["quick"])
+    sizes = SIZES.get(ctx.profile.name, OTHER_SIZES)
     total = sum(d for _, d in sizes) * len(METHODS)
     rows: list[dict[str, Any]] = []
     for n, draws in sizes:

@@ -221,3 +221,32 @@ def test_pure_block_descent_uses_no_closed_form_step():
     assert pure.iterations[0] == pytest.approx(1.0)  # J of the equal split
     shipped = solve(scn, "bcd")
     assert shipped.objective <= pure.objective * (1 + 1e-9)
+
+
+@pytest.mark.parametrize(("n", "seed"), [(100, 1), (300, 2)])
+def test_recorded_hard_faded_draws_need_no_fallback(n, seed):
+    # Faded draws on which the unscaled cone blocks failed Clarabel on most solves (design
+    # seeds of the scaled form): every cone solve must now be Clarabel's, first time.
+    res = solve(rs.faded(n, seed), "bcd", escape=False, warm_start=False)
+    assert res.status == "converged", res.message
+    info = res.info
+    assert info["fallbacks"] == [] and info["failures"] == []
+    assert info["cone_solves"] > 0 and set(info["backends"]["continuous"]) == {"CLARABEL"}
+    assert info["cone_solve_s"]["max"] >= info["cone_solve_s"]["median"] > 0
+    assert info["outer_iterations"] == len(res.iterations) - 1
+    assert info["final_step"] in ("continuous", "bits", "bits_band", "bits_efficiency", "bits_power")
+
+
+def test_pure_block_descent_reaches_the_optimum_on_named_scenarios():
+    """escape=False: the joint continuous block and the bits blocks alone, within 0.1 % of fast."""
+    for name in ("default10", "latency_only", "energy_cap", "few_levels", "two_device"):
+        scn = rs.named()[name]
+        pure = solve(scn, "bcd", escape=False, warm_start=False)
+        best = solve(scn, "fast")
+        assert pure.info["accepted"].get("escape", 0) == 0
+        assert pure.objective <= best.objective * (1 + 1e-3), name
+
+
+def test_new_options_are_checked():
+    with pytest.raises(SolverArgumentError, match="block_size=3"):
+        solve(rs.named()["default10"], "bcd", block_size=3)

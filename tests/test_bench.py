@@ -547,3 +547,24 @@ def test_defaults_section_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert check["uplink_share"] == pytest.approx(sflam["uplink_bytes"] / sfl["uplink_bytes"])
     md = report.render(tmp_path)
     assert "## Training with the defaults" in md and "`sflam-opt train` with its defaults" in md
+
+
+def test_faded_table_runs_alone_and_reports(tmp_path: Path) -> None:
+    from benchmarks import solve_faded
+
+    ctx = _ctx(tmp_path, TINY)
+    doc = solve_faded.run(ctx)
+    rows = read_csv(tmp_path / "figures" / "solve_faded.csv")
+    # OTHER_SIZES: N = 8, two draws, each by fast, bcd and bcd-pure.
+    assert len(rows) == 6 and {r["solver"] for r in rows} == {"fast", "bcd", "bcd-pure"}
+    assert all(r["draw_seed"] >= solve_faded.EVAL_SEED0 for r in rows)
+    assert not set(solve_faded.DESIGN_SEEDS) & {r["draw_seed"] for r in rows}
+    for r in rows:
+        assert r["status"] in ("optimal", "converged"), r
+        if r["solver"] != "fast":
+            assert r["fallbacks"] == 0 and r["failures"] == 0 and r["outer_iterations"] >= 1
+            assert r["gap_to_fast"] > -1e-6
+    summary = {r["solver"]: r for r in doc["summary"]}
+    assert summary["bcd-pure"]["draws"] == 2
+    md = report.render(tmp_path)
+    assert "## Solvers under faded channels" in md and "### Faded channels" in md

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import reference_scenarios as rs
 
 from sflam_opt.bounds import rounds_needed
 from sflam_opt.costs import reference
@@ -143,14 +144,6 @@ def test_custom_solver_gives_the_same_solution_as_plain_clarabel():
 
 
 # ------------------------------------------------------------------------------ optima
-def _faded(n: int, seed: int) -> Scenario:
-    """The default scenario with one Rayleigh draw per device: gain_db + 10 log10(Exp(1))."""
-    scn = Scenario.default(devices=n, seed=0)
-    rng = np.random.default_rng(seed)
-    g = scn.devices.gain_db + 10.0 * np.log10(rng.exponential(size=n))
-    return scn.with_gains(dict(zip(scn.devices.ids, g.tolist(), strict=True)))
-
-
 def test_joint_block_at_a_fixed_round_time_is_the_closed_form_split():
     """At a fixed T the joint block's energy is the KKT split of the exact continuous block."""
     scn = Scenario.default(devices=10, seed=0)
@@ -182,8 +175,8 @@ def test_joint_block_agrees_with_the_kernel(case):
         "energy": d.replace(objective={"latency_weight": 0.0}),
         "deadline": d.replace(constraints={"round_deadline_s": 175.0}),
         "energy_cap": d.replace(constraints={"device_energy_j": 24.5}),
-        "faded9": _faded(60, 9),
-        "faded31": _faded(60, 31),
+        "faded9": rs.faded(60, 9),
+        "faded31": rs.faded(60, 31),
     }[case]
     bits = np.full(scn.n_devices, 2 if case in ("deadline", "energy_cap") else 6)
     ref = reference(scn)
