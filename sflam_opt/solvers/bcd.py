@@ -1,44 +1,53 @@
-"""``bcd``: block coordinate descent over bandwidth, upload time/power and bits.
+"""``bcd``: block coordinate descent over the continuous variables and the bits.
 
 The SFLAM paper (arXiv 2504.09114) optimizes bits, powers and bandwidths by block coordinate
-descent; ``docs/formulation.md``, section "Structure that the solvers use", gives the structure
-this solver uses. Each outer iteration runs three blocks, each exact for its own variables with
-the others fixed:
+descent; ``docs/formulation.md`` §8.3 describes this solver. Each outer iteration runs blocks that
+are each exact for their own variables with the others fixed:
 
-(ii) upload times / power and the round time with the bandwidth fixed
-     (:class:`~sflam_opt.solvers.cvx.UploadBlock`, an exponential-cone program in CVXPY);
-(i)  bandwidth with the upload times fixed (:class:`~sflam_opt.solvers.cvx.BandwidthBlock`);
-(iii) bits with bandwidth and power fixed: Dinkelbach over one-hot levels
-     (:func:`~sflam_opt.solvers.bits.solve_bits`). With the default ``bits_method="auto"`` each
-     Dinkelbach step is a HiGHS MILP only up to :data:`AUTO_MILP_MAX_DEVICES` (30) devices;
-     above that it is the exact numpy round-time sweep, which finds the same optimum.
+- the continuous block: bandwidth, upload time, power and round time at fixed bits, one DPP
+  exponential-cone program in scaled, dimensionless variables at a fixed round time plus a 1-D
+  search over that time (:func:`~sflam_opt.solvers.joint.solve_joint`, §6.7). It is skipped when
+  the bits did not change since it last ran (it would return the same point).
+- the bits block at fixed bandwidth and power (:func:`~sflam_opt.solvers.bits.solve_bits`;
+  ``bits_method="auto"``: HiGHS MILP Dinkelbach steps up to :data:`AUTO_MILP_MAX_DEVICES`
+  devices, the exact numpy round-time sweep above);
+- when that finds nothing, the bits blocks at a fixed round time with the band, the spectral
+  efficiencies or the powers fixed (:mod:`~sflam_opt.solvers.bcd_bits`), which make the trades
+  through the shared band that the first bits block cannot see.
 
-(ii) runs first so that every device's upload fills the round before (i) re-splits the band.
-Blocks (i) and (ii) are DPP problems built once per problem shape and re-solved by changing
-parameters only. Every block result is rebuilt into an allocation, scored with the cost model and
-accepted only if J does not increase, so the recorded J per outer iteration never increases.
+Every block result is rebuilt into an allocation, scored with the cost model and accepted only if
+J does not increase, so the recorded J per outer iteration never increases. ``escape=False`` is
+pure block descent; with ``escape=True`` (default), when an iteration improves J by less than
+``tol``, ``fast``'s closed-form steps are tried: the exact continuous optimum at the current bits
+(a *stall escape*, ``info["stall_escapes"]`` / ``info["stall_gaps"]``), the bits that price
+bandwidth at its multiplier (:func:`~sflam_opt.solvers.kernel.lagrangian_bits`) and, for up to
+:data:`NEIGHBOUR_MAX_DEVICES` devices, the best one-level change of one device
+(``info["bits_escapes"]``).
 
-The power cap couples (i) and (ii): a device at its cap can only get faster by receiving more
-bandwidth *and* a shorter slot at once, which neither block can do alone. When an outer iteration
-improves J by less than ``tol``, the exact joint continuous step for the current bits
-(:func:`~sflam_opt.solvers.kernel.solve_continuous_rows`) is tried; if it improves J by more than
-``tol`` that is a *stall escape*, counted in ``info["stall_escapes"]`` with the relative gap it
-closed in ``info["stall_gaps"]``, and the descent continues from there.
+If no continuous block solve succeeds, the status is "failed": the allocation returned is then
+the start (or an escape's point), not a block-descent result, and the message says so.
 
-Blocks and stall escape alone stop at partial optima of the bits: block (iii) judges a bit width
-at the other devices' fixed bandwidth, so it never sees the bandwidth a smaller payload would free
-for them, and under a binding deadline no single block can trade bits for time. Two joint bits
-steps therefore follow a failed stall escape (``info["bits_escapes"]``): the bits that price
-bandwidth at the continuous optimum's multiplier (:func:`~sflam_opt.solvers.kernel.lagrangian_bits`,
-the step ``fast`` iterates), and for small N the best one-level change of one device, each scored
-by the exact continuous block. The escapes use ``fast``'s closed-form kernel, so with them bcd's
-final J is usually ``fast``'s; ``escape=False, warm_start=False`` gives pure block descent (CVXPY
-blocks and the bits block only, started from the equal split; only when the equal split is
-infeasible does the start come from the continuous block at bits the feasibility diagnosis found).
-docs/results.md reports both.
+``SolveResult.info`` keys:
 
-If no CVXPY block solve succeeds, the status is "failed": the allocation returned is then the
-start (or an escape's point), not a block-descent result, and the message says so.
+- ``bits_method``: the bits block's method after resolving ``"auto"``; ``cvx_order``: cone
+  backends in the order tried;
+- ``warm_start``: where the start came from (a baseline name, ``"equal"``, ``"start_bits"`` or
+  ``"continuous at diagnosed bits"``); ``warm_start_candidates``: J of each baseline tried (None
+  when infeasible);
+- ``outer_iterations``: outer iterations run; ``accepted``: improving moves per block
+  (``continuous``, ``bits``, ``bits_band``, ``bits_efficiency``, ``bits_power``, ``escape``);
+  ``final_step``: the block that produced the final J (``"start"`` if none improved it);
+- ``backends``: ``{"continuous": {backend: cone solves}, "bits": "HiGHS" | "numpy"}``;
+  ``cone_solves``: cone programs solved; ``cone_solve_s``: their median and max wall time (s);
+  ``fallbacks`` / ``failures``: one line per cone solve that needed another backend or an
+  inaccurate answer / that failed, or per failed bits block; ``blocks_built``: cone programs
+  canonicalized by this call (0 when a same-size program was cached);
+- ``dinkelbach_steps``: Dinkelbach steps of the first bits block;
+- ``stall_escapes``, ``stall_gaps`` (relative J each closed), ``stall_gap`` (combined),
+  ``bits_escapes`` and ``bits_escape_gaps`` (per kind, ``priced`` and ``neighbour``): the escapes.
+
+``SolveResult.timings`` (s): ``warm_start``, ``continuous_block``, ``bits_block`` (all bits
+blocks) and ``escape``.
 """
 
 from __future__ import annotations

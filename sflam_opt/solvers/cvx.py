@@ -1,4 +1,9 @@
-"""CVXPY side of ``bcd``: cone-solver choice with fallback, and the two continuous blocks.
+"""CVXPY side of ``bcd``: cone-solver choice with fallback, and DPP cone blocks.
+
+``bcd``'s continuous block is :class:`~sflam_opt.solvers.joint.JointBlock` (built here through
+:func:`get_block` ``("joint", n)``). :class:`BandwidthBlock` and :class:`UploadBlock` below are the
+two separate blocks ``bcd`` used before it (each exact for its variables, but stalling against
+each other at the power cap); they remain public building blocks.
 
 See ``docs/formulation.md``, section "Structure that the solvers use". With the bits fixed,
 device n's upload energy is
