@@ -398,15 +398,7 @@ def optimality(ctx: BenchContext) -> dict[str, Any]:
         ctx.progress(f"optimality: instance seed {seed}", 0.0)
         scn, kind = small_instance(seed)
         ref = _record(scn, "exact") if have_exact else {"status": "unavailable", "objective": None}
-        common = {
-            "seed": seed,
-            "n_devices": scn.n_devices,
-            "latency_weight": scn.objective.latency_weight,
-            "constraint": kind,
-            "levels": list(scn.bits.levels),
-            "exact_status": ref["status"],
-            "exact_objective": ref["objective"],
-        }
+        common = _instance_columns(seed, scn, kind, ref)
         if have_exact:
             rows.append({**common, **_opt_row(ref, ref)})
         for s in solvers:
@@ -455,15 +447,7 @@ def independent_exact(ctx: BenchContext, seeds: Sequence[int]) -> list[dict[str,
         ctx.progress(f"optimality: independent exact, seed {seed}", 0.0)
         scn, kind = small_instance(seed)
         ref = _record(scn, "exact-cvxpy")
-        common = {
-            "seed": seed,
-            "n_devices": scn.n_devices,
-            "latency_weight": scn.objective.latency_weight,
-            "constraint": kind,
-            "levels": list(scn.bits.levels),
-            "exact_status": ref["status"],
-            "exact_objective": ref["objective"],
-        }
+        common = _instance_columns(seed, scn, kind, ref)
         rows.append({**common, **_opt_row(ref, ref)})
         for s in INDEPENDENT_SOLVERS:
             if _has(s):
@@ -472,6 +456,21 @@ def independent_exact(ctx: BenchContext, seeds: Sequence[int]) -> list[dict[str,
     summary = gap_summary(rows, [s for s in INDEPENDENT_SOLVERS if _has(s)])
     ctx.csv("solve_independent_summary", summary, OPT_SUMMARY_COLUMNS)
     return summary
+
+
+def _instance_columns(
+    seed: int, scn: Scenario, kind: str, ref: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The per-instance columns of an optimality row (``ref``: the exact solve's record)."""
+    return {
+        "seed": seed,
+        "n_devices": scn.n_devices,
+        "latency_weight": scn.objective.latency_weight,
+        "constraint": kind,
+        "levels": list(scn.bits.levels),
+        "exact_status": ref["status"],
+        "exact_objective": ref["objective"],
+    }
 
 
 def _opt_row(rec: Mapping[str, Any], ref: Mapping[str, Any]) -> dict[str, Any]:

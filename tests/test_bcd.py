@@ -48,6 +48,30 @@ def test_within_a_tenth_of_a_percent_of_exact_on_95_percent(small50):
     assert np.mean(gaps <= 1e-3) >= 0.95, np.sort(gaps)[-5:]
 
 
+@pytest.fixture(scope="module")
+def pure50(small50):
+    """Pure block descent on the same instances."""
+    return [solve(scn, "bcd", escape=False, warm_start=False) for scn, *_ in small50]
+
+
+def test_pure_block_descent_is_within_a_tenth_of_a_percent_of_exact(small50, pure50):
+    """escape=False, warm_start=False: no step of fast's, yet J reaches exact's on most instances.
+
+    Measured when written: 42 of 45 within 0.1 %, worst 0.21 %.
+    """
+    gaps = []
+    for (_scn, _res, ex, _base), pure in zip(small50, pure50, strict=True):
+        if ex.status != "optimal":
+            continue
+        assert pure.status == "converged", pure.message
+        assert pure.info["accepted"].get("escape", 0) == 0
+        gaps.append((pure.objective - ex.objective) / ex.objective)
+    gaps = np.array(gaps)
+    assert gaps.size >= 40 and gaps.min() >= -1e-9
+    assert np.mean(gaps <= 1e-3) >= 0.9, np.sort(gaps)[-5:]
+    assert gaps.max() <= 5e-3
+
+
 def test_every_allocation_is_feasible_and_constraints_are_honoured(small50):
     constrained = 0
     for scn, res, _, _ in small50:
