@@ -253,6 +253,10 @@ class _DPPBlock:
         sums = np.bincount(self._slot, weights=value, minlength=self._copies.size)
         return sums / self._copies
 
+    def solver_options(self, solver: str) -> dict[str, Any]:
+        """Options passed to backend ``solver`` (:data:`_SOLVER_OPTS`)."""
+        return _SOLVER_OPTS.get(solver, {})
+
     def solve(self, order: tuple[str, ...]) -> BlockSolve:
         """Solve with the first backend in ``order`` that ends ``optimal``.
 
@@ -269,7 +273,7 @@ class _DPPBlock:
                 with warnings.catch_warnings():
                     # Inaccurate solves are reported in ``attempts``; no stray warnings.
                     warnings.filterwarnings("ignore", message="Solution may be inaccurate")
-                    prob.solve(solver=solver_instance(solver), **_SOLVER_OPTS.get(solver, {}))
+                    prob.solve(solver=solver_instance(solver), **self.solver_options(solver))
             except (cp.SolverError, ArithmeticError, ValueError) as exc:
                 attempts.append(f"{solver}: {type(exc).__name__}: {str(exc).splitlines()[0]}")
                 logger.debug("%s block: %s raised %s", self.kind, solver, exc)

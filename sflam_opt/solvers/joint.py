@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 import cvxpy as cp
 import numpy as np
@@ -105,6 +106,11 @@ class JointBlock(_DPPBlock):
 
     kind = "joint"
 
+    def solver_options(self, solver: str) -> dict[str, Any]:
+        """Clarabel with its default tolerances (the scaled form needs no tuning); the
+        fallbacks as for the other blocks."""
+        return {} if solver == "CLARABEL" else super().solver_options(solver)
+
     def __init__(self, n: int) -> None:
         r = cp.Variable(n, name="r")
         w = cp.Variable(n, name="w")
@@ -114,8 +120,6 @@ class JointBlock(_DPPBlock):
             cp.constraints.ExpCone(p["x0"] - cp.multiply(p["x0"], r), r, w),
             p["k_y0"] @ r <= 1,
             r >= p["r_lo"],
-            r <= p["r_hi"],
-            w <= p["w_hi"],
         ]
         obj = cp.Minimize(p["cost_s"] @ w - p["cost_y0"] @ r)
         super().__init__(obj, cons, {"r": r, "w": w}, p)
@@ -174,7 +178,9 @@ class JointSolution:
     bandwidth_hz, power_w : ndarray, shape (N,)
         The allocation (empty unless ``status == "optimal"``).
     solves : list of BlockSolve
-        Every cone solve of the round-time search, in order.
+        Every cone solve of the round-time search, in order (the final one at each round time).
+    recentred : list of str
+        First-backend failures that a continuation step in ``T`` replaced (see ``_Search``).
     message : str
     """
 
@@ -186,6 +192,7 @@ class JointSolution:
     solves: list[BlockSolve] = field(default_factory=list)
     message: str = ""
     built: bool = False
+    recentred: list[str] = field(default_factory=list)
 
 
 class _Round:
@@ -273,6 +280,10 @@ class _Search:
         self.block, self.built = get_block("joint", n, block_size)
         self.solves: list[BlockSolve] = []
         self.y_ref: FloatArray | None = None
+        #: Round times solved so far and their ``y`` (the references of later solves).
+        self.solved: list[tuple[float, FloatArray]] = []
+        #: First-backend attempts discarded for a continuation step (see :meth:`value`).
+        self.recentred: list[str] = []
         self.best: tuple[float, float, FloatArray] | None = None  # (V, T, y)
         self.t_min = rnd.t_min()
 
@@ -283,36 +294,65 @@ class _Search:
         y = 1.0 / x_max
         v = rnd.value(t, phi(x_max))
         self._keep(v, t, y)
-        if self.y_ref is None:
+        if not self.solved:
             self.y_ref = y
+            self.solved.append((t, y))
         return v
+
+    def _reference(self, t: float, y_lo: FloatArray) -> FloatArray:
+        """The reference ``y0`` at ``t``: the solution at the nearest round time solved so far
+        (in ``log T``), else :attr:`y_ref` (the caps' point or a closed-form split)."""
+        if self.solved:
+            near = min(self.solved, key=lambda ty: abs(np.log(ty[0] / t)))
+            return near[1]
+        return self.y_ref if self.y_ref is not None else y_lo
 
     def _keep(self, v: float, t: float, y: FloatArray) -> None:
         if self.best is None or v < self.best[0]:
             self.best = (v, t, y)
 
     def value(self, t: float) -> float:
-        """``V(t)`` by one cone solve (inf when it fails)."""
+        """``V(t)`` by one cone solve (inf when it fails).
+
+        If the first backend fails from the nearest solved round time's reference, one
+        continuation step is taken before the other backends: a solve halfway (in ``log T``)
+        between the two, whose solution is then the reference at ``t`` (counted in
+        :attr:`recentred`).
+        """
         if t <= self.t_min * (1.0 + _AT_TMIN):
             return self.at_t_min()
+        first = self.order[:1]
+        out, v = self._solve(t, first if self.solved else self.order)
+        if (not out.ok or out.status != "optimal") and self.solved:
+            self.recentred.append("; ".join(out.attempts))
+            near = min(self.solved, key=lambda ty: abs(np.log(ty[0] / t)))[0]
+            mid, _ = self._solve(float(np.sqrt(near * t)), first)
+            if not mid.ok:
+                self.recentred.append("; ".join(mid.attempts))
+            out, v = self._solve(t, self.order)
+        self.solves.append(out)
+        return v
+
+    def _solve(self, t: float, order: tuple[str, ...]) -> tuple[BlockSolve, float]:
+        """One cone solve at round time ``t`` with backends ``order``; the outcome and ``V``."""
         rnd = self.rnd
         u = t - rnd.c
         k = rnd.payload_nats / (rnd.total_hz * u)
         phi_hi, x_max = rnd.caps(t)
         y_lo, y_hi = 1.0 / x_max, 1.0 / k
-        ref = np.clip(self.y_ref if self.y_ref is not None else y_lo, y_lo, y_hi)
+        ref = np.clip(self._reference(t, y_lo), y_lo, y_hi)
         self.block.set(k, rnd.cost, y_lo, y_hi, ref, phi_hi)  # type: ignore[attr-defined]
-        out = self.block.solve(self.order)
-        self.solves.append(out)
+        out = self.block.solve(order)
         if not out.ok:
-            return np.inf
+            return out, np.inf
         y = np.clip(self.block.y(out.values, ref), y_lo, y_hi)  # type: ignore[attr-defined]
         self.y_ref = y
+        self.solved.append((t, y))
         bw, _ = rnd.allocation(t, y)
         x = rnd.payload_nats / (bw * u)
         v = rnd.value(t, np.minimum(phi(x), phi_hi))
         self._keep(v, t, y)
-        return v
+        return out, v
 
 
 def _upper_time(search: _Search, v_min: float) -> float:
@@ -338,7 +378,7 @@ def _upper_time(search: _Search, v_min: float) -> float:
         share = np.sqrt(rnd.shannon_j * k)
         beta = np.maximum(share / share.sum(), k / x_max)
         if beta.sum() <= 1.0 and rnd.value(t, phi(k / beta)) <= floor * (1.0 + INFIMUM_RTOL):
-            search.y_ref = beta / k  # the cone solve at t starts from this split
+            search.solved.append((t, beta / k))  # the cone solve at t starts from this split
             break
     return t
 
@@ -406,4 +446,6 @@ def solve_joint(
     bw, pw = rnd.allocation(t, y)
     failed = [s for s in search.solves if not s.ok]
     msg = f"{len(failed)} of {len(search.solves)} cone solves failed" if failed else ""
-    return JointSolution("optimal", v, t, bw, pw, search.solves, msg, search.built)
+    return JointSolution(
+        "optimal", v, t, bw, pw, search.solves, msg, search.built, search.recentred
+    )
