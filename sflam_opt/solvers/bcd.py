@@ -40,8 +40,10 @@ the start (or an escape's point), not a block-descent result, and the message sa
 - ``backends``: ``{"continuous": {backend: cone solves}, "bits": "HiGHS" | "numpy"}``;
   ``cone_solves``: cone programs solved; ``cone_solve_s``: their median and max wall time (s);
   ``fallbacks`` / ``failures``: one line per cone solve that needed another backend or an
-  inaccurate answer / that failed, or per failed bits block; ``blocks_built``: cone programs
-  canonicalized by this call (0 when a same-size program was cached);
+  inaccurate answer / that failed, or per failed bits block; ``recentred``: one line per
+  first-backend failure that a continuation step in the round time replaced (the solve then
+  succeeded with the first backend, §6.7); ``blocks_built``: cone programs canonicalized by this
+  call (0 when a same-size program was cached);
 - ``dinkelbach_steps``: Dinkelbach steps of the first bits block;
 - ``stall_escapes``, ``stall_gaps`` (relative J each closed), ``stall_gap`` (combined),
   ``bits_escapes`` and ``bits_escape_gaps`` (per kind, ``priced`` and ``neighbour``): the escapes.
@@ -348,6 +350,7 @@ class _Descent:
         self.dinkelbach = 0
         self.blocks_built = 0
         self.continuous_ok = 0
+        self.recentred: list[str] = []
         self.stall_gaps: list[float] = []
         self.joint_gaps: dict[str, list[float]] = {"priced": [], "neighbour": []}
 
@@ -359,6 +362,7 @@ class _Descent:
         )
         self.timings["continuous_block"] += time.perf_counter() - t0
         self.blocks_built += int(sol.built)
+        self.recentred += [f"{label} continuous: {r}" for r in sol.recentred]
         for out in sol.solves:
             self.solve_s.append(out.solve_s)
             if out.ok:
@@ -486,6 +490,7 @@ class _Descent:
             "backends": {"continuous": dict(self.backends), "bits": _bits_backend(self.method)},
             "fallbacks": self.fallbacks,
             "failures": self.failures,
+            "recentred": self.recentred,
             "accepted": dict(self.accepted),
             "dinkelbach_steps": self.dinkelbach,
             "blocks_built": self.blocks_built,
