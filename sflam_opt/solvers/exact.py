@@ -66,6 +66,7 @@ class _CvxRows:
         self.order = solver_order(None)
         self.cache: dict[bytes, JointSolution] = {}
         self.fallbacks: list[str] = []
+        self.recentred: list[str] = []
 
     def solve(self, bits: IntArray) -> JointSolution:
         key = np.asarray(bits, dtype=np.int64).tobytes()
@@ -75,6 +76,7 @@ class _CvxRows:
             self.fallbacks += [
                 "; ".join(o.attempts) for o in sol.solves if len(o.attempts) > 1 or not o.ok
             ]
+            self.recentred += sol.recentred
             self.cache[key] = sol
         return sol
 
@@ -253,6 +255,7 @@ def solve_exact(
             )
         _branch_and_bound(scenario, prob, levels, search, CVXPY_RTOL)
         info["fallbacks"] = prob.fallbacks
+        info["recentred"] = prob.recentred
         if not np.isfinite(search.best_j):
             return SolveResult(
                 None, "infeasible", diagnose(scenario, ref).message, backend="CLARABEL", info=info
