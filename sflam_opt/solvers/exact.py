@@ -218,6 +218,16 @@ def solve_exact(
         (the incumbent starts from ``fast``'s bits scored by that block; boxes are pruned with a
         margin of :data:`CVXPY_RTOL`): an independent check of ``fast`` and ``bcd``.
 
+    Returns
+    -------
+    SolveResult
+        ``iterations``: the incumbent's J each time it improved. ``info``: ``continuous`` (the
+        mode), ``continuous_solves`` (bit vectors scored), ``bit_vectors`` (``L^N``),
+        ``pruned_share`` (share never scored), ``bnb_levels`` (branching levels); with
+        ``"kernel"`` also ``fast``'s own info of the starting run; with ``"cvxpy"`` also
+        ``fallbacks`` (one line per cone solve that needed another backend or failed) and
+        ``recentred`` (continuation steps of the CVXPY block).
+
     Raises
     ------
     SolverArgumentError
