@@ -38,6 +38,9 @@ from sflam_opt.scenario import Scenario
 
 __all__ = ["bits_at_fixed_band", "bits_at_fixed_efficiency", "bits_at_fixed_power"]
 
+#: Time cap (s) of one knapsack MILP: at N = 10,000 it has 150,000 binaries. A capped solve
+#: returns HiGHS's best feasible point, which bcd still keeps only if J falls.
+KNAPSACK_TIME_LIMIT_S = 20.0
 #: Dinkelbach steps per block call (each strictly lowers the ratio; a handful is typical).
 MAX_STEPS = 30
 
@@ -175,6 +178,7 @@ def _knapsack(
             constraints=[one_hot, band],
             integrality=np.ones(n * nl),
             bounds=Bounds(0.0, ub),
+            options={"time_limit": KNAPSACK_TIME_LIMIT_S},
         )
         if res.x is None:
             return None
