@@ -153,6 +153,13 @@ register(
     measures=(*SOLVERS, "sflam_opt/sweep.py", "benchmarks/solve.py", "benchmarks/cold.py"),
 )
 register(
+    "faded",
+    "benchmarks.solve_faded",
+    "The solve section's faded-channels table alone (fast, bcd, bcd-pure on faded draws).",
+    quick=False,
+    measures=(*SOLVERS, "benchmarks/solve_faded.py"),
+)
+register(
     "train",
     "benchmarks.train",
     "Training: protocols x Dirichlet alpha x seeds on digits; solver vs uniform bits.",

@@ -7,8 +7,8 @@ the public :func:`sflam_opt.solve` entry point, so what is timed is exactly what
 (argument checks, the target check and the final evaluation included).
 
 ``bcd`` is measured twice: as shipped, and as pure block descent (``bcd-pure``: ``escape=False,
-warm_start=False``), which starts from the equal split and moves only by its CVXPY bandwidth and
-upload blocks and its bits block. The shipped ``bcd`` starts from the best baseline and, when the
+warm_start=False``), which starts from the equal split and moves only by its joint CVXPY
+continuous block and its bits block. The shipped ``bcd`` starts from the best baseline and, when the
 blocks stall, steps to the exact continuous optimum (the closed form ``fast`` uses), so its final
 J says little about block descent itself.
 
@@ -36,6 +36,7 @@ import numpy as np
 from benchmarks.cold import cold_solve
 from benchmarks.common import BenchContext, median, peak_memory, rss_peak, utc_now
 from benchmarks.plots import solve_figures as draw
+from benchmarks.solve_faded import faded
 from benchmarks.solve_report import headlines, report
 from sflam_opt.costs import breakdown, equal_allocation
 from sflam_opt.scenario import Scenario
@@ -65,11 +66,12 @@ logger = logging.getLogger(__name__)
 GAP_TOLERANCE = 1e-3
 
 #: Parts of a BCD run timed separately (keys of ``SolveResult.timings``).
-BCD_BLOCKS = ("bandwidth_block", "upload_block", "bits_block", "escape")
+BCD_BLOCKS = ("warm_start", "continuous_block", "bits_block", "escape")
 
 #: Benchmarked methods that are a registered solver with options: name -> (solver, options).
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "bcd-pure": ("bcd", {"escape": False, "warm_start": False}),
+    "exact-cvxpy": ("exact", {"continuous": "cvxpy"}),
 }
 
 SPEED_COLUMNS = (
@@ -396,15 +398,7 @@ def optimality(ctx: BenchContext) -> dict[str, Any]:
         ctx.progress(f"optimality: instance seed {seed}", 0.0)
         scn, kind = small_instance(seed)
         ref = _record(scn, "exact") if have_exact else {"status": "unavailable", "objective": None}
-        common = {
-            "seed": seed,
-            "n_devices": scn.n_devices,
-            "latency_weight": scn.objective.latency_weight,
-            "constraint": kind,
-            "levels": list(scn.bits.levels),
-            "exact_status": ref["status"],
-            "exact_objective": ref["objective"],
-        }
+        common = _instance_columns(seed, scn, kind, ref)
         if have_exact:
             rows.append({**common, **_opt_row(ref, ref)})
         for s in solvers:
@@ -418,12 +412,64 @@ def optimality(ctx: BenchContext) -> dict[str, Any]:
         if r["solver"] == "exact":
             exact_status[r["status"]] = exact_status.get(r["status"], 0) + 1
     escapes = [r["stall_escapes"] for r in rows if r["solver"] == "bcd"]
+    independent = independent_exact(ctx, seeds)
     return {
         "seeds": seeds,
         "summary": summary,
+        "independent": independent,
         "unavailable": missing + ([] if have_exact else ["exact"]),
         "exact_status_counts": exact_status,
         "bcd_stall_escapes": _escape_stats(escapes),
+    }
+
+
+#: Optimality instances (the first ones) also solved by the independent ``exact-cvxpy``, per
+#: profile name, none for other profiles (its continuous block is a CVXPY search, about 1,000
+#: times slower than the kernel's).
+INDEPENDENT_INSTANCES = {"all": 30, "quick": 1}
+INDEPENDENT_SOLVERS = ("fast", "bcd", "bcd-pure", "exact")
+
+
+def independent_exact(ctx: BenchContext, seeds: Sequence[int]) -> list[dict[str, Any]]:
+    """Gap of ``fast``, ``bcd``, ``bcd-pure`` and the kernel ``exact`` to ``exact-cvxpy``.
+
+    ``exact-cvxpy`` (``solve(s, "exact", continuous="cvxpy")``) scores every bit vector with the
+    joint CVXPY block, which shares no code with ``fast``'s kernel: an independent optimum.
+    Writes ``solve_independent.csv`` (one row per instance and method) and returns the summary.
+    """
+    if not _has("exact-cvxpy"):
+        return []
+    count = INDEPENDENT_INSTANCES.get(ctx.profile.name, 0)
+    if count == 0:
+        return []
+    rows: list[dict[str, Any]] = []
+    for seed in list(seeds)[:count]:
+        ctx.progress(f"optimality: independent exact, seed {seed}", 0.0)
+        scn, kind = small_instance(seed)
+        ref = _record(scn, "exact-cvxpy")
+        common = _instance_columns(seed, scn, kind, ref)
+        rows.append({**common, **_opt_row(ref, ref)})
+        for s in INDEPENDENT_SOLVERS:
+            if _has(s):
+                rows.append({**common, **_opt_row(_record(scn, s), ref)})
+    ctx.csv("solve_independent", rows, OPT_COLUMNS)
+    summary = gap_summary(rows, [s for s in INDEPENDENT_SOLVERS if _has(s)])
+    ctx.csv("solve_independent_summary", summary, OPT_SUMMARY_COLUMNS)
+    return summary
+
+
+def _instance_columns(
+    seed: int, scn: Scenario, kind: str, ref: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The per-instance columns of an optimality row (``ref``: the exact solve's record)."""
+    return {
+        "seed": seed,
+        "n_devices": scn.n_devices,
+        "latency_weight": scn.objective.latency_weight,
+        "constraint": kind,
+        "levels": list(scn.bits.levels),
+        "exact_status": ref["status"],
+        "exact_objective": ref["objective"],
     }
 
 
@@ -692,7 +738,7 @@ def bits_methods(ctx: BenchContext) -> list[dict[str, Any]]:
 
 
 # ------------------------------------------------------------------------------- driver
-PARTS = ("speed", "optimality", "savings", "pareto", "bcd")
+PARTS = ("speed", "optimality", "savings", "pareto", "bcd", "faded")
 
 
 def run(ctx: BenchContext, parts: Sequence[str] = PARTS) -> dict[str, Any]:
@@ -706,6 +752,7 @@ def run(ctx: BenchContext, parts: Sequence[str] = PARTS) -> dict[str, Any]:
         "savings": savings,
         "pareto": pareto,
         "bcd": bcd_trace,
+        "faded": faded,
     }
     share = 1.0 / max(1, len(parts))
 

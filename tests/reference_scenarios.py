@@ -94,3 +94,14 @@ def named() -> dict[str, Scenario]:
         "deadline_infeasible": d10.replace(constraints={"round_deadline_s": 90.0}),
         "energy_cap_infeasible": d10.replace(constraints={"device_energy_j": 20.0}),
     }
+
+
+def faded(n: int, seed: int) -> Scenario:
+    """``Scenario.default(n, 0)`` with one Rayleigh draw per device: gain_db + 10 log10(Exp(1)).
+
+    The same draws as the faded-channels benchmark (``benchmarks/solve_faded.py``).
+    """
+    scn = Scenario.default(devices=n, seed=0)
+    rng = np.random.default_rng(seed)
+    gain = scn.devices.gain_db + 10.0 * np.log10(rng.exponential(size=n))
+    return scn.with_gains(dict(zip(scn.devices.ids, gain.tolist(), strict=True)))

@@ -10,6 +10,7 @@ from sflam_opt.errors import SolverArgumentError
 from sflam_opt.scenario import Scenario
 from sflam_opt.solvers import solve
 from sflam_opt.solvers.bcd import BASELINES
+from sflam_opt.solvers.kernel import solve_continuous
 
 #: The baselines bcd must never lose to (docs/formulation.md, "The problem").
 CHEAP_BASELINES = ("equal", "fixed-bits", "power-only", "bits-only", "bandwidth-only")
@@ -45,6 +46,30 @@ def test_within_a_tenth_of_a_percent_of_exact_on_95_percent(small50):
     gaps = np.array(gaps)
     assert gaps.size >= 40
     assert np.mean(gaps <= 1e-3) >= 0.95, np.sort(gaps)[-5:]
+
+
+@pytest.fixture(scope="module")
+def pure50(small50):
+    """Pure block descent on the same instances."""
+    return [solve(scn, "bcd", escape=False, warm_start=False) for scn, *_ in small50]
+
+
+def test_pure_block_descent_is_within_a_tenth_of_a_percent_of_exact(small50, pure50):
+    """escape=False, warm_start=False: no step of fast's, yet J reaches exact's on most instances.
+
+    Measured when written: 42 of 45 within 0.1 %, worst 0.21 %.
+    """
+    gaps = []
+    for (_scn, _res, ex, _base), pure in zip(small50, pure50, strict=True):
+        if ex.status != "optimal":
+            continue
+        assert pure.status == "converged", pure.message
+        assert pure.info["accepted"].get("escape", 0) == 0
+        gaps.append((pure.objective - ex.objective) / ex.objective)
+    gaps = np.array(gaps)
+    assert gaps.size >= 40 and gaps.min() >= -1e-9
+    assert np.mean(gaps <= 1e-3) >= 0.9, np.sort(gaps)[-5:]
+    assert gaps.max() <= 5e-3
 
 
 def test_every_allocation_is_feasible_and_constraints_are_honoured(small50):
@@ -104,28 +129,26 @@ def test_warm_started_bcd_beats_every_baseline_and_reports_its_start():
         )
 
 
-def test_power_cap_stall_is_detected_and_escaped():
-    """Latency only: blocks (i) and (ii) alone cannot move a device held at its power cap."""
+def test_power_cap_needs_no_escape_with_the_joint_block():
+    """Latency only: the joint continuous block moves a device held at its power cap by itself.
+
+    (The former separate bandwidth and upload blocks stalled here by more than 1 % of J.)
+    """
     scn = rs.named()["latency_only"]
     plain = solve(scn, "bcd", escape=False, warm_start=False)
-    full = solve(scn, "bcd", warm_start=False)
-    assert plain.success and full.success
-    assert plain.info["stall_escapes"] == 0
-    assert full.info["stall_escapes"] >= 1
-    gap = (plain.objective - full.objective) / plain.objective
-    assert gap > 1e-2  # the stall costs more than 1% of J here
-    assert 0 < full.info["stall_gap"] <= gap + 1e-12
-    assert _monotone(full.iterations)
-    exact_like = solve(scn, "fast")
-    assert full.objective <= exact_like.objective * (1 + 1e-6)
+    assert plain.success and plain.info["stall_escapes"] == 0
+    assert plain.info["failures"] == [] and plain.info["fallbacks"] == []
+    assert _monotone(plain.iterations)
+    # No stall in the continuous variables: J is the exact continuous optimum at its bits.
+    exact_c = solve_continuous(scn, plain.allocation.bits)
+    assert plain.objective == pytest.approx(exact_c.objective, rel=1e-7)
 
 
 def test_backends_are_reported():
     res = solve(rs.named()["default10"], "bcd")
     assert res.backend == "CLARABEL+HiGHS"
     info = res.info
-    assert set(info["backends"]["upload"]) == {"CLARABEL"}
-    assert set(info["backends"]["bandwidth"]) == {"CLARABEL"}
+    assert set(info["backends"]["continuous"]) == {"CLARABEL"}
     assert info["backends"]["bits"] == "HiGHS" and info["bits_method"] == "milp"
     assert info["fallbacks"] == [] and info["failures"] == []
     assert info["dinkelbach_steps"] >= 1
@@ -135,7 +158,7 @@ def test_requested_backend_is_used_and_agrees():
     scn = rs.named()["two_device"]
     base = solve(scn, "bcd")
     ecos = solve(scn, "bcd", cvx_solver="ecos")
-    assert ecos.success and "ECOS" in ecos.info["backends"]["upload"]
+    assert ecos.success and "ECOS" in ecos.info["backends"]["continuous"]
     assert ecos.info["cvx_order"][0] == "ECOS"
     assert ecos.objective == pytest.approx(base.objective, rel=1e-6)
 
@@ -207,9 +230,7 @@ def test_every_cvxpy_block_failing_is_not_converged(monkeypatch):
             "every CVXPY block solve failed" in res.message
             and "not from block descent" in res.message
         )
-        assert res.info["failures"] and not any(
-            res.info["backends"][k] for k in ("upload", "bandwidth")
-        )
+        assert res.info["failures"] and not res.info["backends"]["continuous"]
 
 
 def test_pure_block_descent_uses_no_closed_form_step():
@@ -224,3 +245,32 @@ def test_pure_block_descent_uses_no_closed_form_step():
     assert pure.iterations[0] == pytest.approx(1.0)  # J of the equal split
     shipped = solve(scn, "bcd")
     assert shipped.objective <= pure.objective * (1 + 1e-9)
+
+
+def test_recorded_hard_faded_draw_needs_no_fallback():
+    # A faded draw (design seed 1, N = 100) on which the unscaled cone program failed Clarabel
+    # on most solves: every cone solve must now be Clarabel's, first time. (Not every draw is
+    # clean yet: see the faded-channels benchmark.)
+    res = solve(rs.faded(100, 1), "bcd", escape=False, warm_start=False)
+    assert res.status == "converged", res.message
+    info = res.info
+    assert info["fallbacks"] == [] and info["failures"] == []
+    assert info["cone_solves"] > 0 and set(info["backends"]["continuous"]) == {"CLARABEL"}
+    assert info["cone_solve_s"]["max"] >= info["cone_solve_s"]["median"] > 0
+    assert info["outer_iterations"] == len(res.iterations) - 1
+    assert info["final_step"] in ("continuous", "bits", "bits_band", "bits_efficiency", "bits_power")
+
+
+def test_pure_block_descent_reaches_the_optimum_on_named_scenarios():
+    """escape=False: the joint continuous block and the bits blocks alone, within 0.1 % of fast."""
+    for name in ("default10", "latency_only", "energy_cap", "few_levels", "two_device"):
+        scn = rs.named()[name]
+        pure = solve(scn, "bcd", escape=False, warm_start=False)
+        best = solve(scn, "fast")
+        assert pure.info["accepted"].get("escape", 0) == 0
+        assert pure.objective <= best.objective * (1 + 1e-3), name
+
+
+def test_new_options_are_checked():
+    with pytest.raises(SolverArgumentError, match="block_size=3"):
+        solve(rs.named()["default10"], "bcd", block_size=3)

@@ -222,7 +222,7 @@ def test_bcd_parts_record_iterations(tmp_path: Path) -> None:
     speed = read_csv(tmp_path / "figures" / "solve_speed.csv")
     assert [(r["solver"], r["n_devices"]) for r in speed][:2] == [("bcd", 4), ("bcd-pure", 4)]
     shipped = next(r for r in runs if r["solver"] == "bcd" and r["scenario"] == "default N=4")
-    blocks = ("bandwidth_block_s", "upload_block_s", "bits_block_s", "escape_s")
+    blocks = ("warm_start_s", "continuous_block_s", "bits_block_s", "escape_s")
     assert 0 < sum(shipped[b] for b in blocks) <= shipped["solve_time_s"]
     bits = {r["method"]: r for r in read_csv(tmp_path / "figures" / "solve_bits_methods.csv")}
     assert set(bits) == {"milp", "sweep", "relax"}
@@ -346,7 +346,8 @@ def test_cli_rejects_unknown_profile(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 def test_report_lists_sections_not_run(tmp_path: Path) -> None:
     md = report.render(tmp_path)
-    assert "No data for: `python -m benchmarks solve`, `python -m benchmarks train`, " in md
+    missing = ", ".join(f"`python -m benchmarks {name}`" for name in SECTIONS)
+    assert f"No data for: {missing}." in md
     assert "## Machine and date" not in md
 
 
@@ -654,3 +655,24 @@ def test_fast_profile_section_accounts_for_the_solve(
     assert "## Where `fast` spends its time" in md
     assert '`solve(Scenario.default(devices=300, seed=0), solver="fast")`' in md
     assert f"| **total** | {warm['phases'][-1]['seconds']:.3f} | 100 % |" in md
+
+
+def test_faded_table_runs_alone_and_reports(tmp_path: Path) -> None:
+    from benchmarks import solve_faded
+
+    ctx = _ctx(tmp_path, TINY)
+    doc = solve_faded.run(ctx)
+    rows = read_csv(tmp_path / "figures" / "solve_faded.csv")
+    # OTHER_SIZES: N = 8, two draws, each by fast, bcd and bcd-pure.
+    assert len(rows) == 6 and {r["solver"] for r in rows} == {"fast", "bcd", "bcd-pure"}
+    assert all(r["draw_seed"] >= solve_faded.EVAL_SEED0 for r in rows)
+    assert not set(solve_faded.DESIGN_SEEDS) & {r["draw_seed"] for r in rows}
+    for r in rows:
+        assert r["status"] in ("optimal", "converged"), r
+        if r["solver"] != "fast":
+            assert r["fallbacks"] == 0 and r["failures"] == 0 and r["outer_iterations"] >= 1
+            assert r["gap_to_fast"] > -1e-6
+    summary = {r["solver"]: r for r in doc["summary"]}
+    assert summary["bcd-pure"]["draws"] == 2
+    md = report.render(tmp_path)
+    assert "## Solvers under faded channels" in md and "### Faded channels" in md

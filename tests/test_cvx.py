@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy.optimize import minimize_scalar
+import reference_scenarios as rs
 
 from sflam_opt.bounds import rounds_needed
-from sflam_opt.costs import compute_energy_j, fixed_time_s, payload_bits, reference
+from sflam_opt.costs import reference
 from sflam_opt.errors import SolverArgumentError
 from sflam_opt.scenario import Scenario
-from sflam_opt.solvers import bcd, cone_format, cvx
+from sflam_opt.solvers import cone_format, cvx, joint, solve
 from sflam_opt.solvers.kernel import bandwidth_split, solve_continuous
 
 LN2 = np.log(2.0)
@@ -144,64 +144,83 @@ def test_custom_solver_gives_the_same_solution_as_plain_clarabel():
 
 
 # ------------------------------------------------------------------------------ optima
-def _model(scn: Scenario) -> bcd._Model:
-    return bcd._Model(scn, reference(scn))
-
-
-def test_bandwidth_block_matches_the_closed_form_split():
-    """With u_n = T - c_n fixed, block (i) is the KKT split of the exact continuous block."""
+def test_joint_block_at_a_fixed_round_time_is_the_closed_form_split():
+    """At a fixed T the joint block's energy is the KKT split of the exact continuous block."""
     scn = Scenario.default(devices=10, seed=0)
     bits = np.full(10, 8)
     t = 2.0 * solve_continuous(scn, bits).min_round_latency_s
-    u = t - fixed_time_s(scn)
-    bw = np.full(10, scn.system.bandwidth_hz / 10)
-    w = payload_bits(scn, bits)
-    pw = scn.noise_w_per_hz * bw * np.expm1(w * LN2 / (bw * u)) / scn.gain
-    assert np.all(pw <= scn.devices.max_power_w)  # a feasible start with these upload times
-    model = _model(scn)
-    start = model.score(bits, bw, pw)
-    blk, _ = cvx.get_block("bandwidth", 10)
-    new, out = bcd._bandwidth_step(model, blk, start, cvx.solver_order(None))
-    assert out.backend == "CLARABEL" and out.status == "optimal"
-    ref_bw, _, ref_e = bandwidth_split(scn, bits, t)
-    energy = compute_energy_j(scn).sum() + float(np.sum(new.power_w * model.upload_s(new)))
+    rnd = joint._Round(scn, bits, reference(scn))
+    search = joint._Search(rnd, cvx.solver_order(None), None)
+    search.at_t_min()
+    search.value(t)
+    out = search.solves[-1]
+    assert out.backend == "CLARABEL" and out.status == "optimal" and len(out.attempts) == 1
+    _, _, ref_e = bandwidth_split(scn, bits, t)
+    y = search.y_ref  # the y of the last solve
+    assert y is not None
+    x = rnd.payload_nats / (rnd.allocation(t, y)[0] * (t - rnd.c))
+    energy = float(np.sum(rnd.comp + rnd.shannon_j * joint.phi(x)))
     assert energy == pytest.approx(ref_e, rel=1e-7)
-    # Energy is flat (quadratic) at the optimum, so the split itself is only ~sqrt(tol) close.
-    np.testing.assert_allclose(new.bandwidth_hz, ref_bw, rtol=1e-3)
 
 
-@pytest.mark.parametrize("omega", [0.3, 1.0])
-def test_upload_block_matches_a_one_dimensional_search(omega):
-    """With B fixed, J is a convex function of T alone (every device uses u_n = T - c_n)."""
-    scn = Scenario.default(devices=6, seed=2).replace(objective={"latency_weight": omega})
-    n = scn.n_devices
-    bits = np.full(n, 6)
-    rng = np.random.default_rng(0)
-    share = rng.uniform(0.5, 1.5, n)
-    bw = scn.system.bandwidth_hz * share / share.sum()
-    pmax, g, n0 = scn.devices.max_power_w, scn.gain, scn.noise_w_per_hz
-    w = payload_bits(scn, bits)
-    c = fixed_time_s(scn)
-    umin = w / (bw * np.log2(1 + pmax * g / (n0 * bw)))
+@pytest.mark.parametrize(
+    "case", ["default", "latency", "energy", "deadline", "energy_cap", "faded9", "faded31"]
+)
+def test_joint_block_agrees_with_the_kernel(case):
+    """The CVXPY continuous block (no kernel code) and the kernel give the same optimum."""
+    d = Scenario.default(devices=10, seed=0)
+    scn = {
+        "default": d,
+        "latency": d.replace(objective={"latency_weight": 1.0}),
+        "energy": d.replace(objective={"latency_weight": 0.0}),
+        "deadline": d.replace(constraints={"round_deadline_s": 175.0}),
+        "energy_cap": d.replace(constraints={"device_energy_j": 24.5}),
+        "faded9": rs.faded(60, 9),
+        "faded31": rs.faded(60, 31),
+    }[case]
+    bits = np.full(scn.n_devices, 2 if case in ("deadline", "energy_cap") else 6)
     ref = reference(scn)
-    k = rounds_needed(scn, bits)
+    sol = joint.solve_joint(scn, bits, ref, cvx.solver_order(None))
+    kern = solve_continuous(scn, bits, ref=ref)
+    assert kern.feasible and sol.status == "optimal", sol.message
+    if case != "energy":  # omega = 0 without a deadline: one solve at x ~ 1e-5, see docs
+        assert all(len(out.attempts) == 1 and out.status == "optimal" for out in sol.solves)
+    v_kernel = kern.objective * ref.rounds / rounds_needed(scn, bits)
+    # The kernel stops within 1e-6 of the infimum when V falls forever (no latency weight).
+    assert sol.value == pytest.approx(v_kernel, rel=1e-6 if case == "energy" else 1e-8)
+    assert sol.bandwidth_hz.sum() <= scn.system.bandwidth_hz * (1 + 1e-9)
+    assert np.all(sol.power_w <= scn.devices.max_power_w * (1 + 1e-9))
 
-    def j_of(t: float) -> float:
-        u = t - c
-        e = compute_energy_j(scn).sum() + np.sum(n0 / g * bw * u * np.expm1(w * LN2 / (bw * u)))
-        return float(ref.objective(k, t, e))
 
-    t_lo = float(np.max(c + umin))
-    best = minimize_scalar(
-        j_of, bounds=(t_lo, 20 * t_lo), method="bounded", options={"xatol": 1e-9}
-    )
-    j_star = min(best.fun, j_of(t_lo))
-    model = _model(scn)
-    start = model.score(bits, bw, pmax.copy())
-    blk, _ = cvx.get_block("upload", n)
-    new, out = bcd._upload_step(model, blk, start, cvx.solver_order(None))
-    assert out.ok and out.status == "optimal"
-    assert new.objective == pytest.approx(j_star, rel=1e-7)
-    if omega == 1.0:
-        # Latency only: every device at full power, T = max(c_n + umin_n).
-        assert float(np.max(c + model.upload_s(new))) == pytest.approx(t_lo, rel=1e-8)
+def test_phi_inverse_inverts_phi():
+    r = np.array([1.0, 1.0 + 1e-9, 1.5, 10.0, 1e6, 1e300, np.inf])
+    x = joint.phi_inv(r)
+    assert x[0] == 0.0 and x[-1] == np.inf
+    np.testing.assert_allclose(joint.phi(x[1:-1]), r[1:-1], rtol=1e-9)
+
+
+def test_changed_cvxpy_internals_fall_back_to_cvxpys_formatting(monkeypatch, caplog):
+    """A CVXPY whose ReducedMat changed shape: one warning, plain solvers, bcd still solves."""
+    from cvxpy.reductions.utilities import ReducedMat
+
+    assert cone_format.cvxpy_mismatch() is None  # the installed CVXPY is the tested shape
+
+    def changed_init(self, data, length, quad_form=False):  # renamed arguments
+        raise AssertionError("not called")
+
+    monkeypatch.setattr(ReducedMat, "__init__", changed_init)
+    with caplog.at_level("WARNING", logger="sflam_opt.solvers.cone_format"):
+        why = cone_format.configure()
+    try:
+        assert why is not None and "ReducedMat" in why
+        assert len(caplog.records) == 1 and "CVXPY's own" in caplog.messages[0]
+        assert cone_format.solver_instance("CLARABEL") == "CLARABEL"
+        monkeypatch.undo()  # CVXPY itself works again; only our override stays off
+        res = solve(Scenario.default(devices=8, seed=3), "bcd", escape=False)
+        assert res.success and res.info["fallbacks"] == [] and res.info["failures"] == []
+        assert res.info["backends"]["continuous"] == {"CLARABEL": res.info["cone_solves"]}
+    finally:
+        monkeypatch.undo()
+        assert cone_format.configure() is None
+    assert cone_format.solver_instance("CLARABEL") is not None
+    assert not isinstance(cone_format.solver_instance("CLARABEL"), str)

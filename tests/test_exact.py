@@ -88,3 +88,25 @@ def test_infeasible_instances_report_the_relaxation():
     tight = refs.two_device().replace(constraints={"device_energy_j": 1e-3})
     r = solve(tight, "exact")
     assert r.status == "infeasible" and r.message.startswith("energy:")
+
+
+@pytest.mark.parametrize("case", ["two_device", "four_devices"])
+def test_cvxpy_continuous_block_agrees_with_the_kernel(case):
+    """continuous="cvxpy" (no kernel code in V*) finds the kernel's optimum."""
+    scn = {
+        "two_device": refs.named()["two_device"],
+        "four_devices": Scenario.default(devices=4, seed=6).replace(bits=[4, 8, 16]),
+    }[case]
+    kern = solve(scn, "exact")
+    cvx = solve(scn, "exact", continuous="cvxpy")
+    assert kern.status == cvx.status == "optimal"
+    assert cvx.info["continuous"] == "cvxpy" and cvx.info["fallbacks"] == []
+    assert cvx.allocation.bits.tolist() == kern.allocation.bits.tolist()
+    assert cvx.objective == pytest.approx(kern.objective, rel=1e-7)
+    assert cvx.backend == "CLARABEL"
+
+
+def test_unknown_continuous_mode_is_named():
+    with pytest.raises(SolverArgumentError, match="continuous='closed'") as err:
+        solve(refs.named()["two_device"], "exact", continuous="closed")
+    assert "\n" not in str(err.value) and "kernel, cvxpy" in str(err.value)

@@ -56,7 +56,7 @@ def test_the_table_is_what_solve_dispatches_on():
         assert get_block_solver(name) is func
     desc = available_solvers()
     assert desc["fast"] == "exact continuous block + Dinkelbach bits search, no general solver"
-    assert desc["bcd"].startswith("Block coordinate descent: CVXPY bandwidth and upload blocks")
+    assert desc["bcd"].startswith("Block coordinate descent: the joint CVXPY continuous block")
     assert desc["equal"].startswith("Equal split: B_n = B/N")
 
 

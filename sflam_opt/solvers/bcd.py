@@ -1,44 +1,55 @@
-"""``bcd``: block coordinate descent over bandwidth, upload time/power and bits.
+"""``bcd``: block coordinate descent over the continuous variables and the bits.
 
 The SFLAM paper (arXiv 2504.09114) optimizes bits, powers and bandwidths by block coordinate
-descent; ``docs/formulation.md``, section "Structure that the solvers use", gives the structure
-this solver uses. Each outer iteration runs three blocks, each exact for its own variables with
-the others fixed:
+descent; ``docs/formulation.md`` §8.3 describes this solver. Each outer iteration runs blocks that
+are each exact for their own variables with the others fixed:
 
-(ii) upload times / power and the round time with the bandwidth fixed
-     (:class:`~sflam_opt.solvers.cvx.UploadBlock`, an exponential-cone program in CVXPY);
-(i)  bandwidth with the upload times fixed (:class:`~sflam_opt.solvers.cvx.BandwidthBlock`);
-(iii) bits with bandwidth and power fixed: Dinkelbach over one-hot levels
-     (:func:`~sflam_opt.solvers.bits.solve_bits`). With the default ``bits_method="auto"`` each
-     Dinkelbach step is a HiGHS MILP only up to :data:`AUTO_MILP_MAX_DEVICES` (30) devices;
-     above that it is the exact numpy round-time sweep, which finds the same optimum.
+- the continuous block: bandwidth, upload time, power and round time at fixed bits, one DPP
+  exponential-cone program in scaled, dimensionless variables at a fixed round time plus a 1-D
+  search over that time (:func:`~sflam_opt.solvers.joint.solve_joint`, §6.7). It is skipped when
+  the bits did not change since it last ran (it would return the same point).
+- the bits block at fixed bandwidth and power (:func:`~sflam_opt.solvers.bits.solve_bits`;
+  ``bits_method="auto"``: HiGHS MILP Dinkelbach steps up to :data:`AUTO_MILP_MAX_DEVICES`
+  devices, the exact numpy round-time sweep above);
+- when that finds nothing, the bits blocks at a fixed round time with the band, the spectral
+  efficiencies or the powers fixed (:mod:`~sflam_opt.solvers.bcd_bits`), which make the trades
+  through the shared band that the first bits block cannot see.
 
-(ii) runs first so that every device's upload fills the round before (i) re-splits the band.
-Blocks (i) and (ii) are DPP problems built once per problem shape and re-solved by changing
-parameters only. Every block result is rebuilt into an allocation, scored with the cost model and
-accepted only if J does not increase, so the recorded J per outer iteration never increases.
+Every block result is rebuilt into an allocation, scored with the cost model and accepted only if
+J does not increase, so the recorded J per outer iteration never increases. ``escape=False`` is
+pure block descent; with ``escape=True`` (default), when an iteration improves J by less than
+``tol``, ``fast``'s closed-form steps are tried: the exact continuous optimum at the current bits
+(a *stall escape*, ``info["stall_escapes"]`` / ``info["stall_gaps"]``), the bits that price
+bandwidth at its multiplier (:func:`~sflam_opt.solvers.kernel.lagrangian_bits`) and, for up to
+:data:`NEIGHBOUR_MAX_DEVICES` devices, the best one-level change of one device
+(``info["bits_escapes"]``).
 
-The power cap couples (i) and (ii): a device at its cap can only get faster by receiving more
-bandwidth *and* a shorter slot at once, which neither block can do alone. When an outer iteration
-improves J by less than ``tol``, the exact joint continuous step for the current bits
-(:func:`~sflam_opt.solvers.kernel.solve_continuous_rows`) is tried; if it improves J by more than
-``tol`` that is a *stall escape*, counted in ``info["stall_escapes"]`` with the relative gap it
-closed in ``info["stall_gaps"]``, and the descent continues from there.
+If no continuous block solve succeeds, the status is "failed": the allocation returned is then
+the start (or an escape's point), not a block-descent result, and the message says so.
 
-Blocks and stall escape alone stop at partial optima of the bits: block (iii) judges a bit width
-at the other devices' fixed bandwidth, so it never sees the bandwidth a smaller payload would free
-for them, and under a binding deadline no single block can trade bits for time. Two joint bits
-steps therefore follow a failed stall escape (``info["bits_escapes"]``): the bits that price
-bandwidth at the continuous optimum's multiplier (:func:`~sflam_opt.solvers.kernel.lagrangian_bits`,
-the step ``fast`` iterates), and for small N the best one-level change of one device, each scored
-by the exact continuous block. The escapes use ``fast``'s closed-form kernel, so with them bcd's
-final J is usually ``fast``'s; ``escape=False, warm_start=False`` gives pure block descent (CVXPY
-blocks and the bits block only, started from the equal split; only when the equal split is
-infeasible does the start come from the continuous block at bits the feasibility diagnosis found).
-docs/results.md reports both.
+``SolveResult.info`` keys:
 
-If no CVXPY block solve succeeds, the status is "failed": the allocation returned is then the
-start (or an escape's point), not a block-descent result, and the message says so.
+- ``bits_method``: the bits block's method after resolving ``"auto"``; ``cvx_order``: cone
+  backends in the order tried;
+- ``warm_start``: where the start came from (a baseline name, ``"equal"``, ``"start_bits"`` or
+  ``"continuous at diagnosed bits"``); ``warm_start_candidates``: J of each baseline tried (None
+  when infeasible);
+- ``outer_iterations``: outer iterations run; ``accepted``: improving moves per block
+  (``continuous``, ``bits``, ``bits_band``, ``bits_efficiency``, ``bits_power``, ``escape``);
+  ``final_step``: the block that produced the final J (``"start"`` if none improved it);
+- ``backends``: ``{"continuous": {backend: cone solves}, "bits": "HiGHS" | "numpy"}``;
+  ``cone_solves``: cone programs solved; ``cone_solve_s``: their median and max wall time (s);
+  ``fallbacks`` / ``failures``: one line per cone solve that needed another backend or an
+  inaccurate answer / that failed, or per failed bits block; ``recentred``: one line per
+  first-backend failure that a continuation step in the round time replaced (the solve then
+  succeeded with the first backend, §6.7); ``blocks_built``: cone programs canonicalized by this
+  call (0 when a same-size program was cached);
+- ``dinkelbach_steps``: Dinkelbach steps of the first bits block;
+- ``stall_escapes``, ``stall_gaps`` (relative J each closed), ``stall_gap`` (combined),
+  ``bits_escapes`` and ``bits_escape_gaps`` (per kind, ``priced`` and ``neighbour``): the escapes.
+
+``SolveResult.timings`` (s): ``warm_start``, ``continuous_block``, ``bits_block`` (all bits
+blocks) and ``escape``.
 """
 
 from __future__ import annotations
@@ -46,6 +57,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,27 +69,22 @@ from sflam_opt.bounds import margin, rounds_needed, target_infeasibility
 from sflam_opt.costs import (
     Reference,
     breakdown,
-    compute_energy_j,
     equal_allocation,
-    fixed_time_s,
-    payload_bits,
-    rate_bps,
     reference,
     violations,
 )
 from sflam_opt.errors import SolverArgumentError
-from sflam_opt.numeric import LN2, FloatArray, IntArray
+from sflam_opt.numeric import FloatArray, IntArray
 from sflam_opt.scenario import Scenario
 from sflam_opt.solvers.base import SolveResult, check_start_bits, check_tolerance, register_solver
-from sflam_opt.solvers.bits import solve_bits
-from sflam_opt.solvers.cvx import (
-    MHZ,
-    BandwidthBlock,
-    BlockSolve,
-    UploadBlock,
-    get_block,
-    solver_order,
+from sflam_opt.solvers.bcd_bits import (
+    bits_at_fixed_band,
+    bits_at_fixed_efficiency,
+    bits_at_fixed_power,
 )
+from sflam_opt.solvers.bits import solve_bits
+from sflam_opt.solvers.cvx import solver_order
+from sflam_opt.solvers.joint import solve_joint
 from sflam_opt.solvers.kernel import (
     BitsProblem,
     Incumbent,
@@ -87,7 +94,6 @@ from sflam_opt.solvers.kernel import (
     solve_continuous,
     solve_continuous_rows,
 )
-from sflam_opt.solvers.lambertw import phi_inverse
 from sflam_opt.validation import check_flag, check_int
 
 __all__ = [
@@ -114,9 +120,6 @@ NEIGHBOUR_MAX_DEVICES = 100
 #: Relative constraint slack accepted for an intermediate point; far inside the 1e-6 that
 #: :func:`sflam_opt.costs.evaluate` checks, so solver round-off never reaches the result.
 _ACCEPT_TOL = 1e-8
-#: Round-time cap of the upload block, in units of the current round time, when nothing else
-#: bounds T (no deadline and no latency weight): keeps the cone program well scaled.
-_T_CAP_FACTOR = 1e3
 
 
 @dataclass
@@ -140,17 +143,9 @@ class _Model:
     def __init__(self, scenario: Scenario, ref: Reference) -> None:
         self.scenario = scenario
         self.ref = ref
-        self.n0 = scenario.noise_w_per_hz
-        self.gain = scenario.gain
-        self.pmax = scenario.devices.max_power_w.astype(np.float64)
-        self.fixed_s = fixed_time_s(scenario)
-        self.compute_j = compute_energy_j(scenario)
-        self.total_hz = float(scenario.system.bandwidth_hz)
-        self.deadline = scenario.constraints.round_deadline_s
-        self.energy_cap = scenario.constraints.device_energy_j
-        # Bandwidth at which full power gives SNR 1: the power cap in bandwidth units, Hz.
-        self.snr_hz = self.pmax * self.gain / self.n0
         self._bits_problem: BitsProblem | None = None
+        #: ``g_n / N0``: SNR per watt and hertz, Hz/W.
+        self.snr_per_w = scenario.gain / scenario.noise_w_per_hz
 
     def bits_problem(self) -> BitsProblem:
         """The kernel's batched continuous solver for this scenario (built on first use)."""
@@ -172,28 +167,6 @@ class _Model:
         j = float(self.ref.objective(k, bd.latency_s.max(), bd.energy_j.sum()))
         return _Point(bits.copy(), bw.copy(), pw.copy(), j)
 
-    def x_energy_cap(self, payload: FloatArray) -> FloatArray:
-        """Largest spectral variable ``x = W ln2 / (B u)`` the energy cap allows, shape (N,).
-
-        Upload energy is ``S phi(x)`` with ``S = N0 W ln2 / g`` (the Shannon-limit energy).
-        """
-        if self.energy_cap is None:
-            return np.full(payload.shape, np.inf)
-        shannon = self.n0 * payload * LN2 / self.gain
-        return phi_inverse((self.energy_cap - self.compute_j) / shannon)
-
-    def upload_s(self, p: _Point) -> FloatArray:
-        return payload_bits(self.scenario, p.bits) / rate_bps(
-            self.scenario, p.bandwidth_hz, p.power_w
-        )
-
-    def power_for(self, bits: IntArray, bw: FloatArray, up: FloatArray) -> FloatArray:
-        """Power that sends the payload in ``up`` seconds on ``bw`` Hz, clipped to Pmax."""
-        x = payload_bits(self.scenario, bits) * LN2 / (bw * up)
-        # x beyond exp's range needs infinite power: the cap then holds and score() rejects it.
-        with np.errstate(over="ignore"):
-            return np.minimum(self.n0 * bw * np.expm1(x) / self.gain, self.pmax)
-
 
 def _check_options(max_iter: Any, tol: Any, bits_method: Any, escape: Any, warm_start: Any) -> None:
     check_int(max_iter, "max_iter", minimum=1, error=SolverArgumentError, hint=", e.g. 50")
@@ -206,21 +179,53 @@ def _check_options(max_iter: Any, tol: Any, bits_method: Any, escape: Any, warm_
     check_flag(warm_start, "warm_start", error=SolverArgumentError)
 
 
+#: Baseline name -> its function, called directly (no dispatcher, no re-evaluation).
+def _baselines() -> dict[str, Callable[[Scenario], SolveResult]]:
+    from sflam_opt.solvers import baselines as bl
+
+    return {
+        "fixed-bits": bl.solve_fixed_bits,
+        "bandwidth-only": bl.solve_bandwidth_only,
+        "power-only": bl.solve_power_only,
+        "bits-only": bl.solve_bits_only,
+    }
+
+
+def _best_baseline(model: _Model, use_baselines: bool, info: dict[str, Any]) -> _Point | None:
+    """The best feasible of the equal split and (with ``use_baselines``) the other baselines."""
+    scn = model.scenario
+    best: _Point | None = None
+    tried: dict[str, float | None] = {}
+    funcs = _baselines() if use_baselines else {}
+    for name in ("equal", *funcs) if use_baselines else ("equal",):
+        if name == "equal":
+            a: Allocation | None = equal_allocation(scn)
+        else:
+            res = funcs[name](scn)
+            a = res.allocation if res.status in ("optimal", "converged") else None
+        pt = None if a is None else model.score(a.bits, a.bandwidth_hz, a.power_w)
+        tried[name] = None if pt is None else pt.objective
+        if pt is not None and (best is None or pt.objective < best.objective):
+            best, info["warm_start"] = pt, name
+    info["warm_start_candidates"] = tried
+    return best
+
+
 def _warm_start(
     model: _Model,
     use_baselines: bool,
     info: dict[str, Any],
+    continuous: Callable[[IntArray], tuple[_Point | None, str]],
     start_bits: IntArray | None = None,
 ) -> tuple[_Point | None, str, str]:
     """Best feasible starting point, or None with a status and a message when there is none.
 
     Given ``start_bits``, the exact continuous optimum at those bits, if feasible. Otherwise, with
-    ``use_baselines`` every registered baseline of :data:`BASELINES` is solved and the best
-    feasible allocation wins; without, the equal split. If none is feasible (a deadline or an
-    energy cap binds), the exact continuous optimum at bits that the feasibility diagnosis found.
+    ``use_baselines`` every baseline of :data:`BASELINES` is solved (their functions are called
+    directly) and the best feasible allocation wins; without, the equal split. If none is
+    feasible (a deadline or an energy cap binds), ``continuous`` (the bcd's own continuous block)
+    at bits that the feasibility diagnosis found.
     """
-    from sflam_opt.solvers.base import available_solvers, solve
-
     scn = model.scenario
     if start_bits is not None:
         cs = solve_continuous(scn, start_bits, ref=model.ref)
@@ -228,24 +233,7 @@ def _warm_start(
         if pt is not None:
             info["warm_start"] = "start_bits"
             return pt, "", ""
-    best: _Point | None = None
-    tried: dict[str, float | None] = {}
-    registered = available_solvers() if use_baselines else {}
-    names = [n for n in BASELINES if n in registered] if use_baselines else ["equal"]
-    for name in names:
-        if name == "equal":
-            a = equal_allocation(scn)
-        else:
-            res = solve(scn, name)
-            if not res.success or res.allocation is None:
-                tried[name] = None
-                continue
-            a = res.allocation
-        pt = model.score(a.bits, a.bandwidth_hz, a.power_w)
-        tried[name] = None if pt is None else pt.objective
-        if pt is not None and (best is None or pt.objective < best.objective):
-            best, info["warm_start"] = pt, name
-    info["warm_start_candidates"] = tried
+    best = _best_baseline(model, use_baselines, info)
     if best is not None:
         return best, "", ""
     # No baseline is feasible (a deadline or energy cap binds): ask the feasibility diagnosis for
@@ -253,8 +241,7 @@ def _warm_start(
     diag = diagnose(scn, model.ref)
     if not diag.feasible:
         return None, "infeasible", diag.message
-    cs = solve_continuous(scn, diag.bits, ref=model.ref)
-    pt = model.score(diag.bits, cs.bandwidth_hz, cs.power_w) if cs.feasible else None
+    pt, why = continuous(diag.bits)
     if pt is None:
         # The diagnosis accepted these bits, so this is a numerical failure of the start.
         return (
@@ -262,88 +249,11 @@ def _warm_start(
             "failed",
             (
                 "no feasible start: the continuous block at the bits the feasibility diagnosis "
-                f"accepted gave no feasible point ({cs.message or 'score rejected it'})"
+                f"accepted gave no feasible point ({why or 'score rejected it'})"
             ),
         )
     info["warm_start"] = "continuous at diagnosed bits"
     return pt, "", ""
-
-
-def _skipped(reason: str) -> BlockSolve:
-    """A block solve not attempted: its data are out of the cone solvers' range."""
-    return BlockSolve(False, "failed", None, {}, [f"skipped: {reason}"])
-
-
-def _solve_block(
-    blk: UploadBlock | BandwidthBlock, order: tuple[str, ...], *values: FloatArray | float
-) -> BlockSolve:
-    """Load ``values`` into ``blk`` (see its ``set``) and solve, unless one is not finite."""
-    if not all(np.all(np.isfinite(v)) for v in values):
-        return _skipped("the cone program's data are not finite at this point")
-    blk.set(*values)  # type: ignore[arg-type]
-    return blk.solve(order)
-
-
-def _upload_step(
-    model: _Model, blk: UploadBlock, cur: _Point, order: tuple[str, ...]
-) -> tuple[_Point | None, BlockSolve]:
-    """Block (ii): best upload times (so powers) and round time with bandwidth fixed."""
-    bw = cur.bandwidth_hz
-    w = payload_bits(model.scenario, cur.bits)
-    k_rounds = float(rounds_needed(model.scenario, cur.bits))
-    up = model.upload_s(cur)
-    t0 = float(np.max(model.fixed_s + up))
-    m = w * LN2 / (bw * t0)
-    # Caps as x <= x_cap (x = W ln2 / (B u)): power via log1p(SNR), energy via phi^{-1}.
-    x_cap = np.minimum(np.log1p(model.snr_hz / bw), model.x_energy_cap(w))
-    if not np.all(x_cap > 0):
-        return None, _skipped("a device's caps leave it no rate at this bandwidth")
-    vmin = m / x_cap
-    a_n = model.n0 * bw * t0 / model.gain  # J per unit of (y - v)
-    tmax = model.deadline / t0 if model.deadline is not None else _T_CAP_FACTOR
-    cost = k_rounds * model.ref.w_energy * a_n
-    wt = k_rounds * model.ref.w_latency * t0
-    # Scale the objective to ~1 at the current point (the argmin is unchanged): with a small
-    # weight on one term, unscaled costs of 1e-8 left every cone solver "inaccurate".
-    scale = wt + k_rounds * model.ref.w_energy * float(np.sum(cur.power_w * up))
-    v0 = up / t0
-    with np.errstate(over="ignore"):
-        y0 = v0 * np.exp(m / v0)
-    out = _solve_block(blk, order, m, vmin, model.fixed_s / t0, cost / scale, wt / scale, tmax, y0)
-    if not out.ok:
-        return None, out
-    u = np.maximum(out.values["v"], vmin) * t0
-    if model.deadline is not None:
-        u = np.minimum(u, model.deadline - model.fixed_s)
-    return model.score(cur.bits, bw, model.power_for(cur.bits, bw, u)), out
-
-
-def _bandwidth_step(
-    model: _Model, blk: BandwidthBlock, cur: _Point, order: tuple[str, ...]
-) -> tuple[_Point | None, BlockSolve]:
-    """Block (i): best bandwidth split with every device's upload time fixed."""
-    up = model.upload_s(cur)
-    w = payload_bits(model.scenario, cur.bits)
-    k_hz = w * LN2 / up
-    # Power cap: (N0 k / g) phi(x) <= Pmax; energy cap: S phi(x) <= cap - compute (x = k / B).
-    x_cap = np.minimum(phi_inverse(model.snr_hz / k_hz), model.x_energy_cap(w))
-    if not np.all(x_cap > 0):
-        return None, _skipped("a device's caps leave it no bandwidth that meets its upload time")
-    a_n = model.n0 * up / model.gain * MHZ  # J per MHz of (z - B)
-    # Only the energy depends on B here; weight each device's energy by 1 / (current total) so
-    # the objective is ~1 (the argmin is unchanged; zero weight stays zero).
-    energy = float(np.sum(cur.power_w * up))
-    cost = a_n / energy if model.ref.w_energy > 0 else np.zeros_like(a_n)
-    b0 = cur.bandwidth_hz / MHZ
-    k = k_hz / MHZ
-    with np.errstate(over="ignore"):
-        z0 = b0 * np.exp(k / b0)
-    out = _solve_block(blk, order, k, k / x_cap, cost, model.total_hz / MHZ, b0, z0)
-    if not out.ok:
-        return None, out
-    bw = np.maximum(blk.bandwidth(out.values, b0) * MHZ, k_hz / x_cap)
-    bw = bw * min(1.0, model.total_hz / float(bw.sum()))
-    return model.score(cur.bits, bw, model.power_for(cur.bits, bw, up)), out
 
 
 def _neighbour_rows(model: _Model, bits: IntArray) -> IntArray:
@@ -414,6 +324,190 @@ def _escape(
     return None
 
 
+class _Descent:
+    """The state of one bcd run: the incumbent, its history and what each block did."""
+
+    def __init__(  # noqa: PLR0913 - the solver's options
+        self,
+        model: _Model,
+        order: tuple[str, ...],
+        method: str,
+        block_size: int | None,
+        tol: float,
+        escape: bool,
+    ) -> None:
+        self.model, self.order, self.method = model, order, method
+        self.block_size, self.tol, self.escape = block_size, tol, escape
+        self.cur: _Point | None = None
+        self.history: list[float] = []
+        self.timings = Counter[str]()
+        self.backends: Counter[str] = Counter()
+        self.solve_s: list[float] = []
+        self.fallbacks: list[str] = []
+        self.failures: list[str] = []
+        self.accepted = Counter[str]()
+        self.final_step = "start"
+        self.dinkelbach = 0
+        self.blocks_built = 0
+        self.continuous_ok = 0
+        self.recentred: list[str] = []
+        self.stall_gaps: list[float] = []
+        self.joint_gaps: dict[str, list[float]] = {"priced": [], "neighbour": []}
+
+    def continuous(self, bits: IntArray, label: str = "start") -> tuple[_Point | None, str]:
+        """The joint continuous block at ``bits`` (:func:`~sflam_opt.solvers.joint.solve_joint`)."""
+        t0 = time.perf_counter()
+        sol = solve_joint(
+            self.model.scenario, bits, self.model.ref, self.order, block_size=self.block_size
+        )
+        self.timings["continuous_block"] += time.perf_counter() - t0
+        self.blocks_built += int(sol.built)
+        self.recentred += [f"{label} continuous: {r}" for r in sol.recentred]
+        for out in sol.solves:
+            self.solve_s.append(out.solve_s)
+            if out.ok:
+                self.backends[str(out.backend)] += 1
+                if out.fell_back or out.status != "optimal":
+                    self.fallbacks.append(f"{label} continuous: " + "; ".join(out.attempts))
+            else:
+                self.failures.append(f"{label} continuous: " + "; ".join(out.attempts))
+        if sol.status != "optimal":
+            return None, sol.message
+        self.continuous_ok += 1
+        return self.model.score(bits, sol.bandwidth_hz, sol.power_w), sol.message
+
+    def take(self, cand: _Point | None, block: str) -> None:
+        """Keep ``cand`` if it does not raise J."""
+        assert self.cur is not None
+        if cand is not None and cand.objective <= self.cur.objective:
+            if cand.objective < self.cur.objective:
+                self.accepted[block] += 1
+                self.final_step = block
+            self.cur = cand
+
+    def bits_step(self, it: int) -> None:
+        """Block (iii): the exact bits block at fixed bandwidth and power."""
+        cur = self.cur
+        assert cur is not None
+        t0 = time.perf_counter()
+        br = solve_bits(
+            self.model.scenario,
+            cur.bandwidth_hz,
+            cur.power_w,
+            cur.bits,
+            method=self.method,
+            ref=self.model.ref,
+        )
+        self.timings["bits_block"] += time.perf_counter() - t0
+        self.dinkelbach += br.steps
+        if br.status == "failed":
+            self.failures.append(f"iter {it} bits: {br.message}")
+        elif not np.array_equal(br.bits, cur.bits):
+            self.take(self.model.score(br.bits, cur.bandwidth_hz, cur.power_w), "bits")
+
+    def slot_bits_steps(self) -> None:
+        """The bits blocks at a fixed round time (:mod:`~sflam_opt.solvers.bcd_bits`).
+
+        Tried when the bandwidth-and-power bits block stalls: first with the band fixed (power
+        free), then with the spectral efficiencies fixed (the band shared anew).
+        """
+        model = self.model
+        blocks = (
+            ("bits_band", bits_at_fixed_band),
+            ("bits_efficiency", bits_at_fixed_efficiency),
+            ("bits_power", bits_at_fixed_power),
+        )
+        for name, func in blocks:
+            cur = self.cur
+            assert cur is not None
+            t0 = time.perf_counter()
+            bd = breakdown(model.scenario, cur.allocation(model.scenario))
+            round_s = float(bd.latency_s.max())
+            fixed = {
+                "bits_band": cur.bandwidth_hz,
+                "bits_power": cur.power_w,
+                "bits_efficiency": np.log1p(cur.power_w * model.snr_per_w / cur.bandwidth_hz),
+            }[name]
+            out = func(model.scenario, model.ref, cur.bits, fixed, round_s)
+            self.timings["bits_block"] += time.perf_counter() - t0
+            if out is not None and not np.array_equal(out[0], cur.bits):
+                self.take(model.score(*out), name)
+
+    def iterate(self, it: int, fresh: bool) -> bool:
+        """One outer iteration; True when J moved by more than ``tol`` (or an escape moved it).
+
+        The continuous block is skipped when the bits did not change since it last ran
+        (``fresh`` False): it would return the same point.
+        """
+        assert self.cur is not None
+        j_before = self.cur.objective
+        if fresh:
+            self.take(self.continuous(self.cur.bits, f"iter {it}")[0], "continuous")
+        self.bits_step(it)
+        if (j_before - self.cur.objective) < self.tol * j_before:
+            self.slot_bits_steps()
+        if (j_before - self.cur.objective) >= self.tol * j_before:
+            return True
+        if not self.escape:
+            return False
+        t0 = time.perf_counter()
+        moved = _escape(self.model, self.cur, self.tol, self.stall_gaps, self.joint_gaps)
+        self.timings["escape"] += time.perf_counter() - t0
+        if moved is None:
+            return False
+        self.cur = moved
+        self.accepted["escape"] += 1
+        self.final_step = "escape"
+        return True
+
+    def run(self, max_iter: int) -> tuple[str, str]:
+        """Iterate until a stall or ``max_iter``; the status and message."""
+        assert self.cur is not None
+        last_bits: IntArray | None = None
+        for it in range(1, max_iter + 1):
+            fresh = last_bits is None or not np.array_equal(last_bits, self.cur.bits)
+            last_bits = self.cur.bits.copy()
+            moved = self.iterate(it, fresh or self.final_step == "escape")
+            self.history.append(self.cur.objective)
+            if not moved:
+                n_esc = len(self.stall_gaps) + sum(len(v) for v in self.joint_gaps.values())
+                return "converged", (
+                    f"relative improvement below tol={self.tol:g} after {it} iteration(s)"
+                    + (f", {n_esc} escape(s) from block stalls" if n_esc else "")
+                )
+        return "max_iter", f"iteration cap max_iter={max_iter} reached"
+
+    def info(self) -> dict[str, Any]:
+        """The run's ``info`` entries (see :func:`solve_bcd`)."""
+        gaps = self.stall_gaps
+        solve_s = np.asarray(self.solve_s)
+        return {
+            "stall_escapes": len(gaps),
+            "stall_gaps": gaps,
+            "stall_gap": float(1.0 - np.prod(1.0 - np.asarray(gaps))) if gaps else 0.0,
+            "bits_escapes": {k: len(v) for k, v in self.joint_gaps.items()},
+            "bits_escape_gaps": self.joint_gaps,
+            "backends": {"continuous": dict(self.backends), "bits": _bits_backend(self.method)},
+            "fallbacks": self.fallbacks,
+            "failures": self.failures,
+            "recentred": self.recentred,
+            "accepted": dict(self.accepted),
+            "dinkelbach_steps": self.dinkelbach,
+            "blocks_built": self.blocks_built,
+            "outer_iterations": len(self.history) - 1,
+            "cone_solves": int(solve_s.size),
+            "cone_solve_s": {
+                "median": float(np.median(solve_s)) if solve_s.size else 0.0,
+                "max": float(solve_s.max()) if solve_s.size else 0.0,
+            },
+            "final_step": self.final_step,
+        }
+
+
+def _bits_backend(method: str) -> str:
+    return "HiGHS" if method in ("milp", "relax") else "numpy"
+
+
 @register_solver("bcd")
 def solve_bcd(
     scenario: Scenario,
@@ -427,32 +521,33 @@ def solve_bcd(
     start_bits: ArrayLike | None = None,
     block_size: int | None = None,
 ) -> SolveResult:
-    """Block coordinate descent: CVXPY bandwidth and upload blocks, exact bits block (default).
+    """Block coordinate descent: the joint CVXPY continuous block, then the exact bits block.
 
     Parameters
     ----------
     scenario : Scenario
     max_iter : int
-        Cap on outer iterations (each runs all three blocks).
+        Cap on outer iterations (each runs the continuous and the bits block).
     tol : float
-        Stop when an outer iteration (plus a stall escape) improves J by less than this, relative.
+        Stop when an outer iteration (plus an escape) improves J by less than this, relative.
     cvx_solver : str or None
-        Cone solver for blocks (i) and (ii): ``None`` = Clarabel with ECOS then SCS as fallbacks;
+        Cone solver of the continuous block: ``None`` = Clarabel with ECOS then SCS as fallbacks;
         a name puts that solver first.
     bits_method : {"auto", "milp", "sweep", "relax"}
         Dinkelbach sub-problem of the bits block: one-hot MILP (HiGHS), the exact round-time
         sweep, or LP relaxation with rounding and repair. ``"auto"``: MILP up to
         :data:`AUTO_MILP_MAX_DEVICES` devices, sweep above.
     escape : bool
-        When an iteration stalls, try the exact joint continuous step, then the joint bits steps
-        (priced proposal, one-level neighbourhood); see the module docstring.
+        When an iteration stalls, try ``fast``'s closed-form joint steps (the continuous optimum,
+        the priced bits proposal, the one-level neighbourhood); see the module docstring.
+        ``False`` is pure block descent.
     warm_start : bool
-        Start from the best registered baseline instead of the equal split.
+        Start from the best baseline instead of the equal split.
     start_bits : array_like of int, shape (N,), optional
         Start from the exact continuous optimum at these bits (e.g. the last round's) instead of
         the baselines, when it is feasible.
     block_size : int, optional
-        Build the cone blocks for this many devices (>= N) and fill the extra slots with exact
+        Build the cone block for this many devices (>= N) and fill the extra slots with exact
         copies of the N devices (parameters only), so that scenarios with different N up to
         ``block_size`` share one canonicalization (:func:`~sflam_opt.solvers.cvx.get_block`).
 
@@ -460,149 +555,47 @@ def solve_bcd(
     -------
     SolveResult
         ``iterations[0]`` is J of the start, then J after each outer iteration (non-increasing).
-        ``info``: ``stall_escapes`` and ``stall_gaps`` (relative J each stall escape closed;
-        ``stall_gap`` combines them), ``bits_escapes`` / ``bits_escape_gaps`` (joint bits steps),
-        ``backends`` (cone backend per block and solve count, bits backend), ``fallbacks`` and
-        ``failures`` (one line per block solve that needed another backend or failed),
-        ``accepted`` (improving moves per block), ``dinkelbach_steps``, ``warm_start`` and
-        ``warm_start_candidates`` (baseline J), ``bits_method``, ``cvx_order``, ``blocks_built``
-        (cone problems canonicalized by this call; 0 when a same-size problem was cached).
+        ``info`` keys are listed in the module docstring.
     """
     _check_options(max_iter, tol, bits_method, escape, warm_start)
     order = solver_order(cvx_solver)
     start = None if start_bits is None else check_start_bits(scenario, start_bits)
     if block_size is not None:
         check_int(block_size, "block_size", minimum=scenario.n_devices, error=SolverArgumentError)
-
-    t_start = time.perf_counter()
-    n = scenario.n_devices
     method = bits_method
     if method == "auto":
-        method = "milp" if n <= AUTO_MILP_MAX_DEVICES else "sweep"
-    info: dict[str, Any] = {
-        "bits_method": method,
-        "cvx_order": list(order),
-        "stall_escapes": 0,
-        "stall_gaps": [],
-        "stall_gap": 0.0,
-        "bits_escapes": {"priced": 0, "neighbour": 0},
-        "bits_escape_gaps": {"priced": [], "neighbour": []},
-    }
+        method = "milp" if scenario.n_devices <= AUTO_MILP_MAX_DEVICES else "sweep"
+    info: dict[str, Any] = {"bits_method": method, "cvx_order": list(order)}
     why = target_infeasibility(scenario)
     if why is not None:
         return SolveResult(None, "infeasible", why, info=info)
-    ref = reference(scenario)
-    model = _Model(scenario, ref)
-    timings = Counter[str]()
-
-    cur, start_status, msg = _warm_start(model, warm_start, info, start)
-    timings["warm_start"] = time.perf_counter() - t_start
-    if cur is None:
-        return SolveResult(None, start_status, msg, backend="numpy", info=info)
-
-    up_blk, built_u = get_block("upload", n, block_size)
-    bw_blk, built_b = get_block("bandwidth", n, block_size)
-    info["blocks_built"] = int(built_u) + int(built_b)
-    backends: dict[str, Counter[str]] = {"upload": Counter(), "bandwidth": Counter()}
-    fallbacks: list[str] = []
-    failures: list[str] = []
-    accepted = Counter[str]()
-    dinkelbach = 0
-    escapes: list[float] = []
-    joint: dict[str, list[float]] = {"priced": [], "neighbour": []}
-    history = [cur.objective]
-    status, message = "max_iter", f"iteration cap max_iter={max_iter} reached"
-
-    def take(cand: _Point | None, block: str) -> None:
-        nonlocal cur
-        if cand is not None and cand.objective <= cur.objective:
-            if cand.objective < cur.objective:
-                accepted[block] += 1
-            cur = cand
-
-    for it in range(max_iter):
-        j_before = cur.objective
-        for name, step, blk in (
-            ("upload", _upload_step, up_blk),
-            ("bandwidth", _bandwidth_step, bw_blk),
-        ):
-            t0 = time.perf_counter()
-            cand, out = step(model, blk, cur, order)  # type: ignore[arg-type]
-            timings[f"{name}_block"] += time.perf_counter() - t0
-            if out.ok:
-                backends[name][out.backend] += 1
-                if out.fell_back or out.status != "optimal":
-                    fallbacks.append(f"iter {it + 1} {name}: " + "; ".join(out.attempts))
-            else:
-                failures.append(f"iter {it + 1} {name}: " + "; ".join(out.attempts))
-            take(cand, name)
-        t0 = time.perf_counter()
-        br = solve_bits(scenario, cur.bandwidth_hz, cur.power_w, cur.bits, method=method, ref=ref)
-        timings["bits_block"] += time.perf_counter() - t0
-        dinkelbach += br.steps
-        if br.status == "failed":
-            failures.append(f"iter {it + 1} bits: {br.message}")
-        elif not np.array_equal(br.bits, cur.bits):
-            take(model.score(br.bits, cur.bandwidth_hz, cur.power_w), "bits")
-        if (j_before - cur.objective) < tol * j_before:
-            if not escape:
-                history.append(cur.objective)
-                status, message = (
-                    "converged",
-                    (f"relative improvement below tol={tol:g} after {it + 1} iteration(s)"),
-                )
-                break
-            t0 = time.perf_counter()
-            moved = _escape(model, cur, tol, escapes, joint)
-            timings["escape"] += time.perf_counter() - t0
-            if moved is not None:
-                cur = moved
-                accepted["escape"] += 1
-                history.append(cur.objective)
-                continue
-            history.append(cur.objective)
-            n_esc = len(escapes) + sum(len(v) for v in joint.values())
-            status, message = (
-                "converged",
-                (
-                    f"relative improvement below tol={tol:g} after {it + 1} iteration(s)"
-                    + (f", {n_esc} escape(s) from block stalls" if n_esc else "")
-                ),
-            )
-            break
-        history.append(cur.objective)
-
-    cvx_used = sorted({b for c in backends.values() for b in c})
-    if not cvx_used:
-        # No cone block ever produced a point: whatever J was reached came from the start and
+    t_start = time.perf_counter()
+    model = _Model(scenario, reference(scenario))
+    run = _Descent(model, order, method, block_size, tol, escape)
+    run.cur, start_status, msg = _warm_start(model, warm_start, info, run.continuous, start)
+    run.timings["warm_start"] = time.perf_counter() - t_start
+    if run.cur is None:
+        return SolveResult(None, start_status, msg, backend="numpy", info=info | run.info())
+    run.history.append(run.cur.objective)
+    status, message = run.run(max_iter)
+    info.update(run.info())
+    if not run.continuous_ok:
+        # No continuous block ever produced a point: whatever J was reached came from the start and
         # the closed-form escapes, which must not pass for a block-descent result.
-        origin = "the escapes' closed-form steps" if accepted["escape"] else "the start"
+        origin = "the escapes' closed-form steps" if run.accepted["escape"] else "the start"
         status = "failed"
         message = (
-            f"every CVXPY block solve failed ({failures[0] if failures else 'no solve'}); "
+            f"every CVXPY block solve failed ({run.failures[0] if run.failures else 'no solve'}); "
             f"the allocation is from {origin} ({info.get('warm_start', 'equal')}), not from "
             "block descent"
         )
         logger.warning("bcd: %s", message)
-    bits_backend = "HiGHS" if method in ("milp", "relax") else "numpy"
-    info.update(
-        stall_escapes=len(escapes),
-        stall_gaps=escapes,
-        stall_gap=float(1.0 - np.prod(1.0 - np.asarray(escapes))) if escapes else 0.0,
-        bits_escapes={k: len(v) for k, v in joint.items()},
-        bits_escape_gaps=joint,
-        backends={k: dict(v) for k, v in backends.items()} | {"bits": bits_backend},
-        fallbacks=fallbacks,
-        failures=failures,
-        accepted=dict(accepted),
-        dinkelbach_steps=dinkelbach,
-    )
     return SolveResult(
-        cur.allocation(scenario),
+        run.cur.allocation(scenario),
         status,
         message,
-        backend="+".join(["/".join(cvx_used) or order[0], bits_backend]),
-        iterations=history,
-        timings=dict(timings),
+        backend="+".join(["/".join(sorted(run.backends)) or "numpy", _bits_backend(method)]),
+        iterations=run.history,
+        timings=dict(run.timings),
         info=info,
     )

@@ -15,11 +15,20 @@ row indices of ``A`` directly, in time and memory linear in its nonzeros. The cl
 CVXPY custom solvers (the documented ``problem.solve(solver=instance)`` extension point) that do
 exactly that and otherwise behave as Clarabel, ECOS and SCS. Problems with other cone types fall
 back to CVXPY's own reordering. ``tests/test_cvx.py`` checks that both give the same matrix.
+
+The override relies on CVXPY internals (``ConicSolver.format_constraints(problem,
+exp_cone_order)``, the ``A``, ``x``, ``constraints``, ``reduced_A`` and ``formatted`` attributes
+of ``ParamConeProg`` and the ``ReducedMat(matrix_data, var_len)`` constructor). At import,
+:func:`configure` checks that they have that shape; if not (a CVXPY release that changed them),
+:func:`solver_instance` hands out the plain solver names, so CVXPY formats the problem itself
+(correct, but quadratic in N), and one warning is logged.
 """
 
 from __future__ import annotations
 
 import copy
+import inspect
+import logging
 from typing import Any
 
 import numpy as np
@@ -31,7 +40,15 @@ from cvxpy.reductions.solvers.conic_solvers.scs_conif import SCS
 
 from sflam_opt.numeric import IntArray
 
-__all__ = ["LINEAR_FORMAT_SOLVERS", "row_permutation", "solver_instance"]
+__all__ = [
+    "LINEAR_FORMAT_SOLVERS",
+    "configure",
+    "cvxpy_mismatch",
+    "row_permutation",
+    "solver_instance",
+]
+
+logger = logging.getLogger(__name__)
 
 
 def row_permutation(
@@ -134,17 +151,64 @@ LINEAR_FORMAT_SOLVERS: dict[str, type] = {
     "SCS": LinearFormatSCS,
 }
 _INSTANCES: dict[str, Any] = {}
+#: Why the linear-time formatting is off (None: it is on); set by :func:`configure`.
+_DISABLED: str | None = None
+
+
+def _params(func: Any) -> list[str]:
+    return [p for p in inspect.signature(func).parameters if p not in ("self", "cls")]
+
+
+def cvxpy_mismatch() -> str | None:
+    """Why the CVXPY internals overridden here do not have the expected shape, or None."""
+    try:
+        from cvxpy.reductions.dcp2cone.cone_matrix_stuffing import ParamConeProg
+        from cvxpy.reductions.solvers.conic_solvers.conic_solver import ConicSolver
+        from cvxpy.reductions.utilities import ReducedMat
+    except ImportError as exc:
+        return f"CVXPY moved an internal module ({exc})"
+    if _params(ConicSolver.format_constraints) != ["problem", "exp_cone_order"]:
+        return "ConicSolver.format_constraints does not take (problem, exp_cone_order)"
+    if _params(ReducedMat.__init__)[:2] != ["matrix_data", "var_len"]:
+        return "ReducedMat() does not take (matrix_data, var_len)"
+    init = inspect.getsource(ParamConeProg.__init__)
+    for attr in ("A", "x", "constraints", "reduced_A", "formatted"):
+        if f"self.{attr} =" not in init:
+            return f"ParamConeProg no longer sets .{attr}"
+    for cls in (CLARABEL, ECOS, SCS):
+        if "format_constraints" in vars(cls):
+            return f"CVXPY's {cls.__name__} formats its own constraints"
+    return None
+
+
+def configure() -> str | None:
+    """Check CVXPY (:func:`cvxpy_mismatch`) and turn the linear-time formatting on or off.
+
+    Returns the reason it is off, or None. Logs one warning when it is off.
+    """
+    global _DISABLED
+    _DISABLED = cvxpy_mismatch()
+    if _DISABLED is not None:
+        logger.warning(
+            "cone_format: %s; using CVXPY's own constraint formatting (memory grows with N^2)",
+            _DISABLED,
+        )
+    return _DISABLED
 
 
 def solver_instance(name: str) -> Any:
     """What to pass as ``problem.solve(solver=...)`` for CVXPY solver ``name``.
 
-    The linear-format custom solver for Clarabel, ECOS and SCS; the name itself otherwise.
+    The linear-format custom solver for Clarabel, ECOS and SCS; the name itself otherwise, and
+    always when :func:`configure` found CVXPY's internals changed.
     """
     cls = LINEAR_FORMAT_SOLVERS.get(name)
-    if cls is None:
+    if cls is None or _DISABLED is not None:
         return name
     inst = _INSTANCES.get(name)
     if inst is None:
         inst = _INSTANCES[name] = cls()
     return inst
+
+
+configure()

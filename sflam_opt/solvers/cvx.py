@@ -1,4 +1,9 @@
-"""CVXPY side of ``bcd``: cone-solver choice with fallback, and the two continuous blocks.
+"""CVXPY side of ``bcd``: cone-solver choice with fallback, and DPP cone blocks.
+
+``bcd``'s continuous block is :class:`~sflam_opt.solvers.joint.JointBlock` (built here through
+:func:`get_block` ``("joint", n)``). :class:`BandwidthBlock` and :class:`UploadBlock` below are the
+two separate blocks ``bcd`` used before it (each exact for its variables, but stalling against
+each other at the power cap); they remain public building blocks.
 
 See ``docs/formulation.md``, section "Structure that the solvers use". With the bits fixed,
 device n's upload energy is
@@ -179,6 +184,7 @@ class _DPPBlock:
         #: Slot -> device of the last :meth:`set`, and copies per device (see :meth:`_set`).
         self._slot: IntArray | None = None
         self._copies: FloatArray | None = None
+        self._n = self.size
 
     def problem(self, solver: str) -> cp.Problem:
         """The :class:`cvxpy.Problem` used with ``solver`` (created on first use)."""
@@ -210,6 +216,17 @@ class _DPPBlock:
         """
         arrays = {k: np.asarray(v, dtype=np.float64) for k, v in values.items()}
         n = next(a.shape[0] for k, a in arrays.items() if self.params[k].shape != ())
+        self._layout(n)
+        for name, arr in arrays.items():
+            p = self.params[name]
+            if p.shape == ():
+                arr = arr.reshape(())
+            else:
+                arr = self._spread(arr / self._slot_copies() if name in self.extensive else arr)
+            p.value = arr
+
+    def _layout(self, n: int) -> None:
+        """Spread ``n`` devices over the :attr:`size` slots (see :meth:`_set`)."""
         if n > self.size:
             raise ValueError(f"{self.kind} block built for {self.size} devices, got {n}")
         if n < self.size:
@@ -219,14 +236,15 @@ class _DPPBlock:
             self._copies = copies.astype(np.float64)
         else:
             self._slot = self._copies = None
-        for name, arr in arrays.items():
-            p = self.params[name]
-            if p.shape == ():
-                arr = arr.reshape(())
-            elif self._slot is not None:
-                part = arr / self._copies if name in self.extensive else arr
-                arr = part[self._slot]
-            p.value = arr
+        self._n = n
+
+    def _slot_copies(self) -> FloatArray:
+        """Copies per device of the last :meth:`_layout`, shape (n,)."""
+        return self._copies if self._copies is not None else np.ones(self._n)
+
+    def _spread(self, arr: FloatArray) -> FloatArray:
+        """A per-device vector to slots (each copy gets its device's value)."""
+        return arr if self._slot is None else arr[self._slot]
 
     def _per_device(self, value: FloatArray) -> FloatArray:
         """A solution vector over slots back to devices: the mean over each device's copies."""
@@ -234,6 +252,10 @@ class _DPPBlock:
             return value
         sums = np.bincount(self._slot, weights=value, minlength=self._copies.size)
         return sums / self._copies
+
+    def solver_options(self, solver: str) -> dict[str, Any]:
+        """Options passed to backend ``solver`` (:data:`_SOLVER_OPTS`)."""
+        return _SOLVER_OPTS.get(solver, {})
 
     def solve(self, order: tuple[str, ...]) -> BlockSolve:
         """Solve with the first backend in ``order`` that ends ``optimal``.
@@ -251,7 +273,7 @@ class _DPPBlock:
                 with warnings.catch_warnings():
                     # Inaccurate solves are reported in ``attempts``; no stray warnings.
                     warnings.filterwarnings("ignore", message="Solution may be inaccurate")
-                    prob.solve(solver=solver_instance(solver), **_SOLVER_OPTS.get(solver, {}))
+                    prob.solve(solver=solver_instance(solver), **self.solver_options(solver))
             except (cp.SolverError, ArithmeticError, ValueError) as exc:
                 attempts.append(f"{solver}: {type(exc).__name__}: {str(exc).splitlines()[0]}")
                 logger.debug("%s block: %s raised %s", self.kind, solver, exc)
@@ -415,6 +437,11 @@ _BUILDERS: dict[str, Callable[[int], _DPPBlock]] = {
     "bandwidth": BandwidthBlock,
     "upload": UploadBlock,
 }
+
+
+def register_block(kind: str, builder: Callable[[int], _DPPBlock]) -> None:
+    """Make ``get_block(kind, n)`` build blocks with ``builder(n)``."""
+    _BUILDERS[kind] = builder
 #: Blocks kept per thread; large-N problems hold canonicalized matrices, so the cache is small.
 _CACHE_SIZE = 8
 _local = threading.local()

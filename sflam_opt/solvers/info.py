@@ -66,11 +66,24 @@ _FAST = (
     ),
 )
 
+_KERNEL_MODE = "continuous='kernel' (the default): fast's info from the starting run"
+
 _EXACT = (
-    *_FAST,
+    InfoKey("continuous", "str: the continuous block used, 'kernel' or 'cvxpy'"),
+    *(InfoKey(k.name, k.meaning, when=k.when or _KERNEL_MODE) for k in _FAST),
     InfoKey("bit_vectors", "int: L^N bit vectors covered by the branch and bound"),
     InfoKey("pruned_share", "float: share of bit vectors never solved, in [0, 1]"),
     InfoKey("bnb_levels", "int: branch-and-bound depth reached"),
+    InfoKey(
+        "fallbacks",
+        "list of str: cone solves that needed another backend or were inaccurate",
+        when="continuous='cvxpy'",
+    ),
+    InfoKey(
+        "recentred",
+        "int: first-backend failures replaced by a continuation step",
+        when="continuous='cvxpy'",
+    ),
 )
 
 _BCD = (
@@ -91,8 +104,17 @@ _BCD = (
     InfoKey("backends", "dict: cone backend solve counts per block, and the bits backend"),
     InfoKey("fallbacks", "list of str: block solves that needed another backend or status"),
     InfoKey("failures", "list of str: block solves that failed"),
-    InfoKey("accepted", "dict: improving moves per block (upload, bandwidth, bits, escape)"),
+    InfoKey(
+        "accepted",
+        "dict: improving moves per block (continuous, bits, bits_band, bits_efficiency, "
+        "bits_power, escape)",
+    ),
     InfoKey("dinkelbach_steps", "int: Dinkelbach steps of the bits block, all iterations"),
+    InfoKey("outer_iterations", "int: outer block-descent iterations run"),
+    InfoKey("final_step", "str: the block that produced the final J ('start' if none did)"),
+    InfoKey("cone_solves", "int: cone programs solved by the joint continuous block"),
+    InfoKey("cone_solve_s", "dict: 'median' and 'max' wall time of one cone solve, s"),
+    InfoKey("recentred", "int: first-backend failures replaced by a continuation step"),
 )
 
 #: Keys of each solver on a scenario with a continuous band, by registered name.

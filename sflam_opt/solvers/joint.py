@@ -1,0 +1,451 @@
+"""The joint continuous block in CVXPY: bandwidth, upload time and power at fixed bits.
+
+``docs/formulation.md`` §6.7 gives the scaled form. With the bits fixed the problem is convex
+(§6.1), and at a fixed round time ``T`` every device sends for its whole slot ``u_n = T - c_n``, so
+it reduces to a bandwidth split. In the dimensionless variables
+
+- ``y_n = 1 / x_n = B_n u_n / (W_n ln2)``, the inverse spectral efficiency (the band fraction is
+  ``beta_n = B_n / B = k_n y_n`` with ``k_n = W_n ln2 / (B u_n)``),
+- ``zeta_n`` with ``s_n zeta_n >= y_n exp(1 / y_n)``, ``s_n`` the value of ``y exp(1/y)`` at a
+  reference ``y`` (the previous solve), so every ``zeta_n`` is near 1,
+
+the upload energy is ``S_n (s_n zeta_n - y_n)`` with ``S_n = N0 W_n ln2 / g_n`` (the Shannon-limit
+energy, where the gain, noise and payload fold into one number per device), and the block at ``T``
+is the exponential-cone program
+
+    minimize  sum_n c_n (s_n zeta_n - y_n)
+    s.t.      ExpCone(1 / s_n, y_n / s_n, zeta_n),   sum_n k_n y_n <= 1,
+              y_lo_n <= y_n <= y_hi_n,   zeta_n <= zeta_hi_n
+
+with ``c_n = S_n / sum S``. The power and energy caps are the bound ``y_n >= y_lo_n = 1 / x_max,n``
+(``phi(x_max,n) = min(Pmax_n u_n, Emax - compute_n) / S_n``); ``y_hi_n = 1 / k_n`` is the whole
+band and ``zeta_hi_n`` the energy at the caps, so every variable is bounded and no cone is worked
+at its boundary (``y -> 0``). The program is DPP, compiled once per number of slots; the round
+time is a bounded 1-D search over ``log T`` (``V(T) = w_T T + w_E E*(T)`` is convex, §6.4), each
+step re-solving parameters only. At the fastest feasible round ``T_min`` every device is at its
+caps and the point is known in closed form, so the search never solves a cone program with a
+single feasible point.
+
+Nothing here uses ``fast``'s kernel: ``phi^{-1}`` and ``T_min`` are solved with scipy's root
+finders on this module's own functions. ``solve(s, "exact", continuous="cvxpy")`` uses this block
+as an independent check of the kernel, and ``bcd`` uses it as its continuous block.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import cvxpy as cp
+import numpy as np
+from scipy.optimize import brentq, elementwise, minimize_scalar
+
+from sflam_opt.costs import Reference, compute_energy_j, fixed_time_s, payload_bits
+from sflam_opt.numeric import LN2, FloatArray, IntArray
+from sflam_opt.scenario import Scenario
+from sflam_opt.solvers.cvx import BlockSolve, _DPPBlock, register_block
+
+__all__ = ["JointBlock", "JointSolution", "phi_inv", "solve_joint"]
+
+logger = logging.getLogger(__name__)
+
+#: Relative tolerance of the round-time search on ``log T``; ``V`` is flat at its minimum, so the
+#: error in ``V`` is far smaller (of order the square of this).
+T_RTOL = 1e-7
+#: Without a deadline and with no latency weight ``V`` falls toward its infimum forever; the round
+#: time is the first doubling within this relative distance of it (as in §6.4).
+INFIMUM_RTOL = 1e-6
+#: A round time this close to ``T_min`` (relative) is taken as ``T_min`` (the closed-form point).
+_AT_TMIN = 1e-9
+
+
+def phi(x: FloatArray) -> FloatArray:
+    """``phi(x) = (e^x - 1) / x`` (1 at 0), elementwise."""
+    x = np.asarray(x, dtype=np.float64)
+    safe = np.where(x == 0, 1.0, x)
+    with np.errstate(over="ignore"):
+        return np.where(x == 0, 1.0, np.expm1(safe) / safe)
+
+
+def phi_inv(r: FloatArray) -> FloatArray:
+    """The ``x > 0`` with ``phi(x) = r``, elementwise: 0 where ``r <= 1``, inf where ``r = inf``.
+
+    Bracketed root finding (:func:`scipy.optimize.elementwise.find_root`) on ``log phi``:
+    ``phi(x) >= e^x / x`` minus a little, so ``x = 2 ln r + 2`` is above the root.
+    """
+    r = np.asarray(r, dtype=np.float64)
+    out = np.zeros(r.shape)
+    ok = np.isfinite(r) & (r > 1.0)
+    out[np.isinf(r)] = np.inf
+    if np.any(ok):
+        lr = np.log(r[ok])
+        res = elementwise.find_root(
+            lambda x, t: np.log(phi(x)) - t,
+            (np.full(lr.shape, 0.0), 2.0 * lr + 2.0),
+            args=(lr,),
+            tolerances={"xrtol": 1e-14, "xatol": 0.0},
+        )
+        out[ok] = res.x
+    return out
+
+
+class JointBlock(_DPPBlock):
+    """The bandwidth split at a fixed round time, in the scaled variables of the module docstring.
+
+    The variable is ``r_n = y_n / y0_n`` (``y0`` a reference, so ``r`` is near 1) and the cone is
+    shifted by the reference spectral efficiency ``x0 = 1 / y0``: ``ExpCone(x0 (1 - r), r, w)``
+    is ``r exp(x0 (1 - r) / r) <= w``, i.e. ``y exp(1 / y) <= s w`` with ``s = y0 exp(x0)``. At the
+    reference the cone point is ``(0, 1, 1)`` whatever ``x0`` is, where the unshifted cone would
+    hold ``exp(x0)`` (1e6 for a strong device) against 1.
+
+    Parameters (set with :meth:`set`), shape (N,): ``k`` band fraction per unit of ``y``,
+    ``cost`` >= 0, ``y_lo`` / ``y_hi`` the bounds of ``y``, ``ref`` the reference ``y0``,
+    ``phi_hi`` the largest ``phi(1/y)`` the caps allow.
+    """
+
+    kind = "joint"
+
+    def solver_options(self, solver: str) -> dict[str, Any]:
+        """Clarabel with its default tolerances (the scaled form needs no tuning); the
+        fallbacks as for the other blocks."""
+        return {} if solver == "CLARABEL" else super().solver_options(solver)
+
+    def __init__(self, n: int) -> None:
+        r = cp.Variable(n, name="r")
+        w = cp.Variable(n, name="w")
+        names = ("x0", "k_y0", "cost_s", "cost_y0", "r_lo", "r_hi", "w_hi")
+        p = {name: cp.Parameter(n, nonneg=True, name=name) for name in names}
+        cons: list[cp.Constraint] = [
+            cp.constraints.ExpCone(p["x0"] - cp.multiply(p["x0"], r), r, w),
+            p["k_y0"] @ r <= 1,
+            r >= p["r_lo"],
+        ]
+        obj = cp.Minimize(p["cost_s"] @ w - p["cost_y0"] @ r)
+        super().__init__(obj, cons, {"r": r, "w": w}, p)
+
+    def set(  # noqa: PLR0913 - one value per parameter family
+        self,
+        k: FloatArray,
+        cost: FloatArray,
+        y_lo: FloatArray,
+        y_hi: FloatArray,
+        ref: FloatArray,
+        phi_hi: FloatArray,
+    ) -> None:
+        """Load the values for the next solve, per device (spread over slots, see ``_set``).
+
+        A device of ``c`` copies splits its payload: each copy has ``k / c``, ``cost / c`` and
+        ``y_hi c`` (the whole band); ``y`` itself, and so ``y0``, ``y_lo`` and ``phi_hi``, are
+        intensive.
+        """
+        self._layout(k.shape[0])
+        copies = self._slot_copies()
+        k_s, cost_s = self._spread(k / copies), self._spread(cost / copies)
+        y0 = self._spread(ref)
+        x0 = 1.0 / y0
+        with np.errstate(over="ignore"):
+            s = y0 * np.exp(x0)
+        yhi = self._spread(y_hi * copies)
+        p = self.params
+        p["x0"].value = x0
+        p["k_y0"].value = k_s * y0
+        p["cost_s"].value = cost_s * s
+        p["cost_y0"].value = cost_s * y0
+        p["r_lo"].value = self._spread(y_lo) / y0
+        p["r_hi"].value = yhi / y0
+        p["w_hi"].value = (self._spread(phi_hi) + yhi) / s
+
+    def y(self, values: dict[str, FloatArray], ref: FloatArray) -> FloatArray:
+        """``y`` per device of a solution (``ref`` as given to :meth:`set`)."""
+        return values["r"] * ref
+
+
+register_block("joint", JointBlock)
+
+
+@dataclass
+class JointSolution:
+    """The joint block's optimum at one bit vector.
+
+    Attributes
+    ----------
+    status : {"optimal", "infeasible", "failed"}
+    value : float
+        ``V = w_T T + w_E E`` as a ratio to the reference (``J`` at ``K = K0``); inf if infeasible.
+    round_s : float
+        Round time T (s).
+    bandwidth_hz, power_w : ndarray, shape (N,)
+        The allocation (empty unless ``status == "optimal"``).
+    solves : list of BlockSolve
+        Every cone solve of the round-time search, in order (the final one at each round time).
+    recentred : list of str
+        First-backend failures that a continuation step in ``T`` replaced (see ``_Search``).
+    message : str
+    """
+
+    status: str
+    value: float = np.inf
+    round_s: float = np.nan
+    bandwidth_hz: FloatArray = field(default_factory=lambda: np.zeros(0))
+    power_w: FloatArray = field(default_factory=lambda: np.zeros(0))
+    solves: list[BlockSolve] = field(default_factory=list)
+    message: str = ""
+    built: bool = False
+    recentred: list[str] = field(default_factory=list)
+
+
+class _Round:
+    """Scenario constants at fixed bits, in the module's dimensionless terms."""
+
+    def __init__(self, scenario: Scenario, bits: IntArray, ref: Reference) -> None:
+        self.scenario, self.ref = scenario, ref
+        self.total_hz = float(scenario.system.bandwidth_hz)
+        self.c = fixed_time_s(scenario)
+        self.comp = compute_energy_j(scenario)
+        self.payload_nats = payload_bits(scenario, bits) * LN2
+        self.gain = scenario.gain
+        self.pmax = scenario.devices.max_power_w.astype(np.float64)
+        self.shannon_j = scenario.noise_w_per_hz * self.payload_nats / self.gain
+        cap = scenario.constraints.device_energy_j
+        self.phi_energy = (
+            np.full(self.c.shape, np.inf) if cap is None else ((cap - self.comp) / self.shannon_j)
+        )
+        self.x_energy = phi_inv(self.phi_energy)
+        self.deadline = scenario.constraints.round_deadline_s
+        self.cost = self.shannon_j / float(self.shannon_j.sum())
+
+    def caps(self, t: float) -> tuple[FloatArray, FloatArray]:
+        """Largest ``phi`` and ``x`` the caps allow at round time ``t``, shape (N,) each."""
+        u = t - self.c
+        phi_hi = np.minimum(np.where(u > 0, self.pmax * u / self.shannon_j, 0.0), self.phi_energy)
+        return phi_hi, np.minimum(
+            phi_inv(np.where(u > 0, self.pmax * u / self.shannon_j, 0.0)), self.x_energy
+        )
+
+    def band_needed(self, t: float) -> float:
+        """``sum_n Bmin_n(t) / B``: the band fraction the caps need at round time ``t``."""
+        u = t - self.c
+        _, x_max = self.caps(t)
+        with np.errstate(divide="ignore"):
+            return float(np.sum(self.payload_nats / (self.total_hz * u * x_max)))
+
+    def t_min(self) -> float:
+        """The fastest feasible round time (inf when a device's energy cap leaves no rate)."""
+        if np.any(self.x_energy <= 0):
+            return np.inf
+        t_lb = float(np.max(self.c + self.shannon_j / self.pmax))
+        d = max(t_lb, 1e-12)
+        while not self.band_needed(t_lb + d) <= 1.0:
+            d *= 2.0
+            if d > 1e12 * max(t_lb, 1.0):
+                return np.inf
+        return float(
+            np.exp(
+                brentq(
+                    lambda lt: self.band_needed(t_lb + np.exp(lt)) - 1.0,
+                    np.log(d) - 60.0,
+                    np.log(d),
+                    xtol=1e-14,
+                    rtol=1e-14,
+                )
+            )
+            + t_lb
+        )
+
+    def value(self, t: float, phi_used: FloatArray) -> float:
+        """``V`` at round time ``t`` with upload energies ``S_n phi_n``."""
+        e = float(np.sum(self.comp + self.shannon_j * phi_used))
+        return float(self.ref.objective(self.ref.rounds, t, e))
+
+    def allocation(self, t: float, y: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """Bandwidth (Hz) and power (W) of ``y`` at round time ``t``."""
+        u = t - self.c
+        bw = self.payload_nats * y / u
+        bw = bw * min(1.0, self.total_hz / float(bw.sum()))
+        x = self.payload_nats / (bw * u)
+        with np.errstate(over="ignore"):
+            pw = np.minimum(self.scenario.noise_w_per_hz * bw * np.expm1(x) / self.gain, self.pmax)
+        return bw, pw
+
+
+class _Search:
+    """The round-time search: one cone solve per round time, scaled by the previous solve."""
+
+    def __init__(self, rnd: _Round, order: tuple[str, ...], block_size: int | None) -> None:
+        from sflam_opt.solvers.cvx import get_block
+
+        n = rnd.c.size
+        self.rnd, self.order = rnd, order
+        self.block, self.built = get_block("joint", n, block_size)
+        self.solves: list[BlockSolve] = []
+        self.y_ref: FloatArray | None = None
+        #: Round times solved so far and their ``y`` (the references of later solves).
+        self.solved: list[tuple[float, FloatArray]] = []
+        #: First-backend attempts discarded for a continuation step (see :meth:`value`).
+        self.recentred: list[str] = []
+        self.best: tuple[float, float, FloatArray] | None = None  # (V, T, y)
+        self.t_min = rnd.t_min()
+
+    def at_t_min(self) -> float:
+        """``V(T_min)``: every device at its caps, in closed form."""
+        rnd, t = self.rnd, self.t_min
+        phi_hi, x_max = rnd.caps(t)
+        y = 1.0 / x_max
+        v = rnd.value(t, phi(x_max))
+        self._keep(v, t, y)
+        if not self.solved:
+            self.y_ref = y
+            self.solved.append((t, y))
+        return v
+
+    def _reference(self, t: float, y_lo: FloatArray) -> FloatArray:
+        """The reference ``y0`` at ``t``: the solution at the nearest round time solved so far
+        (in ``log T``), else :attr:`y_ref` (the caps' point or a closed-form split)."""
+        if self.solved:
+            near = min(self.solved, key=lambda ty: abs(np.log(ty[0] / t)))
+            return near[1]
+        return self.y_ref if self.y_ref is not None else y_lo
+
+    def _keep(self, v: float, t: float, y: FloatArray) -> None:
+        if self.best is None or v < self.best[0]:
+            self.best = (v, t, y)
+
+    def value(self, t: float) -> float:
+        """``V(t)`` by one cone solve (inf when it fails).
+
+        If the first backend fails from the nearest solved round time's reference, one
+        continuation step is taken before the other backends: a solve halfway (in ``log T``)
+        between the two, whose solution is then the reference at ``t`` (counted in
+        :attr:`recentred`).
+        """
+        if t <= self.t_min * (1.0 + _AT_TMIN):
+            return self.at_t_min()
+        first = self.order[:1]
+        out, v = self._solve(t, first if self.solved else self.order)
+        if (not out.ok or out.status != "optimal") and self.solved:
+            self.recentred.append("; ".join(out.attempts))
+            near = min(self.solved, key=lambda ty: abs(np.log(ty[0] / t)))[0]
+            mid, _ = self._solve(float(np.sqrt(near * t)), first)
+            if not mid.ok:
+                self.recentred.append("; ".join(mid.attempts))
+            out, v = self._solve(t, self.order)
+        self.solves.append(out)
+        return v
+
+    def _solve(self, t: float, order: tuple[str, ...]) -> tuple[BlockSolve, float]:
+        """One cone solve at round time ``t`` with backends ``order``; the outcome and ``V``."""
+        rnd = self.rnd
+        u = t - rnd.c
+        k = rnd.payload_nats / (rnd.total_hz * u)
+        phi_hi, x_max = rnd.caps(t)
+        y_lo, y_hi = 1.0 / x_max, 1.0 / k
+        ref = np.clip(self._reference(t, y_lo), y_lo, y_hi)
+        self.block.set(k, rnd.cost, y_lo, y_hi, ref, phi_hi)  # type: ignore[attr-defined]
+        out = self.block.solve(order)
+        if not out.ok:
+            return out, np.inf
+        y = np.clip(self.block.y(out.values, ref), y_lo, y_hi)  # type: ignore[attr-defined]
+        self.y_ref = y
+        self.solved.append((t, y))
+        bw, _ = rnd.allocation(t, y)
+        x = rnd.payload_nats / (bw * u)
+        v = rnd.value(t, np.minimum(phi(x), phi_hi))
+        self._keep(v, t, y)
+        return out, v
+
+
+def _upper_time(search: _Search, v_min: float) -> float:
+    """A round time at or past the optimum.
+
+    The deadline if there is one; with a latency weight, where ``w_T T`` alone exceeds
+    ``V(T_min)``; otherwise (``V`` then falls toward its infimum forever) the first doubling of
+    ``T`` at which a feasible split, the bandwidth of devices off their caps shared as
+    ``sqrt(S_n k_n)`` (the optimum as ``x -> 0``), is within :data:`INFIMUM_RTOL` of the infimum.
+    """
+    rnd = search.rnd
+    if rnd.deadline is not None:
+        return float(rnd.deadline)
+    floor = rnd.value(0.0, np.ones(rnd.c.size))  # V at every device's Shannon-limit energy
+    om = rnd.ref.latency_weight
+    if om > 0:
+        return max(search.t_min * 2.0, (v_min - floor) * rnd.ref.latency_s / om)
+    t = search.t_min
+    for _ in range(200):
+        t *= 2.0
+        phi_hi, x_max = rnd.caps(t)
+        k = rnd.payload_nats / (rnd.total_hz * (t - rnd.c))
+        share = np.sqrt(rnd.shannon_j * k)
+        beta = np.maximum(share / share.sum(), k / x_max)
+        if beta.sum() <= 1.0 and rnd.value(t, phi(k / beta)) <= floor * (1.0 + INFIMUM_RTOL):
+            search.solved.append((t, beta / k))  # the cone solve at t starts from this split
+            break
+    return t
+
+
+def solve_joint(
+    scenario: Scenario,
+    bits: IntArray,
+    ref: Reference,
+    order: tuple[str, ...],
+    *,
+    block_size: int | None = None,
+) -> JointSolution:
+    """The continuous optimum at ``bits`` by the joint cone block and a search over ``log T``.
+
+    Parameters
+    ----------
+    scenario : Scenario
+    bits : ndarray of int, shape (N,)
+    ref : Reference
+        The scenario's equal-baseline reference (``V`` is a ratio to it).
+    order : tuple of str
+        Cone backends in order (:func:`~sflam_opt.solvers.cvx.solver_order`).
+    block_size : int, optional
+        Compile the block for this many slots (>= N; see :func:`~sflam_opt.solvers.cvx.get_block`).
+
+    Returns
+    -------
+    JointSolution
+        ``infeasible`` when no round time meets the caps and the band (or ``T_min`` exceeds the
+        deadline); ``failed`` when no cone solve succeeded and ``T_min`` is not optimal either.
+    """
+    rnd = _Round(scenario, np.asarray(bits), ref)
+    search = _Search(rnd, order, block_size)
+    t_lo = search.t_min
+    if not np.isfinite(t_lo) or (rnd.deadline is not None and t_lo > rnd.deadline):
+        why = (
+            "no round time meets the caps"
+            if not np.isfinite(t_lo)
+            else (f"the fastest round {t_lo:.6g} s exceeds the deadline {rnd.deadline:g} s")
+        )
+        return JointSolution("infeasible", message=why, built=search.built)
+    v_min = search.at_t_min()
+    om = rnd.ref.latency_weight
+    if om < 1.0:
+        t_hi = _upper_time(search, v_min)
+        if om == 0.0:
+            # Without a latency weight V does not increase in T: the optimum is at t_hi.
+            search.value(t_hi)
+        elif t_hi > t_lo * (1.0 + _AT_TMIN):
+            res = minimize_scalar(
+                lambda lt: search.value(float(np.exp(lt))),
+                bounds=(np.log(t_lo), np.log(t_hi)),
+                method="bounded",
+                options={"xatol": T_RTOL},
+            )
+            # The bounded search never evaluates its ends: the deadline may be the optimum.
+            if rnd.deadline is not None and res.x > np.log(t_hi) - 10 * T_RTOL:
+                search.value(t_hi)
+    assert search.best is not None
+    v, t, y = search.best
+    if not np.isfinite(v) or (search.solves and not any(out.ok for out in search.solves)):
+        return JointSolution(
+            "failed", solves=search.solves, message="no cone solve succeeded", built=search.built
+        )
+    bw, pw = rnd.allocation(t, y)
+    failed = [s for s in search.solves if not s.ok]
+    msg = f"{len(failed)} of {len(search.solves)} cone solves failed" if failed else ""
+    return JointSolution(
+        "optimal", v, t, bw, pw, search.solves, msg, search.built, search.recentred
+    )
