@@ -12,6 +12,7 @@ from sflam_opt.allocation import Allocation
 from sflam_opt.allocator import Allocator, RoundRecord
 from sflam_opt.bounds import bound, min_epsilon, phi_q, rounds_needed
 from sflam_opt.costs import Evaluation, breakdown, equal_allocation, evaluate, objective
+from sflam_opt.estimator import ConvergenceConstants, ConvergenceEstimator
 from sflam_opt.errors import (
     AllocationError,
     DataError,
@@ -29,6 +30,8 @@ __all__ = [
     "Allocation",
     "AllocationError",
     "Allocator",
+    "ConvergenceConstants",
+    "ConvergenceEstimator",
     "DataError",
     "Evaluation",
     "RoundRecord",
