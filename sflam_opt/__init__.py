@@ -12,7 +12,6 @@ from sflam_opt.allocation import Allocation
 from sflam_opt.allocator import Allocator, RoundRecord
 from sflam_opt.bounds import bound, min_epsilon, phi_q, rounds_needed
 from sflam_opt.costs import Evaluation, breakdown, equal_allocation, evaluate, objective
-from sflam_opt.estimator import ConvergenceConstants, ConvergenceEstimator
 from sflam_opt.errors import (
     AllocationError,
     DataError,
@@ -21,6 +20,7 @@ from sflam_opt.errors import (
     SolverArgumentError,
     TrainingConfigError,
 )
+from sflam_opt.estimator import ConvergenceConstants, ConvergenceEstimator
 from sflam_opt.scenario import Scenario
 from sflam_opt.solvers import SolveResult, available_solvers, solve
 

@@ -169,12 +169,18 @@ def test_default_scenario_uses_a_calibration_of_exactly_this_configuration(
     # Any other lr (or alpha, momentum, batch...) is another configuration: not used.
     other = train(TrainConfig(protocol="sflam", **{**SMALL, "rounds": 1, "lr": 0.1}))
     assert other.summary["allocation"]["convergence"].startswith("uncalibrated")
-    # A scenario file keeps its own [convergence] table.
+    # --calibration auto prefers the stored calibration to a scenario file's [convergence] table
+    # (issue 21); --calibration scenario keeps the file's own table.
     scen = Scenario.default(devices=4, seed=0)
     (tmp_path / "s.toml").write_text(scen.to_toml())
-    own = train(TrainConfig(scenario=str(tmp_path / "s.toml"), **{**SMALL, "rounds": 1}))
+    small = {**SMALL, "rounds": 1, "scenario": str(tmp_path / "s.toml")}
+    auto = train(TrainConfig(**small))
+    assert {k: getattr(auto.scenario.convergence, k) for k in constants} == constants
+    assert auto.summary["calibration"]["source"] == "stored"
+    own = train(TrainConfig(calibration="scenario", **small))
     assert own.scenario.convergence == scen.convergence
     assert own.summary["allocation"]["convergence"] == "scenario"
+    assert own.summary["calibration"]["source"] == "scenario"
 
 
 def test_devices_per_round_trains_and_costs_only_the_participants():

@@ -10,10 +10,9 @@ Bad input prints ``error: <one line>`` on stderr and exits with code 2.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -65,16 +64,8 @@ def _errors_to_exit(err: Console) -> Iterator[None]:
         raise typer.Exit(EXIT_BAD_INPUT) from None
 
 
-def _train_config(options: Mapping[str, Any], skip: tuple[str, ...] = ()) -> Any:
-    """:class:`TrainConfig` from a command's options: every option named like one of its fields.
-
-    Commands pass ``locals()``; one place maps options to the trainer's configuration, so ``train``
-    and ``calibrate`` cannot drift apart. ``skip`` names options that mean something else there.
-    """
-    from sflam_opt.training.config import TrainConfig
-
-    names = {f.name for f in dataclasses.fields(TrainConfig)} - set(skip)
-    return TrainConfig(**{k: v for k, v in options.items() if k in names})
+def _path(p: Path | None) -> str | None:
+    return None if p is None else str(p)
 
 
 def _fmt(v: Any) -> str:
@@ -209,6 +200,17 @@ def train_command(
         typer.Option(help="Pretrained timm/torch state-dict file (implies --pretrained)."),
     ] = None,
     image_size: ImageSizeOpt = None,
+    calibration: Annotated[
+        str,
+        typer.Option(
+            help="Source of the bound's constants: auto (stored if one matches, else online), "
+            "stored, online (fit on the first rounds, docs/formulation.md §4.3) or scenario."
+        ),
+    ] = _D["calibration"],
+    fit_rounds: Annotated[
+        int | None,
+        typer.Option(help="Rounds the online calibration fits on (default 20 %, at least 5)."),
+    ] = None,
     calibrate: Annotated[
         bool,
         typer.Option(
@@ -222,9 +224,41 @@ def train_command(
     """Train a split ViT with SFLAM, SFL, FL or SL and measure accuracy, bytes and cost."""
     stdout, err = _consoles()
     with _errors_to_exit(err):
+        from sflam_opt.training.config import TrainConfig
         from sflam_opt.training.trainer import train
 
-        config = _train_config(locals())
+        config = TrainConfig(
+            protocol=protocol,
+            model=model,
+            dataset=dataset,
+            data_dir=_path(data_dir),
+            devices=devices,
+            devices_per_round=devices_per_round,
+            alpha=alpha,
+            rounds=rounds,
+            lr=lr,
+            momentum=momentum,
+            batch_size=batch_size,
+            local_iters=local_iters,
+            bits=bits,
+            allocation=_path(allocation),
+            scenario=_path(scenario),
+            solver=solver,
+            seed=seed,
+            device=device,
+            threads=threads,
+            out=_path(out),
+            resume=resume,
+            pretrained=pretrained,
+            fading=fading,
+            transport=transport,
+            workers=workers,
+            timeout_s=timeout_s,
+            image_size=image_size,
+            weights=_path(weights),
+            calibration=calibration,
+            fit_rounds=fit_rounds,
+        )
         from sflam_opt.training.rundir import claim_run_dir
 
         with claim_run_dir(out, resume=resume, overwrite=overwrite):
@@ -328,7 +362,24 @@ def calibrate_command(
         widths = _parse_ints(bits, "bits")
         if out is not None:
             check_writable(out)
-        config = _train_config(locals(), skip=("bits", "out"))
+        from sflam_opt.training.config import TrainConfig
+
+        config = TrainConfig(
+            model=model,
+            dataset=dataset,
+            data_dir=_path(data_dir),
+            devices=devices,
+            devices_per_round=devices_per_round,
+            alpha=alpha,
+            rounds=rounds,
+            lr=lr,
+            momentum=momentum,
+            batch_size=batch_size,
+            local_iters=local_iters,
+            image_size=image_size,
+            device=device,
+            threads=threads,
+        )
         with _RoundBars(err, rounds) as bars:
             result = calibrate_config(
                 config,
