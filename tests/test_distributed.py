@@ -83,6 +83,26 @@ def test_gloo_run_sends_the_same_bytes_and_trains_the_same_model(protocol, tmp_p
     assert sb["uplink_bytes"] > 0 and len(sb["worker_wall_time_s"]) == 2
 
 
+def test_gloo_online_calibration_measures_and_fits_the_same(tmp_path):
+    # devices_per_round < devices: the allocator re-solves every round with the fitted constants.
+    cfg = {**SMALL, "rounds": 6, "calibration": "online", "fit_rounds": 5}
+    local = train(TrainConfig(out=str(tmp_path / "local"), **cfg))
+    remote = train(
+        TrainConfig(
+            transport="gloo",
+            workers=2,
+            timeout_s=START_TIMEOUT_S,
+            out=str(tmp_path / "gloo"),
+            **cfg,
+        )
+    )
+    _same_rows(local.metrics, remote.metrics)
+    assert local.summary["calibration"] == remote.summary["calibration"]
+    assert local.summary["calibration"]["source"] == "online"
+    assert all(v > 0 for v in remote.metrics[0]["calibration"]["probe_sq_diff"])
+    assert remote.metrics[4]["bound"] is None and remote.metrics[5]["bound"] > 0
+
+
 # ----------------------------------------------------------------------------- failures
 
 
