@@ -17,7 +17,9 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from sflam_opt.integrations.fl_update import update_scenario
 from sflam_opt.integrations.flower.client import (
+    CALIBRATION_KEYS,
     QUERY_CHANNEL,
+    calibration_metrics,
     channel_reply,
     pack_update,
     read_allocation,
@@ -27,9 +29,11 @@ from sflam_opt.integrations.flower.client import (
 from sflam_opt.integrations.flower.strategy import SflamRound, SflamStrategy
 
 __all__ = [
+    "CALIBRATION_KEYS",
     "QUERY_CHANNEL",
     "SflamRound",
     "SflamStrategy",
+    "calibration_metrics",
     "channel_reply",
     "pack_update",
     "read_allocation",
