@@ -18,10 +18,11 @@ their allocated bandwidth and power (no re-allocation of the idle devices' bandw
 
 Allocation source, in order: ``allocation`` (a file written by ``sflam-opt solve``), else solve
 ``scenario`` (a file) or ``Scenario.default(devices=N, seed=seed)`` with the ``solver``;
-``bits`` then overrides the bits with a uniform width. The default scenario takes its
-``[convergence]`` table from a stored calibration of exactly the configuration trained
-(:mod:`.calibration_store`); without one it keeps docs/formulation.md §7's constants (which describe
-ViT-B/32) and the run warns that the bound is uncalibrated. The ``[training]`` table's
+``bits`` then overrides the bits with a uniform width. The ``[convergence]`` table follows
+``config.calibration`` (:mod:`.online`): a stored calibration of exactly the configuration trained
+(:mod:`.calibration_store`), the online fit of the run's first rounds (docs/formulation.md §4.3,
+after which the bits are solved again), or the scenario's own table (for the default scenario
+docs/formulation.md §7's ViT-B/32 constants, with an "uncalibrated" warning). The ``[training]`` table's
 ``learning_rate`` is the effective step ``lr / (1 - momentum)`` (:func:`sflam_opt.bounds.effective_step`).
 Non-quantizing protocols use the allocation's bandwidth and power only (:mod:`.protocols`
 documents each protocol's cost formulas).
