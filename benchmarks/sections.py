@@ -116,3 +116,9 @@ register(
     "Resource blocks: matching against exact, round-robin and greedy; bcd speed ladder.",
     quick=False,
 )
+register(
+    "uncalibrated",
+    "benchmarks.uncalibrated",
+    "Online bound on configurations never calibrated: G/bound after the fit, accuracy, bytes.",
+    quick=False,
+)
