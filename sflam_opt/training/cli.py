@@ -136,6 +136,25 @@ ImageSizeOpt = Annotated[
 DevicesPerRoundOpt = Annotated[
     int | None, typer.Option(help="Participants K per round (default: all N).")
 ]
+CalibrationOpt = Annotated[
+    str,
+    typer.Option(
+        help="Source of the bound's constants: auto (stored if one matches, else online), "
+        "stored, online (fit on the first rounds, docs/formulation.md §4.3) or scenario."
+    ),
+]
+FitRoundsOpt = Annotated[
+    int | None,
+    typer.Option(help="Rounds the online calibration fits on (default 20 %, at least 5)."),
+]
+CalibrateOpt = Annotated[
+    bool,
+    typer.Option(
+        "--calibrate",
+        help="Without a stored calibration of this configuration, calibrate the bound first "
+        "(fp32 and 2-bit runs on two other seeds) and save it.",
+    ),
+]
 #: Offset of the seeds ``train --calibrate`` calibrates on, so they differ from the run's own.
 CALIBRATION_SEED_OFFSET = 1000
 
@@ -200,25 +219,9 @@ def train_command(
         typer.Option(help="Pretrained timm/torch state-dict file (implies --pretrained)."),
     ] = None,
     image_size: ImageSizeOpt = None,
-    calibration: Annotated[
-        str,
-        typer.Option(
-            help="Source of the bound's constants: auto (stored if one matches, else online), "
-            "stored, online (fit on the first rounds, docs/formulation.md §4.3) or scenario."
-        ),
-    ] = _D["calibration"],
-    fit_rounds: Annotated[
-        int | None,
-        typer.Option(help="Rounds the online calibration fits on (default 20 %, at least 5)."),
-    ] = None,
-    calibrate: Annotated[
-        bool,
-        typer.Option(
-            "--calibrate",
-            help="Without a stored calibration of this configuration, calibrate the bound first "
-            "(fp32 and 2-bit runs on two other seeds) and save it.",
-        ),
-    ] = False,
+    calibration: CalibrationOpt = _D["calibration"],
+    fit_rounds: FitRoundsOpt = None,
+    calibrate: CalibrateOpt = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Train a split ViT with SFLAM, SFL, FL or SL and measure accuracy, bytes and cost."""
@@ -270,27 +273,32 @@ def train_command(
         if as_json:
             typer.echo(json.dumps(summary, indent=2))
             return
-        table = Table(title=f"sflam-opt train: {protocol}, {model} on {dataset}")
-        table.add_column("metric")
-        table.add_column("value", justify="right")
-        rows = [
-            ("rounds", summary["rounds"]),
-            ("final test accuracy", f"{100 * summary['final_test_accuracy']:.2f} %"),
-            ("best test accuracy", f"{100 * summary['best_test_accuracy']:.2f} %"),
-            ("uplink bytes", f"{summary['uplink_bytes']:,}"),
-            ("downlink bytes", f"{summary['downlink_bytes']:,}"),
-            ("simulated latency (s)", summary["total_latency_s"]),
-            ("simulated energy (J)", summary["total_energy_j"]),
-            ("mean bits", summary["mean_bits"]),
-            ("final bound", summary["final_bound"]),
-            ("allocation", summary["allocation"].get("source")),
-            ("wall time (s)", summary["wall_time_s"]),
-        ]
-        for name, value in rows:
-            table.add_row(name, _fmt(value))
-        print_table(stdout, table)
+        _print_train_table(stdout, summary, f"sflam-opt train: {protocol}, {model} on {dataset}")
         if out is not None:
             err.print(f"wrote {out}/metrics.jsonl, summary.json, curves.png", highlight=False)
+
+
+def _print_train_table(stdout: Console, summary: dict[str, Any], title: str) -> None:
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    rows = [
+        ("rounds", summary["rounds"]),
+        ("final test accuracy", f"{100 * summary['final_test_accuracy']:.2f} %"),
+        ("best test accuracy", f"{100 * summary['best_test_accuracy']:.2f} %"),
+        ("uplink bytes", f"{summary['uplink_bytes']:,}"),
+        ("downlink bytes", f"{summary['downlink_bytes']:,}"),
+        ("simulated latency (s)", summary["total_latency_s"]),
+        ("simulated energy (J)", summary["total_energy_j"]),
+        ("mean bits", summary["mean_bits"]),
+        ("final bound", summary["final_bound"]),
+        ("allocation", summary["allocation"].get("source")),
+        ("calibration", summary["calibration"]["source"]),
+        ("wall time (s)", summary["wall_time_s"]),
+    ]
+    for name, value in rows:
+        table.add_row(name, _fmt(value))
+    print_table(stdout, table)
 
 
 def _calibrate_first(config: Any, err: Console) -> None:
