@@ -503,3 +503,21 @@ def test_allocation_solved_for_another_model_is_refused(tmp_path):
                 **{**SMALL, "rounds": 1},
             )
         )
+
+
+def test_online_calibration_resumes_bit_for_bit_before_and_after_the_fit(tmp_path):
+    cfg = dict(calibration="online", fit_rounds=5, **{**SMALL, "rounds": 7})
+    full = train(TrainConfig(out=str(tmp_path / "full"), **cfg))
+    for cut in (3, 6):  # inside the fit rounds, and after the fit
+
+        def stop(row, cut=cut):
+            if row["round"] == cut:
+                raise KeyboardInterrupt
+
+        out = str(tmp_path / f"cut{cut}")
+        with pytest.raises(KeyboardInterrupt):
+            train(TrainConfig(out=out, **cfg), progress=stop)
+        resumed = train(TrainConfig(out=out, resume=True, **cfg))
+        assert resumed.metrics == full.metrics
+        assert resumed.summary["calibration"] == full.summary["calibration"]
+        assert _same_weights(resumed, full)
