@@ -68,6 +68,27 @@ def _path(p: Path | None) -> str | None:
     return None if p is None else str(p)
 
 
+def _run_options(
+    model: str,
+    dataset: str,
+    data_dir: Path | None,
+    devices: int,
+    devices_per_round: int | None,
+    alpha: float,
+    rounds: int,
+) -> dict[str, Any]:
+    """The :class:`TrainConfig` fields of what is trained, shared by ``train`` and ``calibrate``."""
+    return {
+        "model": model,
+        "dataset": dataset,
+        "data_dir": _path(data_dir),
+        "devices": devices,
+        "devices_per_round": devices_per_round,
+        "alpha": alpha,
+        "rounds": rounds,
+    }
+
+
 def _fmt(v: Any) -> str:
     if v is None:
         return "-"
@@ -232,13 +253,7 @@ def train_command(
 
         config = TrainConfig(
             protocol=protocol,
-            model=model,
-            dataset=dataset,
-            data_dir=_path(data_dir),
-            devices=devices,
-            devices_per_round=devices_per_round,
-            alpha=alpha,
-            rounds=rounds,
+            **_run_options(model, dataset, data_dir, devices, devices_per_round, alpha, rounds),
             lr=lr,
             momentum=momentum,
             batch_size=batch_size,
@@ -373,13 +388,7 @@ def calibrate_command(
         from sflam_opt.training.config import TrainConfig
 
         config = TrainConfig(
-            model=model,
-            dataset=dataset,
-            data_dir=_path(data_dir),
-            devices=devices,
-            devices_per_round=devices_per_round,
-            alpha=alpha,
-            rounds=rounds,
+            **_run_options(model, dataset, data_dir, devices, devices_per_round, alpha, rounds),
             lr=lr,
             momentum=momentum,
             batch_size=batch_size,
