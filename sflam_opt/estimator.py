@@ -188,7 +188,9 @@ class ConvergenceEstimator:
         for row in zip(loss, grad_sq_norm, quant_error, quant_bits, strict=True):
             self.add_round(*row)
 
-    def fit(self, rounds: int | None = None, *, target_rounds: int) -> ConvergenceConstants:
+    def fit(
+        self, rounds: int | None = None, *, target_rounds: int, q: float | None = None
+    ) -> ConvergenceConstants:
         """Constants from rounds ``1..rounds`` only (default: every round recorded).
 
         Parameters
@@ -198,6 +200,8 @@ class ConvergenceEstimator:
             constants in force at ``k`` never saw round ``k`` or later.
         target_rounds : int
             ``K_T`` of ``eps = Phi0 + A / (eta_eff tau K_T)``: the run's length.
+        q : float, optional
+            Use this ``q`` instead of the measured one (e.g. 0 for a host that never quantizes).
 
         Raises
         ------
@@ -227,7 +231,7 @@ class ConvergenceEstimator:
         decrease = max(start - late_loss, resolution, 1e-12 * max(start, 1.0))
         # g never above the floor: no transient measured; A stays positive (a scenario needs A > 0).
         a = self.step * self.local_iters * max(excess * start / decrease, 1e-9 * phi0, 1e-12)
-        q = self._fit_q(r)
+        q = self._fit_q(r) if q is None else float(q)
         epsilon = phi0 + a / (self.step * self.local_iters * int(target_rounds))
         details = {
             "confidence": self.confidence,

@@ -102,6 +102,10 @@ class OnlineCalibration:
     """
 
     def __init__(self, config: TrainConfig, scenario: Scenario) -> None:
+        from sflam_opt.training.protocols import PROTOCOLS
+
+        # FedAvg sends no activations: nothing to probe, and no quantization term (q = 0).
+        self.splits = PROTOCOLS[config.protocol].server_role.splits
         self.rounds = fit_rounds(config)
         self.target_rounds = int(config.rounds)
         self.probe_bits = int(min(min(scenario.bits.levels), MAX_BITS))
@@ -112,7 +116,7 @@ class OnlineCalibration:
 
     def probing(self, round_index: int) -> int:
         """Probe width of round ``round_index`` (0: no probe, the constants are fitted)."""
-        return self.probe_bits if round_index <= self.rounds else 0
+        return self.probe_bits if self.splits and round_index <= self.rounds else 0
 
     def record(
         self, round_index: int, loss: float, grad_sq_norm: float, probe: Sequence[float]
@@ -129,7 +133,9 @@ class OnlineCalibration:
     def fit(self) -> ConvergenceConstants:
         """Fit on the recorded rounds (all of them fit rounds) and keep the result."""
         try:
-            self.constants = self.estimator.fit(self.rounds, target_rounds=self.target_rounds)
+            self.constants = self.estimator.fit(
+                self.rounds, target_rounds=self.target_rounds, q=None if self.splits else 0.0
+            )
         except SolverArgumentError as exc:
             raise TrainingRuntimeError(f"calibration: {exc}") from None
         logger.info("online calibration after %d rounds: %s", self.rounds, self.constants)

@@ -784,7 +784,7 @@ def _train_round(run: _Run, r: int) -> tuple[dict[str, Any], NDArray[np.int64]]:
         **planned.row,
         **protocol.round_extras(),
     }
-    if probe:
+    if fitting:
         assert run.online is not None
         row["calibration"] = run.online.record(r, stats.train_loss, stats.grad_sq_norm, stats.probe)
     logger.info(
