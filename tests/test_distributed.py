@@ -134,6 +134,9 @@ def test_a_killed_worker_ends_the_run_with_one_line_and_the_run_resumes(tmp_path
     out = tmp_path / "run"
     args = [*CLI, "train", "--protocol", "sflam", "--bits", "4", *SMALL_ARGS, "--out", str(out)]
     args += ["--transport", "gloo", "--timeout-s", str(START_TIMEOUT_S)]
+    # 200 rounds would calibrate online, whose fit rounds follow --rounds (issue 21); the resumed
+    # run below changes --rounds, so it keeps the scenario's constants to compare with a fresh run.
+    args += ["--calibration", "scenario"]
     server = subprocess.Popen(
         [*args, "--rounds", "200", "--workers", "2"],
         stdout=subprocess.PIPE,
@@ -174,7 +177,15 @@ def test_a_killed_worker_ends_the_run_with_one_line_and_the_run_resumes(tmp_path
         timeout=4 * START_TIMEOUT_S,
     )
     assert resumed.returncode == 0, resumed.stderr
-    local = train(TrainConfig(protocol="sflam", bits=4, rounds=done + 1, **_small_no_rounds()))
+    local = train(
+        TrainConfig(
+            protocol="sflam",
+            bits=4,
+            rounds=done + 1,
+            calibration="scenario",
+            **_small_no_rounds(),
+        )
+    )
     rows = load_metrics(out)
     assert [{k: r[k] for k in a} for r, a in zip(rows, local.metrics, strict=True)] == local.metrics
 
