@@ -484,7 +484,7 @@ def test_online_calibration_fits_on_the_fit_rounds_and_resolves_with_the_constan
     for rec in strat.history[5:]:
         assert rec.convergence == pytest.approx(fitted, rel=1e-12)
         round_scn = strat.allocator.round_scenario(
-            dict(zip(rec.device_ids, rec.gain_db)), rec.device_ids
+            dict(zip(rec.device_ids, rec.gain_db, strict=True)), rec.device_ids
         )
         assert round_scn.convergence.q == pytest.approx(fitted["q"])
     assert fitted["q"] > 0 and fitted["a"] > 0
