@@ -39,7 +39,7 @@ CONFIGS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("10 devices", {"devices": 10}),
     ("40 devices", {"devices": 40}),
     ("batch 32", {"batch_size": 32}),
-    # ViT-S/32 costs ~30x vit-tiny per sample on a CPU: fewer devices, steps and rounds.
+    # ViT-S/32 costs far more than vit-tiny per sample on a CPU: fewer devices, steps and rounds.
     (
         "vit-s32 at 32 px, 5 devices, 5 local steps, 25 rounds",
         {"model": "vit-s32", "image_size": 32, "devices": 5, "local_iters": 5, "rounds": 25},
