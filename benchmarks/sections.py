@@ -54,7 +54,7 @@ MODEL = (
 #: The solvers and the model they solve.
 SOLVERS = ("sflam_opt/solvers", *MODEL)
 #: The trainer, its protocols, models and data, and the solvers that give its bits.
-TRAINING = ("sflam_opt/training", *SOLVERS)
+TRAINING = ("sflam_opt/training", "sflam_opt/estimator.py", "sflam_opt/codec.py", *SOLVERS)
 
 
 class SectionModule(Protocol):
@@ -213,4 +213,11 @@ register(
         "sflam_opt/sweep.py",
         "benchmarks/scale.py",
     ),
+)
+register(
+    "uncalibrated",
+    "benchmarks.uncalibrated",
+    "Online bound on configurations never calibrated: G/bound after the fit, accuracy, bytes.",
+    quick=False,
+    measures=(*TRAINING, "benchmarks/uncalibrated.py"),
 )

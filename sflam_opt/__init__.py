@@ -20,6 +20,7 @@ from sflam_opt.errors import (
     SolverArgumentError,
     TrainingConfigError,
 )
+from sflam_opt.estimator import ConvergenceConstants, ConvergenceEstimator
 from sflam_opt.scenario import Scenario
 from sflam_opt.solvers import SolveResult, available_solvers, solve
 
@@ -29,6 +30,8 @@ __all__ = [
     "Allocation",
     "AllocationError",
     "Allocator",
+    "ConvergenceConstants",
+    "ConvergenceEstimator",
     "DataError",
     "Evaluation",
     "RoundRecord",

@@ -204,6 +204,21 @@ class Allocator:
             )
         self._bits = arr.astype(np.int64)
 
+    def recalibrate(self, convergence: Mapping[str, float] | Any) -> None:
+        """Solve every later :meth:`step` with new convergence constants.
+
+        Parameters
+        ----------
+        convergence : mapping or ConvergenceConstants
+            Any of ``a``, ``phi0``, ``q``, ``epsilon`` (docs/formulation.md §4), e.g.
+            :meth:`sflam_opt.ConvergenceConstants.as_convergence` of an online fit; the others
+            keep their values. Invalid values raise ``ScenarioError`` naming the key.
+        """
+        table = (
+            convergence.as_convergence() if hasattr(convergence, "as_convergence") else convergence
+        )
+        self.scenario = self.scenario.replace(convergence=dict(table))
+
     # ------------------------------------------------------------------ the round's problem
     def round_scenario(
         self,

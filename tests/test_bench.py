@@ -676,3 +676,26 @@ def test_faded_table_runs_alone_and_reports(tmp_path: Path) -> None:
     assert summary["bcd-pure"]["draws"] == 2
     md = report.render(tmp_path)
     assert "## Solvers under faded channels" in md and "### Faded channels" in md
+
+
+# ------------------------------------------------------------------------------- uncalibrated
+def test_uncalibrated_section_runs_at_tiny_size_on_evaluation_seeds_only(tmp_path: Path) -> None:
+    from benchmarks import uncalibrated
+
+    assert not set(uncalibrated.EVAL_SEEDS) & set(uncalibrated.DESIGN_SEEDS)
+    assert SECTIONS["uncalibrated"].module == "benchmarks.uncalibrated"
+    # None of the configurations has a stored calibration: the bound is the online one.
+    from sflam_opt.training.calibration_store import find_calibration
+    from sflam_opt.training.config import TrainConfig
+
+    for _, overrides in uncalibrated.CONFIGS:
+        cfg = TrainConfig(**overrides)
+        assert find_calibration(cfg) is None
+    doc = uncalibrated.run(_ctx(tmp_path, PROFILES["quick"]))
+    (row,) = doc["rows"]
+    assert row["seed"] in uncalibrated.EVAL_SEEDS and row["fit_rounds"] == 5
+    assert row["max_ratio"] >= row["median_ratio"] > 0
+    assert 0 < row["uplink_ratio"] < 1  # 8-bit fit rounds, then solved bits, against fp32
+    assert (tmp_path / "figures" / "uncalibrated_runs.csv").is_file()
+    text = "\n".join(uncalibrated.report(tmp_path / "figures", doc))
+    assert "## Bound on configurations never calibrated" in text and "seeds [11]" in text

@@ -83,6 +83,26 @@ def test_gloo_run_sends_the_same_bytes_and_trains_the_same_model(protocol, tmp_p
     assert sb["uplink_bytes"] > 0 and len(sb["worker_wall_time_s"]) == 2
 
 
+def test_gloo_online_calibration_measures_and_fits_the_same(tmp_path):
+    # devices_per_round < devices: the allocator re-solves every round with the fitted constants.
+    cfg = {**SMALL, "rounds": 6, "calibration": "online", "fit_rounds": 5}
+    local = train(TrainConfig(out=str(tmp_path / "local"), **cfg))
+    remote = train(
+        TrainConfig(
+            transport="gloo",
+            workers=2,
+            timeout_s=START_TIMEOUT_S,
+            out=str(tmp_path / "gloo"),
+            **cfg,
+        )
+    )
+    _same_rows(local.metrics, remote.metrics)
+    assert local.summary["calibration"] == remote.summary["calibration"]
+    assert local.summary["calibration"]["source"] == "online"
+    assert all(v > 0 for v in remote.metrics[0]["calibration"]["probe_sq_diff"])
+    assert remote.metrics[4]["bound"] is None and remote.metrics[5]["bound"] > 0
+
+
 # ----------------------------------------------------------------------------- failures
 
 
@@ -114,6 +134,9 @@ def test_a_killed_worker_ends_the_run_with_one_line_and_the_run_resumes(tmp_path
     out = tmp_path / "run"
     args = [*CLI, "train", "--protocol", "sflam", "--bits", "4", *SMALL_ARGS, "--out", str(out)]
     args += ["--transport", "gloo", "--timeout-s", str(START_TIMEOUT_S)]
+    # 200 rounds would calibrate online, whose fit rounds follow --rounds (issue 21); the resumed
+    # run below changes --rounds, so it keeps the scenario's constants to compare with a fresh run.
+    args += ["--calibration", "scenario"]
     server = subprocess.Popen(
         [*args, "--rounds", "200", "--workers", "2"],
         stdout=subprocess.PIPE,
@@ -154,7 +177,15 @@ def test_a_killed_worker_ends_the_run_with_one_line_and_the_run_resumes(tmp_path
         timeout=4 * START_TIMEOUT_S,
     )
     assert resumed.returncode == 0, resumed.stderr
-    local = train(TrainConfig(protocol="sflam", bits=4, rounds=done + 1, **_small_no_rounds()))
+    local = train(
+        TrainConfig(
+            protocol="sflam",
+            bits=4,
+            rounds=done + 1,
+            calibration="scenario",
+            **_small_no_rounds(),
+        )
+    )
     rows = load_metrics(out)
     assert [{k: r[k] for k in a} for r, a in zip(rows, local.metrics, strict=True)] == local.metrics
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.util
 import logging
@@ -26,6 +27,7 @@ from sflam_opt.costs import downlink_time_s, payload_bits  # noqa: E402
 from sflam_opt.errors import DataError, ScenarioError  # noqa: E402
 from sflam_opt.integrations.flower import (  # noqa: E402
     SflamStrategy,
+    calibration_metrics,
     channel_reply,
     pack_update,
     read_allocation,
@@ -429,3 +431,66 @@ def test_the_example_defaults_match_its_pyproject():
     task = _example("task")
     cfg = tomllib.loads((EXAMPLE / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
     assert task.DEFAULTS == cfg
+
+
+# ----------------------------------------------------------------------------- online calibration
+def calibrating_app():
+    """Clients that report calibration metrics of a run whose loss and gradients fall per round."""
+    app = ClientApp()
+
+    @app.query("channel")
+    def channel(msg: Message, context: Context) -> Message:
+        dev = int(context.node_config["partition-id"])
+        return channel_reply(msg, dev, faded_gain(dev, int(msg.content["config"]["server-round"])))
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        dev = int(context.node_config["partition-id"])
+        rnd = int(msg.content["config"]["server-round"])
+        update = client_update(dev, rnd)
+        extra = calibration_metrics(
+            msg,
+            update,
+            loss=2.3 * math.exp(-rnd / 3) + 0.01 * dev,
+            grad_sq_norm=3.0 + 30 * math.exp(-rnd / 3) + 0.1 * dev,
+            step=0.5,
+        )
+        return train_reply(msg, update, num_examples(dev), metrics=extra)
+
+    return app
+
+
+def test_online_calibration_fits_on_the_fit_rounds_and_resolves_with_the_constants():
+    from sflam_opt import ConvergenceEstimator
+
+    scn = scenario()
+    strat = strategy_for(scn, fraction_train=0.5, min_train_nodes=3, calibration="online")
+    grid, _ = run(strat, app=calibrating_app(), rounds=7)
+    assert [r.calibration for r in strat.history] == ["fit"] * 5 + ["online"] * 2
+    start = dataclasses.asdict(scn.convergence)
+    for rec in strat.history[:5]:
+        assert rec.convergence == start and rec.allocation.bits.tolist() == [8, 8, 8]
+    # The constants in force after round 5: the estimator fed rounds 1..5's reply metrics.
+    est = ConvergenceEstimator(
+        step=scn.training.learning_rate, local_iters=scn.training.local_iters
+    )
+    for rnd in range(1, 6):
+        replies = [d.reply for d in deliveries(grid, MessageType.TRAIN, rnd)]
+        metrics = [r.content["metrics"] for r in replies]
+        w = [m["num-examples"] for m in metrics]
+        est.add_round(
+            float(np.average([m["calib-loss"] for m in metrics], weights=w)),
+            float(np.average([m["calib-grad-sq"] for m in metrics], weights=w)),
+            [m["calib-quant-err"] for m in metrics],
+            [int(m["calib-quant-bits"]) for m in metrics],
+        )
+    fitted = est.fit(target_rounds=7).as_convergence()
+    for rec in strat.history[5:]:
+        assert rec.convergence == pytest.approx(fitted, rel=1e-12)
+        round_scn = strat.allocator.round_scenario(
+            dict(zip(rec.device_ids, rec.gain_db, strict=True)), rec.device_ids
+        )
+        assert round_scn.convergence.q == pytest.approx(fitted["q"])
+    assert fitted["q"] > 0 and fitted["a"] > 0
+    with pytest.raises(ScenarioError, match="^calibration: invalid value 'x'"):
+        strategy_for(scn, calibration="x")

@@ -169,12 +169,18 @@ def test_default_scenario_uses_a_calibration_of_exactly_this_configuration(
     # Any other lr (or alpha, momentum, batch...) is another configuration: not used.
     other = train(TrainConfig(protocol="sflam", **{**SMALL, "rounds": 1, "lr": 0.1}))
     assert other.summary["allocation"]["convergence"].startswith("uncalibrated")
-    # A scenario file keeps its own [convergence] table.
+    # --calibration auto prefers the stored calibration to a scenario file's [convergence] table
+    # (issue 21); --calibration scenario keeps the file's own table.
     scen = Scenario.default(devices=4, seed=0)
     (tmp_path / "s.toml").write_text(scen.to_toml())
-    own = train(TrainConfig(scenario=str(tmp_path / "s.toml"), **{**SMALL, "rounds": 1}))
+    small = {**SMALL, "rounds": 1, "scenario": str(tmp_path / "s.toml")}
+    auto = train(TrainConfig(**small))
+    assert {k: getattr(auto.scenario.convergence, k) for k in constants} == constants
+    assert auto.summary["calibration"]["source"] == "stored"
+    own = train(TrainConfig(calibration="scenario", **small))
     assert own.scenario.convergence == scen.convergence
     assert own.summary["allocation"]["convergence"] == "scenario"
+    assert own.summary["calibration"]["source"] == "scenario"
 
 
 def test_devices_per_round_trains_and_costs_only_the_participants():
@@ -431,3 +437,87 @@ def test_resume_with_fading_is_bit_for_bit(tmp_path):
     resumed = train(TrainConfig(out=str(tmp_path / "cut"), resume=True, **cfg))
     assert resumed.metrics == full.metrics
     assert _same_weights(resumed, full)
+
+
+# ------------------------------------------------------------------------------ online calibration
+def test_online_calibration_fits_on_the_fit_rounds_then_solves_with_the_constants(caplog):
+    from sflam_opt import ConvergenceEstimator
+    from sflam_opt.bounds import effective_step
+
+    config = TrainConfig(calibration="online", fit_rounds=5, **{**SMALL, "rounds": 7})
+    res = train(config)
+    fit, after = res.metrics[:5], res.metrics[5:]
+    # Fit rounds: 8-bit warm-up, the probe of every participant, no constants in force yet.
+    for row in fit:
+        assert row["bound"] is None and row["allocation"]["bits"] == [8] * 4
+        probe = row["calibration"]
+        assert probe["probe_bits"] == 2 and len(probe["probe_sq_diff"]) == 4
+        assert all(v > 0 for v in probe["probe_sq_diff"])
+    # The constants are those of the estimator fed rounds 1..5 only.
+    est = ConvergenceEstimator(step=effective_step(0.15, 0.5), local_iters=2)
+    for row in fit:
+        p = row["calibration"]["probe_sq_diff"]
+        est.add_round(row["train_loss"], row["grad_sq_norm"], p, [2] * len(p))
+    want = est.fit(target_rounds=7).as_convergence()
+    cal = res.summary["calibration"]
+    assert cal["source"] == "online" and cal["fit_rounds"] == 5
+    assert {k: cal[k] for k in want} == pytest.approx(want, rel=1e-12)
+    c = res.scenario.convergence
+    assert {k: getattr(c, k) for k in want} == pytest.approx(want, rel=1e-12)
+    # Later rows: no probe, the solver's bits for these constants, the bound with both.
+    for row in after:
+        assert "calibration" not in row
+        bits = np.array(row["allocation"]["bits"])
+        assert row["bound"] == pytest.approx(bound(res.scenario, bits, row["round"]))
+    assert res.summary["bits"] == after[-1]["allocation"]["bits"]
+
+
+def test_online_calibration_needs_rounds_to_fit_and_predict():
+    with pytest.raises(TrainingConfigError, match=r"^rounds: .*first 5 rounds.*--rounds >= 6"):
+        train(TrainConfig(calibration="online", **{**SMALL, "rounds": 5}))
+    with pytest.raises(
+        TrainingConfigError,
+        match=r"^calibration: invalid value 'foo'; choose one of auto, stored, online, scenario",
+    ):
+        TrainConfig(calibration="foo")
+    # auto on a run too short to fit: the scenario's constants, as before.
+    short = train(TrainConfig(**{**SMALL, "rounds": 1}))
+    assert short.summary["calibration"]["source"] == "scenario"
+
+
+def test_allocation_solved_for_another_model_is_refused(tmp_path):
+    scen = Scenario.default(devices=4, seed=0)  # ViT-B/32's 37,632 activation values
+    (tmp_path / "s.toml").write_text(scen.to_toml())
+    from sflam_opt.allocation import scenario_sha256
+
+    a = solve(scen, solver="equal").allocation
+    solved = Allocation(
+        a.bits, a.bandwidth_hz, a.power_w, a.ids, scenario_sha256=scenario_sha256(scen)
+    )
+    solved.save(tmp_path / "a.json")
+    with pytest.raises(AllocationError, match="activation_elems=37632 .* activation_elems=256"):
+        train(
+            TrainConfig(
+                scenario=str(tmp_path / "s.toml"),
+                allocation=str(tmp_path / "a.json"),
+                **{**SMALL, "rounds": 1},
+            )
+        )
+
+
+def test_online_calibration_resumes_bit_for_bit_before_and_after_the_fit(tmp_path):
+    cfg = dict(calibration="online", fit_rounds=5, **{**SMALL, "rounds": 7})
+    full = train(TrainConfig(out=str(tmp_path / "full"), **cfg))
+    for cut in (3, 6):  # inside the fit rounds, and after the fit
+
+        def stop(row, cut=cut):
+            if row["round"] == cut:
+                raise KeyboardInterrupt
+
+        out = str(tmp_path / f"cut{cut}")
+        with pytest.raises(KeyboardInterrupt):
+            train(TrainConfig(out=out, **cfg), progress=stop)
+        resumed = train(TrainConfig(out=out, resume=True, **cfg))
+        assert resumed.metrics == full.metrics
+        assert resumed.summary["calibration"] == full.summary["calibration"]
+        assert _same_weights(resumed, full)

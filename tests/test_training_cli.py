@@ -81,6 +81,12 @@ def test_train_table_output(app, runner):
         (["--dataset", "cifar10"], "error: data_dir"),
         (["--resume"], "error: resume"),
         (["--scenario", "/no/such.toml"], "error: /no/such.toml: no such scenario file"),
+        (
+            ["--calibration", "foo"],
+            "error: calibration: invalid value 'foo'; choose one of auto, stored, online, scenario",
+        ),
+        (["--calibration", "online", "--rounds", "5"], "error: rounds: --calibration online"),
+        (["--fit-rounds", "3"], "error: fit_rounds: invalid value 3"),
     ],
 )
 def test_train_bad_input_exits_2_with_one_line(app, runner, args, message):

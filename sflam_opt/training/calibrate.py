@@ -398,25 +398,7 @@ def calibrate(
     """
     bits = tuple(bits)
     seeds = (seed,) if seeds is None else tuple(int(s) for s in seeds)
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise TrainingConfigError(f"seeds: give distinct calibration seeds, not {list(seeds)}")
-    if not bits:
-        raise TrainingConfigError("bits: give at least one bit width for the quantized runs")
-    for b in bits:
-        if not is_int(b) or not 1 <= b <= MAX_BITS:
-            raise TrainingConfigError(
-                f"bits: invalid width {b!r} for a calibration run; use integers in 1..{MAX_BITS}"
-            )
-    if len(set(bits)) != len(bits):
-        raise TrainingConfigError(f"bits: duplicate widths in {list(bits)}")
-    if not 0 < plateau_fraction <= 1:
-        raise TrainingConfigError(
-            f"plateau_fraction: invalid value {plateau_fraction!r}; give a share in (0, 1]"
-        )
-    if target_rounds is not None and (isinstance(target_rounds, bool) or target_rounds < 1):
-        raise TrainingConfigError(
-            f"target_rounds: invalid value {target_rounds!r}; give a whole number >= 1"
-        )
+    _check_options(bits, seeds, plateau_fraction, target_rounds)
     overrides = {
         k: v
         for k, v in dict(
@@ -438,8 +420,134 @@ def calibrate(
         device=device,
         threads=threads,
         solver="equal",  # the allocation's bandwidth and power do not affect learning
+        calibration="scenario",  # these runs measure the constants; none are needed to train
         **overrides,
     )
+    results = _runs(common, seeds, bits, progress)
+    fp32 = results[0][2]
+    cfg0 = fp32.config
+    f_w0, f_inf = _loss_gap(fp32, seeds[0])
+    fit = fit_calibration(
+        [
+            {
+                "bits": b,
+                "group": f"seed {s}",
+                "grad_sq_norm": [m["grad_sq_norm"] for m in r.metrics],
+            }
+            for s, b, r in results
+        ],
+        effective_step(cfg0.lr, cfg0.momentum) * cfg0.local_iters,
+        rounds if target_rounds is None else int(target_rounds),
+        plateau_fraction,
+        a_min=2.0 * (f_w0 - f_inf),
+    )
+    return _result(
+        fit, results, (f_w0, f_inf), bits, seeds, rounds, target_rounds, plateau_fraction
+    )
+
+
+def _result(
+    fit: Mapping[str, Any],
+    results: list[tuple[int, int, TrainResult]],
+    loss_gap: tuple[float, float],
+    bits: tuple[int, ...],
+    seeds: tuple[int, ...],
+    rounds: int,
+    target_rounds: int | None,
+    plateau_fraction: float,
+) -> dict[str, Any]:
+    """:func:`calibrate`'s return value: the constants, the evidence and the store entry."""
+    f_w0, f_inf = loss_gap
+    fp32 = results[0][2]
+    cfg0 = fp32.config
+    k_target = rounds if target_rounds is None else int(target_rounds)
+    command = calibrate_command(cfg0).replace(
+        " --save",
+        f" --rounds {rounds} --bits {','.join(map(str, bits))} "
+        f"--seeds {','.join(map(str, seeds))}"
+        + (f" --target-rounds {k_target}" if target_rounds is not None else "")
+        + " --save",
+    )
+    evidence = {
+        "envelope": fit["envelope"],
+        "margin": fit["margin"],
+        "leave_one_out": fit["leave_one_out"],
+        "final_ratio": fit["final_ratio"],
+    }
+    entry = {
+        "config": calibration_key(cfg0),
+        "convergence": {k: fit[k] for k in ("a", "phi0", "q", "epsilon")},
+        "rule": FITTING_RULE,
+        "step": "eta_eff = lr / (1 - momentum)",
+        "command": command,
+        "seeds": list(seeds),
+        "bits": list(bits),
+        "rounds": rounds,
+        "target_rounds": k_target,
+        **evidence,
+        "a_measured": 2.0 * (f_w0 - f_inf),
+        "created": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    return {
+        **{k: fit[k] for k in ("a", "phi0", "q", "epsilon")},
+        "f_w0": f_w0,
+        "f_inf": f_inf,
+        "a_measured": 2.0 * (f_w0 - f_inf),
+        "floors": {
+            str(b): plateau([m["grad_sq_norm"] for m in r.metrics], plateau_fraction)
+            for s, b, r in results
+            if s == seeds[0]
+        },
+        "grad_sq_norm": {
+            ("fp32" if b == FP32_BITS else f"{b}-bit") + f" seed {s}": [
+                m["grad_sq_norm"] for m in r.metrics
+            ]
+            for s, b, r in results
+        },
+        **evidence,
+        "rounds": rounds,
+        "target_rounds": k_target,
+        "seeds": list(seeds),
+        "entry": entry,
+        "scenario": fp32.scenario,
+    }
+
+
+def _check_options(
+    bits: tuple[int, ...],
+    seeds: tuple[int, ...],
+    plateau_fraction: float,
+    target_rounds: int | None,
+) -> None:
+    """One-line errors for :func:`calibrate`'s own options (the trainer checks the rest)."""
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise TrainingConfigError(f"seeds: give distinct calibration seeds, not {list(seeds)}")
+    if not bits:
+        raise TrainingConfigError("bits: give at least one bit width for the quantized runs")
+    for b in bits:
+        if not is_int(b) or not 1 <= b <= MAX_BITS:
+            raise TrainingConfigError(
+                f"bits: invalid width {b!r} for a calibration run; use integers in 1..{MAX_BITS}"
+            )
+    if len(set(bits)) != len(bits):
+        raise TrainingConfigError(f"bits: duplicate widths in {list(bits)}")
+    if not 0 < plateau_fraction <= 1:
+        raise TrainingConfigError(
+            f"plateau_fraction: invalid value {plateau_fraction!r}; give a share in (0, 1]"
+        )
+    if target_rounds is not None and (isinstance(target_rounds, bool) or target_rounds < 1):
+        raise TrainingConfigError(
+            f"target_rounds: invalid value {target_rounds!r}; give a whole number >= 1"
+        )
+
+
+def _runs(
+    common: Mapping[str, Any],
+    seeds: tuple[int, ...],
+    bits: tuple[int, ...],
+    progress: Callable[[str, dict[str, Any]], None] | None,
+) -> list[tuple[int, int, TrainResult]]:
+    """Per seed, the fp32 SFL run and one SFLAM run per width: ``(seed, bits, result)``."""
 
     def run(label: str, **kw: Any) -> TrainResult:
         cfg = TrainConfig(**common, **kw)
@@ -460,16 +568,22 @@ def calibrate(
             results.append(
                 (s, int(b), run(f"{b}-bit seed {s}", protocol="sflam", bits=int(b), seed=s))
             )
-    fp32 = results[0][2]
-    cfg0 = fp32.config
+    return results
 
-    data = load_dataset(dataset, data_dir)
+
+def _loss_gap(fp32: TrainResult, seed: int) -> tuple[float, float]:
+    """``F(w_0)`` (the initial model of ``seed``) and ``F_inf`` (the trained fp32 model).
+
+    Both are the mean cross-entropy over the whole training set; ``F_inf`` is floored at 0.
+    """
+    cfg = fp32.config
+    data = load_dataset(cfg.dataset, cfg.data_dir)
     init_dev, init_srv, _ = build_split_model(
-        model,
+        cfg.model,
         num_classes=data.num_classes,
-        image_size=input_size(model, data.image_size, image_size),
+        image_size=input_size(cfg.model, data.image_size, cfg.image_size),
         in_chans=data.in_chans,
-        seed=seeds[0],
+        seed=seed,
     )
     where = next(fp32.model.parameters()).device
     x, y = data.x_train.to(where), data.y_train.to(where)
@@ -480,74 +594,7 @@ def calibrate(
             f"rounds: the fp32 calibration run did not lower the training loss "
             f"({f_w0:.4g} -> {f_inf:.4g}); raise --rounds or lower --lr"
         )
-    grads = {
-        ("fp32" if b == FP32_BITS else f"{b}-bit") + f" seed {s}": [
-            m["grad_sq_norm"] for m in r.metrics
-        ]
-        for s, b, r in results
-    }
-    step_tau = effective_step(cfg0.lr, cfg0.momentum) * cfg0.local_iters
-    k_target = rounds if target_rounds is None else int(target_rounds)
-    fit = fit_calibration(
-        [
-            {
-                "bits": b,
-                "group": f"seed {s}",
-                "grad_sq_norm": [m["grad_sq_norm"] for m in r.metrics],
-            }
-            for s, b, r in results
-        ],
-        step_tau,
-        k_target,
-        plateau_fraction,
-        a_min=2.0 * (f_w0 - f_inf),
-    )
-    floors = {
-        str(b): plateau([m["grad_sq_norm"] for m in r.metrics], plateau_fraction)
-        for s, b, r in results
-        if s == seeds[0]
-    }
-    command = calibrate_command(cfg0).replace(
-        " --save",
-        f" --rounds {rounds} --bits {','.join(map(str, bits))} "
-        f"--seeds {','.join(map(str, seeds))}"
-        + (f" --target-rounds {k_target}" if target_rounds is not None else "")
-        + " --save",
-    )
-    entry = {
-        "config": calibration_key(cfg0),
-        "convergence": {k: fit[k] for k in ("a", "phi0", "q", "epsilon")},
-        "rule": FITTING_RULE,
-        "step": "eta_eff = lr / (1 - momentum)",
-        "command": command,
-        "seeds": list(seeds),
-        "bits": list(bits),
-        "rounds": rounds,
-        "target_rounds": k_target,
-        "envelope": fit["envelope"],
-        "margin": fit["margin"],
-        "leave_one_out": fit["leave_one_out"],
-        "final_ratio": fit["final_ratio"],
-        "a_measured": 2.0 * (f_w0 - f_inf),
-        "created": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-    }
-    return {
-        **{k: fit[k] for k in ("a", "phi0", "q", "epsilon")},
-        "f_w0": f_w0,
-        "f_inf": f_inf,
-        "a_measured": 2.0 * (f_w0 - f_inf),
-        "floors": floors,
-        "grad_sq_norm": grads,
-        "envelope": fit["envelope"],
-        "margin": fit["margin"],
-        "leave_one_out": fit["leave_one_out"],
-        "final_ratio": fit["final_ratio"],
-        "rounds": rounds,
-        "target_rounds": k_target,
-        "seeds": list(seeds),
-        "entry": entry,
-        "scenario": fp32.scenario,
-    }
+    return f_w0, f_inf
 
 
 def calibration_scenario(result: Mapping[str, Any]) -> Scenario:

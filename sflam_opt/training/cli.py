@@ -10,10 +10,9 @@ Bad input prints ``error: <one line>`` on stderr and exits with code 2.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -65,16 +64,29 @@ def _errors_to_exit(err: Console) -> Iterator[None]:
         raise typer.Exit(EXIT_BAD_INPUT) from None
 
 
-def _train_config(options: Mapping[str, Any], skip: tuple[str, ...] = ()) -> Any:
-    """:class:`TrainConfig` from a command's options: every option named like one of its fields.
+def _path(p: Path | None) -> str | None:
+    return None if p is None else str(p)
 
-    Commands pass ``locals()``; one place maps options to the trainer's configuration, so ``train``
-    and ``calibrate`` cannot drift apart. ``skip`` names options that mean something else there.
-    """
-    from sflam_opt.training.config import TrainConfig
 
-    names = {f.name for f in dataclasses.fields(TrainConfig)} - set(skip)
-    return TrainConfig(**{k: v for k, v in options.items() if k in names})
+def _run_options(
+    model: str,
+    dataset: str,
+    data_dir: Path | None,
+    devices: int,
+    devices_per_round: int | None,
+    alpha: float,
+    rounds: int,
+) -> dict[str, Any]:
+    """The :class:`TrainConfig` fields of what is trained, shared by ``train`` and ``calibrate``."""
+    return {
+        "model": model,
+        "dataset": dataset,
+        "data_dir": _path(data_dir),
+        "devices": devices,
+        "devices_per_round": devices_per_round,
+        "alpha": alpha,
+        "rounds": rounds,
+    }
 
 
 def _fmt(v: Any) -> str:
@@ -145,6 +157,25 @@ ImageSizeOpt = Annotated[
 DevicesPerRoundOpt = Annotated[
     int | None, typer.Option(help="Participants K per round (default: all N).")
 ]
+CalibrationOpt = Annotated[
+    str,
+    typer.Option(
+        help="Source of the bound's constants: auto (stored if one matches, else online), "
+        "stored, online (fit on the first rounds, docs/formulation.md §4.3) or scenario."
+    ),
+]
+FitRoundsOpt = Annotated[
+    int | None,
+    typer.Option(help="Rounds the online calibration fits on (default 20 %, at least 5)."),
+]
+CalibrateOpt = Annotated[
+    bool,
+    typer.Option(
+        "--calibrate",
+        help="Without a stored calibration of this configuration, calibrate the bound first "
+        "(fp32 and 2-bit runs on two other seeds) and save it.",
+    ),
+]
 #: Offset of the seeds ``train --calibrate`` calibrates on, so they differ from the run's own.
 CALIBRATION_SEED_OFFSET = 1000
 
@@ -209,22 +240,43 @@ def train_command(
         typer.Option(help="Pretrained timm/torch state-dict file (implies --pretrained)."),
     ] = None,
     image_size: ImageSizeOpt = None,
-    calibrate: Annotated[
-        bool,
-        typer.Option(
-            "--calibrate",
-            help="Without a stored calibration of this configuration, calibrate the bound first "
-            "(fp32 and 2-bit runs on two other seeds) and save it.",
-        ),
-    ] = False,
+    calibration: CalibrationOpt = _D["calibration"],
+    fit_rounds: FitRoundsOpt = None,
+    calibrate: CalibrateOpt = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Train a split ViT with SFLAM, SFL, FL or SL and measure accuracy, bytes and cost."""
     stdout, err = _consoles()
     with _errors_to_exit(err):
+        from sflam_opt.training.config import TrainConfig
         from sflam_opt.training.trainer import train
 
-        config = _train_config(locals())
+        config = TrainConfig(
+            protocol=protocol,
+            **_run_options(model, dataset, data_dir, devices, devices_per_round, alpha, rounds),
+            lr=lr,
+            momentum=momentum,
+            batch_size=batch_size,
+            local_iters=local_iters,
+            bits=bits,
+            allocation=_path(allocation),
+            scenario=_path(scenario),
+            solver=solver,
+            seed=seed,
+            device=device,
+            threads=threads,
+            out=_path(out),
+            resume=resume,
+            pretrained=pretrained,
+            fading=fading,
+            transport=transport,
+            workers=workers,
+            timeout_s=timeout_s,
+            image_size=image_size,
+            weights=_path(weights),
+            calibration=calibration,
+            fit_rounds=fit_rounds,
+        )
         from sflam_opt.training.rundir import claim_run_dir
 
         with claim_run_dir(out, resume=resume, overwrite=overwrite):
@@ -236,27 +288,32 @@ def train_command(
         if as_json:
             typer.echo(json.dumps(summary, indent=2))
             return
-        table = Table(title=f"sflam-opt train: {protocol}, {model} on {dataset}")
-        table.add_column("metric")
-        table.add_column("value", justify="right")
-        rows = [
-            ("rounds", summary["rounds"]),
-            ("final test accuracy", f"{100 * summary['final_test_accuracy']:.2f} %"),
-            ("best test accuracy", f"{100 * summary['best_test_accuracy']:.2f} %"),
-            ("uplink bytes", f"{summary['uplink_bytes']:,}"),
-            ("downlink bytes", f"{summary['downlink_bytes']:,}"),
-            ("simulated latency (s)", summary["total_latency_s"]),
-            ("simulated energy (J)", summary["total_energy_j"]),
-            ("mean bits", summary["mean_bits"]),
-            ("final bound", summary["final_bound"]),
-            ("allocation", summary["allocation"].get("source")),
-            ("wall time (s)", summary["wall_time_s"]),
-        ]
-        for name, value in rows:
-            table.add_row(name, _fmt(value))
-        print_table(stdout, table)
+        _print_train_table(stdout, summary, f"sflam-opt train: {protocol}, {model} on {dataset}")
         if out is not None:
             err.print(f"wrote {out}/metrics.jsonl, summary.json, curves.png", highlight=False)
+
+
+def _print_train_table(stdout: Console, summary: dict[str, Any], title: str) -> None:
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    rows = [
+        ("rounds", summary["rounds"]),
+        ("final test accuracy", f"{100 * summary['final_test_accuracy']:.2f} %"),
+        ("best test accuracy", f"{100 * summary['best_test_accuracy']:.2f} %"),
+        ("uplink bytes", f"{summary['uplink_bytes']:,}"),
+        ("downlink bytes", f"{summary['downlink_bytes']:,}"),
+        ("simulated latency (s)", summary["total_latency_s"]),
+        ("simulated energy (J)", summary["total_energy_j"]),
+        ("mean bits", summary["mean_bits"]),
+        ("final bound", summary["final_bound"]),
+        ("allocation", summary["allocation"].get("source")),
+        ("calibration", summary["calibration"]["source"]),
+        ("wall time (s)", summary["wall_time_s"]),
+    ]
+    for name, value in rows:
+        table.add_row(name, _fmt(value))
+    print_table(stdout, table)
 
 
 def _calibrate_first(config: Any, err: Console) -> None:
@@ -328,7 +385,18 @@ def calibrate_command(
         widths = _parse_ints(bits, "bits")
         if out is not None:
             check_writable(out)
-        config = _train_config(locals(), skip=("bits", "out"))
+        from sflam_opt.training.config import TrainConfig
+
+        config = TrainConfig(
+            **_run_options(model, dataset, data_dir, devices, devices_per_round, alpha, rounds),
+            lr=lr,
+            momentum=momentum,
+            batch_size=batch_size,
+            local_iters=local_iters,
+            image_size=image_size,
+            device=device,
+            threads=threads,
+        )
         with _RoundBars(err, rounds) as bars:
             result = calibrate_config(
                 config,

@@ -16,13 +16,16 @@ import numpy as np
 
 from sflam_opt.errors import TrainingConfigError
 
-__all__ = ["FADING_MODELS", "TRANSPORTS", "TrainConfig", "defaults"]
+__all__ = ["CALIBRATIONS", "FADING_MODELS", "TRANSPORTS", "TrainConfig", "defaults"]
 
 #: Values of ``fading``: none, or block Rayleigh fading redrawn every round.
 FADING_MODELS = ("none", "rayleigh")
 
 #: ``--transport`` choices.
 TRANSPORTS = ("inprocess", "gloo")
+
+#: ``--calibration`` choices: where the bound's constants come from (:mod:`.online`).
+CALIBRATIONS = ("auto", "stored", "online", "scenario")
 
 
 def _is_int(v: Any) -> bool:
@@ -101,6 +104,11 @@ class TrainConfig:
     weights : str, optional
         Local timm or torch state-dict file of the preset's pretrained weights (implies
         ``pretrained``).
+    calibration : str
+        Source of the bound's constants: ``"auto"``, ``"stored"``, ``"online"`` or
+        ``"scenario"`` (:mod:`sflam_opt.training.online`, docs/formulation.md §4.3).
+    fit_rounds : int, optional
+        Rounds R the online calibration fits on (default 20 % of ``rounds``, at least 5).
     """
 
     protocol: str = "sflam"
@@ -131,6 +139,8 @@ class TrainConfig:
     timeout_s: float = 60.0
     image_size: int | None = None
     weights: str | None = None
+    calibration: str = "auto"
+    fit_rounds: int | None = None
 
     def __post_init__(self) -> None:
         if self.weights is not None:
@@ -217,6 +227,10 @@ class TrainConfig:
             raise bad("image_size", self.image_size, "give a side length in pixels, e.g. 224")
         if self.weights is not None and not os.path.isfile(self.weights):
             raise bad("weights", self.weights, "give an existing timm or torch state-dict file")
+        if self.calibration not in CALIBRATIONS:
+            raise bad("calibration", self.calibration, f"choose one of {', '.join(CALIBRATIONS)}")
+        if self.fit_rounds is not None and (not _is_int(self.fit_rounds) or self.fit_rounds < 5):
+            raise bad("fit_rounds", self.fit_rounds, "give a whole number >= 5")
         if self.resume and not self.out:
             raise TrainingConfigError("resume: --resume needs --out DIR holding checkpoint.pt")
 

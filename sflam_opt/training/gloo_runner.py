@@ -107,7 +107,7 @@ def _owners(shares: Sequence[Sequence[int]], n_devices: int) -> list[int]:
 
 def _plan_message(plan: RoundPlan) -> torch.Tensor:
     parts = plan.participants.astype(np.int64)
-    head = np.array([plan.index, plan.seed, len(parts)], dtype=np.int64)
+    head = np.array([plan.index, plan.seed, len(parts), plan.probe_bits], dtype=np.int64)
     return torch.from_numpy(np.concatenate([head, parts, plan.bits.astype(np.int64)]))
 
 
@@ -115,8 +115,8 @@ def _read_plan(msg: torch.Tensor) -> RoundPlan | None:
     values = msg.numpy().astype(np.int64)
     if values[0] == _STOP:
         return None
-    index, seed, k = (int(v) for v in values[:3])
-    return RoundPlan(index, values[3 : 3 + k].copy(), values[3 + k :].copy(), seed)
+    index, seed, k, probe = (int(v) for v in values[:4])
+    return RoundPlan(index, values[4 : 4 + k].copy(), values[4 + k :].copy(), seed, probe)
 
 
 def _json_message(obj: Any) -> torch.Tensor:

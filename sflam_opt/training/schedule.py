@@ -20,6 +20,7 @@ power) by the protocol's cost formulas, and the bytes sent follow from the round
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,7 +37,14 @@ from sflam_opt.training.models import ModelSpec
 from sflam_opt.training.protocols.protocol import Protocol
 from sflam_opt.training.quantizer import FP32_BITS
 
-__all__ = ["FADING_MODELS", "PURPOSE_FADING", "RoundAllocation", "RoundSchedule", "faded_gain_db"]
+__all__ = [
+    "FADING_MODELS",
+    "PURPOSE_FADING",
+    "RoundAllocation",
+    "RoundSchedule",
+    "faded_gain_db",
+    "uniform_bits",
+]
 
 
 #: Purpose tag of the fading generator; the protocols use 0..2 (participants, batches, quantizer).
@@ -64,6 +72,14 @@ def faded_gain_db(gain_db: FloatArray, seed: int, round_index: int, model: str) 
     power = rng.standard_exponential(np.shape(gain_db))
     # Exp(1) is positive almost surely; the floor keeps log10 finite for a draw of exactly 0.
     return np.asarray(gain_db, dtype=np.float64) + 10.0 * np.log10(np.maximum(power, 1e-300))
+
+
+def uniform_bits(alloc: Allocation, width: int | None) -> Allocation:
+    """``alloc`` with every device at ``width`` bits (``--bits``, or the warm-up); None: as is."""
+    if width is None:
+        return alloc
+    bits = np.full(len(alloc), width, dtype=np.int64)
+    return Allocation(bits, alloc.bandwidth_hz, alloc.power_w, alloc.ids)
 
 
 @dataclass
@@ -105,6 +121,9 @@ class RoundSchedule:
         Where it came from (``status``, ``objective`` of its solve).
     protocol : type of Protocol
     spec : ModelSpec
+    warmup : tuple of (int, int), optional
+        ``(rounds, bits)``: rounds ``1..rounds`` send ``bits`` (the online calibration's fit
+        rounds), whatever the solver chose; :meth:`recalibrate` ends it.
     """
 
     def __init__(
@@ -115,19 +134,36 @@ class RoundSchedule:
         info: dict[str, Any],
         protocol: type[Protocol],
         spec: ModelSpec,
+        warmup: tuple[int, int] | None = None,
     ) -> None:
         self.config = config
-        self.scenario = scenario
         self.protocol = protocol
         self.spec = spec
-        self.static = allocation
-        self.info = info
         self.dynamic = config.allocation is None and (
             config.fading != "none" or config.participants_per_round < config.devices
         )
         self.allocator = Allocator(scenario, config.solver) if self.dynamic else None
-        self.bits = self._plan_bits(allocation.bits)
-        self._latency, self._energy = protocol.device_costs(scenario, allocation, spec)
+        self.override = config.bits
+        if warmup is not None:
+            self.override = warmup[1]
+        self._set(scenario, allocation, info)
+
+    def _set(self, scenario: Scenario, allocation: Allocation, info: dict[str, Any]) -> None:
+        self.scenario = scenario
+        self.static = uniform_bits(allocation, self.override)
+        self.info = info
+        self.bits = self._plan_bits(self.static.bits)
+        self._latency, self._energy = self.protocol.device_costs(scenario, self.static, self.spec)
+
+    def recalibrate(self, scenario: Scenario, allocation: Allocation, info: dict[str, Any]) -> None:
+        """Apply new constants from the next round on: ``scenario``'s, its ``allocation``.
+
+        Ends any warm-up override (``--bits`` stays); a per-round allocator re-solves with them.
+        """
+        self.override = self.config.bits
+        if self.allocator is not None:
+            self.allocator.recalibrate(dataclasses.asdict(scenario.convergence))
+        self._set(scenario, allocation, info)
 
     def _plan_bits(self, bits: NDArray[np.int64]) -> NDArray[np.int64]:
         if self.protocol.quantized:
@@ -160,14 +196,7 @@ class RoundSchedule:
                 f"scenario: round {round_index}: solver {self.config.solver!r} returned "
                 f"{res.status}: {res.message}"
             )
-        alloc = res.allocation
-        if self.config.bits is not None:
-            alloc = Allocation(
-                np.full(len(alloc), self.config.bits, dtype=np.int64),
-                alloc.bandwidth_hz,
-                alloc.power_w,
-                alloc.ids,
-            )
+        alloc = uniform_bits(res.allocation, self.override)
         round_scn = self.allocator.round_scenario(gain_db=gain_db, devices=devices)
         latency, energy = self.protocol.device_costs(round_scn, alloc, self.spec)
         self.bits[part] = self._plan_bits(alloc.bits)

@@ -18,10 +18,11 @@ their allocated bandwidth and power (no re-allocation of the idle devices' bandw
 
 Allocation source, in order: ``allocation`` (a file written by ``sflam-opt solve``), else solve
 ``scenario`` (a file) or ``Scenario.default(devices=N, seed=seed)`` with the ``solver``;
-``bits`` then overrides the bits with a uniform width. The default scenario takes its
-``[convergence]`` table from a stored calibration of exactly the configuration trained
-(:mod:`.calibration_store`); without one it keeps docs/formulation.md §7's constants (which describe
-ViT-B/32) and the run warns that the bound is uncalibrated. The ``[training]`` table's
+``bits`` then overrides the bits with a uniform width. The ``[convergence]`` table follows
+``config.calibration`` (:mod:`.online`): a stored calibration of exactly the configuration trained
+(:mod:`.calibration_store`), the online fit of the run's first rounds (docs/formulation.md §4.3,
+after which the bits are solved again), or the scenario's own table (for the default scenario
+docs/formulation.md §7's ViT-B/32 constants, with an "uncalibrated" warning). The ``[training]`` table's
 ``learning_rate`` is the effective step ``lr / (1 - momentum)`` (:func:`sflam_opt.bounds.effective_step`).
 Non-quantizing protocols use the allocation's bandwidth and power only (:mod:`.protocols`
 documents each protocol's cost formulas).
@@ -68,16 +69,23 @@ from sflam_opt.errors import (
 from sflam_opt.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from sflam_opt.scenario import Scenario
 from sflam_opt.solvers import solve
-from sflam_opt.training.calibration_store import find_calibration, uncalibrated_message
+from sflam_opt.training.calibration_store import uncalibrated_message
 from sflam_opt.training.config import TrainConfig
 from sflam_opt.training.data import ImageDataset, load_dataset
 from sflam_opt.training.gloo_runner import gloo_protocol, worker_totals
 from sflam_opt.training.models import ModelSpec, build_split_model, input_size, model_spec
+from sflam_opt.training.online import (
+    WARMUP_BITS,
+    CalibrationChoice,
+    OnlineCalibration,
+    choose_calibration,
+    summary_entry,
+)
 from sflam_opt.training.partition import dirichlet_partition, partition_sizes
 from sflam_opt.training.protocols import PROTOCOLS, ClientData, Protocol, RoundPlan
 from sflam_opt.training.protocols.base import PURPOSE_PARTICIPANTS, round_generator
 from sflam_opt.training.quantizer import FP32_BITS, MAX_BITS
-from sflam_opt.training.schedule import RoundSchedule
+from sflam_opt.training.schedule import RoundSchedule, uniform_bits
 from sflam_opt.training.transport import InProcessTransport
 
 __all__ = [
@@ -226,72 +234,116 @@ def _check_bits(bits: NDArray[np.int64]) -> None:
         )
 
 
+def _base_scenario(config: TrainConfig, choice: CalibrationChoice) -> tuple[Scenario, str]:
+    """The scenario before the trained model's tables, and its ``convergence`` label."""
+    if config.scenario is not None:
+        base = Scenario.from_toml(config.scenario)
+    else:
+        base = Scenario.default(devices=config.devices, seed=config.seed)
+    if choice.stored is not None:
+        return base.replace(convergence=choice.stored.convergence), choice.stored.label
+    if choice.source == "online":
+        return base, "online: docs/formulation.md §4.3"
+    if config.scenario is not None:
+        return base, "scenario"
+    logger.warning(uncalibrated_message(config))
+    return base, "uncalibrated: docs/formulation.md §7 constants"
+
+
+def _check_model(config: TrainConfig, base: Scenario, spec: ModelSpec) -> None:
+    """Refuse an allocation solved for another model; say when the scenario's model is replaced."""
+    have, want = int(base.model.activation_elems), int(spec.activation_elems)
+    if have == want:
+        return
+    if config.allocation is not None:
+        if Allocation.load(config.allocation).matches(base):
+            raise AllocationError(
+                f"allocation: {config.allocation} was solved for activation_elems={have} but "
+                f"{config.model} sends activation_elems={want} values per sample; solve again "
+                "without --allocation (train re-solves the scenario for the trained model)"
+            )
+    elif config.scenario is not None:
+        logger.warning(
+            "scenario %s describes another model (activation_elems=%d, the trained %s has %d): "
+            "its [model] table is replaced by the trained model's and the bits are solved for it",
+            config.scenario,
+            have,
+            config.model,
+            want,
+        )
+
+
+def _file_allocation(config: TrainConfig, base: Scenario) -> Allocation:
+    """The ``--allocation`` file, checked against ``--devices``."""
+    assert config.allocation is not None
+    n = config.devices
+    alloc = Allocation.load(config.allocation)
+    if alloc.matches(base) is False:
+        logger.warning(
+            "allocation %s was solved for another scenario than the one trained "
+            "(scenario_sha256 differs)",
+            config.allocation,
+        )
+    if len(alloc) != n:
+        raise AllocationError(
+            f"allocation: {config.allocation} has {len(alloc)} devices but --devices is {n}; "
+            "solve a scenario with that many devices"
+        )
+    if config.scenario is None:
+        # Matched to the default scenario's devices by position, not by id.
+        alloc = Allocation(alloc.bits, alloc.bandwidth_hz, alloc.power_w)
+    return alloc
+
+
+def solve_allocation(scenario: Scenario, config: TrainConfig) -> tuple[Allocation, dict[str, Any]]:
+    """Solve ``scenario`` with ``config.solver``; the allocation and its ``status``/``objective``.
+
+    Raises
+    ------
+    InfeasibleError, SflamRuntimeError
+        The solver found the scenario infeasible, or failed.
+    """
+    result = solve(scenario, solver=config.solver)
+    if result.status in ("infeasible", "failed") or result.allocation is None:
+        raise (InfeasibleError if result.status == "infeasible" else SflamRuntimeError)(
+            f"scenario: solver {config.solver!r} returned {result.status}: {result.message}"
+        )
+    return result.allocation, {"status": result.status, "objective": float(result.objective)}
+
+
 def resolve_allocation(
-    config: TrainConfig, spec: ModelSpec, sizes: NDArray[np.int64]
+    config: TrainConfig,
+    spec: ModelSpec,
+    sizes: NDArray[np.int64],
+    choice: CalibrationChoice | None = None,
 ) -> tuple[Scenario, Allocation, dict[str, Any]]:
     """The scenario to cost rounds with and the allocation to apply (module docstring).
+
+    Parameters
+    ----------
+    choice : CalibrationChoice, optional
+        Where the bound's constants come from (default: :func:`choose_calibration`).
 
     Returns
     -------
     (Scenario, Allocation, dict)
         The dict says where the allocation came from (``source``, ``solver``, ``status``...).
     """
-    n = config.devices
-    convergence = "scenario"
-    if config.scenario is not None:
-        base = Scenario.from_toml(config.scenario)
-    else:
-        base = Scenario.default(devices=n, seed=config.seed)
-        calibrated = find_calibration(config)
-        if calibrated is not None:
-            base = base.replace(convergence=calibrated.convergence)
-            convergence = calibrated.label
-        else:
-            logger.warning(uncalibrated_message(config))
-            convergence = "uncalibrated: docs/formulation.md §7 constants"
+    choice = choose_calibration(config) if choice is None else choice
+    base, convergence = _base_scenario(config, choice)
+    _check_model(config, base, spec)
     scenario = trainer_scenario(base, spec, config, sizes)
     info: dict[str, Any]
     if config.allocation is not None:
-        alloc = Allocation.load(config.allocation)
-        if alloc.matches(base) is False:
-            logger.warning(
-                "allocation %s was solved for another scenario than the one trained "
-                "(scenario_sha256 differs)",
-                config.allocation,
-            )
-        if len(alloc) != n:
-            raise AllocationError(
-                f"allocation: {config.allocation} has {len(alloc)} devices but --devices is {n}; "
-                "solve a scenario with that many devices"
-            )
-        if config.scenario is None:
-            # Matched to the default scenario's devices by position, not by id.
-            alloc = Allocation(alloc.bits, alloc.bandwidth_hz, alloc.power_w)
-        info = {
-            "source": f"allocation:{config.allocation}",
-            "solver": None,
-            "status": None,
-            "convergence": convergence,
-        }
+        alloc = _file_allocation(config, base)
+        info = {"source": f"allocation:{config.allocation}", "solver": None, "status": None}
     else:
-        result = solve(scenario, solver=config.solver)
-        if result.status in ("infeasible", "failed") or result.allocation is None:
-            raise (InfeasibleError if result.status == "infeasible" else SflamRuntimeError)(
-                f"scenario: solver {config.solver!r} returned {result.status}: {result.message}"
-            )
-        alloc = result.allocation
+        alloc, solved = solve_allocation(scenario, config)
         source = f"scenario:{config.scenario}" if config.scenario else "default-scenario"
-        info = {
-            "source": source,
-            "solver": config.solver,
-            "status": result.status,
-            "objective": float(result.objective),
-            "convergence": convergence,
-        }
+        info = {"source": source, "solver": config.solver, **solved}
+    info["convergence"] = convergence
     if config.bits is not None:
-        alloc = Allocation(
-            np.full(n, config.bits, dtype=np.int64), alloc.bandwidth_hz, alloc.power_w, alloc.ids
-        )
+        alloc = uniform_bits(alloc, config.bits)
         info["bits_override"] = int(config.bits)
     if PROTOCOLS[config.protocol].quantized:
         _check_bits(alloc.bits)
@@ -390,8 +442,10 @@ def _restore(
     """Load and check a checkpoint; returns it with its scenario, allocation and source info."""
     ckpt = _load_checkpoint(path)
     saved = ckpt["config"]
+    default = TrainConfig.__dataclass_fields__
     for key, value in config.to_dict().items():
-        if key not in _RESUME_FREE and saved.get(key) != value:
+        # Options added after a checkpoint was written take their default there.
+        if key not in _RESUME_FREE and saved.get(key, default[key].default) != value:
             raise TrainingConfigError(
                 f"resume: {path} was written with {key}={saved.get(key)!r}, not {value!r}; "
                 "rerun with the original options or drop --resume"
@@ -510,6 +564,21 @@ def _write_outputs(out: Path, metrics: list[dict[str, Any]]) -> None:
 # The driver
 
 
+@dataclass
+class _Run:
+    """What the round loop of one :func:`train` call works with."""
+
+    config: TrainConfig
+    spec: ModelSpec
+    protocol_cls: type[Protocol]
+    protocol: Any
+    schedule: RoundSchedule
+    online: OnlineCalibration | None
+    allocation: Allocation
+    x_test: Tensor
+    y_test: Tensor
+
+
 def train(
     config: TrainConfig, *, progress: Callable[[dict[str, Any]], None] | None = None
 ) -> TrainResult:
@@ -536,65 +605,18 @@ def train(
     where = _torch_device(config.device)
     out = Path(config.out) if config.out else None
     data = load_dataset(config.dataset, config.data_dir)
-    threads = config.threads
-    if threads is None:
-        shape = model_spec(
-            config.model,
-            num_classes=data.num_classes,
-            image_size=input_size(config.model, data.image_size, config.image_size),
-            in_chans=data.in_chans,
-        )
-        threads = default_threads(shape, config.batch_size)
+    threads = config.threads if config.threads is not None else _threads_for(config, data)
     with _torch_threads(threads), ExitStack() as stack:
-        parts = dirichlet_partition(
-            data.y_train.numpy(), config.devices, config.alpha, seed=config.seed
-        )
-        sizes = partition_sizes(parts)
-        if config.batch_size > int(sizes.min()):
-            logger.warning(
-                "batch-size %d is larger than the smallest device's data (%d samples); its "
-                "mini-batches hold all it has",
-                config.batch_size,
-                int(sizes.min()),
-            )
-        device_model, server_model, spec = build_split_model(
-            config.model,
-            num_classes=data.num_classes,
-            image_size=input_size(config.model, data.image_size, config.image_size),
-            in_chans=data.in_chans,
-            pretrained=config.pretrained,
-            seed=config.seed,
-            weights_path=config.weights,
-        )
-        device_model.to(where)
-        server_model.to(where)
-        protocol_cls = PROTOCOLS[config.protocol]
-
+        parts, sizes, models, spec = _build(config, data, where)
+        choice = choose_calibration(config)
         ckpt: dict[str, Any] | None = None
         if config.resume:
             assert out is not None
             ckpt, scenario, allocation, info = _restore(config, out / CHECKPOINT_NAME, sizes)
         else:
-            scenario, allocation, info = resolve_allocation(config, spec, sizes)
-
-        if config.transport == "gloo":
-            protocol = stack.enter_context(
-                gloo_protocol(
-                    config, protocol_cls, device_model, server_model, sizes=sizes, threads=threads
-                )
-            )
-        else:
-            protocol = protocol_cls(
-                device_model,
-                server_model,
-                data=_client_data(data, parts, where),
-                transport=InProcessTransport(config.devices, where, where),
-                lr=config.lr,
-                momentum=config.momentum,
-                batch_size=config.batch_size,
-                local_iters=config.local_iters,
-            )
-        transport = protocol.transport
+            scenario, allocation, info = resolve_allocation(config, spec, sizes, choice)
+        protocol = _make_protocol(config, stack, models, data, parts, sizes, threads, where)
+        run = _start_run(config, spec, protocol, scenario, allocation, info, choice, data, where)
         metrics: list[dict[str, Any]] = []
         prior_wall = 0.0
         if ckpt is not None:
@@ -602,13 +624,8 @@ def train(
             metrics = list(ckpt["metrics"])
             prior_wall = float(ckpt["wall_time_s"])
             _set_rng_state(ckpt["rng"])
-
-        bits = _bits_used(protocol_cls, allocation)
-        schedule = RoundSchedule(config, scenario, allocation, info, protocol_cls, spec)
-        if ckpt is not None:
-            schedule.load_state_dict(ckpt.get("schedule"))
-        x_test, y_test = data.x_test.to(where), data.y_test.to(where)
-        k = config.participants_per_round
+            _replay_fit(run, metrics)
+            run.schedule.load_state_dict(ckpt.get("schedule"))
         # Checkpoint entries that do not change from round to round.
         fixed = {
             "format": _CHECKPOINT_FORMAT,
@@ -618,87 +635,255 @@ def train(
             "allocation_info": dict(info),
             "partition_sizes": sizes.tolist(),
         }
-
+        bits = _bits_used(run.protocol_cls, allocation)
         for r in range(len(metrics) + 1, config.rounds + 1):
-            participants = sample_participants(config.seed, r, config.devices, k)
-            planned = schedule.round(r, participants)
-            bits = planned.bits
-            transport.meter.reset()
-            try:
-                stats = protocol.run_round(RoundPlan(r, participants, bits, config.seed))
-            except TrainingRuntimeError:  # already says what failed (e.g. a lost worker)
-                raise
-            except SflamError as exc:  # options were checked before the loop: non-finite values
-                raise TrainingRuntimeError(
-                    f"lr: training failed in round {r} ({exc}); lower --lr (now {config.lr})"
-                ) from None
-            if not math.isfinite(stats.train_loss):
-                raise TrainingRuntimeError(
-                    f"lr: training diverged in round {r} (loss {stats.train_loss}); lower --lr "
-                    f"(now {config.lr})"
-                )
-            test_loss, test_acc = evaluate_model(protocol.global_model(), x_test, y_test)
-            latency, energy = protocol_cls.round_cost(
-                planned.latency_s, planned.energy_j, planned.index
-            )
-            row: dict[str, Any] = {
-                "round": r,
-                "train_loss": stats.train_loss,
-                "grad_sq_norm": stats.grad_sq_norm,
-                "test_loss": test_loss,
-                "test_accuracy": test_acc,
-                **transport.meter.summary(),
-                "latency_s": latency,
-                "energy_j": energy,
-                "bound": float(bound(scenario, bits, r)),
-                "participants": participants.tolist(),
-                **planned.row,
-                **protocol.round_extras(),
-            }
+            row, bits = _train_round(run, r)
             metrics.append(row)
+            if run.online is not None and r == run.online.rounds:
+                _apply_fit(run)
             if out is not None:
                 fixed["wall_time_s"] = prior_wall + time.perf_counter() - started
-                _save_checkpoint(
-                    out / CHECKPOINT_NAME,
-                    {
-                        **fixed,
-                        "round": r,
-                        "protocol": protocol.state_dict(),
-                        "metrics": metrics,
-                        "rng": _rng_state(),
-                        "schedule": schedule.state_dict(),
-                    },
-                )
-                _write_outputs(out, metrics)
-            logger.info(
-                "round %d/%d: loss %.4f, test accuracy %.4f",
-                r,
-                config.rounds,
-                stats.train_loss,
-                test_acc,
-            )
+                _checkpoint(out, fixed, run, r, metrics)
             if progress is not None:
                 progress(row)
-
         wall_time = prior_wall + time.perf_counter() - started
-        summary = _summary(
-            config, metrics, spec, scenario, bits, info, wall_time, protocol_cls.quantized
-        )
-        summary.update(worker_totals(metrics))
-        if summary["diverged"]:
-            logger.warning(
-                "%s diverged: the training loss of the last rounds is over twice the first "
-                "round's and ln(%d), a uniform guess's (try a lower --lr)",
-                config.protocol,
-                spec.num_classes,
-            )
-        if out is not None:
-            atomic_write_json(out / SUMMARY_NAME, summary)
-            from sflam_opt.training.plots import plot_curves
-
-            plot_curves(metrics, out / CURVES_NAME, title=f"{config.protocol} / {config.model}")
+        summary = _finish(run, metrics, bits, choice, wall_time, out)
         model = protocol.global_model()
-    return TrainResult(config, metrics, summary, scenario, allocation, model, spec)
+    return TrainResult(
+        config, metrics, summary, run.schedule.scenario, run.schedule.static, model, spec
+    )
+
+
+def _threads_for(config: TrainConfig, data: ImageDataset) -> int:
+    shape = model_spec(
+        config.model,
+        num_classes=data.num_classes,
+        image_size=input_size(config.model, data.image_size, config.image_size),
+        in_chans=data.in_chans,
+    )
+    return default_threads(shape, config.batch_size)
+
+
+def _build(
+    config: TrainConfig, data: ImageDataset, where: torch.device
+) -> tuple[list[np.ndarray], NDArray[np.int64], tuple[nn.Module, nn.Module], ModelSpec]:
+    """The partition, its sizes, the split model (on ``where``) and its spec."""
+    parts = dirichlet_partition(
+        data.y_train.numpy(), config.devices, config.alpha, seed=config.seed
+    )
+    sizes = partition_sizes(parts)
+    if config.batch_size > int(sizes.min()):
+        logger.warning(
+            "batch-size %d is larger than the smallest device's data (%d samples); its "
+            "mini-batches hold all it has",
+            config.batch_size,
+            int(sizes.min()),
+        )
+    device_model, server_model, spec = build_split_model(
+        config.model,
+        num_classes=data.num_classes,
+        image_size=input_size(config.model, data.image_size, config.image_size),
+        in_chans=data.in_chans,
+        pretrained=config.pretrained,
+        seed=config.seed,
+        weights_path=config.weights,
+    )
+    return parts, sizes, (device_model.to(where), server_model.to(where)), spec
+
+
+def _make_protocol(
+    config: TrainConfig,
+    stack: ExitStack,
+    models: tuple[nn.Module, nn.Module],
+    data: ImageDataset,
+    parts: list[np.ndarray],
+    sizes: NDArray[np.int64],
+    threads: int,
+    where: torch.device,
+) -> Any:
+    """The protocol in this process, or over gloo workers (closed with ``stack``)."""
+    protocol_cls = PROTOCOLS[config.protocol]
+    if config.transport == "gloo":
+        return stack.enter_context(
+            gloo_protocol(config, protocol_cls, *models, sizes=sizes, threads=threads)
+        )
+    return protocol_cls(
+        *models,
+        data=_client_data(data, parts, where),
+        transport=InProcessTransport(config.devices, where, where),
+        lr=config.lr,
+        momentum=config.momentum,
+        batch_size=config.batch_size,
+        local_iters=config.local_iters,
+    )
+
+
+def _start_run(
+    config: TrainConfig,
+    spec: ModelSpec,
+    protocol: Any,
+    scenario: Scenario,
+    allocation: Allocation,
+    info: dict[str, Any],
+    choice: CalibrationChoice,
+    data: ImageDataset,
+    where: torch.device,
+) -> _Run:
+    """The round loop's state: the schedule (with the online warm-up when there is one)."""
+    protocol_cls = PROTOCOLS[config.protocol]
+    online = OnlineCalibration(config, scenario) if choice.source == "online" else None
+    warmup = None
+    own_bits = config.allocation is None and config.bits is None
+    if online is not None and own_bits and protocol_cls.quantized:
+        warmup = (online.rounds, WARMUP_BITS)
+    schedule = RoundSchedule(config, scenario, allocation, info, protocol_cls, spec, warmup)
+    x_test, y_test = data.x_test.to(where), data.y_test.to(where)
+    return _Run(config, spec, protocol_cls, protocol, schedule, online, allocation, x_test, y_test)
+
+
+def _train_round(run: _Run, r: int) -> tuple[dict[str, Any], NDArray[np.int64]]:
+    """Train round ``r``; its metrics row and the bits it used."""
+    config, protocol = run.config, run.protocol
+    participants = sample_participants(
+        config.seed, r, config.devices, config.participants_per_round
+    )
+    planned = run.schedule.round(r, participants)
+    probe = run.online.probing(r) if run.online is not None else 0
+    protocol.transport.meter.reset()
+    plan = RoundPlan(r, participants, planned.bits, config.seed, probe)
+    try:
+        stats = protocol.run_round(plan)
+    except TrainingRuntimeError:  # already says what failed (e.g. a lost worker)
+        raise
+    except SflamError as exc:  # options were checked before the loop: non-finite values
+        raise TrainingRuntimeError(
+            f"lr: training failed in round {r} ({exc}); lower --lr (now {config.lr})"
+        ) from None
+    if not math.isfinite(stats.train_loss):
+        raise TrainingRuntimeError(
+            f"lr: training diverged in round {r} (loss {stats.train_loss}); lower --lr "
+            f"(now {config.lr})"
+        )
+    test_loss, test_acc = evaluate_model(protocol.global_model(), run.x_test, run.y_test)
+    latency, energy = run.protocol_cls.round_cost(
+        planned.latency_s, planned.energy_j, planned.index
+    )
+    fitting = run.online is not None and run.online.constants is None
+    row: dict[str, Any] = {
+        "round": r,
+        "train_loss": stats.train_loss,
+        "grad_sq_norm": stats.grad_sq_norm,
+        "test_loss": test_loss,
+        "test_accuracy": test_acc,
+        **protocol.transport.meter.summary(),
+        "latency_s": latency,
+        "energy_j": energy,
+        # No constants are in force during the online fit rounds (docs/formulation.md §4.3).
+        "bound": None if fitting else float(bound(run.schedule.scenario, planned.bits, r)),
+        "participants": participants.tolist(),
+        **planned.row,
+        **protocol.round_extras(),
+    }
+    if fitting:
+        assert run.online is not None
+        row["calibration"] = run.online.record(r, stats.train_loss, stats.grad_sq_norm, stats.probe)
+    logger.info(
+        "round %d/%d: loss %.4f, test accuracy %.4f", r, config.rounds, stats.train_loss, test_acc
+    )
+    return row, planned.bits
+
+
+def _apply_fit(run: _Run) -> None:
+    """Fit the online constants and apply them (and, unless the bits are given, their bits)."""
+    assert run.online is not None
+    constants = run.online.fit()
+    scenario = run.schedule.scenario.replace(convergence=constants.as_convergence())
+    info = dict(run.schedule.info)
+    alloc = run.allocation
+    if run.config.allocation is None and not run.schedule.dynamic:
+        alloc, solved = solve_allocation(scenario, run.config)
+        info.update(solved)
+    info["convergence"] = f"online: fitted on rounds 1..{constants.fit_rounds}"
+    run.schedule.recalibrate(scenario, alloc, info)
+
+
+def _replay_fit(run: _Run, metrics: list[dict[str, Any]]) -> None:
+    """On resume: rebuild the online fit from the finished rounds' rows."""
+    if run.online is None or not metrics:
+        return
+    run.online.replay(metrics)
+    if run.online.constants is not None:
+        run.online.constants = None
+        _apply_fit(run)
+
+
+def _checkpoint(
+    out: Path, fixed: dict[str, Any], run: _Run, r: int, metrics: list[dict[str, Any]]
+) -> None:
+    _save_checkpoint(
+        out / CHECKPOINT_NAME,
+        {
+            **fixed,
+            "round": r,
+            "protocol": run.protocol.state_dict(),
+            "metrics": metrics,
+            "rng": _rng_state(),
+            "schedule": run.schedule.state_dict(),
+        },
+    )
+    _write_outputs(out, metrics)
+
+
+def _finish(
+    run: _Run,
+    metrics: list[dict[str, Any]],
+    bits: NDArray[np.int64],
+    choice: CalibrationChoice,
+    wall_time: float,
+    out: Path | None,
+) -> dict[str, Any]:
+    """The summary, the end-of-run warnings, and the output files."""
+    config, spec, scenario = run.config, run.spec, run.schedule.scenario
+    summary = _summary(
+        config,
+        metrics,
+        spec,
+        scenario,
+        bits,
+        run.schedule.info,
+        wall_time,
+        run.protocol_cls.quantized,
+    )
+    summary.update(worker_totals(metrics))
+    summary["calibration"] = summary_entry(choice, scenario, run.online)
+    if summary["diverged"]:
+        logger.warning(
+            "%s diverged: the training loss of the last rounds is over twice the first "
+            "round's and ln(%d), a uniform guess's (try a lower --lr)",
+            config.protocol,
+            spec.num_classes,
+        )
+    _warn_above_bound(metrics)
+    if out is not None:
+        atomic_write_json(out / SUMMARY_NAME, summary)
+        from sflam_opt.training.plots import plot_curves
+
+        plot_curves(metrics, out / CURVES_NAME, title=f"{config.protocol} / {config.model}")
+    return summary
+
+
+def _warn_above_bound(metrics: list[dict[str, Any]]) -> None:
+    """Warn when the running mean of the squared gradient norm ends above its bound."""
+    if not metrics or metrics[-1].get("bound") is None:
+        return
+    running = float(np.mean([m["grad_sq_norm"] for m in metrics]))
+    if running > metrics[-1]["bound"]:
+        logger.warning(
+            "the running mean of the squared gradient norm (%.4g) ends above its convergence "
+            "bound (%.4g): the bound's constants do not hold for this run",
+            running,
+            metrics[-1]["bound"],
+        )
 
 
 def _client_data(data: ImageDataset, parts: list[np.ndarray], where: torch.device) -> ClientData:

@@ -19,7 +19,9 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from sflam_opt.integrations.fl_update import update_scenario
 from sflam_opt.integrations.flower.client import (
+    CALIBRATION_KEYS,
     QUERY_CHANNEL,
+    calibration_metrics,
     channel_reply,
     pack_update,
     read_allocation,
@@ -30,9 +32,11 @@ from sflam_opt.integrations.flower.mod import channel_query, sflam_mod
 from sflam_opt.integrations.flower.strategy import SflamRound, SflamStrategy
 
 __all__ = [
+    "CALIBRATION_KEYS",
     "QUERY_CHANNEL",
     "SflamRound",
     "SflamStrategy",
+    "calibration_metrics",
     "channel_query",
     "channel_reply",
     "pack_update",

@@ -30,10 +30,12 @@ from sflam_opt.errors import DataError
 from sflam_opt.validation import check_int, check_real, is_int
 
 __all__ = [
+    "CALIBRATION_KEYS",
     "CHANNEL_KEY",
     "FRAME_STYPE",
     "QUERY_CHANNEL",
     "UPDATE_KEY",
+    "calibration_metrics",
     "channel_reply",
     "decode_update",
     "pack_update",
@@ -301,3 +303,63 @@ def read_update(reply: Message, weight_key: str = "num-examples") -> tuple[bytes
             f"train reply: no positive {weight_key!r} metric; answer with train_reply()"
         )
     return arrays[_FRAME_NAME].data, metrics
+
+
+#: Train-reply metrics that feed ``SflamStrategy(calibration="online")`` (docs/formulation.md
+#: §4.3): the mean training loss over the local steps, the mean squared norm of the local
+#: stochastic gradients, the squared quantization error of the sent update in gradient units, and
+#: the bits it was sent at.
+CALIBRATION_KEYS = ("calib-loss", "calib-grad-sq", "calib-quant-err", "calib-quant-bits")
+
+
+def calibration_metrics(
+    msg: Message,
+    update: Sequence[np.ndarray],
+    *,
+    loss: float,
+    grad_sq_norm: float,
+    step: float,
+    seed: int | None = None,
+    config_key: str = "config",
+) -> dict[str, float]:
+    """The :data:`CALIBRATION_KEYS` metrics of a train reply; pass them as ``train_reply(metrics=)``.
+
+    Parameters
+    ----------
+    msg : Message
+        The received train message (its bits are the ones the update is sent at).
+    update : sequence of ndarray
+        The update given to :func:`train_reply`.
+    loss : float
+        Mean training loss over this round's local steps.
+    grad_sq_norm : float
+        Mean squared norm of the local stochastic gradients over the same steps.
+    step : float
+        Model displacement per unit gradient over the round: the effective learning rate
+        ``lr / (1 - momentum)`` times the local steps. ``||Q(u) - u||^2 / step^2`` puts the
+        update's quantization error in the units of ``grad_sq_norm``.
+    seed : int, optional
+        As in :func:`train_reply` (the same default, so the error is that of the frame sent).
+
+    Returns
+    -------
+    dict of str to float
+        ``calib-loss``, ``calib-grad-sq`` and, below 32 bits, ``calib-quant-err`` and
+        ``calib-quant-bits``.
+    """
+    bits = read_allocation(msg, config_key)["bits"]
+    step = check_real(step, "step", lower=0.0, open_lower=True, error=DataError)
+    out = {
+        "calib-loss": check_real(loss, "loss", lower=0.0, error=DataError),
+        "calib-grad-sq": check_real(grad_sq_norm, "grad_sq_norm", lower=0.0, error=DataError),
+    }
+    if bits == codec.FP32_BITS:
+        return out
+    _, sent = pack_update(update, bits, seed=_seed_from(msg, config_key) if seed is None else seed)
+    err = sum(
+        float(np.sum(np.square(codec.dequantize(q).astype(np.float64) - np.asarray(u))))
+        for q, u in zip(sent, update, strict=True)
+    )
+    out["calib-quant-err"] = err / step**2
+    out["calib-quant-bits"] = float(bits)
+    return out

@@ -25,6 +25,7 @@ The cost model of an FL update is described in :mod:`sflam_opt.integrations.fl_u
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Iterable, Mapping
@@ -50,6 +51,7 @@ from sflam_opt.allocator import Allocator
 from sflam_opt.costs import breakdown, equal_allocation
 from sflam_opt.device_arrays import gain_values
 from sflam_opt.errors import DataError, ScenarioError
+from sflam_opt.estimator import MIN_FIT_ROUNDS, ConvergenceEstimator
 from sflam_opt.integrations.flower.client import QUERY_CHANNEL, read_channel, sendable_bits
 from sflam_opt.integrations.flower.validation import DeviceBindings, check_train_reply
 from sflam_opt.scenario import Scenario
@@ -59,6 +61,9 @@ from sflam_opt.validation import check_real
 __all__ = ["SflamRound", "SflamStrategy"]
 
 logger = logging.getLogger(__name__)
+
+#: Update width of the online calibration's fit rounds (docs/formulation.md §4.3).
+WARMUP_BITS = 8
 
 
 @dataclass
@@ -98,6 +103,11 @@ class SflamRound:
         Sum of the packed update frames received, bytes.
     num_examples : int
         Sum of the aggregated replies' ``num-examples``.
+    convergence : dict
+        ``a``, ``phi0``, ``q``, ``epsilon`` in force when the round was solved.
+    calibration : str
+        ``"scenario"`` (the scenario's constants), ``"fit"`` (an online fit round: sent at
+        :data:`WARMUP_BITS`, constants not fitted yet) or ``"online"`` (fitted constants).
     """
 
     server_round: int
@@ -117,6 +127,8 @@ class SflamRound:
     aggregated: list[Any] = field(default_factory=list)
     uplink_bytes: int = 0
     num_examples: int = 0
+    convergence: dict[str, float] = field(default_factory=dict)
+    calibration: str = "scenario"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data (per-device decisions as lists aligned with ``device_ids``)."""
@@ -141,6 +153,8 @@ class SflamRound:
             "aggregated": list(self.aggregated),
             "uplink_bytes": self.uplink_bytes,
             "num_examples": self.num_examples,
+            "convergence": dict(self.convergence),
+            "calibration": self.calibration,
         }
 
 
@@ -160,6 +174,14 @@ class SflamStrategy(FedAvg):
     query_timeout : float
         Seconds to wait for the channel replies (> 0); nodes that have not answered by then are
         left out of the round.
+    calibration : {"scenario", "online"}
+        ``"online"``: the first ``fit_rounds`` rounds send :data:`WARMUP_BITS`-bit updates, the
+        replies' :data:`~sflam_opt.integrations.flower.client.CALIBRATION_KEYS` metrics (from
+        :func:`~sflam_opt.integrations.flower.client.calibration_metrics`) feed a
+        :class:`~sflam_opt.ConvergenceEstimator`, and later rounds are solved with its constants
+        (docs/formulation.md §4.3); ``"scenario"`` keeps the scenario's.
+    fit_rounds : int
+        Rounds the online calibration fits on (at least 5).
     **fedavg_kwargs
         ``FedAvg`` arguments (``fraction_train``, ``min_available_nodes``, ...).
 
@@ -180,6 +202,8 @@ class SflamStrategy(FedAvg):
         *,
         solver_options: Mapping[str, Any] | None = None,
         query_timeout: float = 60.0,
+        calibration: str = "scenario",
+        fit_rounds: int = MIN_FIT_ROUNDS,
         **fedavg_kwargs: Any,
     ) -> None:
         super().__init__(**fedavg_kwargs)
@@ -200,6 +224,68 @@ class SflamStrategy(FedAvg):
             zip(scenario.devices.ids, scenario.devices.samples.tolist(), strict=True)
         )
         self._pending: dict[int, tuple[SflamRound, ArrayRecord]] = {}
+        self._init_calibration(calibration, fit_rounds)
+
+    # ------------------------------------------------------------------ online calibration
+    def _init_calibration(self, calibration: str, fit_rounds: int) -> None:
+        if calibration not in ("scenario", "online"):
+            raise ScenarioError(
+                f"calibration: invalid value {calibration!r}; choose one of scenario, online"
+            )
+        if not isinstance(fit_rounds, int) or fit_rounds < MIN_FIT_ROUNDS:
+            raise ScenarioError(
+                f"fit_rounds: invalid value {fit_rounds!r}; give a whole number >= {MIN_FIT_ROUNDS}"
+            )
+        self.fit_rounds = fit_rounds
+        self.target_rounds: int | None = None
+        self.estimator: ConvergenceEstimator | None = None
+        if calibration == "online":
+            t = self.scenario.training
+            self.estimator = ConvergenceEstimator(step=t.learning_rate, local_iters=t.local_iters)
+
+    def start(self, grid: Grid, initial_arrays: ArrayRecord, num_rounds: int = 3, **kw: Any) -> Any:
+        """``FedAvg.start``; the online calibration's ``eps`` targets ``num_rounds``."""
+        self.target_rounds = num_rounds
+        return super().start(grid=grid, initial_arrays=initial_arrays, num_rounds=num_rounds, **kw)
+
+    def _calibration_plan(self, rec: SflamRound) -> None:
+        """Record the constants in force; in a fit round, send every node WARMUP_BITS."""
+        rec.convergence = dataclasses.asdict(self.allocator.scenario.convergence)
+        if self.estimator is None:
+            return
+        fitting = self.estimator.rounds < self.fit_rounds
+        rec.calibration = "fit" if fitting else "online"
+        if fitting and rec.allocation is not None:
+            a = rec.allocation
+            rec.allocation = Allocation(
+                np.full(len(a), WARMUP_BITS), a.bandwidth_hz, a.power_w, a.ids
+            )
+            bd = breakdown(self.allocator.round_scenario(devices=rec.device_ids), rec.allocation)
+            rec.latency_s, rec.energy_j = float(bd.latency_s.max()), float(bd.energy_j.sum())
+
+    def _calibration_update(self, server_round: int, contents: list[RecordDict]) -> None:
+        """Feed a fit round's reply metrics to the estimator; fit after the last fit round."""
+        assert self.estimator is not None
+        if self.estimator.rounds >= self.fit_rounds:
+            return
+        rows = [c.metric_records.get("metrics", {}) for c in contents]
+        rows = [m for m in rows if "calib-loss" in m and "calib-grad-sq" in m]
+        if not rows:
+            logger.warning("round %d: no calibration metrics in the replies", server_round)
+            return
+        w = np.array([float(m[self.weighted_by_key]) for m in rows])
+        quant = [m for m in rows if "calib-quant-err" in m]
+        self.estimator.add_round(
+            float(np.average([m["calib-loss"] for m in rows], weights=w)),
+            float(np.average([m["calib-grad-sq"] for m in rows], weights=w)),
+            [float(m["calib-quant-err"]) for m in quant],
+            [int(m["calib-quant-bits"]) for m in quant],
+        )
+        if self.estimator.rounds == self.fit_rounds:
+            target = self.target_rounds or self.fit_rounds + 1
+            constants = self.estimator.fit(target_rounds=target)
+            self.allocator.recalibrate(constants)
+            logger.info("round %d: online calibration fitted %s", server_round, constants)
 
     def summary(self) -> None:
         """Log the configuration."""
@@ -313,6 +399,7 @@ class SflamStrategy(FedAvg):
         sampled, _ = sample_nodes(grid, self.min_available_nodes, sample_size)
         answers, left_out = self._query_channels(server_round, sampled, grid)
         rec = self._plan(server_round, sampled, answers, left_out)
+        self._calibration_plan(rec)
         self.history.append(rec)
         if rec.allocation is None:
             return []
@@ -410,4 +497,6 @@ class SflamStrategy(FedAvg):
         metrics_out["round-latency-s"] = rec.latency_s
         metrics_out["round-energy-j"] = rec.energy_j
         metrics_out["nodes"] = len(contents)
+        if self.estimator is not None:
+            self._calibration_update(server_round, contents)
         return ArrayRecord(new), metrics_out

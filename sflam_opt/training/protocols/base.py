@@ -33,6 +33,7 @@ from torch import Tensor, nn
 __all__ = [
     "PURPOSE_BATCHES",
     "PURPOSE_PARTICIPANTS",
+    "PURPOSE_PROBE",
     "PURPOSE_QUANTIZER",
     "ClientData",
     "FedAvgAccumulator",
@@ -53,6 +54,8 @@ logger = logging.getLogger(__name__)
 PURPOSE_PARTICIPANTS = 0
 PURPOSE_BATCHES = 1
 PURPOSE_QUANTIZER = 2
+#: Generator purpose of the calibration probe's re-quantization (3 is the trainer's fading).
+PURPOSE_PROBE = 4
 
 
 def round_generator(
@@ -156,12 +159,16 @@ class RoundPlan:
         Uplink activation bits per device; 32 means fp32 (no quantization).
     seed : int
         Root seed of :func:`round_generator`.
+    probe_bits : int
+        0, or the width at which the server measures the gradient change quantization causes on
+        every participant's first step (docs/formulation.md §4.3); split protocols only.
     """
 
     index: int
     participants: NDArray[np.int64]
     bits: NDArray[np.int64]
     seed: int
+    probe_bits: int = 0
 
 
 @dataclass(frozen=True)
@@ -177,11 +184,16 @@ class RoundStats:
         (device part + server part).
     steps : int
         Number of local steps.
+    probe : tuple of float
+        With ``RoundPlan.probe_bits``: per participant, in round order, the squared norm of the
+        whole-model gradient change when its first step's activations are quantized at
+        ``probe_bits`` (docs/formulation.md §4.3); else empty.
     """
 
     train_loss: float
     grad_sq_norm: float
     steps: int
+    probe: tuple[float, ...] = ()
 
 
 def grad_sq_norm(params: Iterable[nn.Parameter]) -> Tensor:

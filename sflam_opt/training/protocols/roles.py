@@ -26,6 +26,7 @@ round's result does not depend on how the turns were scheduled.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ from torch.nn import functional as F
 from sflam_opt.training.models import FullModel
 from sflam_opt.training.protocols.base import (
     PURPOSE_BATCHES,
+    PURPOSE_PROBE,
     PURPOSE_QUANTIZER,
     ClientData,
     FedAvgAccumulator,
@@ -183,6 +185,8 @@ class SplitDevice(DeviceRole):
             else None
         )
         self.norms: list[Tensor] = []
+        self.probe = plan.probe_bits > 0
+        self.probe_sq: Tensor | None = None
 
     def forward(self, t: int) -> None:
         self.acts = self.model(self.xs[t])
@@ -197,14 +201,27 @@ class SplitDevice(DeviceRole):
     def backward(self, t: int) -> None:
         grad = self.transport.recv("down", self.device, "gradients")
         assert isinstance(grad, Tensor)
+        if self.probe and t == 0:
+            self.probe_sq = self._probe_part()
         self.opt.zero_grad(set_to_none=True)
         self.acts.backward(grad)
         self.norms.append(grad_norms(optimizer_params(self.opt)))
         self.opt.step()
 
+    def _probe_part(self) -> Tensor:
+        """Device part of the probe: the server's ``dl/da`` change back through this model."""
+        diff = self.transport.recv("down", self.device, "gradients")
+        assert isinstance(diff, Tensor)
+        params = [p for p in optimizer_params(self.opt) if p.requires_grad]
+        grads = torch.autograd.grad(self.acts, params, diff, retain_graph=True, allow_unused=True)
+        norms = [torch.linalg.vector_norm(g) for g in grads if g is not None]
+        return sq_norm_of_norms([torch.stack(norms)]) if norms else torch.zeros(())
+
     def end(self) -> None:
         self.transport.send("up", self.device, "model", self.model.state_dict())
         stats = {str(t): norms for t, norms in enumerate(self.norms)}
+        if self.probe_sq is not None:
+            stats["probe"] = self.probe_sq.reshape(1)
         self.transport.send("up", self.device, "stats", stats)
 
 
@@ -257,6 +274,8 @@ class Turn:
         Per-tensor gradient norms of the server parameters at every split step.
     upload, stats : mapping of str to Tensor, optional
         The device's uploaded model and step statistics.
+    probe : Tensor, optional
+        Server part of the calibration probe (0-d squared norm), when the round probes.
     """
 
     model: nn.Module | None = None
@@ -265,6 +284,7 @@ class Turn:
     norms: list[Tensor] = field(default_factory=list)
     upload: Mapping[str, Tensor] | None = None
     stats: Mapping[str, Tensor] | None = None
+    probe: Tensor | None = None
 
 
 class ServerRole(ABC):
@@ -304,6 +324,8 @@ class ServerRole(ABC):
     def start_round(self, plan: RoundPlan) -> None:
         """Prepare a round of ``plan.participants``."""
         self.meter = StepMeter()
+        self.plan = plan
+        self._probes: dict[int, float] = {}
         self._order = plan.participants.tolist()
         self._next = 0
         self._turns: dict[int, Turn] = {}
@@ -335,13 +357,18 @@ class ServerRole(ABC):
         """Update the global model(s) from the round's aggregates; the round's statistics."""
         if self._next != len(self._order):
             raise RuntimeError("server: round finished before every participant uploaded")
-        return self.meter.stats()
+        probe = tuple(self._probes[n] for n in self._order if n in self._probes)
+        return dataclasses.replace(self.meter.stats(), probe=probe)
 
     # ---------------------------------------------------------------- split steps
     def split_step(
-        self, device: int, model: nn.Module, opt: torch.optim.Optimizer, turn: Turn
+        self, device: int, model: nn.Module, opt: torch.optim.Optimizer, turn: Turn, t: int = 0
     ) -> None:
-        """Server side of one split step: loss at the received activations, step, send dL/da."""
+        """Server side of one split step: loss at the received activations, step, send dL/da.
+
+        On step 0 of a probing round (``plan.probe_bits``) it also measures the gradient change
+        of docs/formulation.md §4.3 and sends the ``dL/da`` part of it down after ``dL/da``.
+        """
         received = self.transport.recv("up", device, "activations")
         labels = self.transport.recv("up", device, "labels")
         assert isinstance(labels, Tensor)
@@ -359,13 +386,38 @@ class ServerRole(ABC):
         turn.losses.append(loss.detach())
         turn.norms.append(grad_norms(optimizer_params(opt)))
         self.transport.send("down", device, "gradients", server_in.grad)
+        if t == 0 and self.plan.probe_bits:
+            turn.probe, diff = self._probe(device, model, opt, server_in, labels)
+            self.transport.send("down", device, "gradients", diff)
         opt.step()
 
-    def add_split_stats(self, turn: Turn) -> None:
+    def _probe(
+        self,
+        device: int,
+        model: nn.Module,
+        opt: torch.optim.Optimizer,
+        server_in: Tensor,
+        labels: Tensor,
+    ) -> tuple[Tensor, Tensor]:
+        """Server part of the probe (squared norm) and the ``dL/da`` change to send down."""
+        where = server_in.device
+        params = [p for p in optimizer_params(opt) if p.grad is not None]
+        gen = round_generator(self.plan.seed, self.plan.index, device, PURPOSE_PROBE, where)
+        probed = quantize(server_in.detach(), self.plan.probe_bits, generator=gen)
+        x = dequantize(probed, device=where).requires_grad_(True)
+        loss = F.cross_entropy(model(x), labels.long())
+        *grads, grad_x = torch.autograd.grad(loss, [*params, x])
+        diffs = [torch.linalg.vector_norm(g - p.grad) for g, p in zip(grads, params, strict=True)]
+        assert server_in.grad is not None
+        return sq_norm_of_norms([torch.stack(diffs)]), grad_x - server_in.grad
+
+    def add_split_stats(self, turn: Turn, device: int) -> None:
         """Record a split turn's steps: server losses, device + server gradient norms."""
         assert turn.stats is not None
         for t, (loss, norms) in enumerate(zip(turn.losses, turn.norms, strict=True)):
             self.meter.add(loss, sq_norm_of_norms([turn.stats[str(t)], norms]))
+        if turn.probe is not None:
+            self._probes[device] = float(turn.probe + turn.stats["probe"].sum())
 
     # ---------------------------------------------------------------- the global model
     def global_model(self) -> nn.Module:
@@ -413,14 +465,14 @@ class SplitFedServer(ServerRole):
     def step(self, device: int, t: int) -> None:
         turn = self._turns[device]
         assert turn.model is not None and turn.opt is not None
-        self.split_step(device, turn.model, turn.opt, turn)
+        self.split_step(device, turn.model, turn.opt, turn, t)
 
     def fold(self, device: int, turn: Turn) -> None:
         assert turn.upload is not None and turn.model is not None
         weight = float(self.sizes[device])
         self._dev_avg.add(turn.upload, weight)
         self._srv_avg.add(turn.model.state_dict(), weight)
-        self.add_split_stats(turn)
+        self.add_split_stats(turn, device)
         self._pool.append(turn.model)
 
     def finish_round(self) -> RoundStats:
@@ -446,12 +498,12 @@ class SequentialSplitServer(ServerRole):
         self._turns[device] = Turn()
 
     def step(self, device: int, t: int) -> None:
-        self.split_step(device, self.server_model, self.server_opt, self._turns[device])
+        self.split_step(device, self.server_model, self.server_opt, self._turns[device], t)
 
     def fold(self, device: int, turn: Turn) -> None:
         assert turn.upload is not None
         self.device_model.load_state_dict(turn.upload)
-        self.add_split_stats(turn)
+        self.add_split_stats(turn, device)
 
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
