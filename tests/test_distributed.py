@@ -230,8 +230,8 @@ def test_worker_totals_sum_each_workers_wall_time():
         (dict(transport="tcp"), "transport"),
         (dict(transport="gloo", workers=5, devices=4), "workers: .*at most --devices"),
         (dict(workers=0), "workers"),
-        (dict(timeout_s=0.0), "timeout_s"),
-        (dict(timeout_s=float("inf")), "timeout_s"),
+        (dict(timeout_s=0.0), "--timeout-s"),
+        (dict(timeout_s=float("inf")), "--timeout-s"),
     ],
 )
 def test_bad_transport_options_are_one_line_errors(kwargs, match):

@@ -107,9 +107,13 @@ def test_resume_checks_the_checkpoint(tmp_path):
     with pytest.raises(TrainingConfigError, match="no checkpoint"):
         train(TrainConfig(out=str(tmp_path), resume=True, **cfg))
     train(TrainConfig(out=str(tmp_path), **{**cfg, "rounds": 2}))
-    with pytest.raises(TrainingConfigError, match=r"lr=0\.15, not 0\.2") as info:
+    with pytest.raises(TrainingConfigError, match=r"--lr 0\.15, not 0\.2") as info:
         train(TrainConfig(out=str(tmp_path), resume=True, **{**cfg, "lr": 0.2}))
     assert "\n" not in str(info.value)
+    # Options are named as on the command line, never as the config's fields.
+    with pytest.raises(TrainingConfigError, match="--local-iters 2, not 3") as info:
+        train(TrainConfig(out=str(tmp_path), resume=True, **{**cfg, "local_iters": 3}))
+    assert "local_iters" not in str(info.value)
     with pytest.raises(TrainingConfigError, match="already has 2 rounds"):
         train(TrainConfig(out=str(tmp_path), resume=True, **{**cfg, "rounds": 1}))
     (tmp_path / CHECKPOINT_NAME).write_bytes(b"garbage")

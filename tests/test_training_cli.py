@@ -75,10 +75,12 @@ def test_train_table_output(app, runner):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--protocol", "nope"], "error: protocol: invalid value 'nope'"),
-        (["--bits", "40"], "error: bits"),
-        (["--alpha", "0"], "error: alpha"),
-        (["--dataset", "cifar10"], "error: data_dir"),
+        (["--protocol", "nope"], "error: --protocol: invalid value 'nope'"),
+        (["--bits", "40"], "error: --bits"),
+        (["--alpha", "0"], "error: --alpha"),
+        (["--dataset", "cifar10"], "error: --data-dir"),
+        (["--devices-per-round", "9"], "error: --devices-per-round: invalid value 9"),
+        (["--batch-size", "0"], "error: --batch-size: invalid value 0"),
         (["--resume"], "error: resume"),
         (["--scenario", "/no/such.toml"], "error: /no/such.toml: no such scenario file"),
     ],

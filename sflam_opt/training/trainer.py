@@ -393,8 +393,8 @@ def _restore(
     for key, value in config.to_dict().items():
         if key not in _RESUME_FREE and saved.get(key) != value:
             raise TrainingConfigError(
-                f"resume: {path} was written with {key}={saved.get(key)!r}, not {value!r}; "
-                "rerun with the original options or drop --resume"
+                f"resume: {path} was written with --{key.replace('_', '-')} {saved.get(key)!r}, "
+                f"not {value!r}; rerun with the original options or drop --resume"
             )
     if ckpt["round"] > config.rounds:
         raise TrainingConfigError(
