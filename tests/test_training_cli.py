@@ -70,6 +70,9 @@ def test_train_table_output(app, runner):
     res = runner.invoke(app, ["train", *SMALL, "--protocol", "fl"])
     assert res.exit_code == 0, res.output
     assert "final test accuracy" in res.stdout and "uplink bytes" in res.stdout
+    # Latency and energy are summed over the rounds, and the labels say so.
+    assert "total simulated latency (s)" in res.stdout
+    assert "total simulated energy (J)" in res.stdout
 
 
 @pytest.mark.parametrize(

@@ -245,8 +245,9 @@ def train_command(
             ("best test accuracy", f"{100 * summary['best_test_accuracy']:.2f} %"),
             ("uplink bytes", f"{summary['uplink_bytes']:,}"),
             ("downlink bytes", f"{summary['downlink_bytes']:,}"),
-            ("simulated latency (s)", summary["total_latency_s"]),
-            ("simulated energy (J)", summary["total_energy_j"]),
+            # Sums over every round trained, not per-round figures.
+            ("total simulated latency (s)", summary["total_latency_s"]),
+            ("total simulated energy (J)", summary["total_energy_j"]),
             ("mean bits", summary["mean_bits"]),
             ("final bound", summary["final_bound"]),
             ("allocation", summary["allocation"].get("source")),
