@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import threading
 
 import pytest
 import typer
@@ -168,3 +171,46 @@ def test_memory_json_and_bad_input(app, runner):
     assert out["device_peak_mb"] > 0 and out["protocol"] == "fl"
     res = runner.invoke(app, ["memory", "--protocol", "sl"])
     assert res.exit_code == 2 and res.stderr.startswith("error: ")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_an_interrupted_train_says_where_it_stopped_and_resumes(
+    app, runner, tmp_path, monkeypatch, signum
+):
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signals reach only the main thread")
+    from sflam_opt.training import trainer
+
+    real_train = trainer.train
+
+    def train_then_signal(config, *, progress):
+        def after_round(row):
+            progress(row)
+            if row["round"] == 1:  # as a user pressing Ctrl-C (or `kill`) during round 2
+                os.kill(os.getpid(), signum)
+
+        return real_train(config, progress=after_round)
+
+    monkeypatch.setattr(trainer, "train", train_then_signal)
+    before = signal.getsignal(signal.SIGTERM)
+    args = ["train", *SMALL, "--rounds", "3", "--out", str(tmp_path)]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 130
+    last = res.stderr.strip().splitlines()[-1]
+    assert last == "interrupted after round 1; continue with --resume"
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler is only set during the run
+    monkeypatch.setattr(trainer, "train", real_train)
+    res = runner.invoke(app, [*args, "--resume", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["rounds"] == 3
+
+
+def test_interrupted_message_says_when_there_is_nothing_to_resume(tmp_path):
+    from sflam_opt.training.rundir import interrupted_message
+
+    assert interrupted_message(None, 4).startswith("interrupted after round 4; nothing was saved")
+    assert "--out DIR" in interrupted_message(None, 4)
+    assert "nothing to resume" in interrupted_message(tmp_path, 0)
+    (tmp_path / "metrics.jsonl").write_text('{"round": 1}\n{"round": 2}\n')
+    # The rounds saved on disk count, not the caller's last report.
+    assert interrupted_message(tmp_path, 1) == "interrupted after round 2; continue with --resume"

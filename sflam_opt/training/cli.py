@@ -225,13 +225,28 @@ def train_command(
         from sflam_opt.training.trainer import train
 
         config = _train_config(locals())
-        from sflam_opt.training.rundir import claim_run_dir
+        from sflam_opt.training.rundir import (
+            claim_run_dir,
+            interrupted_message,
+            sigterm_interrupts,
+        )
+
+        seen = {"round": 0}
+
+        def on_round(row: dict[str, Any]) -> None:
+            seen["round"] = row["round"]
+            bars.update(f"{protocol} rounds", row)
 
         with claim_run_dir(out, resume=resume, overwrite=overwrite):
-            if calibrate:
-                _calibrate_first(config, err)
-            with _RoundBars(err, rounds) as bars:
-                result = train(config, progress=lambda row: bars.update(f"{protocol} rounds", row))
+            try:  # Ctrl-C or SIGTERM: say where the run stopped and how to continue
+                with sigterm_interrupts():
+                    if calibrate:
+                        _calibrate_first(config, err)
+                    with _RoundBars(err, rounds) as bars:
+                        result = train(config, progress=on_round)
+            except KeyboardInterrupt:
+                err.print(interrupted_message(out, seen["round"]), highlight=False)
+                raise typer.Exit(130) from None
         summary = result.summary
         if as_json:
             typer.echo(json.dumps(summary, indent=2))
