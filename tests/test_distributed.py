@@ -109,6 +109,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
 def test_a_killed_worker_ends_the_run_with_one_line_and_the_run_resumes(tmp_path):
     out = tmp_path / "run"
@@ -166,6 +167,7 @@ def _small_no_rounds() -> dict:
 # ----------------------------------------------------------------------------- torchrun
 
 
+@pytest.mark.slow
 def test_torchrun_standalone_starts_the_same_job():
     torchrun = Path(sys.executable).with_name("torchrun")
     if not torchrun.is_file():

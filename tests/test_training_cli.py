@@ -139,6 +139,7 @@ def test_calibrate_writes_a_scenario(app, runner, tmp_path):
     assert scen.n_devices == 3 and scen.training.local_iters == 10
 
 
+@pytest.mark.slow
 def test_train_calibrate_calibrates_saves_and_is_reused(app, runner):
     opts = ["--devices", "3", "--rounds", "4", "--alpha", "100", "--local-iters", "10"]
     opts += ["--batch-size", "16", "--lr", "0.1", "--momentum", "0.9", "--solver", "equal"]
@@ -162,6 +163,7 @@ def test_calibrate_bad_bits(app, runner):
     assert res.exit_code == 2 and res.stderr.startswith("error: bits: invalid list")
 
 
+@pytest.mark.slow
 def test_memory_json_and_bad_input(app, runner):
     res = runner.invoke(
         app, ["memory", "--model", "vit-tiny", "--batch", "4", "--protocol", "fl", "--json"]
