@@ -166,7 +166,7 @@ def _run_cli(
     err.print(
         f"wrote {Path(out) / 'results.md'} and {Path(out) / 'figures'}/ "
         f"({', '.join(f'{s} {t:.1f} s' for s, t in times.items())}; "
-        f"total {time.perf_counter() - t0:.1f} s)",
+        f"wall time {time.perf_counter() - t0:.1f} s in all)",
         highlight=False,
     )
     if errors:

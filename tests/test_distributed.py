@@ -129,6 +129,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
 def test_a_killed_worker_ends_the_run_with_one_line_and_the_run_resumes(tmp_path):
     out = tmp_path / "run"
@@ -197,6 +198,7 @@ def _small_no_rounds() -> dict:
 # ----------------------------------------------------------------------------- torchrun
 
 
+@pytest.mark.slow
 def test_torchrun_standalone_starts_the_same_job():
     torchrun = Path(sys.executable).with_name("torchrun")
     if not torchrun.is_file():
@@ -261,8 +263,8 @@ def test_worker_totals_sum_each_workers_wall_time():
         (dict(transport="tcp"), "transport"),
         (dict(transport="gloo", workers=5, devices=4), "workers: .*at most --devices"),
         (dict(workers=0), "workers"),
-        (dict(timeout_s=0.0), "timeout_s"),
-        (dict(timeout_s=float("inf")), "timeout_s"),
+        (dict(timeout_s=0.0), "--timeout-s"),
+        (dict(timeout_s=float("inf")), "--timeout-s"),
     ],
 )
 def test_bad_transport_options_are_one_line_errors(kwargs, match):

@@ -349,7 +349,7 @@ def test_input_size_upscales_to_the_preset_and_honours_an_override():
     assert input_size("vit-b32", 32) == 224 and input_size("vit-s32", 32) == 224
     assert input_size("vit-tiny", 8) == 8 and input_size("vit-tiny", 32) == 32  # never down
     assert input_size("vit-b32", 32, 64) == 64
-    with pytest.raises(TrainingConfigError, match="image_size: 100 is not a multiple"):
+    with pytest.raises(TrainingConfigError, match="--image-size: 100 is not a multiple"):
         input_size("vit-b32", 32, 100)
     device, _, spec = build_split_model("vit-b32", image_size=224)
     with torch.no_grad():

@@ -102,6 +102,10 @@ def test_dependency_metadata_keeps_torch_in_the_train_extra():
     assert "sflam-opt[train]" in dev  # so `pip install -e '.[dev]'` installs everything
     assert "torch==2.13.0" in dev  # the local CPU wheel; unpinned pulls a CUDA build
     assert {"pytest", "hypothesis"} <= set(_names(dev))
+    # The README's test command spreads the tests over the cores with pytest-xdist's -n.
+    readme = (ROOT / "README.md").read_text()
+    test_cmd = readme.split("<!-- ci:test -->", 1)[1].split("```")[1]
+    assert "-n auto" in test_cmd and "pytest-xdist" in _names(dev)
 
 
 def test_readme_install_command_still_installs_the_extra():

@@ -73,8 +73,11 @@ def test_verbose_works_after_the_subcommand(scn: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- markup
-def test_brackets_in_paths_and_messages_survive(capsys, tmp_path: Path) -> None:
-    odd = tmp_path / "x[/].toml"
+def test_brackets_in_paths_and_messages_survive(capsys, tmp_path: Path, monkeypatch) -> None:
+    # A relative path, so that the message fits a line whatever tmp_path's length (under
+    # pytest -n it is longer than an 80-column console, which then wraps it).
+    monkeypatch.chdir(tmp_path)
+    odd = Path("x[/].toml")
     code, _, err = run(capsys, "scenario", "new", "-n", "2", "--out", str(odd))
     assert code == 0 and str(odd) in err and odd.is_file()
     code, out, _ = run(capsys, "scenario", "show", str(odd))

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -107,9 +110,13 @@ def test_resume_checks_the_checkpoint(tmp_path):
     with pytest.raises(TrainingConfigError, match="no checkpoint"):
         train(TrainConfig(out=str(tmp_path), resume=True, **cfg))
     train(TrainConfig(out=str(tmp_path), **{**cfg, "rounds": 2}))
-    with pytest.raises(TrainingConfigError, match=r"lr=0\.15, not 0\.2") as info:
+    with pytest.raises(TrainingConfigError, match=r"--lr 0\.15, not 0\.2") as info:
         train(TrainConfig(out=str(tmp_path), resume=True, **{**cfg, "lr": 0.2}))
     assert "\n" not in str(info.value)
+    # Options are named as on the command line, never as the config's fields.
+    with pytest.raises(TrainingConfigError, match="--local-iters 2, not 3") as info:
+        train(TrainConfig(out=str(tmp_path), resume=True, **{**cfg, "local_iters": 3}))
+    assert "local_iters" not in str(info.value)
     with pytest.raises(TrainingConfigError, match="already has 2 rounds"):
         train(TrainConfig(out=str(tmp_path), resume=True, **{**cfg, "rounds": 1}))
     (tmp_path / CHECKPOINT_NAME).write_bytes(b"garbage")
@@ -257,14 +264,14 @@ def test_cifar10_end_to_end_on_a_fake_archive(tmp_path):
         ({"dataset": "cifar10"}, "--data-dir"),
         ({"devices": 0}, "devices"),
         ({"devices": True}, "devices"),
-        ({"devices": 5, "devices_per_round": 6}, r"devices_per_round.*1\.\.5"),
+        ({"devices": 5, "devices_per_round": 6}, r"^--devices-per-round: .*1\.\.5"),
         ({"alpha": -1.0}, "alpha"),
         ({"rounds": 0}, "rounds"),
         ({"lr": 0.0}, "lr"),
         ({"lr": float("inf")}, "lr"),
         ({"momentum": 1.0}, "momentum"),
-        ({"batch_size": 2.5}, "batch_size"),
-        ({"local_iters": -3}, "local_iters"),
+        ({"batch_size": 2.5}, "^--batch-size: "),
+        ({"local_iters": -3}, "^--local-iters: "),
         ({"bits": 20}, "bits"),
         ({"bits": 0}, "bits"),
         ({"protocol": "fl", "bits": 4}, "--protocol sflam only"),
@@ -333,12 +340,31 @@ def test_default_sflam_run_meets_the_targets_against_sfl(tmp_path):
     # solver's bits: >= 95 % test accuracy, at most 1 point below fp32 SFL, at most half of its
     # uplink bytes. The runs are deterministic; across seeds the gap moves by about a point (the
     # test set has 360 images), see benchmarks/bench_train_defaults.py.
-    res = train(TrainConfig(out=str(tmp_path)))
+    # The fp32 SFL reference trains meanwhile in a second process (`sflam-opt train --json`), so
+    # on two cores the test lasts one run, not two.
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parents[1]), env.get("PYTHONPATH", "")])
+    reference = subprocess.Popen(
+        [sys.executable, "-m", "sflam_opt.cli", "train", "--protocol", "sfl", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        res = train(TrainConfig(out=str(tmp_path)))
+        stdout, stderr = reference.communicate(timeout=1800)
+    finally:
+        if reference.poll() is None:
+            reference.kill()
+            reference.wait()
+    assert reference.returncode == 0, stderr
+    ref = json.loads(stdout)
+    assert ref["protocol"] == "sfl" and ref["rounds"] == 80
     s = res.summary
     assert s["allocation"]["solver"] == "fast"
     assert max(s["bits"]) <= 16
     assert Path(tmp_path / METRICS_NAME).is_file()
-    ref = train(TrainConfig(protocol="sfl")).summary
     assert s["final_test_accuracy"] >= 0.95
     assert s["final_test_accuracy"] >= ref["final_test_accuracy"] - 0.01
     assert s["uplink_bytes"] <= 0.5 * ref["uplink_bytes"]
@@ -477,7 +503,7 @@ def test_online_calibration_needs_rounds_to_fit_and_predict():
         train(TrainConfig(calibration="online", **{**SMALL, "rounds": 5}))
     with pytest.raises(
         TrainingConfigError,
-        match=r"^calibration: invalid value 'foo'; choose one of auto, stored, online, scenario",
+        match=r"^--calibration: invalid value 'foo'; choose one of auto, stored, online, scenario",
     ):
         TrainConfig(calibration="foo")
     # auto on a run too short to fit: the scenario's constants, as before.

@@ -277,13 +277,28 @@ def train_command(
             calibration=calibration,
             fit_rounds=fit_rounds,
         )
-        from sflam_opt.training.rundir import claim_run_dir
+        from sflam_opt.training.rundir import (
+            claim_run_dir,
+            interrupted_message,
+            sigterm_interrupts,
+        )
+
+        seen = {"round": 0}
+
+        def on_round(row: dict[str, Any]) -> None:
+            seen["round"] = row["round"]
+            bars.update(f"{protocol} rounds", row)
 
         with claim_run_dir(out, resume=resume, overwrite=overwrite):
-            if calibrate:
-                _calibrate_first(config, err)
-            with _RoundBars(err, rounds) as bars:
-                result = train(config, progress=lambda row: bars.update(f"{protocol} rounds", row))
+            try:  # Ctrl-C or SIGTERM: say where the run stopped and how to continue
+                with sigterm_interrupts():
+                    if calibrate:
+                        _calibrate_first(config, err)
+                    with _RoundBars(err, rounds) as bars:
+                        result = train(config, progress=on_round)
+            except KeyboardInterrupt:
+                err.print(interrupted_message(out, seen["round"]), highlight=False)
+                raise typer.Exit(130) from None
         summary = result.summary
         if as_json:
             typer.echo(json.dumps(summary, indent=2))
@@ -303,8 +318,9 @@ def _print_train_table(stdout: Console, summary: dict[str, Any], title: str) -> 
         ("best test accuracy", f"{100 * summary['best_test_accuracy']:.2f} %"),
         ("uplink bytes", f"{summary['uplink_bytes']:,}"),
         ("downlink bytes", f"{summary['downlink_bytes']:,}"),
-        ("simulated latency (s)", summary["total_latency_s"]),
-        ("simulated energy (J)", summary["total_energy_j"]),
+        # Sums over every round trained, not per-round figures.
+        ("total simulated latency (s)", summary["total_latency_s"]),
+        ("total simulated energy (J)", summary["total_energy_j"]),
         ("mean bits", summary["mean_bits"]),
         ("final bound", summary["final_bound"]),
         ("allocation", summary["allocation"].get("source")),

@@ -160,7 +160,9 @@ class TrainConfig:
         from sflam_opt.training.quantizer import FP32_BITS, MAX_BITS
 
         def bad(name: str, value: Any, fix: str) -> TrainingConfigError:
-            return TrainingConfigError(f"{name}: invalid value {value!r}; {fix}")
+            # Named as the command-line option (--devices-per-round), not the field.
+            option = "--" + name.replace("_", "-")
+            return TrainingConfigError(f"{option}: invalid value {value!r}; {fix}")
 
         if self.protocol not in PROTOCOLS:
             raise bad("protocol", self.protocol, f"choose one of {', '.join(PROTOCOLS)}")
@@ -170,7 +172,7 @@ class TrainConfig:
             raise bad("dataset", self.dataset, f"choose one of {', '.join(DATASETS)}")
         if self.dataset == "cifar10" and not self.data_dir:
             raise TrainingConfigError(
-                "data_dir: --dataset cifar10 needs --data-dir DIR holding data_batch_1..5 and "
+                "--data-dir: --dataset cifar10 needs --data-dir DIR holding data_batch_1..5 and "
                 "test_batch"
             )
         for name in ("devices", "rounds", "batch_size", "local_iters"):

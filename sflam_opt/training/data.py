@@ -114,7 +114,7 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Read one CIFAR-10 python pickle; returns uint8 (n, 3072) and int64 (n,)."""
     if not path.is_file():
         raise DataError(
-            f"data_dir: missing CIFAR-10 file {path}; expected data_batch_1..5 and test_batch "
+            f"--data-dir: missing CIFAR-10 file {path}; expected data_batch_1..5 and test_batch "
             "from cifar-10-python.tar.gz"
         )
     try:
@@ -124,16 +124,16 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         labels = np.asarray(batch[b"labels"], dtype=np.int64)
     except Exception as err:  # any unpickling failure means the file is not a CIFAR batch
         raise DataError(
-            f"data_dir: corrupt CIFAR-10 file {path} ({type(err).__name__}: {err}); "
+            f"--data-dir: corrupt CIFAR-10 file {path} ({type(err).__name__}: {err}); "
             "re-extract cifar-10-python.tar.gz"
         ) from None
     if data.ndim != 2 or data.shape[1] != 3072 or labels.shape != (data.shape[0],):
         raise DataError(
-            f"data_dir: corrupt CIFAR-10 file {path}: data shape {data.shape}, labels shape "
+            f"--data-dir: corrupt CIFAR-10 file {path}: data shape {data.shape}, labels shape "
             f"{labels.shape}; expected (n, 3072) and (n,)"
         )
     if labels.size and (labels.min() < 0 or labels.max() > 9):
-        raise DataError(f"data_dir: corrupt CIFAR-10 file {path}: labels outside 0..9")
+        raise DataError(f"--data-dir: corrupt CIFAR-10 file {path}: labels outside 0..9")
     return data, labels
 
 
@@ -165,7 +165,7 @@ def load_cifar10(data_dir: str | Path) -> ImageDataset:
     root = Path(data_dir)
     if not root.is_dir():
         raise DataError(
-            f"data_dir: {root} is not a directory; pass the extracted cifar-10-batches-py"
+            f"--data-dir: {root} is not a directory; pass the extracted cifar-10-batches-py"
         )
     train = [_read_cifar_batch(root / name) for name in CIFAR10_TRAIN_FILES]
     x_te, y_te = _read_cifar_batch(root / CIFAR10_TEST_FILE)
@@ -202,7 +202,7 @@ def load_dataset(name: str, data_dir: str | Path | None = None) -> ImageDataset:
     if name == "cifar10":
         if data_dir is None:
             raise TrainingConfigError(
-                "data_dir: --dataset cifar10 needs --data-dir DIR holding data_batch_1..5 "
+                "--data-dir: --dataset cifar10 needs --data-dir DIR holding data_batch_1..5 "
                 "and test_batch"
             )
         return load_cifar10(data_dir)

@@ -374,12 +374,12 @@ def input_size(preset: str, data_size: int, override: int | None = None) -> int:
         return max(p.image_size, int(data_size))
     if not is_int(override) or override < p.patch:
         raise TrainingConfigError(
-            f"image_size: invalid value {override!r}; give a multiple of the {preset} patch "
+            f"--image-size: invalid value {override!r}; give a multiple of the {preset} patch "
             f"size {p.patch} (default {p.image_size})"
         )
     if override % p.patch:
         raise TrainingConfigError(
-            f"image_size: {override} is not a multiple of the {preset} patch size {p.patch}; "
+            f"--image-size: {override} is not a multiple of the {preset} patch size {p.patch}; "
             f"give a multiple of {p.patch} (default {p.image_size})"
         )
     return override

@@ -11,21 +11,34 @@
   a second process writing into the same directory is refused with "DIR is in use by pid N"
   instead of interleaving its checkpoints with the first one's. The kernel drops the lock when
   the process ends, however it ends.
+
+:func:`sigterm_interrupts` makes SIGTERM stop a run as Ctrl-C does (``KeyboardInterrupt``), and
+:func:`interrupted_message` is the line ``train`` then prints: the last round saved and how to
+continue (every round's checkpoint is written atomically, so ``--resume`` picks up there).
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 
 from sflam_opt.errors import RunDirectoryError
 from sflam_opt.io import check_writable
-from sflam_opt.training.trainer import CHECKPOINT_NAME, CURVES_NAME, METRICS_NAME, SUMMARY_NAME
+from sflam_opt.training.trainer import (
+    CHECKPOINT_NAME,
+    CURVES_NAME,
+    METRICS_NAME,
+    SUMMARY_NAME,
+    load_metrics,
+)
 
-__all__ = ["LOCK_NAME", "claim_run_dir"]
+__all__ = ["LOCK_NAME", "claim_run_dir", "interrupted_message", "sigterm_interrupts"]
 
 #: Lock file inside a run directory; it holds the pid of the process that owns the run.
 LOCK_NAME = ".lock"
@@ -134,3 +147,52 @@ def claim_run_dir(
         yield directory
     finally:
         os.close(fd)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """Within the block, SIGTERM raises ``KeyboardInterrupt`` (as Ctrl-C's SIGINT does).
+
+    Only the main thread can install signal handlers; elsewhere this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def interrupted_message(out: str | os.PathLike[str] | None, rounds_seen: int) -> str:
+    """What ``train`` prints when Ctrl-C or SIGTERM stops it.
+
+    Parameters
+    ----------
+    out : str or PathLike, optional
+        The run directory (``--out``), if any.
+    rounds_seen : int
+        The last round the caller saw finish; the rounds saved in ``out`` take precedence.
+
+    Returns
+    -------
+    str
+        ``"interrupted after round R; continue with --resume"``, or why there is nothing to
+        resume (no ``--out``, or no round finished yet).
+    """
+    done = rounds_seen
+    if out is not None and (Path(out) / METRICS_NAME).is_file():
+        done = len(load_metrics(out))  # written right after each round's checkpoint
+    if out is None:
+        return (
+            f"interrupted after round {done}; nothing was saved: give --out DIR to be able to "
+            "continue with --resume"
+        )
+    if done == 0:
+        return "interrupted before round 1 finished; nothing to resume: start again"
+    return f"interrupted after round {done}; continue with --resume"

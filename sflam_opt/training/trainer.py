@@ -447,8 +447,8 @@ def _restore(
         # Options added after a checkpoint was written take their default there.
         if key not in _RESUME_FREE and saved.get(key, default[key].default) != value:
             raise TrainingConfigError(
-                f"resume: {path} was written with {key}={saved.get(key)!r}, not {value!r}; "
-                "rerun with the original options or drop --resume"
+                f"resume: {path} was written with --{key.replace('_', '-')} {saved.get(key)!r}, "
+                f"not {value!r}; rerun with the original options or drop --resume"
             )
     if ckpt["round"] > config.rounds:
         raise TrainingConfigError(
