@@ -547,3 +547,17 @@ def test_online_calibration_resumes_bit_for_bit_before_and_after_the_fit(tmp_pat
         assert resumed.metrics == full.metrics
         assert resumed.summary["calibration"] == full.summary["calibration"]
         assert _same_weights(resumed, full)
+
+
+def test_fading_keeps_gains_in_the_valid_range():
+    # Devices at both ends of formulation §11's [-200, 0] dB: some fades would carry them past
+    # it, which the Allocator refuses mid-training; the faded gains stay inside.
+    from sflam_opt.training import schedule
+
+    gains = np.array([-199.5, -0.5] * 200)
+    faded = [schedule.faded_gain_db(gains, 0, r, "rayleigh") for r in range(1, 6)]
+    assert all(((f >= -200.0) & (f <= 0.0)).all() for f in faded)
+    # The clip only touches the ends: a mid-range device fades as before.
+    mid = schedule.faded_gain_db(np.array([-100.0]), 0, 1, "rayleigh")
+    rng = np.random.default_rng([0, 1, schedule.PURPOSE_FADING])
+    assert mid[0] == -100.0 + 10.0 * np.log10(rng.standard_exponential(1))[0]

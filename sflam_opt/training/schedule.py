@@ -32,6 +32,7 @@ from sflam_opt.allocator import Allocator
 from sflam_opt.errors import TrainingConfigError
 from sflam_opt.numeric import FloatArray
 from sflam_opt.scenario import Scenario
+from sflam_opt.scenario_parts import DEVICE_RANGES
 from sflam_opt.training.config import FADING_MODELS, TrainConfig
 from sflam_opt.training.models import ModelSpec
 from sflam_opt.training.protocols.protocol import Protocol
@@ -71,7 +72,11 @@ def faded_gain_db(gain_db: FloatArray, seed: int, round_index: int, model: str) 
     rng = np.random.default_rng([int(seed), int(round_index), PURPOSE_FADING])
     power = rng.standard_exponential(np.shape(gain_db))
     # Exp(1) is positive almost surely; the floor keeps log10 finite for a draw of exactly 0.
-    return np.asarray(gain_db, dtype=np.float64) + 10.0 * np.log10(np.maximum(power, 1e-300))
+    faded = np.asarray(gain_db, dtype=np.float64) + 10.0 * np.log10(np.maximum(power, 1e-300))
+    # A fade can carry a device near either end of formulation §11's gain range past it, which
+    # the Allocator refuses; the range's ends are the physical limits the model is valid for.
+    valid = DEVICE_RANGES["gain_db"]
+    return np.clip(faded, valid["min"], valid["max"])
 
 
 def uniform_bits(alloc: Allocation, width: int | None) -> Allocation:
