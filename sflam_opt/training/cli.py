@@ -249,7 +249,6 @@ def train_command(
     stdout, err = _consoles()
     with _errors_to_exit(err):
         from sflam_opt.training.config import TrainConfig
-        from sflam_opt.training.trainer import train
 
         config = TrainConfig(
             protocol=protocol,
@@ -277,28 +276,7 @@ def train_command(
             calibration=calibration,
             fit_rounds=fit_rounds,
         )
-        from sflam_opt.training.rundir import (
-            claim_run_dir,
-            interrupted_message,
-            sigterm_interrupts,
-        )
-
-        seen = {"round": 0}
-
-        def on_round(row: dict[str, Any]) -> None:
-            seen["round"] = row["round"]
-            bars.update(f"{protocol} rounds", row)
-
-        with claim_run_dir(out, resume=resume, overwrite=overwrite):
-            try:  # Ctrl-C or SIGTERM: say where the run stopped and how to continue
-                with sigterm_interrupts():
-                    if calibrate:
-                        _calibrate_first(config, err)
-                    with _RoundBars(err, rounds) as bars:
-                        result = train(config, progress=on_round)
-            except KeyboardInterrupt:
-                err.print(interrupted_message(out, seen["round"]), highlight=False)
-                raise typer.Exit(130) from None
+        result = _run_training(config, err, calibrate=calibrate, overwrite=overwrite)
         summary = result.summary
         if as_json:
             typer.echo(json.dumps(summary, indent=2))
@@ -306,6 +284,32 @@ def train_command(
         _print_train_table(stdout, summary, f"sflam-opt train: {protocol}, {model} on {dataset}")
         if out is not None:
             err.print(f"wrote {out}/metrics.jsonl, summary.json, curves.png", highlight=False)
+
+
+def _run_training(config: Any, err: Console, *, calibrate: bool, overwrite: bool) -> Any:
+    """Train ``config`` in its claimed run directory, with progress bars and a clean interrupt.
+
+    Ctrl-C or SIGTERM prints where the run stopped and how to continue, then exits 130.
+    """
+    from sflam_opt.training.rundir import claim_run_dir, interrupted_message, sigterm_interrupts
+    from sflam_opt.training.trainer import train
+
+    seen = {"round": 0}
+
+    def on_round(row: dict[str, Any]) -> None:
+        seen["round"] = row["round"]
+        bars.update(f"{config.protocol} rounds", row)
+
+    with claim_run_dir(config.out, resume=config.resume, overwrite=overwrite):
+        try:
+            with sigterm_interrupts():
+                if calibrate:
+                    _calibrate_first(config, err)
+                with _RoundBars(err, config.rounds) as bars:
+                    return train(config, progress=on_round)
+        except KeyboardInterrupt:
+            err.print(interrupted_message(config.out, seen["round"]), highlight=False)
+            raise typer.Exit(130) from None
 
 
 def _print_train_table(stdout: Console, summary: dict[str, Any], title: str) -> None:
