@@ -5,7 +5,9 @@ SuperLink, no ray. Prints the same per-round table as deploy.sh.
 
 NODES nodes with partition-id 0..NODES-1 and a scenario of NODES devices, as deploy.sh runs them;
 KEY=VALUE pairs (TOML values) override the run config; --mod uses the mod-style ClientApp; --seed
-seeds the node ids and Flower's node sampling (default 0).
+seeds the node ids and Flower's node sampling (default 0). The run config's calibration is
+"online" unless given (calibration="scenario"): rounds 1-5 are its fit rounds, so ROUNDS >= 6
+shows rounds solved with the fitted constants.
 """
 
 from __future__ import annotations
@@ -55,13 +57,11 @@ def main() -> None:
     grid = InProcessGrid(app, args.nodes, run_config=cfg, seed=args.seed)
     context = Context(run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config=cfg)
     random.seed(args.seed)  # Flower samples the nodes with the global random module
-    start = time.perf_counter()
+    start, cpu0 = time.perf_counter(), time.process_time()
     server_app.run(grid, context)
-    print("round  accuracy  uplink bytes  bits per device")
-    for row in server_app.LAST_RUN["history"]:
-        bits = " ".join(f"{k}:{b}" for k, b in sorted(row["bits"].items()))
-        print(f"{row['round']:5d}  {row['accuracy']:8.3f}  {row['uplink_bytes']:12d}  {bits}")
-    print(f"total time: {time.perf_counter() - start:.1f} s")
+    print("\n".join(server_app.table(server_app.LAST_RUN["history"])))
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu0
+    print(f"total time: {wall:.1f} s ({cpu:.1f} s CPU)")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from logging import INFO
+from logging import INFO, WARNING
 from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
@@ -18,15 +18,58 @@ app = ServerApp()
 LAST_RUN: dict[str, Any] = {"history": []}
 
 
+#: Rounds the online calibration fits on (the strategy's minimum; formulation §4.3).
+FIT_ROUNDS = 5
+
+
 def calibration_kwargs(cfg: dict[str, Any]) -> dict[str, Any]:
     """SflamStrategy arguments from the run config's ``calibration`` key.
 
-    "offline" (the default) passes nothing: the strategy uses the scenario's constants. Any other
-    value is handed to the strategy as ``calibration=`` (e.g. "online", where the strategy
-    supports it).
+    "online" (the default): the first :data:`FIT_ROUNDS` rounds send 8-bit updates and measure
+    the bound's constants, later rounds are solved with them. "scenario": the scenario's
+    constants from the first round. "offline", this key's old name for "scenario", is still
+    accepted, with a warning. Anything else is refused by the strategy, naming the choices.
     """
     value = str(cfg["calibration"])
-    return {} if value == "offline" else {"calibration": value}
+    if value == "offline":
+        log(WARNING, 'calibration = "offline" is now called "scenario"; using "scenario"')
+        value = "scenario"
+    if value != "online":
+        return {"calibration": value}
+    rounds = int(cfg["num-server-rounds"])
+    if rounds <= FIT_ROUNDS:
+        log(WARNING, all_fit_note(rounds))
+    return {"calibration": "online", "fit_rounds": FIT_ROUNDS}
+
+
+def all_fit_note(rounds: int) -> str:
+    """Why a short online run never solves with fitted constants."""
+    return (
+        f"note: all {rounds} rounds are fit rounds of the online calibration (8-bit updates, "
+        f"constants measured, not yet used); solving with the fitted constants starts at round "
+        f"{FIT_ROUNDS + 1}, so give num-server-rounds >= {FIT_ROUNDS + 1} to see it"
+    )
+
+
+def table(rows: list[dict[str, Any]]) -> list[str]:
+    """The per-round table printed by the app, deploy.sh, sim.sh and in_process.py.
+
+    ``calib`` is the round's calibration phase ("fit": 8 bits while the constants are measured,
+    "online": solved with the fitted constants, "scenario": the scenario's); ``eps`` and ``q``
+    are the constants in force (none in a fit round).
+    """
+    lines = ["round  accuracy  uplink bytes  calib        eps          q  bits per device"]
+    for row in rows:
+        c = row["convergence"] if row["calibration"] != "fit" else {}
+        eps, q = (f"{c[k]:10.4g}" if k in c else f"{'-':>10}" for k in ("epsilon", "q"))
+        per_device = " ".join(f"{k}:{b}" for k, b in sorted(row["bits"].items()))
+        lines.append(
+            f"{row['round']:5d}  {row['accuracy']:8.3f}  {row['uplink_bytes']:12d}  "
+            f"{row['calibration']:<8} {eps} {q}  {per_device}"
+        )
+    if rows and all(row["calibration"] == "fit" for row in rows):
+        lines.append(all_fit_note(len(rows)))
+    return lines
 
 
 def run(grid: Grid, context: Context) -> tuple[Result, SflamStrategy]:
@@ -65,21 +108,20 @@ def run(grid: Grid, context: Context) -> tuple[Result, SflamStrategy]:
         evaluate_fn=evaluate,
     )
     rows = []
-    log(INFO, "round  accuracy  uplink bytes  bits per device")
     for rec in strategy.history:
-        acc = result.evaluate_metrics_serverapp[rec.server_round]["accuracy"]
         sent = rec.allocation.bits.tolist() if rec.allocation is not None else []
-        bits = dict(zip(rec.device_ids, sent, strict=True))
         rows.append(
             {
                 "round": rec.server_round,
-                "accuracy": acc,
+                "accuracy": result.evaluate_metrics_serverapp[rec.server_round]["accuracy"],
                 "uplink_bytes": rec.uplink_bytes,
-                "bits": bits,
+                "bits": dict(zip(rec.device_ids, sent, strict=True)),
+                "calibration": rec.calibration,
+                "convergence": dict(rec.convergence),
             }
         )
-        per_device = " ".join(f"{k}:{b}" for k, b in sorted(bits.items()))
-        log(INFO, "%5d  %8.3f  %12d  %s", rec.server_round, acc, rec.uplink_bytes, per_device)
+    for line in table(rows):
+        log(INFO, "%s", line)
     LAST_RUN["history"] = rows
     return result, strategy
 
