@@ -6,8 +6,8 @@ SuperLink, no ray. Prints the same per-round table as deploy.sh.
 NODES nodes with partition-id 0..NODES-1 and a scenario of NODES devices, as deploy.sh runs them;
 KEY=VALUE pairs (TOML values) override the run config; --mod uses the mod-style ClientApp; --seed
 seeds the node ids and Flower's node sampling (default 0). The run config's calibration is
-"online" unless given (calibration="scenario"): rounds 1-5 are its fit rounds, so ROUNDS >= 6
-shows rounds solved with the fitted constants.
+"online" unless given (calibration="scenario"): rounds 1..fit-rounds are its fit rounds, so
+ROUNDS > fit-rounds shows rounds solved with the fitted constants.
 """
 
 from __future__ import annotations
@@ -59,7 +59,8 @@ def main() -> None:
     random.seed(args.seed)  # Flower samples the nodes with the global random module
     start, cpu0 = time.perf_counter(), time.process_time()
     server_app.run(grid, context)
-    print("\n".join(server_app.table(server_app.LAST_RUN["history"])))
+    rows = server_app.LAST_RUN["history"]
+    print("\n".join(server_app.table(rows, int(cfg["fit-rounds"]))))
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu0
     print(f"total time: {wall:.1f} s ({cpu:.1f} s CPU)")
 

@@ -18,8 +18,8 @@ from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import ClientAppCallable
 
-from sflam_flower.client_app import channel, local_training
 from sflam_flower import task
+from sflam_flower.client_app import channel, local_training
 from sflam_opt.integrations.flower import calibration_metrics, sflam_mod
 
 #: Metrics of the plain train reply that :func:`calibration_mod` turns into ``calib-*`` metrics:

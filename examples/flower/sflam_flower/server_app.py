@@ -18,17 +18,13 @@ app = ServerApp()
 LAST_RUN: dict[str, Any] = {"history": []}
 
 
-#: Rounds the online calibration fits on (the strategy's minimum; formulation §4.3).
-FIT_ROUNDS = 5
-
-
 def calibration_kwargs(cfg: dict[str, Any]) -> dict[str, Any]:
-    """SflamStrategy arguments from the run config's ``calibration`` key.
+    """SflamStrategy arguments from the run config's ``calibration`` and ``fit-rounds`` keys.
 
-    "online" (the default): the first :data:`FIT_ROUNDS` rounds send 8-bit updates and measure
-    the bound's constants, later rounds are solved with them. "scenario": the scenario's
-    constants from the first round. "offline", this key's old name for "scenario", is still
-    accepted, with a warning. Anything else is refused by the strategy, naming the choices.
+    "online" (the default): the first ``fit-rounds`` rounds send 8-bit updates and measure the
+    bound's constants, later rounds are solved with them. "scenario": the scenario's constants
+    from the first round. "offline", this key's old name for "scenario", is still accepted, with
+    a warning. Anything else is refused by the strategy, naming the choices.
     """
     value = str(cfg["calibration"])
     if value == "offline":
@@ -36,39 +32,46 @@ def calibration_kwargs(cfg: dict[str, Any]) -> dict[str, Any]:
         value = "scenario"
     if value != "online":
         return {"calibration": value}
-    rounds = int(cfg["num-server-rounds"])
-    if rounds <= FIT_ROUNDS:
-        log(WARNING, all_fit_note(rounds))
-    return {"calibration": "online", "fit_rounds": FIT_ROUNDS}
+    rounds, fit = int(cfg["num-server-rounds"]), int(cfg["fit-rounds"])
+    if rounds <= fit:
+        log(WARNING, "%s", all_fit_note(rounds, fit))
+    return {"calibration": "online", "fit_rounds": fit}
 
 
-def all_fit_note(rounds: int) -> str:
+def all_fit_note(rounds: int, fit_rounds: int) -> str:
     """Why a short online run never solves with fitted constants."""
     return (
         f"note: all {rounds} rounds are fit rounds of the online calibration (8-bit updates, "
-        f"constants measured, not yet used); solving with the fitted constants starts at round "
-        f"{FIT_ROUNDS + 1}, so give num-server-rounds >= {FIT_ROUNDS + 1} to see it"
+        f"constants measured, not used yet); rounds solved with the fitted constants start at "
+        f"round {fit_rounds + 1}: give num-server-rounds >= {fit_rounds + 1} to see them"
     )
 
 
-def table(rows: list[dict[str, Any]]) -> list[str]:
+def table(rows: list[dict[str, Any]], fit_rounds: int) -> list[str]:
     """The per-round table printed by the app, deploy.sh, sim.sh and in_process.py.
 
     ``calib`` is the round's calibration phase ("fit": 8 bits while the constants are measured,
-    "online": solved with the fitted constants, "scenario": the scenario's); ``eps`` and ``q``
-    are the constants in force (none in a fit round).
+    "online": solved with the fitted constants, "scenario": the scenario's; a ``*`` marks a round
+    whose solve failed, which then used the equal allocation); ``eps`` and ``q`` are the
+    constants in force (none in a fit round).
     """
     lines = ["round  accuracy  uplink bytes  calib        eps          q  bits per device"]
     for row in rows:
         c = row["convergence"] if row["calibration"] != "fit" else {}
         eps, q = (f"{c[k]:10.4g}" if k in c else f"{'-':>10}" for k in ("epsilon", "q"))
+        phase = row["calibration"] + ("*" if row["fallback"] else "")
         per_device = " ".join(f"{k}:{b}" for k, b in sorted(row["bits"].items()))
         lines.append(
             f"{row['round']:5d}  {row['accuracy']:8.3f}  {row['uplink_bytes']:12d}  "
-            f"{row['calibration']:<8} {eps} {q}  {per_device}"
+            f"{phase:<8} {eps} {q}  {per_device}"
         )
     if rows and all(row["calibration"] == "fit" for row in rows):
-        lines.append(all_fit_note(len(rows)))
+        lines.append(all_fit_note(len(rows), fit_rounds))
+    if any(row["fallback"] for row in rows):
+        lines.append(
+            "note: * no allocation meets these constants (the warnings above say why); the round "
+            "used the equal allocation at the largest bits"
+        )
     return lines
 
 
@@ -118,9 +121,10 @@ def run(grid: Grid, context: Context) -> tuple[Result, SflamStrategy]:
                 "bits": dict(zip(rec.device_ids, sent, strict=True)),
                 "calibration": rec.calibration,
                 "convergence": dict(rec.convergence),
+                "fallback": rec.fallback,
             }
         )
-    for line in table(rows):
+    for line in table(rows, int(cfg["fit-rounds"])):
         log(INFO, "%s", line)
     LAST_RUN["history"] = rows
     return result, strategy

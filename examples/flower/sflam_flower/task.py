@@ -16,7 +16,7 @@ from sflam_opt import Scenario
 #: Run config used when the runner passes none (as ``flwr.simulation.run_simulation`` does);
 #: the same values as ``[tool.flwr.app.config]`` in pyproject.toml.
 DEFAULTS: dict[str, Any] = {
-    "num-server-rounds": 10,
+    "num-server-rounds": 20,
     "num-devices": 10,
     "fraction-train": 0.5,
     "local-epochs": 2,
@@ -25,6 +25,7 @@ DEFAULTS: dict[str, Any] = {
     "bandwidth-hz": 1e6,
     "seed": 0,
     "calibration": "online",
+    "fit-rounds": 10,
 }
 
 
