@@ -58,9 +58,16 @@ def main() -> None:
     context = Context(run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config=cfg)
     random.seed(args.seed)  # Flower samples the nodes with the global random module
     start, cpu0 = time.perf_counter(), time.process_time()
-    server_app.run(grid, context)
+    _, strategy = server_app.run(grid, context)
     rows = server_app.LAST_RUN["history"]
     print("\n".join(server_app.table(rows, int(cfg["fit-rounds"]))))
+    if strategy.estimator is not None:  # what the online calibration measured in its fit rounds
+        est = strategy.estimator
+        print("fit rounds' mean loss:", " ".join(f"{v:.3g}" for v in est.loss))
+        print(
+            "fit rounds' mean squared gradient norm:",
+            " ".join(f"{v:.3g}" for v in est.grad_sq_norm),
+        )
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu0
     print(f"total time: {wall:.1f} s ({cpu:.1f} s CPU)")
 
