@@ -48,7 +48,7 @@ def main() -> None:
     parser.add_argument("pairs", nargs="*", metavar="KEY=VALUE")
     parser.add_argument("--mod", action="store_true", help="the mod-style ClientApp")
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()  # options may come before or after the pairs
     if args.nodes < 2 or args.rounds < 1:
         sys.exit("error: need NODES >= 2 and ROUNDS >= 1")
     logging.getLogger("flwr").setLevel(logging.WARNING)
