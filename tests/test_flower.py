@@ -551,6 +551,14 @@ def test_the_example_names_its_calibration_phases_and_short_runs():
     assert server.calibration_kwargs(cfg) == {"calibration": "scenario"}
     cfg = _example_config(**{"num-server-rounds": 2, "fit-rounds": 5})
     assert server.calibration_kwargs(cfg) == {"calibration": "online", "fit_rounds": 5}
+    for bad in (4, 5.5, "5"):
+        with pytest.raises(ValueError, match=f"^run config fit-rounds={bad!r}: .* >= 5"):
+            server.calibration_kwargs({**cfg, "fit-rounds": bad})
+    assert server.calibration_kwargs({**cfg, "calibration": "scenario", "fit-rounds": 0}) == {
+        "calibration": "scenario"
+    }
+    with pytest.raises(ValueError, match="^run config calibration='auto': choose \"online\""):
+        server.calibration_kwargs({**cfg, "calibration": "auto"})
     fit = {"calibration": "fit", "convergence": {"epsilon": 1.0, "q": 2.0}, "fallback": None}
     rows = [
         {"round": k, "accuracy": 0.5, "uplink_bytes": 10, "bits": {0: 8}, **fit} for k in (1, 2)

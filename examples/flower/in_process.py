@@ -37,7 +37,15 @@ def run_config(nodes: int, rounds: int, pairs: list[str]) -> dict:
         key, sep, value = pair.partition("=")
         if not sep or key not in cfg:
             sys.exit(f"error: {pair!r}: need KEY=VALUE with KEY one of {', '.join(cfg)}")
-        cfg[key] = tomllib.loads(f"v = {value}")["v"]
+        try:
+            cfg[key] = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            print(
+                f"error: {pair!r}: {value} is not a TOML value; quote strings, e.g. "
+                f"'{key}=\"{value}\"'",
+                file=sys.stderr,
+            )
+            sys.exit(2)
     return cfg
 
 
@@ -53,6 +61,11 @@ def main() -> None:
         sys.exit("error: need NODES >= 2 and ROUNDS >= 1")
     logging.getLogger("flwr").setLevel(logging.WARNING)
     cfg = run_config(args.nodes, args.rounds, args.pairs)
+    try:
+        server_app.check_calibration(cfg)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
     app = (client_app_mod if args.mod else client_app).app
     grid = InProcessGrid(app, args.nodes, run_config=cfg, seed=args.seed)
     context = Context(run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config=cfg)

@@ -11,11 +11,28 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import Result
 
 from sflam_flower import task
+from sflam_opt.estimator import MIN_FIT_ROUNDS
 from sflam_opt.integrations.flower import SflamStrategy, update_scenario
 
 app = ServerApp()
 #: The last run's per-round table, for tests and notebooks that run the app in-process.
 LAST_RUN: dict[str, Any] = {"history": []}
+
+
+def check_calibration(cfg: dict[str, Any]) -> None:
+    """Refuse a bad ``calibration`` or ``fit-rounds`` run-config value with a one-line ValueError."""
+    value = cfg["calibration"]
+    if value not in ("online", "scenario", "offline"):
+        raise ValueError(
+            f'run config calibration={value!r}: choose "online" or "scenario" (TOML strings, '
+            "e.g. 'calibration=\"scenario\"')"
+        )
+    fit = cfg["fit-rounds"]
+    if value == "online" and not (isinstance(fit, int) and fit >= MIN_FIT_ROUNDS):
+        raise ValueError(
+            f"run config fit-rounds={fit!r}: give a whole number >= {MIN_FIT_ROUNDS}, the fewest "
+            "rounds the online calibration fits on"
+        )
 
 
 def calibration_kwargs(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -24,15 +41,14 @@ def calibration_kwargs(cfg: dict[str, Any]) -> dict[str, Any]:
     "online" (the default): the first ``fit-rounds`` rounds send 8-bit updates and measure the
     bound's constants, later rounds are solved with them. "scenario": the scenario's constants
     from the first round. "offline", this key's old name for "scenario", is still accepted, with
-    a warning. Anything else is refused by the strategy, naming the choices.
+    a warning. Anything else is refused (:func:`check_calibration`).
     """
-    value = str(cfg["calibration"])
+    check_calibration(cfg)
+    value, rounds, fit = cfg["calibration"], int(cfg["num-server-rounds"]), cfg["fit-rounds"]
     if value == "offline":
         log(WARNING, 'calibration = "offline" is now called "scenario"; using "scenario"')
-        value = "scenario"
     if value != "online":
-        return {"calibration": value}
-    rounds, fit = int(cfg["num-server-rounds"]), int(cfg["fit-rounds"])
+        return {"calibration": "scenario"}
     if rounds <= fit:
         log(WARNING, "%s", all_fit_note(rounds, fit))
     return {"calibration": "online", "fit_rounds": fit}
