@@ -380,20 +380,26 @@ def _example_modules():
     return _example("server_app"), _example("client_app")
 
 
-def _example_config():
+def _example_config(**overrides):
     cfg = tomllib.loads((EXAMPLE / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
-    return {**cfg, "num-server-rounds": 3}
+    return {**cfg, "num-server-rounds": 3, **overrides}
+
+
+def _run_example(client_module: str, cfg: dict, nodes: int):
+    """The example's ServerApp over ``nodes`` in-process nodes running ``client_module``'s app."""
+    server = _example("server_app")
+    grid = InProcessGrid(_example(client_module).app, nodes, run_config=cfg, seed=0)
+    context = Context(run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config=cfg)
+    random.seed(0)
+    result, strategy = server.run(grid, context)
+    return grid, result, strategy
 
 
 @pytest.mark.slow
 def test_the_example_app_learns_in_process():
-    server, client = _example_modules()
-    cfg = _example_config()
-    n = int(cfg["num-devices"])
-    grid = InProcessGrid(client.app, n, run_config=cfg, seed=0)
-    context = Context(run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config=cfg)
-    random.seed(0)
-    result, strategy = server.run(grid, context)
+    # The scenario's constants from round 1 (the default, online, sends 8 bits in its fit rounds).
+    cfg = _example_config(calibration="scenario")
+    _, result, strategy = _run_example("client_app", cfg, int(cfg["num-devices"]))
     acc = [result.evaluate_metrics_serverapp[r]["accuracy"] for r in range(4)]
     assert acc[-1] > acc[0] + 0.3
     assert all(rec.fallback is None for rec in strategy.history)
@@ -422,7 +428,8 @@ def test_the_example_app_runs_in_the_simulation_engine(monkeypatch):
         backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}},
     )
     rows = server.LAST_RUN["history"]
-    assert len(rows) == 10, "the ServerApp did not complete its rounds"
+    rounds = _example("task").DEFAULTS["num-server-rounds"]
+    assert len(rows) == rounds, "the ServerApp did not complete its rounds"
     assert all(r["uplink_bytes"] > 0 for r in rows)
     assert rows[-1]["accuracy"] > 0.5
 
@@ -460,21 +467,14 @@ def calibrating_app():
     return app
 
 
-def test_online_calibration_fits_on_the_fit_rounds_and_resolves_with_the_constants():
+def fitted_from_replies(grid, scn, fit_rounds: int, target_rounds: int) -> dict[str, float]:
+    """The constants a ConvergenceEstimator fits on the fit rounds' train replies in the log."""
     from sflam_opt import ConvergenceEstimator
 
-    scn = scenario()
-    strat = strategy_for(scn, fraction_train=0.5, min_train_nodes=3, calibration="online")
-    grid, _ = run(strat, app=calibrating_app(), rounds=7)
-    assert [r.calibration for r in strat.history] == ["fit"] * 5 + ["online"] * 2
-    start = dataclasses.asdict(scn.convergence)
-    for rec in strat.history[:5]:
-        assert rec.convergence == start and rec.allocation.bits.tolist() == [8, 8, 8]
-    # The constants in force after round 5: the estimator fed rounds 1..5's reply metrics.
     est = ConvergenceEstimator(
         step=scn.training.learning_rate, local_iters=scn.training.local_iters
     )
-    for rnd in range(1, 6):
+    for rnd in range(1, fit_rounds + 1):
         replies = [d.reply for d in deliveries(grid, MessageType.TRAIN, rnd)]
         metrics = [r.content["metrics"] for r in replies]
         w = [m["num-examples"] for m in metrics]
@@ -484,7 +484,19 @@ def test_online_calibration_fits_on_the_fit_rounds_and_resolves_with_the_constan
             [m["calib-quant-err"] for m in metrics],
             [int(m["calib-quant-bits"]) for m in metrics],
         )
-    fitted = est.fit(target_rounds=7).as_convergence()
+    return est.fit(target_rounds=target_rounds).as_convergence()
+
+
+def test_online_calibration_fits_on_the_fit_rounds_and_resolves_with_the_constants():
+    scn = scenario()
+    strat = strategy_for(scn, fraction_train=0.5, min_train_nodes=3, calibration="online")
+    grid, _ = run(strat, app=calibrating_app(), rounds=7)
+    assert [r.calibration for r in strat.history] == ["fit"] * 5 + ["online"] * 2
+    start = dataclasses.asdict(scn.convergence)
+    for rec in strat.history[:5]:
+        assert rec.convergence == start and rec.allocation.bits.tolist() == [8, 8, 8]
+    # The constants in force after round 5: the estimator fed rounds 1..5's reply metrics.
+    fitted = fitted_from_replies(grid, scn, fit_rounds=5, target_rounds=7)
     for rec in strat.history[5:]:
         assert rec.convergence == pytest.approx(fitted, rel=1e-12)
         round_scn = strat.allocator.round_scenario(
@@ -494,3 +506,67 @@ def test_online_calibration_fits_on_the_fit_rounds_and_resolves_with_the_constan
     assert fitted["q"] > 0 and fitted["a"] > 0
     with pytest.raises(ScenarioError, match="^calibration: invalid value 'x'"):
         strategy_for(scn, calibration="x")
+
+
+@pytest.mark.slow
+def test_the_example_clients_calibrate_online_then_solve_with_the_fitted_constants():
+    """Both client styles: 5 fit rounds at 8 bits, then rounds solved with the constants fitted
+    on those rounds' replies; the two styles send the same frames and calibration metrics."""
+    from sflam_opt.integrations.flower import CALIBRATION_KEYS
+
+    cfg = _example_config(**{"num-server-rounds": 7, "fit-rounds": 5, "num-devices": 4})
+    sent = {}
+    for module in ("client_app", "client_app_mod"):
+        grid, result, strategy = _run_example(module, cfg, 4)
+        assert [r.calibration for r in strategy.history] == ["fit"] * 5 + ["online"] * 2
+        assert all(set(r.allocation.bits.tolist()) == {8} for r in strategy.history[:5])
+        fitted = fitted_from_replies(grid, strategy.scenario, fit_rounds=5, target_rounds=7)
+        for rec in strategy.history[5:]:
+            assert rec.convergence == pytest.approx(fitted, rel=1e-12)
+            assert rec.aggregated == rec.device_ids
+        assert strategy.allocator.scenario.convergence.epsilon == pytest.approx(fitted["epsilon"])
+        replies = {
+            (rnd, str(d.reply.metadata.src_node_id)): d.reply.content
+            for rnd in range(1, 8)
+            for d in deliveries(grid, MessageType.TRAIN, rnd)
+        }
+        for content in replies.values():
+            assert set(CALIBRATION_KEYS) <= set(content["metrics"])
+        sent[module] = {
+            key: (
+                content["update"]["frame"].data,
+                {k: content["metrics"][k] for k in CALIBRATION_KEYS},
+            )
+            for key, content in replies.items()
+        }
+        rows = _example("server_app").LAST_RUN["history"]
+        assert [r["calibration"] for r in rows] == ["fit"] * 5 + ["online"] * 2
+        assert result.evaluate_metrics_serverapp[7]["accuracy"] > 0.7
+    assert sent["client_app"] == sent["client_app_mod"]
+
+
+def test_the_example_names_its_calibration_phases_and_short_runs():
+    server = _example("server_app")
+    cfg = _example_config(calibration="offline")
+    assert server.calibration_kwargs(cfg) == {"calibration": "scenario"}
+    cfg = _example_config(**{"num-server-rounds": 2, "fit-rounds": 5})
+    assert server.calibration_kwargs(cfg) == {"calibration": "online", "fit_rounds": 5}
+    for bad in (4, 5.5, "5"):
+        with pytest.raises(ValueError, match=f"^run config fit-rounds={bad!r}: .* >= 5"):
+            server.calibration_kwargs({**cfg, "fit-rounds": bad})
+    assert server.calibration_kwargs({**cfg, "calibration": "scenario", "fit-rounds": 0}) == {
+        "calibration": "scenario"
+    }
+    with pytest.raises(ValueError, match="^run config calibration='auto': choose \"online\""):
+        server.calibration_kwargs({**cfg, "calibration": "auto"})
+    fit = {"calibration": "fit", "convergence": {"epsilon": 1.0, "q": 2.0}, "fallback": None}
+    rows = [
+        {"round": k, "accuracy": 0.5, "uplink_bytes": 10, "bits": {0: 8}, **fit} for k in (1, 2)
+    ]
+    lines = server.table(rows, 5)
+    assert lines[1].split()[3:6] == ["fit", "-", "-"]
+    assert lines[-1].startswith("note: all 2 rounds are fit rounds") and "round 6" in lines[-1]
+    online = {**rows[1], "calibration": "online", "fallback": "solver status 'infeasible'"}
+    lines = server.table([rows[0], online], 5)
+    assert lines[2].split()[3:6] == ["online*", "1", "2"]
+    assert lines[-1].startswith("note: * no allocation meets these constants")

@@ -176,5 +176,5 @@ print(run["status"] + "\t" + str(run.get("status-details", "")))')
 print_table() {  # the ServerApp's per-round table from the streamed log, without colours
   echo
   sed 's/\x1b\[[0-9;]*m//g' "$RUN_LOG" | sed -n '/round  accuracy  uplink bytes/,$p' |
-    sed -E 's/^INFO :      //' | grep -E '^(round|[[:space:]]*[0-9]+[[:space:]])'
+    sed -E 's/^INFO :      //' | grep -E '^(round|note:|[[:space:]]*[0-9]+[[:space:]])'
 }

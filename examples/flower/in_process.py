@@ -5,7 +5,9 @@ SuperLink, no ray. Prints the same per-round table as deploy.sh.
 
 NODES nodes with partition-id 0..NODES-1 and a scenario of NODES devices, as deploy.sh runs them;
 KEY=VALUE pairs (TOML values) override the run config; --mod uses the mod-style ClientApp; --seed
-seeds the node ids and Flower's node sampling (default 0).
+seeds the node ids and Flower's node sampling (default 0). The run config's calibration is
+"online" unless given (calibration="scenario"): rounds 1..fit-rounds are its fit rounds, so
+ROUNDS > fit-rounds shows rounds solved with the fitted constants.
 """
 
 from __future__ import annotations
@@ -35,7 +37,15 @@ def run_config(nodes: int, rounds: int, pairs: list[str]) -> dict:
         key, sep, value = pair.partition("=")
         if not sep or key not in cfg:
             sys.exit(f"error: {pair!r}: need KEY=VALUE with KEY one of {', '.join(cfg)}")
-        cfg[key] = tomllib.loads(f"v = {value}")["v"]
+        try:
+            cfg[key] = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            print(
+                f"error: {pair!r}: {value} is not a TOML value; quote strings, e.g. "
+                f"'{key}=\"{value}\"'",
+                file=sys.stderr,
+            )
+            sys.exit(2)
     return cfg
 
 
@@ -46,22 +56,33 @@ def main() -> None:
     parser.add_argument("pairs", nargs="*", metavar="KEY=VALUE")
     parser.add_argument("--mod", action="store_true", help="the mod-style ClientApp")
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()  # options may come before or after the pairs
     if args.nodes < 2 or args.rounds < 1:
         sys.exit("error: need NODES >= 2 and ROUNDS >= 1")
     logging.getLogger("flwr").setLevel(logging.WARNING)
     cfg = run_config(args.nodes, args.rounds, args.pairs)
+    try:
+        server_app.check_calibration(cfg)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
     app = (client_app_mod if args.mod else client_app).app
     grid = InProcessGrid(app, args.nodes, run_config=cfg, seed=args.seed)
     context = Context(run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config=cfg)
     random.seed(args.seed)  # Flower samples the nodes with the global random module
-    start = time.perf_counter()
-    server_app.run(grid, context)
-    print("round  accuracy  uplink bytes  bits per device")
-    for row in server_app.LAST_RUN["history"]:
-        bits = " ".join(f"{k}:{b}" for k, b in sorted(row["bits"].items()))
-        print(f"{row['round']:5d}  {row['accuracy']:8.3f}  {row['uplink_bytes']:12d}  {bits}")
-    print(f"total time: {time.perf_counter() - start:.1f} s")
+    start, cpu0 = time.perf_counter(), time.process_time()
+    _, strategy = server_app.run(grid, context)
+    rows = server_app.LAST_RUN["history"]
+    print("\n".join(server_app.table(rows, int(cfg["fit-rounds"]))))
+    if strategy.estimator is not None:  # what the online calibration measured in its fit rounds
+        est = strategy.estimator
+        print("fit rounds' mean loss:", " ".join(f"{v:.3g}" for v in est.loss))
+        print(
+            "fit rounds' mean squared gradient norm:",
+            " ".join(f"{v:.3g}" for v in est.grad_sq_norm),
+        )
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu0
+    print(f"total time: {wall:.1f} s ({cpu:.1f} s CPU)")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@
 #
 # Needs ray: pip install -e '.[flower-sim]'. Same arguments, ports (FLOWER_PORT), timeout
 # (FLOWER_RUN_TIMEOUT), private FLWR_HOME, clean-up and exit status as deploy.sh, which runs the
-# same app on separate SuperNode processes without ray.
+# same app on separate SuperNode processes without ray; the same online calibration (the table's
+# calib, eps and q columns; see deploy.sh).
 USAGE="bash examples/flower/sim.sh NODES ROUNDS [KEY=VALUE ...]"
 source "$(dirname "${BASH_SOURCE[0]}")/_run_lib.sh"
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from logging import INFO
+from logging import INFO, WARNING
 from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
@@ -11,6 +11,7 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import Result
 
 from sflam_flower import task
+from sflam_opt.estimator import MIN_FIT_ROUNDS
 from sflam_opt.integrations.flower import SflamStrategy, update_scenario
 
 app = ServerApp()
@@ -18,15 +19,76 @@ app = ServerApp()
 LAST_RUN: dict[str, Any] = {"history": []}
 
 
-def calibration_kwargs(cfg: dict[str, Any]) -> dict[str, Any]:
-    """SflamStrategy arguments from the run config's ``calibration`` key.
+def check_calibration(cfg: dict[str, Any]) -> None:
+    """Refuse a bad ``calibration`` or ``fit-rounds`` run-config value with a one-line ValueError."""
+    value = cfg["calibration"]
+    if value not in ("online", "scenario", "offline"):
+        raise ValueError(
+            f'run config calibration={value!r}: choose "online" or "scenario" (TOML strings, '
+            "e.g. 'calibration=\"scenario\"')"
+        )
+    fit = cfg["fit-rounds"]
+    if value == "online" and not (isinstance(fit, int) and fit >= MIN_FIT_ROUNDS):
+        raise ValueError(
+            f"run config fit-rounds={fit!r}: give a whole number >= {MIN_FIT_ROUNDS}, the fewest "
+            "rounds the online calibration fits on"
+        )
 
-    "offline" (the default) passes nothing: the strategy uses the scenario's constants. Any other
-    value is handed to the strategy as ``calibration=`` (e.g. "online", where the strategy
-    supports it).
+
+def calibration_kwargs(cfg: dict[str, Any]) -> dict[str, Any]:
+    """SflamStrategy arguments from the run config's ``calibration`` and ``fit-rounds`` keys.
+
+    "online" (the default): the first ``fit-rounds`` rounds send 8-bit updates and measure the
+    bound's constants, later rounds are solved with them. "scenario": the scenario's constants
+    from the first round. "offline", this key's old name for "scenario", is still accepted, with
+    a warning. Anything else is refused (:func:`check_calibration`).
     """
-    value = str(cfg["calibration"])
-    return {} if value == "offline" else {"calibration": value}
+    check_calibration(cfg)
+    value, rounds, fit = cfg["calibration"], int(cfg["num-server-rounds"]), cfg["fit-rounds"]
+    if value == "offline":
+        log(WARNING, 'calibration = "offline" is now called "scenario"; using "scenario"')
+    if value != "online":
+        return {"calibration": "scenario"}
+    if rounds <= fit:
+        log(WARNING, "%s", all_fit_note(rounds, fit))
+    return {"calibration": "online", "fit_rounds": fit}
+
+
+def all_fit_note(rounds: int, fit_rounds: int) -> str:
+    """Why a short online run never solves with fitted constants."""
+    return (
+        f"note: all {rounds} rounds are fit rounds of the online calibration (8-bit updates, "
+        f"constants measured, not used yet); rounds solved with the fitted constants start at "
+        f"round {fit_rounds + 1}: give num-server-rounds >= {fit_rounds + 1} to see them"
+    )
+
+
+def table(rows: list[dict[str, Any]], fit_rounds: int) -> list[str]:
+    """The per-round table printed by the app, deploy.sh, sim.sh and in_process.py.
+
+    ``calib`` is the round's calibration phase ("fit": 8 bits while the constants are measured,
+    "online": solved with the fitted constants, "scenario": the scenario's; a ``*`` marks a round
+    whose solve failed, which then used the equal allocation); ``eps`` and ``q`` are the
+    constants in force (none in a fit round).
+    """
+    lines = ["round  accuracy  uplink bytes  calib        eps          q  bits per device"]
+    for row in rows:
+        c = row["convergence"] if row["calibration"] != "fit" else {}
+        eps, q = (f"{c[k]:10.4g}" if k in c else f"{'-':>10}" for k in ("epsilon", "q"))
+        phase = row["calibration"] + ("*" if row["fallback"] else "")
+        per_device = " ".join(f"{k}:{b}" for k, b in sorted(row["bits"].items()))
+        lines.append(
+            f"{row['round']:5d}  {row['accuracy']:8.3f}  {row['uplink_bytes']:12d}  "
+            f"{phase:<8} {eps} {q}  {per_device}"
+        )
+    if rows and all(row["calibration"] == "fit" for row in rows):
+        lines.append(all_fit_note(len(rows), fit_rounds))
+    if any(row["fallback"] for row in rows):
+        lines.append(
+            "note: * no allocation meets these constants (the warnings above say why); the round "
+            "used the equal allocation at the largest bits"
+        )
+    return lines
 
 
 def run(grid: Grid, context: Context) -> tuple[Result, SflamStrategy]:
@@ -65,21 +127,21 @@ def run(grid: Grid, context: Context) -> tuple[Result, SflamStrategy]:
         evaluate_fn=evaluate,
     )
     rows = []
-    log(INFO, "round  accuracy  uplink bytes  bits per device")
     for rec in strategy.history:
-        acc = result.evaluate_metrics_serverapp[rec.server_round]["accuracy"]
         sent = rec.allocation.bits.tolist() if rec.allocation is not None else []
-        bits = dict(zip(rec.device_ids, sent, strict=True))
         rows.append(
             {
                 "round": rec.server_round,
-                "accuracy": acc,
+                "accuracy": result.evaluate_metrics_serverapp[rec.server_round]["accuracy"],
                 "uplink_bytes": rec.uplink_bytes,
-                "bits": bits,
+                "bits": dict(zip(rec.device_ids, sent, strict=True)),
+                "calibration": rec.calibration,
+                "convergence": dict(rec.convergence),
+                "fallback": rec.fallback,
             }
         )
-        per_device = " ".join(f"{k}:{b}" for k, b in sorted(bits.items()))
-        log(INFO, "%5d  %8.3f  %12d  %s", rec.server_round, acc, rec.uplink_bytes, per_device)
+    for line in table(rows, int(cfg["fit-rounds"])):
+        log(INFO, "%s", line)
     LAST_RUN["history"] = rows
     return result, strategy
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -16,7 +16,7 @@ from sflam_opt import Scenario
 #: Run config used when the runner passes none (as ``flwr.simulation.run_simulation`` does);
 #: the same values as ``[tool.flwr.app.config]`` in pyproject.toml.
 DEFAULTS: dict[str, Any] = {
-    "num-server-rounds": 10,
+    "num-server-rounds": 20,
     "num-devices": 10,
     "fraction-train": 0.5,
     "local-epochs": 2,
@@ -24,7 +24,8 @@ DEFAULTS: dict[str, Any] = {
     "lr": 0.5,
     "bandwidth-hz": 1e6,
     "seed": 0,
-    "calibration": "offline",
+    "calibration": "online",
+    "fit-rounds": 10,
 }
 
 
@@ -63,24 +64,50 @@ def num_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+class TrainStats(NamedTuple):
+    """What one round of local training measured."""
+
+    #: Mean training loss of the last epoch (the ``train-loss`` metric).
+    loss: float
+    #: Mean training loss over all local steps (the online calibration's ``F_k``).
+    mean_loss: float
+    #: Mean over the local steps of ``sum ||p.grad||^2``, the squared norm of the whole-model
+    #: stochastic gradient (the online calibration's ``g_k``).
+    grad_sq_norm: float
+    #: Local SGD steps taken: local-epochs x ceil(samples / batch-size).
+    steps: int
+
+
 def train(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: Mapping[str, Any], seed: int
-) -> float:
-    """Local SGD epochs; returns the mean training loss of the last epoch."""
+) -> TrainStats:
+    """Local SGD epochs (no momentum) on ``x``, ``y``; returns what they measured."""
     opt = torch.optim.SGD(model.parameters(), lr=float(cfg["lr"]))
     gen = torch.Generator().manual_seed(seed)
     loss_fn = nn.CrossEntropyLoss()
     model.train()
     losses: list[float] = []
+    last: list[float] = []
+    grad_sq: list[float] = []
     for _ in range(int(cfg["local-epochs"])):
-        losses = []
+        last = []
         for idx in torch.randperm(len(x), generator=gen).split(int(cfg["batch-size"])):
             opt.zero_grad()
             loss = loss_fn(model(x[idx]), y[idx])
             loss.backward()
+            grad_sq.append(sum(float(p.grad.square().sum()) for p in model.parameters()))
             opt.step()
-            losses.append(loss.item())
-    return float(np.mean(losses))
+            last.append(loss.item())
+        losses += last
+    return TrainStats(
+        float(np.mean(last)), float(np.mean(losses)), float(np.mean(grad_sq)), len(losses)
+    )
+
+
+def update_step(cfg: Mapping[str, Any], steps: int) -> float:
+    """Displacement of the model per unit gradient over a round: ``lr / (1 - momentum)`` times
+    the local steps (the ``step`` of ``calibration_metrics``; this SGD has no momentum)."""
+    return float(cfg["lr"]) * steps
 
 
 @torch.no_grad()
