@@ -319,7 +319,12 @@ class _CapTable:
         nl = prob.levels.size
         rows = np.broadcast_to(np.arange(u.size)[:, None], (u.size, nl))
         lvl = np.broadcast_to(np.arange(nl)[None, :], (u.size, nl))
-        x = phi_inverse(_cap_ratio(prob, u[:, None], lvl, rows))
+        r = _cap_ratio(prob, u[:, None], lvl, rows)
+        # One level at a time, each warm-started from the level below (its root is near): the
+        # cold start of an (N, L) table took ~12 Newton sweeps over N L entries.
+        x = np.empty(r.shape)
+        for k in range(nl):
+            x[:, k] = phi_inverse(r[:, k], None if k == 0 else x[:, k - 1])
         with np.errstate(divide="ignore"):
             self.bw = np.where(x > 0, prob.w_l[None, :] * LN2 / (u[:, None] * x), np.inf)
         self.pen = prob.pen_nl
