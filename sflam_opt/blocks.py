@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from sflam_opt.allocation import Allocation
 from sflam_opt.errors import AllocationError, ScenarioError
@@ -258,6 +257,8 @@ def greedy_assignment(gain: FloatArray) -> IntArray:
     gain : ndarray, shape (N, M)
         Linear block gains, > 0.
     """
+    from scipy.optimize import linear_sum_assignment  # imported on first use: fast never needs it
+
     n, m = gain.shape
     if m < n:
         raise ScenarioError(f"{m} blocks for {n} devices; every device needs at least one block")

@@ -61,9 +61,33 @@ def phi_q(scenario: Scenario, bits: ArrayLike) -> float | FloatArray:
     -------
     float or ndarray, shape (...)
     """
-    pen = quantization_penalty(bits)
+    pen = _penalty_by_lookup(bits)
     val = scenario.convergence.q * (pen @ scenario.rho)
     return float(val) if np.ndim(val) == 0 else val
+
+
+#: Bit vectors at least this long take their penalties from a per-width table.
+LOOKUP_MIN_SIZE = 4096
+#: Widths the table covers (2^b - 1 is exact in float64 up to 53 bits).
+LOOKUP_MAX_BITS = 53
+
+
+def _penalty_by_lookup(bits: ArrayLike) -> FloatArray:
+    """:func:`quantization_penalty` of long integer vectors by table look-up, same values.
+
+    At N = 1e6 the elementwise ``exp2``, square and divide cost ~8 ms a call and a solve makes
+    seven; the penalty of each width is the same double either way (2^b - 1 is exact, the rest
+    IEEE-rounded), so gathering from a table of the widths is bit-identical and ~10x cheaper.
+    """
+    b = np.asarray(bits)
+    if b.dtype.kind not in "iu" or b.size < LOOKUP_MIN_SIZE:
+        return quantization_penalty(b)
+    lo, hi = int(b.min()), int(b.max())
+    if lo < 1 or hi > LOOKUP_MAX_BITS:
+        return quantization_penalty(b)
+    with np.errstate(divide="ignore"):  # width 0 heads the table, never looked up
+        table = quantization_penalty(np.arange(hi + 1))
+    return table[b]
 
 
 def margin(scenario: Scenario, bits: ArrayLike) -> float | FloatArray:

@@ -37,3 +37,25 @@ def test_unreachable_target_gives_inf_rounds_and_smallest_epsilon() -> None:
     tight = two_device().replace(convergence={"epsilon": 0.1})
     msg = target_infeasibility(tight)
     assert msg is not None and "epsilon" in msg and f"{need:.6g}" in msg
+
+
+def test_phi_q_of_long_vectors_equals_the_elementwise_formula_bit_for_bit() -> None:
+    # Long integer vectors take their penalties from a per-width table; the values must be the
+    # very doubles of the formula, for every width and dtype, batched or not.
+    from sflam_opt import Scenario
+    from sflam_opt.bounds import LOOKUP_MIN_SIZE, quantization_penalty
+
+    n = 2 * LOOKUP_MIN_SIZE
+    scn = Scenario.default(devices=n, seed=3)
+    rng = np.random.default_rng(11)
+    for dtype in (np.int64, np.int32, np.uint8):
+        bits = rng.integers(1, 54, size=(3, n)).astype(dtype)
+        direct = scn.convergence.q * (quantization_penalty(bits.astype(np.float64)) @ scn.rho)
+        assert np.array_equal(phi_q(scn, bits), direct)
+    for width in (1, 8, 16, 32, 53):
+        full = np.full(n, width)
+        assert phi_q(scn, full) == scn.convergence.q * (quantization_penalty(full * 1.0) @ scn.rho)
+    # Outside the table (0 or > 53 bits) the formula itself runs.
+    assert phi_q(scn, np.full(n, 60)) == scn.convergence.q * (
+        quantization_penalty(np.full(n, 60.0)) @ scn.rho
+    )

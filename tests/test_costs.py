@@ -161,3 +161,17 @@ def test_allocation_of_wrong_size_or_ids_is_rejected() -> None:
         breakdown(scn, Allocation(np.ones(3, int), np.ones(3), np.ones(3)))
     with pytest.raises(AllocationError, match="id 'x'"):
         breakdown(scn, Allocation(np.ones(2, int), np.ones(2), np.ones(2), ("x", "b")))
+
+
+def test_reference_is_reused_for_the_same_scenario_only() -> None:
+    # solve() asks for the reference twice per scenario; the second is the first's object, and a
+    # scenario derived by replace() gets its own.
+    from sflam_opt import Scenario
+    from sflam_opt.costs import reference
+
+    scn = Scenario.default(devices=5, seed=2)
+    first = reference(scn)
+    assert reference(scn) is first
+    other = scn.replace(objective={"latency_weight": 0.25})
+    assert reference(other).latency_weight == 0.25
+    assert reference(scn) == first and reference(scn).latency_weight != 0.25

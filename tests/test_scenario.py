@@ -77,6 +77,30 @@ def test_rho_sums_to_one() -> None:
     assert s.rho.sum() == pytest.approx(1.0)
 
 
+def test_cached_gain_and_rho_follow_every_derived_scenario() -> None:
+    # gain and rho are computed once per Scenario; each way of deriving a new scenario must give
+    # the new devices' values, and no caller can write into the cached arrays.
+    s = Scenario.default(6, 0)
+    assert s.gain is s.gain and s.rho is s.rho
+    with pytest.raises(ValueError):
+        s.gain[0] = 1.0
+    with pytest.raises(ValueError):
+        s.rho[0] = 1.0
+    ids = s.devices.ids
+    derived = [
+        s.replace(objective={"latency_weight": 0.2}),
+        s.with_gains({ids[1]: -80.0}),
+        s.for_round([ids[4], ids[1]], gain_db={ids[1]: -70.0}),
+        s.select([ids[3], ids[0]]),
+    ]
+    for d in derived:
+        np.testing.assert_array_equal(d.gain, np.power(10.0, d.devices.gain_db / 10.0))
+        smp = d.devices.samples.astype(np.float64)
+        np.testing.assert_array_equal(d.rho, smp / smp.sum())
+    assert derived[1].gain[1] == pytest.approx(1e-8) and s.gain[1] != derived[1].gain[1]
+    assert derived[2].gain[1] == pytest.approx(1e-7)
+
+
 CASES = [
     # (description, transform of GOOD, expected substring of the one-line error)
     ("unparsable", lambda t: t.replace("[model]", "[model"), "invalid TOML"),

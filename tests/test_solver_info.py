@@ -98,6 +98,22 @@ def test_importing_the_package_does_not_load_the_solvers_and_third_parties_still
     assert proc.stdout.strip() == "ok"
 
 
+def test_first_fast_call_imports_neither_cvxpy_nor_scipy_optimize():
+    # The solver table lists bcd, exact and the baselines beside fast; their CVXPY and
+    # scipy.optimize imports (~0.65 s) belong to their first use, not to the first fast call.
+    proc = _run(
+        """
+        import sys
+        from sflam_opt import Scenario, solve
+        res = solve(Scenario.default(devices=10, seed=0), "fast")
+        assert res.success, res
+        print(sorted(m for m in ("cvxpy", "scipy.optimize") if m in sys.modules))
+        """
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
 def test_every_solver_has_documented_keys():
     continuous = [n for n in SOLVERS if n not in ("greedy", "round-robin")]
     assert sorted(INFO_KEYS) == sorted(continuous)

@@ -27,8 +27,6 @@ import logging
 from collections.abc import Callable
 
 import numpy as np
-from scipy.optimize import brentq, minimize_scalar
-from scipy.special import logsumexp
 
 from sflam_opt.allocation import Allocation
 from sflam_opt.bounds import rounds_needed
@@ -189,6 +187,8 @@ def _energy_cap_check(scenario: Scenario, need_j: FloatArray, what: str) -> str 
 @register_solver("power-only")
 def solve_power_only(scenario: Scenario) -> SolveResult:
     """Equal bandwidth, the largest bit width; transmit power (and round time) optimized."""
+    from scipy.optimize import brentq  # scipy.optimize: imported on first use, not by fast
+
     ref = reference(scenario)
     n = scenario.n_devices
     n0, g = scenario.noise_w_per_hz, scenario.gain
@@ -317,6 +317,9 @@ class _FullPowerSplit:
 
     def split(self, t: float) -> tuple[FloatArray, float]:
         """(y, E) of the energy-optimal split at round time t (assumed feasible)."""
+        from scipy.optimize import brentq  # imported on first use, not by fast
+        from scipy.special import logsumexp
+
         ym = self.y_max(t)
         cache: dict[str, FloatArray] = {}
 
@@ -364,6 +367,8 @@ class _FullPowerSplit:
 @register_solver("bandwidth-only")
 def solve_bandwidth_only(scenario: Scenario) -> SolveResult:
     """Full power, the largest bit width; bandwidth split (and round time) optimized."""
+    from scipy.optimize import brentq, minimize_scalar  # imported on first use, not by fast
+
     ref = reference(scenario)
     n = scenario.n_devices
     b = np.full(n, scenario.bits.max, dtype=np.int64)

@@ -77,14 +77,6 @@ from sflam_opt.errors import SolverArgumentError
 from sflam_opt.numeric import FloatArray, IntArray
 from sflam_opt.scenario import Scenario
 from sflam_opt.solvers.base import SolveResult, check_start_bits, check_tolerance, register_solver
-from sflam_opt.solvers.bcd_bits import (
-    bits_at_fixed_band,
-    bits_at_fixed_efficiency,
-    bits_at_fixed_power,
-)
-from sflam_opt.solvers.bits import solve_bits
-from sflam_opt.solvers.cvx import solver_order
-from sflam_opt.solvers.joint import solve_joint
 from sflam_opt.solvers.kernel import (
     BitsProblem,
     Incumbent,
@@ -356,6 +348,8 @@ class _Descent:
 
     def continuous(self, bits: IntArray, label: str = "start") -> tuple[_Point | None, str]:
         """The joint continuous block at ``bits`` (:func:`~sflam_opt.solvers.joint.solve_joint`)."""
+        from sflam_opt.solvers.joint import solve_joint  # CVXPY: imported on first use, not by fast
+
         t0 = time.perf_counter()
         sol = solve_joint(
             self.model.scenario, bits, self.model.ref, self.order, block_size=self.block_size
@@ -389,6 +383,8 @@ class _Descent:
         """Block (iii): the exact bits block at fixed bandwidth and power."""
         cur = self.cur
         assert cur is not None
+        from sflam_opt.solvers.bits import solve_bits  # scipy.optimize: imported on first use
+
         t0 = time.perf_counter()
         br = solve_bits(
             self.model.scenario,
@@ -411,6 +407,12 @@ class _Descent:
         Tried when the bandwidth-and-power bits block stalls: first with the band fixed (power
         free), then with the spectral efficiencies fixed (the band shared anew).
         """
+        from sflam_opt.solvers.bcd_bits import (  # scipy.optimize: imported on first use
+            bits_at_fixed_band,
+            bits_at_fixed_efficiency,
+            bits_at_fixed_power,
+        )
+
         model = self.model
         blocks = (
             ("bits_band", bits_at_fixed_band),
@@ -557,6 +559,8 @@ def solve_bcd(
         ``iterations[0]`` is J of the start, then J after each outer iteration (non-increasing).
         ``info`` keys are listed in the module docstring.
     """
+    from sflam_opt.solvers.cvx import solver_order  # CVXPY: imported on first use, not by fast
+
     _check_options(max_iter, tol, bits_method, escape, warm_start)
     order = solver_order(cvx_solver)
     start = None if start_bits is None else check_start_bits(scenario, start_bits)

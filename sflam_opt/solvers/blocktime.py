@@ -27,7 +27,6 @@ import dataclasses
 import logging
 
 import numpy as np
-from scipy.optimize import brentq, elementwise
 
 from sflam_opt.blocks import block_levels, max_rate_bps, waterfill
 from sflam_opt.bounds import quantization_penalty, rounds_needed
@@ -230,6 +229,7 @@ class BlockProblem:
                 break
             hi = np.where(bad, hi + 2.0 * (hi - lo), hi)
         idx = np.arange(i.size)
+        from scipy.optimize import elementwise  # imported on first use: fast never needs it
 
         def gap(log_u: FloatArray, k: IntArray) -> FloatArray:
             return self.energy(pad[k], pay[k], np.exp(log_u)) / cp[k] - 1.0
@@ -249,6 +249,8 @@ class BlockProblem:
         self, padded: FloatArray, payload: FloatArray, rows: IntArray, t_lo: FloatArray
     ) -> tuple[FloatArray, FloatArray]:
         """Minimizer of V over ``[T_lo, Tmax]`` for the given rows, and ``V'(T_lo+)``."""
+        from scipy.optimize import brentq, elementwise  # imported on first use: fast never needs it
+
         pad, pay = padded[rows], payload[rows]
         idx = np.arange(rows.size)
         d_lo = self._dv(t_lo, idx, pad, pay)

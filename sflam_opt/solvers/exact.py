@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,9 +30,7 @@ from sflam_opt.errors import SolverArgumentError
 from sflam_opt.numeric import FloatArray, IntArray
 from sflam_opt.scenario import Scenario
 from sflam_opt.solvers.base import SolveResult, check_tolerance, register_solver
-from sflam_opt.solvers.cvx import solver_order
 from sflam_opt.solvers.fast import run_fast
-from sflam_opt.solvers.joint import JointSolution, solve_joint
 from sflam_opt.solvers.kernel import (
     FAILED,
     OK,
@@ -42,6 +40,9 @@ from sflam_opt.solvers.kernel import (
     row_allocation,
 )
 from sflam_opt.validation import check_int
+
+if TYPE_CHECKING:
+    from sflam_opt.solvers.joint import JointSolution
 
 __all__ = ["CONTINUOUS_OPTIONS", "CVXPY_RTOL", "DEFAULT_MAX_COMBINATIONS", "solve_exact"]
 
@@ -62,6 +63,8 @@ class _CvxRows:
     """``continuous="cvxpy"``: V* per row by the joint CVXPY block (no kernel code), cached."""
 
     def __init__(self, scenario: Scenario, ref: Reference) -> None:
+        from sflam_opt.solvers.cvx import solver_order  # CVXPY: only for continuous="cvxpy"
+
         self.scenario, self.ref = scenario, ref
         self.order = solver_order(None)
         self.cache: dict[bytes, JointSolution] = {}
@@ -72,6 +75,8 @@ class _CvxRows:
         key = np.asarray(bits, dtype=np.int64).tobytes()
         sol = self.cache.get(key)
         if sol is None:
+            from sflam_opt.solvers.joint import solve_joint
+
             sol = solve_joint(self.scenario, bits, self.ref, self.order)
             self.fallbacks += [
                 "; ".join(o.attempts) for o in sol.solves if len(o.attempts) > 1 or not o.ok

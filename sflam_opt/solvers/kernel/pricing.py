@@ -317,11 +317,14 @@ class _CapTable:
 
     def __init__(self, prob: BitsProblem, u: FloatArray) -> None:
         nl = prob.levels.size
-        rows = np.broadcast_to(np.arange(u.size)[:, None], (u.size, nl))
-        lvl = np.broadcast_to(np.arange(nl)[None, :], (u.size, nl))
-        x = phi_inverse(_cap_ratio(prob, u[:, None], lvl, rows))
-        with np.errstate(divide="ignore"):
-            self.bw = np.where(x > 0, prob.w_l[None, :] * LN2 / (u[:, None] * x), np.inf)
+        self.bw = np.empty((u.size, nl))
+        # One level at a time (contiguous (N,) columns), each warm-started from the level
+        # below's roots: the cold start of the whole (N, L) table took ~12 Newton sweeps.
+        x = None
+        for k in range(nl):
+            x = phi_inverse(_cap_ratio(prob, u, k), x)
+            with np.errstate(divide="ignore"):
+                self.bw[:, k] = np.where(x > 0, prob.w_l[k] * LN2 / (u * x), np.inf)
         self.pen = prob.pen_nl
 
     def choose(self, mu: float, theta: float) -> IntArray:
@@ -390,11 +393,11 @@ def best_levels(prob: BitsProblem, alpha: FloatArray, gamma: FloatArray) -> IntA
 
 
 def _cap_ratio(
-    prob: BitsProblem, u: FloatArray, lvl: IntArray, rows: IntArray | None = None
+    prob: BitsProblem, u: FloatArray, lvl: IntArray | int, rows: IntArray | None = None
 ) -> FloatArray:
     """``min(Pmax u / S, budget / S)`` at the given (device, level index) pairs.
 
-    ``rows=None`` means every device, in order (``lvl`` and ``u`` of shape (N,)).
+    ``rows=None`` means every device, in order (``u`` of shape (N,), ``lvl`` too or one index).
     """
     prm = prob.prm
     if rows is None:
