@@ -334,9 +334,11 @@ def test_errors_name_the_command_line_option(tmp_path: Path, capsys, args, needl
 
 
 def test_train_reads_an_npz_allocation(tmp_path: Path, capsys) -> None:
-    # train --allocation goes through the public loader, which tells .npz from JSON.
+    # train --allocation goes through the public loader, which tells .npz from JSON. The
+    # scenario sends vit-tiny's 256 activation values per sample, as the trained model does
+    # (an allocation solved for another model is refused).
     scn = tmp_path / "s.toml"
-    scn.write_text(Scenario.default(3, 0).to_toml())
+    scn.write_text(Scenario.default(3, 0).replace(model={"activation_elems": 256}).to_toml())
     alloc = tmp_path / "a.npz"
     assert main(["solve", str(scn), "-s", "fast", "--out", str(alloc)]) == 0
     capsys.readouterr()
