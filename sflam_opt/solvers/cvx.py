@@ -273,7 +273,11 @@ class _DPPBlock:
                 with warnings.catch_warnings():
                     # Inaccurate solves are reported in ``attempts``; no stray warnings.
                     warnings.filterwarnings("ignore", message="Solution may be inaccurate")
-                    prob.solve(solver=solver_instance(solver), **self.solver_options(solver))
+                    prob.solve(
+                        solver=solver_instance(solver),
+                        warm_start=False,
+                        **self.solver_options(solver),
+                    )
             except (cp.SolverError, ArithmeticError, ValueError) as exc:
                 attempts.append(f"{solver}: {type(exc).__name__}: {str(exc).splitlines()[0]}")
                 logger.debug("%s block: %s raised %s", self.kind, solver, exc)

@@ -58,6 +58,12 @@ T_RTOL = 1e-7
 INFIMUM_RTOL = 1e-6
 #: A round time this close to ``T_min`` (relative) is taken as ``T_min`` (the closed-form point).
 _AT_TMIN = 1e-9
+#: Devices whose spectral efficiency at their caps is below this are held there outside the
+#: cone when the band price says so (§6.7): inside it their energy ``S (y e^{1/y} - y)`` is the
+#: difference of two terms ~ ``1 / x`` times larger, which stalls Clarabel.
+PIN_X = 0.1
+#: Relative slack of the check that a device held at its caps wants no more band.
+PIN_RTOL = 1e-9
 
 
 def phi(x: FloatArray) -> FloatArray:
@@ -66,6 +72,15 @@ def phi(x: FloatArray) -> FloatArray:
     safe = np.where(x == 0, 1.0, x)
     with np.errstate(over="ignore"):
         return np.where(x == 0, 1.0, np.expm1(safe) / safe)
+
+
+def h(x: FloatArray) -> FloatArray:
+    """``h(x) = (x - 1) e^x + 1`` (§6.2), written ``(x - 1) expm1(x) + x`` to keep its relative
+    accuracy as ``x -> 0`` (``h ~ x^2 / 2``); elementwise. ``S_n h(x_n)`` is the upload energy
+    one unit of ``y_n`` saves."""
+    x = np.asarray(x, dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return (x - 1.0) * np.expm1(x) + x
 
 
 def phi_inv(r: FloatArray) -> FloatArray:
@@ -116,13 +131,22 @@ class JointBlock(_DPPBlock):
         w = cp.Variable(n, name="w")
         names = ("x0", "k_y0", "cost_s", "cost_y0", "r_lo", "r_hi", "w_hi")
         p = {name: cp.Parameter(n, nonneg=True, name=name) for name in names}
+        #: The band constraint; its dual is the band price (:meth:`band_price`).
+        self.band = p["k_y0"] @ r <= 1
         cons: list[cp.Constraint] = [
             cp.constraints.ExpCone(p["x0"] - cp.multiply(p["x0"], r), r, w),
-            p["k_y0"] @ r <= 1,
+            self.band,
             r >= p["r_lo"],
         ]
         obj = cp.Minimize(p["cost_s"] @ w - p["cost_y0"] @ r)
         super().__init__(obj, cons, {"r": r, "w": w}, p)
+
+    def band_price(self) -> float:
+        """The band constraint's multiplier after the last solve: the objective's fall per unit
+        of band fraction (``cost_n h(x_n) = price k_n`` for every device off its caps); nan if
+        the last solve gave none."""
+        dual = self.band.dual_value
+        return float(np.asarray(dual).reshape(())) if dual is not None else float("nan")
 
     def set(  # noqa: PLR0913 - one value per parameter family
         self,
@@ -285,6 +309,8 @@ class _Search:
         #: First-backend attempts discarded for a continuation step (see :meth:`value`).
         self.recentred: list[str] = []
         self.best: tuple[float, float, FloatArray] | None = None  # (V, T, y)
+        #: Band price of the last solve (full-problem units, see :meth:`_solve_free`).
+        self.price = np.nan
         self.t_min = rnd.t_min()
 
     def at_t_min(self) -> float:
@@ -334,18 +360,30 @@ class _Search:
         return v
 
     def _solve(self, t: float, order: tuple[str, ...]) -> tuple[BlockSolve, float]:
-        """One cone solve at round time ``t`` with backends ``order``; the outcome and ``V``."""
+        """One cone solve at round time ``t`` with backends ``order``; the outcome and ``V``.
+
+        Devices of low spectral efficiency held at their caps are taken out of the cone
+        (:meth:`_pin_guess`, §6.7); if the solve's band price shows one of them wants more band
+        than its cap leaves it, it is put back and the block re-solved.
+        """
         rnd = self.rnd
         u = t - rnd.c
         k = rnd.payload_nats / (rnd.total_hz * u)
         phi_hi, x_max = rnd.caps(t)
         y_lo, y_hi = 1.0 / x_max, 1.0 / k
         ref = np.clip(self._reference(t, y_lo), y_lo, y_hi)
-        self.block.set(k, rnd.cost, y_lo, y_hi, ref, phi_hi)  # type: ignore[attr-defined]
-        out = self.block.solve(order)
-        if not out.ok:
-            return out, np.inf
-        y = np.clip(self.block.y(out.values, ref), y_lo, y_hi)  # type: ignore[attr-defined]
+        pin = self._pin_guess(k, x_max)
+        spent = 0.0
+        while True:
+            out, y, price = self._solve_free(~pin, k, y_lo, ref, phi_hi, order)
+            out.solve_s += spent
+            if not out.ok:
+                return out, np.inf
+            wrong = pin & (rnd.cost * h(x_max) > price * k * (1.0 + PIN_RTOL))
+            if not np.any(wrong):
+                break
+            spent, pin = out.solve_s, pin & ~wrong
+        self.price = price
         self.y_ref = y
         self.solved.append((t, y))
         bw, _ = rnd.allocation(t, y)
@@ -353,6 +391,45 @@ class _Search:
         v = rnd.value(t, np.minimum(phi(x), phi_hi))
         self._keep(v, t, y)
         return out, v
+
+    def _pin_guess(self, k: FloatArray, x_max: FloatArray) -> np.ndarray:
+        """Devices to hold at their caps outside the cone: spectral efficiency at the caps below
+        :data:`PIN_X` (where the cone's energy is a difference of two terms ~ ``1 / x`` times
+        larger than it) and, by the last solve's band price, not worth more band than the caps
+        leave them. Never every device."""
+        cost = self.rnd.cost
+        pin = x_max < PIN_X
+        if np.isfinite(self.price):
+            pin &= cost * h(x_max) <= self.price * k
+        if np.all(pin) or float(np.sum(k[pin] / x_max[pin])) >= 1.0:
+            pin[:] = False
+        return pin
+
+    def _solve_free(  # noqa: PLR0913 - the round's per-device data
+        self,
+        free: np.ndarray,
+        k: FloatArray,
+        y_lo: FloatArray,
+        ref: FloatArray,
+        phi_hi: FloatArray,
+        order: tuple[str, ...],
+    ) -> tuple[BlockSolve, FloatArray, float]:
+        """The cone over the ``free`` devices, the others at ``y_lo`` (their band set aside).
+
+        Returns the outcome, ``y`` of every device and the band price in the full problem's
+        units (the block's budget is the band left, ``1 - sum_pinned k y_lo``).
+        """
+        left = 1.0 - float(np.sum(k[~free] * y_lo[~free]))
+        kf = k[free] / left
+        ref_f = np.clip(ref[free], y_lo[free], 1.0 / kf)
+        block = self.block
+        block.set(kf, self.rnd.cost[free], y_lo[free], 1.0 / kf, ref_f, phi_hi[free])  # type: ignore[attr-defined]
+        out = block.solve(order)
+        y = y_lo.copy()
+        if not out.ok:
+            return out, y, np.nan
+        y[free] = np.clip(block.y(out.values, ref_f), y_lo[free], 1.0 / kf)  # type: ignore[attr-defined]
+        return out, y, block.band_price() / left  # type: ignore[attr-defined]
 
 
 def _upper_time(search: _Search, v_min: float) -> float:
