@@ -83,6 +83,21 @@ def h(x: FloatArray) -> FloatArray:
         return (x - 1.0) * np.expm1(x) + x
 
 
+def h_inv(r: FloatArray) -> FloatArray:
+    """The ``x > 0`` with ``h(x) = r > 0``, elementwise (bracketed root finding on ``log h``).
+
+    ``x^2 / 2 <= h(x) <= x^2 e^x / 2`` and ``h(x) >= e^x`` for ``x >= 2`` bracket the root.
+    """
+    r = np.asarray(r, dtype=np.float64)
+    lr = np.log(r)
+    hi = np.minimum(np.sqrt(2.0 * r), np.maximum(2.0, lr)) * (1.0 + 1e-9)
+    lo = 0.5 * np.minimum(np.sqrt(2.0 * r / np.e), 1.0)
+    res = elementwise.find_root(
+        lambda x, t: np.log(h(x)) - t, (lo, hi), args=(lr,), tolerances={"xrtol": 1e-12, "xatol": 0.0}
+    )
+    return np.asarray(res.x)
+
+
 def phi_inv(r: FloatArray) -> FloatArray:
     """The ``x > 0`` with ``phi(x) = r``, elementwise: 0 where ``r <= 1``, inf where ``r = inf``.
 
@@ -129,7 +144,7 @@ class JointBlock(_DPPBlock):
     def __init__(self, n: int) -> None:
         r = cp.Variable(n, name="r")
         w = cp.Variable(n, name="w")
-        names = ("x0", "k_y0", "cost_s", "cost_y0", "r_lo", "r_hi", "w_hi")
+        names = ("x0", "k_y0", "cost_s", "cost_y0", "r_lo")
         p = {name: cp.Parameter(n, nonneg=True, name=name) for name in names}
         #: The band constraint; its dual is the band price (:meth:`band_price`).
         self.band = p["k_y0"] @ r <= 1
@@ -146,7 +161,9 @@ class JointBlock(_DPPBlock):
         of band fraction (``cost_n h(x_n) = price k_n`` for every device off its caps); nan if
         the last solve gave none."""
         dual = self.band.dual_value
-        return float(np.asarray(dual).reshape(())) if dual is not None else float("nan")
+        if dual is None:
+            return float("nan")
+        return float(np.asarray(dual).reshape(()))
 
     def set(  # noqa: PLR0913 - one value per parameter family
         self,
@@ -159,9 +176,9 @@ class JointBlock(_DPPBlock):
     ) -> None:
         """Load the values for the next solve, per device (spread over slots, see ``_set``).
 
-        A device of ``c`` copies splits its payload: each copy has ``k / c``, ``cost / c`` and
-        ``y_hi c`` (the whole band); ``y`` itself, and so ``y0``, ``y_lo`` and ``phi_hi``, are
-        intensive.
+        A device of ``c`` copies splits its payload: each copy has ``k / c`` and ``cost / c``;
+        ``y`` itself, and so ``y0`` and ``y_lo``, are intensive. (``y_hi`` and ``phi_hi`` are
+        implied by the band constraint and ``y_lo``; they are accepted for the callers' sake.)
         """
         self._layout(k.shape[0])
         copies = self._slot_copies()
@@ -170,15 +187,12 @@ class JointBlock(_DPPBlock):
         x0 = 1.0 / y0
         with np.errstate(over="ignore"):
             s = y0 * np.exp(x0)
-        yhi = self._spread(y_hi * copies)
         p = self.params
         p["x0"].value = x0
         p["k_y0"].value = k_s * y0
         p["cost_s"].value = cost_s * s
         p["cost_y0"].value = cost_s * y0
         p["r_lo"].value = self._spread(y_lo) / y0
-        p["r_hi"].value = yhi / y0
-        p["w_hi"].value = (self._spread(phi_hi) + yhi) / s
 
     def y(self, values: dict[str, FloatArray], ref: FloatArray) -> FloatArray:
         """``y`` per device of a solution (``ref`` as given to :meth:`set`)."""
@@ -253,6 +267,27 @@ class _Round:
         _, x_max = self.caps(t)
         with np.errstate(divide="ignore"):
             return float(np.sum(self.payload_nats / (self.total_hz * u * x_max)))
+
+    def split(self, t: float, price: float) -> FloatArray:
+        """``y`` per device when the band costs ``price`` at round time ``t`` (each device's
+        ``cost_n h(x_n) = price k_n``, clipped to its caps), shape (N,)."""
+        k = self.payload_nats / (self.total_hz * (t - self.c))
+        _, x_max = self.caps(t)
+        return 1.0 / np.minimum(h_inv(price * k / self.cost), x_max)
+
+    def price(self, t: float) -> float:
+        """The band price at which :meth:`split` fills the band at round time ``t``
+        (``t > T_min``), to a relative 1e-6: the reference of a search's first cone solve."""
+        k = self.payload_nats / (self.total_hz * (t - self.c))
+        _, x_max = self.caps(t)
+        marg = self.cost * h(x_max) / k  # the price above which device n sits at its caps
+        lo, hi = np.log(float(marg.min())) - 2.0, np.log(float(marg.max())) + 1.0
+        band = lambda lp: float(np.sum(k * self.split(t, float(np.exp(lp))))) - 1.0  # noqa: E731
+        while band(lo) <= 0.0:
+            lo -= 10.0
+        if band(hi) >= 0.0:
+            return float(np.exp(hi))
+        return float(np.exp(brentq(band, lo, hi, xtol=1e-6)))
 
     def t_min(self) -> float:
         """The fastest feasible round time (inf when a device's energy cap leaves no rate)."""
@@ -371,7 +406,11 @@ class _Search:
         k = rnd.payload_nats / (rnd.total_hz * u)
         phi_hi, x_max = rnd.caps(t)
         y_lo, y_hi = 1.0 / x_max, 1.0 / k
-        ref = np.clip(self._reference(t, y_lo), y_lo, y_hi)
+        if np.isfinite(self.price):
+            ref = np.clip(self._reference(t, y_lo), y_lo, y_hi)
+        else:  # a search's first cone solve: the caps' point is far from the split at t
+            self.price = rnd.price(t)
+            ref = np.clip(rnd.split(t, self.price), y_lo, y_hi)
         pin = self._pin_guess(k, x_max)
         spent = 0.0
         while True:
@@ -393,14 +432,15 @@ class _Search:
         return out, v
 
     def _pin_guess(self, k: FloatArray, x_max: FloatArray) -> np.ndarray:
-        """Devices to hold at their caps outside the cone: spectral efficiency at the caps below
-        :data:`PIN_X` (where the cone's energy is a difference of two terms ~ ``1 / x`` times
-        larger than it) and, by the last solve's band price, not worth more band than the caps
-        leave them. Never every device."""
+        """Devices to hold at their caps outside the cone (§6.7): those the last solve's band
+        price says want no more band than their caps leave them (``cost_n h(x_max,n) <=
+        price k_n``); before any price is known, those with spectral efficiency at their caps
+        below :data:`PIN_X`. Never every device."""
         cost = self.rnd.cost
-        pin = x_max < PIN_X
         if np.isfinite(self.price):
-            pin &= cost * h(x_max) <= self.price * k
+            pin = cost * h(x_max) <= self.price * k
+        else:
+            pin = x_max < PIN_X
         if np.all(pin) or float(np.sum(k[pin] / x_max[pin])) >= 1.0:
             pin[:] = False
         return pin
