@@ -18,9 +18,9 @@ is the exponential-cone program
               y_lo_n <= y_n <= y_hi_n,   zeta_n <= zeta_hi_n
 
 with ``c_n = S_n / sum S``. The power and energy caps are the bound ``y_n >= y_lo_n = 1 / x_max,n``
-(``phi(x_max,n) = min(Pmax_n u_n, Emax - compute_n) / S_n``); ``y_hi_n = 1 / k_n`` is the whole
-band and ``zeta_hi_n`` the energy at the caps, so every variable is bounded and no cone is worked
-at its boundary (``y -> 0``). The program is DPP, compiled once per number of slots; the round
+(``phi(x_max,n) = min(Pmax_n u_n, Emax - compute_n) / S_n``), which keeps every cone off its
+boundary (``y -> 0``); the band constraint bounds ``y`` above. Devices the band price shows to be
+held at their caps are taken out of the cone (``_Search._solve``; §6.7 says why). The program is DPP, compiled once per number of slots; the round
 time is a bounded 1-D search over ``log T`` (``V(T) = w_T T + w_E E*(T)`` is convex, §6.4), each
 step re-solving parameters only. At the fastest feasible round ``T_min`` every device is at its
 caps and the point is known in closed form, so the search never solves a cone program with a
@@ -58,10 +58,6 @@ T_RTOL = 1e-7
 INFIMUM_RTOL = 1e-6
 #: A round time this close to ``T_min`` (relative) is taken as ``T_min`` (the closed-form point).
 _AT_TMIN = 1e-9
-#: Devices whose spectral efficiency at their caps is below this are held there outside the
-#: cone when the band price says so (§6.7): inside it their energy ``S (y e^{1/y} - y)`` is the
-#: difference of two terms ~ ``1 / x`` times larger, which stalls Clarabel.
-PIN_X = 0.1
 #: Relative slack of the check that a device held at its caps wants no more band.
 PIN_RTOL = 1e-9
 
@@ -432,15 +428,10 @@ class _Search:
         return out, v
 
     def _pin_guess(self, k: FloatArray, x_max: FloatArray) -> np.ndarray:
-        """Devices to hold at their caps outside the cone (§6.7): those the last solve's band
-        price says want no more band than their caps leave them (``cost_n h(x_max,n) <=
-        price k_n``); before any price is known, those with spectral efficiency at their caps
-        below :data:`PIN_X`. Never every device."""
-        cost = self.rnd.cost
-        if np.isfinite(self.price):
-            pin = cost * h(x_max) <= self.price * k
-        else:
-            pin = x_max < PIN_X
+        """Devices to hold at their caps outside the cone (§6.7): those the band price of the
+        last solve (or of :meth:`_Round.price`) says want no more band than their caps leave
+        them, ``cost_n h(x_max,n) <= price k_n``. Never every device."""
+        pin = self.rnd.cost * h(x_max) <= self.price * k
         if np.all(pin) or float(np.sum(k[pin] / x_max[pin])) >= 1.0:
             pin[:] = False
         return pin
