@@ -273,6 +273,9 @@ class _DPPBlock:
                 with warnings.catch_warnings():
                     # Inaccurate solves are reported in ``attempts``; no stray warnings.
                     warnings.filterwarnings("ignore", message="Solution may be inaccurate")
+                    # warm_start=False: otherwise CVXPY re-uses the last Clarabel solver through
+                    # its update(), which keeps that solve's equilibration; identical data then
+                    # failed there and solved on a fresh solver (docs/formulation.md §6.7).
                     prob.solve(
                         solver=solver_instance(solver),
                         warm_start=False,
