@@ -247,6 +247,28 @@ def test_pure_block_descent_uses_no_closed_form_step():
     assert shipped.objective <= pure.objective * (1 + 1e-9)
 
 
+#: 40 devices of faded draw 1005 at N = 1,000 (design draw of the low-efficiency fix, §6.7),
+#: including its weakest device, which carries almost all the Shannon energy at spectral
+#: efficiency ~1e-3 and sits at or near its power cap: Clarabel stalled on the cone with that
+#: device in it (4 fallbacks, 15 continuation steps per bcd run before the fix).
+_DRAW_1005_IDS = [
+    14, 15, 75, 82, 113, 118, 130, 181, 224, 275, 336, 360, 395, 405, 408, 444, 482, 515, 582,
+    661, 697, 719, 734, 766, 808, 812, 825, 859, 864, 907, 915, 916, 917, 956, 958, 959, 978,
+    979, 986, 987,
+]
+
+
+def test_low_efficiency_device_at_its_cap_needs_no_fallback():
+    scn = rs.faded(1000, 1005).select(_DRAW_1005_IDS)
+    res = solve(scn, "bcd", escape=False, warm_start=False)
+    assert res.status == "converged", res.message
+    info = res.info
+    assert info["fallbacks"] == [] and info["failures"] == []
+    assert set(info["backends"]["continuous"]) == {"CLARABEL"}
+    exact = solve(scn, "fast")
+    assert res.objective <= exact.objective * (1 + 1e-3)
+
+
 def test_recorded_hard_faded_draw_needs_no_fallback():
     # A faded draw (design seed 1, N = 100) on which the unscaled cone program failed Clarabel
     # on most solves: every cone solve must now be Clarabel's, first time. (Not every draw is

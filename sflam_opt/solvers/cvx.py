@@ -273,7 +273,14 @@ class _DPPBlock:
                 with warnings.catch_warnings():
                     # Inaccurate solves are reported in ``attempts``; no stray warnings.
                     warnings.filterwarnings("ignore", message="Solution may be inaccurate")
-                    prob.solve(solver=solver_instance(solver), **self.solver_options(solver))
+                    # warm_start=False: otherwise CVXPY re-uses the last Clarabel solver through
+                    # its update(), which keeps that solve's equilibration; identical data then
+                    # failed there and solved on a fresh solver (docs/formulation.md §6.7).
+                    prob.solve(
+                        solver=solver_instance(solver),
+                        warm_start=False,
+                        **self.solver_options(solver),
+                    )
             except (cp.SolverError, ArithmeticError, ValueError) as exc:
                 attempts.append(f"{solver}: {type(exc).__name__}: {str(exc).splitlines()[0]}")
                 logger.debug("%s block: %s raised %s", self.kind, solver, exc)

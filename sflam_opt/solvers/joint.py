@@ -18,9 +18,9 @@ is the exponential-cone program
               y_lo_n <= y_n <= y_hi_n,   zeta_n <= zeta_hi_n
 
 with ``c_n = S_n / sum S``. The power and energy caps are the bound ``y_n >= y_lo_n = 1 / x_max,n``
-(``phi(x_max,n) = min(Pmax_n u_n, Emax - compute_n) / S_n``); ``y_hi_n = 1 / k_n`` is the whole
-band and ``zeta_hi_n`` the energy at the caps, so every variable is bounded and no cone is worked
-at its boundary (``y -> 0``). The program is DPP, compiled once per number of slots; the round
+(``phi(x_max,n) = min(Pmax_n u_n, Emax - compute_n) / S_n``), which keeps every cone off its
+boundary (``y -> 0``); the band constraint bounds ``y`` above. Devices the band price shows to be
+held at their caps are taken out of the cone (``_Search._solve``; §6.7 says why). The program is DPP, compiled once per number of slots; the round
 time is a bounded 1-D search over ``log T`` (``V(T) = w_T T + w_E E*(T)`` is convex, §6.4), each
 step re-solving parameters only. At the fastest feasible round ``T_min`` every device is at its
 caps and the point is known in closed form, so the search never solves a cone program with a
@@ -58,6 +58,8 @@ T_RTOL = 1e-7
 INFIMUM_RTOL = 1e-6
 #: A round time this close to ``T_min`` (relative) is taken as ``T_min`` (the closed-form point).
 _AT_TMIN = 1e-9
+#: Relative slack of the check that a device held at its caps wants no more band.
+PIN_RTOL = 1e-9
 
 
 def phi(x: FloatArray) -> FloatArray:
@@ -66,6 +68,30 @@ def phi(x: FloatArray) -> FloatArray:
     safe = np.where(x == 0, 1.0, x)
     with np.errstate(over="ignore"):
         return np.where(x == 0, 1.0, np.expm1(safe) / safe)
+
+
+def h(x: FloatArray) -> FloatArray:
+    """``h(x) = (x - 1) e^x + 1`` (§6.2), written ``(x - 1) expm1(x) + x`` to keep its relative
+    accuracy as ``x -> 0`` (``h ~ x^2 / 2``); elementwise. ``S_n h(x_n)`` is the upload energy
+    one unit of ``y_n`` saves."""
+    x = np.asarray(x, dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return (x - 1.0) * np.expm1(x) + x
+
+
+def h_inv(r: FloatArray) -> FloatArray:
+    """The ``x > 0`` with ``h(x) = r > 0``, elementwise (bracketed root finding on ``log h``).
+
+    ``x^2 / 2 <= h(x) <= x^2 e^x / 2`` and ``h(x) >= e^x`` for ``x >= 2`` bracket the root.
+    """
+    r = np.asarray(r, dtype=np.float64)
+    lr = np.log(r)
+    hi = np.minimum(np.sqrt(2.0 * r), np.maximum(2.0, lr)) * (1.0 + 1e-9)
+    lo = 0.5 * np.minimum(np.sqrt(2.0 * r / np.e), 1.0)
+    res = elementwise.find_root(
+        lambda x, t: np.log(h(x)) - t, (lo, hi), args=(lr,), tolerances={"xrtol": 1e-12, "xatol": 0.0}
+    )
+    return np.asarray(res.x)
 
 
 def phi_inv(r: FloatArray) -> FloatArray:
@@ -114,15 +140,26 @@ class JointBlock(_DPPBlock):
     def __init__(self, n: int) -> None:
         r = cp.Variable(n, name="r")
         w = cp.Variable(n, name="w")
-        names = ("x0", "k_y0", "cost_s", "cost_y0", "r_lo", "r_hi", "w_hi")
+        names = ("x0", "k_y0", "cost_s", "cost_y0", "r_lo")
         p = {name: cp.Parameter(n, nonneg=True, name=name) for name in names}
+        #: The band constraint; its dual is the band price (:meth:`band_price`).
+        self.band = p["k_y0"] @ r <= 1
         cons: list[cp.Constraint] = [
             cp.constraints.ExpCone(p["x0"] - cp.multiply(p["x0"], r), r, w),
-            p["k_y0"] @ r <= 1,
+            self.band,
             r >= p["r_lo"],
         ]
         obj = cp.Minimize(p["cost_s"] @ w - p["cost_y0"] @ r)
         super().__init__(obj, cons, {"r": r, "w": w}, p)
+
+    def band_price(self) -> float:
+        """The band constraint's multiplier after the last solve: the objective's fall per unit
+        of band fraction (``cost_n h(x_n) = price k_n`` for every device off its caps); nan if
+        the last solve gave none."""
+        dual = self.band.dual_value
+        if dual is None:
+            return float("nan")
+        return float(np.asarray(dual).reshape(()))
 
     def set(  # noqa: PLR0913 - one value per parameter family
         self,
@@ -135,9 +172,9 @@ class JointBlock(_DPPBlock):
     ) -> None:
         """Load the values for the next solve, per device (spread over slots, see ``_set``).
 
-        A device of ``c`` copies splits its payload: each copy has ``k / c``, ``cost / c`` and
-        ``y_hi c`` (the whole band); ``y`` itself, and so ``y0``, ``y_lo`` and ``phi_hi``, are
-        intensive.
+        A device of ``c`` copies splits its payload: each copy has ``k / c`` and ``cost / c``;
+        ``y`` itself, and so ``y0`` and ``y_lo``, are intensive. (``y_hi`` and ``phi_hi`` are
+        implied by the band constraint and ``y_lo``; they are accepted for the callers' sake.)
         """
         self._layout(k.shape[0])
         copies = self._slot_copies()
@@ -146,15 +183,12 @@ class JointBlock(_DPPBlock):
         x0 = 1.0 / y0
         with np.errstate(over="ignore"):
             s = y0 * np.exp(x0)
-        yhi = self._spread(y_hi * copies)
         p = self.params
         p["x0"].value = x0
         p["k_y0"].value = k_s * y0
         p["cost_s"].value = cost_s * s
         p["cost_y0"].value = cost_s * y0
         p["r_lo"].value = self._spread(y_lo) / y0
-        p["r_hi"].value = yhi / y0
-        p["w_hi"].value = (self._spread(phi_hi) + yhi) / s
 
     def y(self, values: dict[str, FloatArray], ref: FloatArray) -> FloatArray:
         """``y`` per device of a solution (``ref`` as given to :meth:`set`)."""
@@ -230,6 +264,27 @@ class _Round:
         with np.errstate(divide="ignore"):
             return float(np.sum(self.payload_nats / (self.total_hz * u * x_max)))
 
+    def split(self, t: float, price: float) -> FloatArray:
+        """``y`` per device when the band costs ``price`` at round time ``t`` (each device's
+        ``cost_n h(x_n) = price k_n``, clipped to its caps), shape (N,)."""
+        k = self.payload_nats / (self.total_hz * (t - self.c))
+        _, x_max = self.caps(t)
+        return 1.0 / np.minimum(h_inv(price * k / self.cost), x_max)
+
+    def price(self, t: float) -> float:
+        """The band price at which :meth:`split` fills the band at round time ``t``
+        (``t > T_min``), to a relative 1e-6: the reference of a search's first cone solve."""
+        k = self.payload_nats / (self.total_hz * (t - self.c))
+        _, x_max = self.caps(t)
+        marg = self.cost * h(x_max) / k  # the price above which device n sits at its caps
+        lo, hi = np.log(float(marg.min())) - 2.0, np.log(float(marg.max())) + 1.0
+        band = lambda lp: float(np.sum(k * self.split(t, float(np.exp(lp))))) - 1.0  # noqa: E731
+        while band(lo) <= 0.0:
+            lo -= 10.0
+        if band(hi) >= 0.0:
+            return float(np.exp(hi))
+        return float(np.exp(brentq(band, lo, hi, xtol=1e-6)))
+
     def t_min(self) -> float:
         """The fastest feasible round time (inf when a device's energy cap leaves no rate)."""
         if np.any(self.x_energy <= 0):
@@ -285,6 +340,8 @@ class _Search:
         #: First-backend attempts discarded for a continuation step (see :meth:`value`).
         self.recentred: list[str] = []
         self.best: tuple[float, float, FloatArray] | None = None  # (V, T, y)
+        #: Band price of the last solve (full-problem units, see :meth:`_solve_free`).
+        self.price = np.nan
         self.t_min = rnd.t_min()
 
     def at_t_min(self) -> float:
@@ -334,18 +391,34 @@ class _Search:
         return v
 
     def _solve(self, t: float, order: tuple[str, ...]) -> tuple[BlockSolve, float]:
-        """One cone solve at round time ``t`` with backends ``order``; the outcome and ``V``."""
+        """One cone solve at round time ``t`` with backends ``order``; the outcome and ``V``.
+
+        Devices of low spectral efficiency held at their caps are taken out of the cone
+        (:meth:`_pin_guess`, §6.7); if the solve's band price shows one of them wants more band
+        than its cap leaves it, it is put back and the block re-solved.
+        """
         rnd = self.rnd
         u = t - rnd.c
         k = rnd.payload_nats / (rnd.total_hz * u)
         phi_hi, x_max = rnd.caps(t)
         y_lo, y_hi = 1.0 / x_max, 1.0 / k
-        ref = np.clip(self._reference(t, y_lo), y_lo, y_hi)
-        self.block.set(k, rnd.cost, y_lo, y_hi, ref, phi_hi)  # type: ignore[attr-defined]
-        out = self.block.solve(order)
-        if not out.ok:
-            return out, np.inf
-        y = np.clip(self.block.y(out.values, ref), y_lo, y_hi)  # type: ignore[attr-defined]
+        if np.isfinite(self.price):
+            ref = np.clip(self._reference(t, y_lo), y_lo, y_hi)
+        else:  # a search's first cone solve: the caps' point is far from the split at t
+            self.price = rnd.price(t)
+            ref = np.clip(rnd.split(t, self.price), y_lo, y_hi)
+        pin = self._pin_guess(k, x_max)
+        spent = 0.0
+        while True:
+            out, y, price = self._solve_free(~pin, k, y_lo, ref, phi_hi, order)
+            out.solve_s += spent
+            if not out.ok:
+                return out, np.inf
+            wrong = pin & (rnd.cost * h(x_max) > price * k * (1.0 + PIN_RTOL))
+            if not np.any(wrong):
+                break
+            spent, pin = out.solve_s, pin & ~wrong
+        self.price = price
         self.y_ref = y
         self.solved.append((t, y))
         bw, _ = rnd.allocation(t, y)
@@ -353,6 +426,41 @@ class _Search:
         v = rnd.value(t, np.minimum(phi(x), phi_hi))
         self._keep(v, t, y)
         return out, v
+
+    def _pin_guess(self, k: FloatArray, x_max: FloatArray) -> np.ndarray:
+        """Devices to hold at their caps outside the cone (§6.7): those the band price of the
+        last solve (or of :meth:`_Round.price`) says want no more band than their caps leave
+        them, ``cost_n h(x_max,n) <= price k_n``. Never every device."""
+        pin = self.rnd.cost * h(x_max) <= self.price * k
+        if np.all(pin) or float(np.sum(k[pin] / x_max[pin])) >= 1.0:
+            pin[:] = False
+        return pin
+
+    def _solve_free(  # noqa: PLR0913 - the round's per-device data
+        self,
+        free: np.ndarray,
+        k: FloatArray,
+        y_lo: FloatArray,
+        ref: FloatArray,
+        phi_hi: FloatArray,
+        order: tuple[str, ...],
+    ) -> tuple[BlockSolve, FloatArray, float]:
+        """The cone over the ``free`` devices, the others at ``y_lo`` (their band set aside).
+
+        Returns the outcome, ``y`` of every device and the band price in the full problem's
+        units (the block's budget is the band left, ``1 - sum_pinned k y_lo``).
+        """
+        left = 1.0 - float(np.sum(k[~free] * y_lo[~free]))
+        kf = k[free] / left
+        ref_f = np.clip(ref[free], y_lo[free], 1.0 / kf)
+        block = self.block
+        block.set(kf, self.rnd.cost[free], y_lo[free], 1.0 / kf, ref_f, phi_hi[free])  # type: ignore[attr-defined]
+        out = block.solve(order)
+        y = y_lo.copy()
+        if not out.ok:
+            return out, y, np.nan
+        y[free] = np.clip(block.y(out.values, ref_f), y_lo[free], 1.0 / kf)  # type: ignore[attr-defined]
+        return out, y, block.band_price() / left  # type: ignore[attr-defined]
 
 
 def _upper_time(search: _Search, v_min: float) -> float:
