@@ -262,7 +262,10 @@ def test_from_arrays_defaults_overrides_and_round_trip():
         ({"gain_db": [-90.0], "system": {"bandwith_hz": 1.0}}, "did you mean 'bandwidth_hz'"),
         # docs/formulation.md §11 holds for scenarios built in code too.
         ({"gain_db": [-90.0, 50.0]}, r"gain_db\[1\] = 50.0: outside the valid range \[-200, 0\]"),
-        ({"gain_db": [-90.0], "cpu_hz": 1e15}, r"cpu_hz\[0\] = 1000000000000000.0: outside .*cycles/s"),
+        (
+            {"gain_db": [-90.0], "cpu_hz": 1e15},
+            r"cpu_hz\[0\] = 1000000000000000.0: outside .*cycles/s",
+        ),
         ({"distance_m": [0.5]}, r"distance_m\[0\] = 0.5: outside the valid range \[1, 50000\]"),
         ({"gain_db": [-90.0], "max_power_w": 1e3}, r"max_power_w\[0\] = 1000.0: outside"),
     ],

@@ -252,9 +252,46 @@ def test_pure_block_descent_uses_no_closed_form_step():
 #: efficiency ~1e-3 and sits at or near its power cap: Clarabel stalled on the cone with that
 #: device in it (4 fallbacks, 15 continuation steps per bcd run before the fix).
 _DRAW_1005_IDS = [
-    14, 15, 75, 82, 113, 118, 130, 181, 224, 275, 336, 360, 395, 405, 408, 444, 482, 515, 582,
-    661, 697, 719, 734, 766, 808, 812, 825, 859, 864, 907, 915, 916, 917, 956, 958, 959, 978,
-    979, 986, 987,
+    14,
+    15,
+    75,
+    82,
+    113,
+    118,
+    130,
+    181,
+    224,
+    275,
+    336,
+    360,
+    395,
+    405,
+    408,
+    444,
+    482,
+    515,
+    582,
+    661,
+    697,
+    719,
+    734,
+    766,
+    808,
+    812,
+    825,
+    859,
+    864,
+    907,
+    915,
+    916,
+    917,
+    956,
+    958,
+    959,
+    978,
+    979,
+    986,
+    987,
 ]
 
 
@@ -280,7 +317,13 @@ def test_recorded_hard_faded_draw_needs_no_fallback():
     assert info["cone_solves"] > 0 and set(info["backends"]["continuous"]) == {"CLARABEL"}
     assert info["cone_solve_s"]["max"] >= info["cone_solve_s"]["median"] > 0
     assert info["outer_iterations"] == len(res.iterations) - 1
-    assert info["final_step"] in ("continuous", "bits", "bits_band", "bits_efficiency", "bits_power")
+    assert info["final_step"] in (
+        "continuous",
+        "bits",
+        "bits_band",
+        "bits_efficiency",
+        "bits_power",
+    )
 
 
 def test_pure_block_descent_reaches_the_optimum_on_named_scenarios():

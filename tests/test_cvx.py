@@ -224,3 +224,17 @@ def test_changed_cvxpy_internals_fall_back_to_cvxpys_formatting(monkeypatch, cap
         assert cone_format.configure() is None
     assert cone_format.solver_instance("CLARABEL") is not None
     assert not isinstance(cone_format.solver_instance("CLARABEL"), str)
+
+
+def test_h_inv_inverts_h_down_to_underflow_and_at_both_ends():
+    # Extreme gains give band prices whose ratios reach 1e-30 and below; the root search on
+    # log h returned NaN there (bcd then failed with an internal error at a -200 dB device).
+    r = np.array([1e-300, 1e-30, 1e-20, 1e-13, 1e-12, 2e-12, 1e-6, 1.0, 1e3, 1e300])
+    x = joint.h_inv(r)
+    assert np.all(np.isfinite(x)) and np.all(np.diff(x) > 0)
+    # Where h itself is accurate, h(h_inv(r)) = r; below, the series sqrt(2r) is exact to O(r).
+    big = r >= 1e-12
+    np.testing.assert_allclose(joint.h(x[big]), r[big], rtol=1e-9)
+    np.testing.assert_allclose(x[~big], np.sqrt(2.0 * r[~big]), rtol=1e-6)
+    assert joint.h_inv(np.array([0.0]))[0] == 0.0
+    assert joint.h_inv(np.array([np.inf]))[0] == np.inf

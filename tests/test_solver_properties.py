@@ -225,5 +225,5 @@ def test_every_block_solver_solves_valid_block_scenarios(seed):
     scn = random_block_scenario(seed)
     for name in BLOCK_SOLVERS:
         assert check_solver(scn, name) in ("optimal", "converged"), name
-    if scn.n_devices ** scn.resource_blocks.count <= 20_000:
+    if scn.n_devices**scn.resource_blocks.count <= 20_000:
         assert check_solver(scn, "exact") == "optimal"

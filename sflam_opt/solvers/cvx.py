@@ -449,6 +449,8 @@ _BUILDERS: dict[str, Callable[[int], _DPPBlock]] = {
 def register_block(kind: str, builder: Callable[[int], _DPPBlock]) -> None:
     """Make ``get_block(kind, n)`` build blocks with ``builder(n)``."""
     _BUILDERS[kind] = builder
+
+
 #: Blocks kept per thread; large-N problems hold canonicalized matrices, so the cache is small.
 _CACHE_SIZE = 8
 _local = threading.local()

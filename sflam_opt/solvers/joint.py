@@ -79,19 +79,35 @@ def h(x: FloatArray) -> FloatArray:
         return (x - 1.0) * np.expm1(x) + x
 
 
+#: Below this ``r``, :func:`h_inv` uses the series of ``h`` at 0 instead of the root search.
+_H_SERIES = 1e-12
+
+
 def h_inv(r: FloatArray) -> FloatArray:
     """The ``x > 0`` with ``h(x) = r > 0``, elementwise (bracketed root finding on ``log h``).
 
     ``x^2 / 2 <= h(x) <= x^2 e^x / 2`` and ``h(x) >= e^x`` for ``x >= 2`` bracket the root.
     """
     r = np.asarray(r, dtype=np.float64)
-    lr = np.log(r)
-    hi = np.minimum(np.sqrt(2.0 * r), np.maximum(2.0, lr)) * (1.0 + 1e-9)
-    lo = 0.5 * np.minimum(np.sqrt(2.0 * r / np.e), 1.0)
-    res = elementwise.find_root(
-        lambda x, t: np.log(h(x)) - t, (lo, hi), args=(lr,), tolerances={"xrtol": 1e-12, "xatol": 0.0}
-    )
-    return np.asarray(res.x)
+    # The ends in closed form: h(0) = 0 and h(inf) = inf. Extreme gains and prices reach them
+    # (r underflows to 0 or overflows to inf), where the bracket below would give NaN.
+    inner = (r > _H_SERIES) & np.isfinite(r)
+    ri = np.where(inner, r, 1.0)
+    # Below _H_SERIES, h(x) = x^2/2 + x^3/3 + O(x^4) inverts to sqrt(2r) (1 - sqrt(2r)/3) to a
+    # relative O(r); the bracketed search there loses log h to rounding and returns NaN.
+    s2r = np.sqrt(2.0 * np.maximum(r, 0.0))
+    small = s2r * (1.0 - s2r / 3.0)
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        lr = np.log(ri)
+        hi = np.minimum(np.sqrt(2.0 * ri), np.maximum(2.0, lr)) * (1.0 + 1e-9)
+        lo = 0.5 * np.minimum(np.sqrt(2.0 * ri / np.e), 1.0)
+        res = elementwise.find_root(
+            lambda x, t: np.log(h(x)) - t,
+            (lo, hi),
+            args=(lr,),
+            tolerances={"xrtol": 1e-12, "xatol": 0.0},
+        )
+    return np.where(inner, np.asarray(res.x), np.where(np.isfinite(r), small, np.inf))
 
 
 def phi_inv(r: FloatArray) -> FloatArray:
