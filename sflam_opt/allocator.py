@@ -184,6 +184,10 @@ class Allocator:
         self._bits = np.zeros(scenario.n_devices, dtype=np.int64)
         #: One :class:`RoundRecord` per :meth:`step`, oldest first.
         self.history: list[RoundRecord] = []
+        #: The scenario the last :meth:`step` solved (None before the first): what
+        #: :meth:`round_scenario` would rebuild for its arguments, kept so a host that needs it
+        #: (the trainer's device costs) does not build the round twice.
+        self.last_round_scenario: Scenario | None = None
 
     @property
     def last_bits(self) -> NDArray[np.int64]:
@@ -303,6 +307,7 @@ class Allocator:
         """
         t0 = time.perf_counter()
         scn, idx = self._round(gain_db, devices, block_gain_db)
+        self.last_round_scenario = scn
         opts = dict(self.options)
         pre: SolveResult | None = None
         if self._warm:

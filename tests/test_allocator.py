@@ -476,3 +476,15 @@ def test_allocator_checks_options_like_solve():
     # The message lists the options left to the user, not the managed ones.
     with pytest.raises(SolverArgumentError, match="valid options: max_iter, polish, rtol, "):
         Allocator(Scenario.default(3), "fast", tool=1)
+
+
+def test_last_round_scenario_is_what_step_solved():
+    alloc = Allocator(Scenario.default(devices=6, seed=0))
+    assert alloc.last_round_scenario is None
+    gains = {1: -95.0, 3: -110.0, 4: -101.5}
+    res = alloc.step(gain_db=gains, devices=[4, 1, 3])
+    got = alloc.last_round_scenario
+    want = alloc.round_scenario(gain_db=gains, devices=[4, 1, 3])
+    assert got.devices.ids == want.devices.ids == res.allocation.ids
+    np.testing.assert_array_equal(got.devices.gain_db, want.devices.gain_db)
+    assert got.to_toml() == want.to_toml()

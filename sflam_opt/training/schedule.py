@@ -202,7 +202,8 @@ class RoundSchedule:
                 f"{res.status}: {res.message}"
             )
         alloc = uniform_bits(res.allocation, self.override)
-        round_scn = self.allocator.round_scenario(gain_db=gain_db, devices=devices)
+        round_scn = self.allocator.last_round_scenario
+        assert round_scn is not None  # step() above built it
         latency, energy = self.protocol.device_costs(round_scn, alloc, self.spec)
         self.bits[part] = self._plan_bits(alloc.bits)
         row = _row(alloc, np.arange(len(part)), res.status, res.objective)
