@@ -36,7 +36,17 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Protocol, cast
 
-__all__ = ["MODEL", "REPORTS", "SECTIONS", "SOLVERS", "TRAINING", "Report", "Section", "register"]
+__all__ = [
+    "FAST",
+    "MODEL",
+    "REPORTS",
+    "SECTIONS",
+    "SOLVERS",
+    "TRAINING",
+    "Report",
+    "Section",
+    "register",
+]
 
 #: The system model every solver and training run evaluates (paths for ``measures``).
 MODEL = (
@@ -53,8 +63,26 @@ MODEL = (
 )
 #: The solvers and the model they solve.
 SOLVERS = ("sflam_opt/solvers", *MODEL)
-#: The trainer, its protocols, models and data, and the solvers that give its bits.
-TRAINING = ("sflam_opt/training", "sflam_opt/estimator.py", "sflam_opt/codec.py", *SOLVERS)
+#: The ``fast`` solver alone: its kernel, the dispatcher and the model. Training runs choose their
+#: bits with ``fast`` (every training benchmark's profile sets ``train_solver = "fast"``), so a
+#: change to ``bcd``, ``exact`` or the cone blocks leaves their figures true.
+FAST = (
+    "sflam_opt/solvers/__init__.py",
+    "sflam_opt/solvers/base.py",
+    "sflam_opt/solvers/fast.py",
+    "sflam_opt/solvers/kernel",
+    "sflam_opt/solvers/lambertw.py",
+    *MODEL,
+)
+#: The trainer, its protocols, models and data, the per-round Allocator and the solver that
+#: gives its bits.
+TRAINING = (
+    "sflam_opt/training",
+    "sflam_opt/estimator.py",
+    "sflam_opt/codec.py",
+    "sflam_opt/allocator.py",
+    *FAST,
+)
 
 
 class SectionModule(Protocol):
@@ -195,7 +223,7 @@ register(
     "fastprof",
     "benchmarks.fast_profile",
     "Where the fast solver's time goes at N = 1e6: warm and first call in a fresh process.",
-    measures=(*SOLVERS, "benchmarks/fast_profile.py"),
+    measures=(*FAST, "benchmarks/fast_profile.py"),
 )
 register(
     "scale",
