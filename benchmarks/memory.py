@@ -3,12 +3,15 @@
 For each batch size of the profile, one device-side training step of the profile's model
 (``vit-b32``) is measured by :func:`sflam_opt.training.memory.measure_device_memory`, each in a
 fresh process: ``sflam`` trains only the patch embedding and sends 8-bit activations; ``fl`` trains
-the whole ViT on the device. Output: ``figures/memory.{csv,json,png}``.
+the whole ViT on the device. Beside it, the time the device spends quantizing and packing one
+batch of those activations (and the server unpacking them), at 2, 4 and 8 bits: the wire path's
+cost, kept here as a figure rather than as a timed test. Output: ``figures/memory.{csv,json,png}``.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -39,6 +42,60 @@ COLUMNS = (
     "seed",
     "error",
 )
+
+
+#: Bit widths of the quantizer timing.
+QUANT_BITS = (2, 4, 8)
+#: Repeats of each quantizer timing; the best is reported (the least disturbed by other jobs).
+QUANT_REPEATS = 3
+
+
+def quantizer_timings(batch: int, seed: int) -> list[dict[str, Any]]:
+    """Best-of-:data:`QUANT_REPEATS` time of one ViT-B/32 activation batch through the wire path.
+
+    The path is :func:`~sflam_opt.training.quantizer.quantize` (stochastic rounding and packing),
+    ``to_bytes``, ``from_bytes`` and :func:`~sflam_opt.training.quantizer.dequantize`, on a
+    ``(batch, 49, 768)`` fp32 tensor (ViT-B/32's patch-embedding output at 224 px).
+
+    Parameters
+    ----------
+    batch : int
+        Samples in the batch.
+    seed : int
+        Seed of the activations and the rounding noise.
+
+    Returns
+    -------
+    list of dict
+        Per bit width: ``bits``, ``values``, ``payload_bytes``, best ``wall_s`` and ``cpu_s``,
+        and ``mvalues_per_s`` (millions of activation values per wall second).
+    """
+    import torch
+
+    from sflam_opt.training.quantizer import QuantizedTensor, dequantize, quantize
+
+    x = torch.randn(batch, 49, 768, generator=torch.Generator().manual_seed(seed))
+    out = []
+    for bits in QUANT_BITS:
+        gen = torch.Generator().manual_seed(seed + bits)
+        wall = cpu = math.inf
+        for _ in range(QUANT_REPEATS):
+            w0, c0 = time.perf_counter(), time.process_time()
+            payload = quantize(x, bits, gen).to_bytes()
+            y = dequantize(QuantizedTensor.from_bytes(payload))
+            wall, cpu = min(wall, time.perf_counter() - w0), min(cpu, time.process_time() - c0)
+        assert y.shape == x.shape
+        out.append(
+            {
+                "bits": bits,
+                "values": x.numel(),
+                "payload_bytes": len(payload),
+                "wall_s": wall,
+                "cpu_s": cpu,
+                "mvalues_per_s": x.numel() / wall / 1e6,
+            }
+        )
+    return out
 
 
 def run(ctx: BenchContext) -> dict[str, Any]:
@@ -88,10 +145,17 @@ def run(ctx: BenchContext) -> dict[str, Any]:
                     "fl_over_sflam": f["device_peak_mb"] / s["device_peak_mb"],
                 }
             )
+    ctx.progress("memory: quantizer timing", 0.0)
+    quantizer = quantizer_timings(max(p.memory_batches), p.seed)
     ctx.csv("memory", rows, COLUMNS)
     ctx.json(
         "memory",
-        {"meta": ctx.meta("memory", started, started_utc), "method": method, "ratios": ratios},
+        {
+            "meta": ctx.meta("memory", started, started_utc),
+            "method": method,
+            "ratios": ratios,
+            "quantizer": quantizer,
+        },
     )
     ctx.written.extend(draw(ctx.figures))
     return {"rows": rows, "ratios": ratios}
@@ -152,12 +216,41 @@ def report(figures: Path, doc: Mapping[str, Any]) -> list[str]:
             f"device's peak ({num(r['fl_mb'])} MB vs {num(r['sflam_mb'])} MB)."
             for r in doc["ratios"]
         ]
+    out += quantizer_report(doc.get("quantizer") or [], meta)
     out += [
         "",
         figure("memory.png", "device memory", meta["command"], ["memory.csv", "memory.json"]),
         "",
     ]
     return out
+
+
+def quantizer_report(rows: list[Mapping[str, Any]], meta: Mapping[str, Any]) -> list[str]:
+    """The quantizer-timing paragraph and table (empty when the data file predates it)."""
+    if not rows:
+        return []
+    load = (meta.get("machine") or {}).get("load_avg_1m_at_start")
+    return [
+        "",
+        f"Wire path of one batch of ViT-B/32 activations ({num(rows[0]['values'])} values): "
+        "quantize with stochastic rounding, pack, serialize, parse, unpack and dequantize, "
+        f"best of {QUANT_REPEATS}, one process; 1-minute load average at the section's start "
+        f"{num(load, 3) if load is not None else 'not recorded'}.",
+        "",
+        table(
+            ["bits", "payload bytes", "wall (s)", "CPU (s)", "M values/s"],
+            [
+                [
+                    num(r["bits"]),
+                    num(r["payload_bytes"]),
+                    num(r["wall_s"], 3),
+                    num(r["cpu_s"], 3),
+                    num(r["mvalues_per_s"], 3),
+                ]
+                for r in rows
+            ],
+        ),
+    ]
 
 
 def headlines(figures: Path, doc: Mapping[str, Any]) -> list[str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import pytest
@@ -173,17 +172,18 @@ def test_corrupt_buffers_raise_data_error():
             QuantizedTensor.from_bytes(bad)
 
 
-def test_vit_b32_batch_quantizes_fast():
+def test_vit_b32_batch_round_trips_through_the_wire_format():
+    # Its speed is a figure of `python -m benchmarks memory` (benchmarks/memory.py), not a timing here.
     x = torch.randn(128, 49, 768, generator=_gen(14))
-    gen = _gen(15)
-    best = math.inf
-    for _ in range(3):
-        start = time.perf_counter()
-        q = quantize(x, 8, gen)
-        y = dequantize(QuantizedTensor.from_bytes(q.to_bytes()))
-        best = min(best, time.perf_counter() - start)
-    assert y.shape == x.shape
-    assert best < 0.5
+    for bits in (2, 8):
+        q = quantize(x, bits, _gen(15))
+        payload = q.to_bytes()
+        y = dequantize(QuantizedTensor.from_bytes(payload))
+        assert y.shape == x.shape
+        assert len(payload) == q.header_nbytes + q.nbytes
+        step = (x.max() - x.min()) / (2**bits - 1)
+        # Stochastic rounding moves each value to one of its two neighbouring levels.
+        assert float((y - x).abs().max()) <= float(step) * (1 + 1e-5)
 
 
 def _bit_matrix_pack(codes: np.ndarray, bits: int) -> bytes:
