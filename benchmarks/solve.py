@@ -36,7 +36,6 @@ import numpy as np
 from benchmarks.cold import cold_solve
 from benchmarks.common import BenchContext, median, peak_memory, rss_peak, utc_now
 from benchmarks.plots import solve_figures as draw
-from benchmarks.solve_faded import faded
 from benchmarks.solve_report import headlines, report
 from sflam_opt.costs import breakdown, equal_allocation
 from sflam_opt.scenario import Scenario
@@ -738,7 +737,9 @@ def bits_methods(ctx: BenchContext) -> list[dict[str, Any]]:
 
 
 # ------------------------------------------------------------------------------- driver
-PARTS = ("speed", "optimality", "savings", "pareto", "bcd", "faded")
+#: The faded-channels table is a section of its own (``python -m benchmarks faded``,
+#: :mod:`benchmarks.solve_faded`), so ``all`` measures it once.
+PARTS = ("speed", "optimality", "savings", "pareto", "bcd")
 
 
 def run(ctx: BenchContext, parts: Sequence[str] = PARTS) -> dict[str, Any]:
@@ -752,7 +753,6 @@ def run(ctx: BenchContext, parts: Sequence[str] = PARTS) -> dict[str, Any]:
         "savings": savings,
         "pareto": pareto,
         "bcd": bcd_trace,
-        "faded": faded,
     }
     share = 1.0 / max(1, len(parts))
 

@@ -9,8 +9,8 @@ Per N and method: median and worst solve time, draws with a cone-solver fallback
 gap of J to ``fast`` (``bcd-pure`` is pure block descent, so its gap is the pure-BCD gap), outer
 iterations, and the worst ratio of a run's slowest cone solve to its median one.
 
-Part ``faded`` of ``python -m benchmarks solve``; ``python -m benchmarks faded`` runs it alone
-(into ``figures/faded.json``).
+``python -m benchmarks faded`` runs it (into ``figures/faded.json``), as its own section of
+``all``.
 """
 
 from __future__ import annotations

@@ -11,7 +11,6 @@ from typing import Any
 
 from benchmarks.common import read_csv
 from benchmarks.markdown import figure, load_note, num, pct, table
-from benchmarks.solve_faded import faded_table
 
 __all__ = ["BCD_METHODS", "headlines", "report"]
 
@@ -49,8 +48,6 @@ def report(figures: Path, doc: Mapping[str, Any]) -> list[str]:
         out += _pareto(figures, doc.get("pareto", {}), cmd)
     if "bcd" in parts:
         out += _bcd(figures, doc.get("bcd", {}), doc.get("optimality", {}), cmd)
-    if "faded" in parts:
-        out += faded_table(figures, doc.get("faded", {}), cmd)
     return out
 
 
