@@ -165,12 +165,12 @@ class _JointTerms:
     d_s: FloatArray  # d of ``d`` by s (M,)
     d_t: FloatArray  # d of ``d`` by T (M,)
     f_t: FloatArray  # d log sum B / dT at fixed x_free (M,)
-    w: FloatArray | None  # elimination weights, 0 at capped devices (M, N); None: chunked
+    w: FloatArray | None  # B_n / dh_n, 0 at capped devices (M, N); None: chunked
     f: FloatArray  # log sum B - log B (M,)
     g: FloatArray  # log(-d) - log(w_T / w_E) (M,)
     err: FloatArray  # split residual (M,)
-    bw: FloatArray | None = None  # bandwidths (M, N), kept by the chunked evaluation
-    chunks: Chunks | None = None  # set by the chunked evaluation: w is computed per block
+    step_sums: tuple[FloatArray, ...] | None = None  # _step_sums, summed by the chunked pass
+    chunks: Chunks | None = None  # set by the chunked evaluation
 
 
 def joint_search(
@@ -343,13 +343,14 @@ def _free_terms_chunked(
 ) -> _JointTerms | None:
     """:func:`_joint_terms` block by block when no device is capped (None if one is).
 
-    The same element-wise steps as the whole-array evaluation and :func:`_free_sums`, and sums
-    combined along numpy's tree (:class:`Chunks`), so the result is bit-identical to it.
+    The same element-wise steps as the whole-array evaluation, :func:`_free_sums` and
+    :func:`_step_sums` (whose sums are taken here, while each block is in cache), and sums
+    combined along numpy's tree (:class:`Chunks`), so the result is bit-identical to them.
     """
-    names = ("u", "inv_u", "xf", "em1", "res", "dh", "bw")
+    names = ("u", "inv_u", "xf", "em1", "res", "dh")
     out = {k: st.buffer(k) for k in names}
-    u_b, iu_b, xf_b, em1_b, res_b, dh_b, bw_b = (out[k] for k in names)
-    sums: list[list[FloatArray]] = [[], [], [], []]
+    u_b, iu_b, xf_b, em1_b, res_b, dh_b = (out[k] for k in names)
+    sums: list[list[FloatArray]] = [[] for _ in range(9)]
     s_col = st.s[:, None]
     t_col = st.t[:, None]
     for c in chunks.slices:
@@ -370,23 +371,25 @@ def _free_terms_chunked(
         np.divide(hf, den, out=den)
         dh = np.multiply(xf, xf, out=dh_b[:, c])
         dh /= den  # xf^2 / (hf / (em1 + 1)): d log h / d log x
-        bw = np.multiply(jc.wl2[:, c], inv_u, out=bw_b[:, c])
+        bw = np.multiply(jc.wl2[:, c], inv_u, out=log_a)
         bw /= xf
         bu = bw * inv_u
-        sums[0].append(bw.sum(axis=1))
-        sums[1].append(bu.sum(axis=1))
-        sums[2].append((bu * inv_u).sum(axis=1))
-        sums[3].append(np.abs(res).max(axis=1))
-    tot, pu, puu = (chunks.total(p) for p in sums[:3])
+        w = np.divide(bw, dh, out=hf)
+        wu = w * inv_u
+        blocks = (bw, bu, bu * inv_u, w, wu, w * res, wu * inv_u, wu * res)
+        for acc, val in zip(sums, blocks, strict=False):
+            acc.append(val.sum(axis=1))
+        sums[8].append(np.abs(res).max(axis=1))
+    tot, pu, puu, *step = (chunks.total(p) for p in sums[:8])
     lam = np.exp(st.s)
     d = -lam * pu
     f = np.log(tot) - jc.log_b
     g = np.log(-d) - jc.log_ratio
-    err = np.maximum(np.max(np.stack(sums[3], axis=1), axis=1), np.abs(f))
+    err = np.maximum(np.max(np.stack(sums[8], axis=1), axis=1), np.abs(f))
     xf, em1 = out["xf"], out["em1"]
     return _JointTerms(
         out["u"], out["inv_u"], xf, xf, em1, out["res"], out["dh"], lam, tot, d, d,
-        2.0 * lam * puu, -pu / tot, None, f, g, err, bw=out["bw"], chunks=chunks,
+        2.0 * lam * puu, -pu / tot, None, f, g, err, tuple(x / tot for x in step), chunks,
     )  # fmt: skip
 
 
@@ -412,8 +415,7 @@ def _free_sums(inv_u, x, kappa, lam, dh) -> tuple[FloatArray, ...]:
     d = -lam * pu
     d_t = 2.0 * lam * (bu * inv_u).sum(axis=1)
     f_t = -pu / tot
-    w = bw / (tot[:, None] * dh)
-    return tot, d, d, d_t, f_t, w
+    return tot, d, d, d_t, f_t, bw / dh
 
 
 def _capped_sums(inv_u, log_a, x, kappa, lam, dh, clamped, pc) -> tuple[FloatArray, tuple]:
@@ -440,7 +442,7 @@ def _capped_sums(inv_u, log_a, x, kappa, lam, dh, clamped, pc) -> tuple[FloatArr
     d_t = 2.0 * lam * (buu * inv_u).sum(axis=1)
     d_t += np.where(clamped, buc * term_t, 0.0).sum(axis=1)
     f_t = -(bu.sum(axis=1) + np.where(clamped, buc * eps, 0.0).sum(axis=1)) / tot
-    w = np.where(clamped, 0.0, bw / (tot[:, None] * dh))
+    w = np.where(clamped, 0.0, bw / dh)
     return em1x, (tot, d, d_s, d_t, f_t, w)
 
 
@@ -473,26 +475,17 @@ def _joint_step(
 
 
 def _step_sums(tm: _JointTerms) -> tuple[FloatArray, ...]:
-    """Sums over the devices of ``w``, ``w/u``, ``w res``, ``w/u^2``, ``w res/u``, each (M,)."""
-    if tm.chunks is None:
-        w, inv_u, res = tm.w, tm.inv_u, tm.res
-        wu = w * inv_u
-        return (
-            w.sum(axis=1),
-            wu.sum(axis=1),
-            (w * res).sum(axis=1),
-            (wu * inv_u).sum(axis=1),
-            (wu * res).sum(axis=1),
-        )
-    parts: list[list[FloatArray]] = [[], [], [], [], []]
-    tot = tm.tot[:, None]
-    for c in tm.chunks.slices:
-        inv_u, res = tm.inv_u[:, c], tm.res[:, c]
-        w = tm.bw[:, c] / (tot * tm.dh[:, c])
-        wu = w * inv_u
-        for acc, val in zip(parts, (w, wu, w * res, wu * inv_u, wu * res), strict=True):
-            acc.append(val.sum(axis=1))
-    return tuple(tm.chunks.total(p) for p in parts)
+    """Sums over the devices of ``w``, ``w/u``, ``w res``, ``w/u^2``, ``w res/u``, each (M,).
+
+    The elimination weights are ``w_n = B_n / (dh_n sum B)``; the sums are taken of
+    ``B_n / dh_n`` (:attr:`_JointTerms.w`) and divided by ``sum B`` once.
+    """
+    if tm.step_sums is not None:
+        return tm.step_sums
+    w, inv_u, res = tm.w, tm.inv_u, tm.res
+    wu = w * inv_u
+    raw = (w, wu, w * res, wu * inv_u, wu * res)
+    return tuple(val.sum(axis=1) / tm.tot for val in raw)
 
 
 def _newton_dy(
@@ -512,8 +505,9 @@ def _newton_dy(
             np.subtract(ds_col, part, out=part)
             part -= tm.res[:, c]
             part /= tm.dh[:, c]
-    np.maximum(dy, -4.0, out=dy)
-    np.minimum(dy, 4.0, out=dy)
+            np.clip(part, -4.0, 4.0, out=part)
+        return dy
+    np.clip(dy, -4.0, 4.0, out=dy)
     return dy
 
 
