@@ -363,17 +363,49 @@ def best_levels(prob: BitsProblem, alpha: FloatArray, gamma: FloatArray) -> IntA
     """``argmin_l alpha_n W_l + gamma_n pen_l`` per device (index into the levels), shape (N,).
 
     The same index as ``np.argmin`` over the (N, L) table (first on ties), in O(N log L): the
-    cost is convex in l, so the ratio ``gamma / alpha`` located among ``level_ratios`` gives the
-    minimum to within one level, and the table's three entries around it decide it exactly.
-    Devices with a non-finite or non-positive ``alpha`` use the table row.
+    cost is convex in l, so its argmin moves up one level as ``gamma / alpha`` passes each of
+    ``level_ratios``. Where that ratio lies clear of every switch ratio (relative margin
+    :data:`_SWITCH_RTOL`, far above the table's rounding) its place among them is the answer;
+    the few devices near a switch, or with a non-finite or non-positive ``alpha``, are decided
+    by the table's entries (:func:`_best_levels_table`).
     """
-    w_l, pen_l, nl = prob.w_l, prob.pen_l, prob.levels.size
+    nl = prob.levels.size
     ratios = prob.level_ratios
     usable = nl > 1 and bool(np.all(np.isfinite(ratios)) and np.all(np.diff(ratios) > 0))
     if not usable:
-        return np.argmin(alpha[:, None] * w_l[None, :] + gamma[:, None] * pen_l[None, :], axis=1)
+        return _table_argmin(prob, alpha, gamma)
     with np.errstate(divide="ignore", invalid="ignore"):
-        mid = np.searchsorted(ratios, gamma / alpha)
+        ratio = gamma / alpha
+    pick = np.searchsorted(ratios, ratio)  # levels whose switch ratio lies below: 0 .. L - 1
+    edges = np.concatenate(([-np.inf], ratios, [np.inf]))  # switch ratios around each level
+    margin = _SWITCH_RTOL * ratio
+    with np.errstate(invalid="ignore"):
+        clear = ratio - edges[pick] > margin
+        clear &= edges[pick + 1] - ratio > margin
+        clear &= alpha > 0.0
+        clear &= ratio >= 0.0
+    idx = np.flatnonzero(~clear)
+    if idx.size:
+        pick[idx] = _best_levels_table(prob, alpha[idx], gamma[idx])
+    return pick
+
+
+#: Relative distance from a switch ratio beyond which the ratio alone decides the level.
+_SWITCH_RTOL = 1e-6
+
+
+def _table_argmin(prob: BitsProblem, alpha: FloatArray, gamma: FloatArray) -> IntArray:
+    """``np.argmin`` over the (N, L) table of ``alpha W_l + gamma pen_l``."""
+    table = alpha[:, None] * prob.w_l[None, :] + gamma[:, None] * prob.pen_l[None, :]
+    return np.argmin(table, axis=1)
+
+
+def _best_levels_table(prob: BitsProblem, alpha: FloatArray, gamma: FloatArray) -> IntArray:
+    """:func:`best_levels` from the table's entries around the ratio's place (and whole rows
+    for non-finite or non-positive ``alpha``)."""
+    w_l, pen_l, nl = prob.w_l, prob.pen_l, prob.levels.size
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mid = np.searchsorted(prob.level_ratios, gamma / alpha)
     mid = np.minimum(mid, nl - 1)
     lo = np.maximum(mid - 1, 0)
     hi = np.minimum(mid + 1, nl - 1)
@@ -387,8 +419,7 @@ def best_levels(prob: BitsProblem, alpha: FloatArray, gamma: FloatArray) -> IntA
     odd = ~(np.isfinite(alpha) & np.isfinite(gamma) & (alpha > 0) & (gamma >= 0))
     if odd.any():
         idx = np.flatnonzero(odd)
-        table = alpha[idx, None] * w_l[None, :] + gamma[idx, None] * pen_l[None, :]
-        pick[idx] = np.argmin(table, axis=1)
+        pick[idx] = _table_argmin(prob, alpha[idx], gamma[idx])
     return pick
 
 
