@@ -376,12 +376,11 @@ def best_levels(prob: BitsProblem, alpha: FloatArray, gamma: FloatArray) -> IntA
         return _table_argmin(prob, alpha, gamma)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = gamma / alpha
-    pick = np.searchsorted(ratios, ratio)  # levels whose switch ratio lies below: 0 .. L - 1
-    edges = np.concatenate(([-np.inf], ratios, [np.inf]))  # switch ratios around each level
+    pick = _count_below(ratios, ratio)  # switch ratios below each device's: 0 .. L - 1
     margin = _SWITCH_RTOL * ratio
     with np.errstate(invalid="ignore"):
-        clear = ratio - edges[pick] > margin
-        clear &= edges[pick + 1] - ratio > margin
+        clear = ratio - np.take(np.concatenate(([-np.inf], ratios)), pick) > margin
+        clear &= np.take(np.concatenate((ratios, [np.inf])), pick) - ratio > margin
         clear &= alpha > 0.0
         clear &= ratio >= 0.0
     idx = np.flatnonzero(~clear)
@@ -392,6 +391,18 @@ def best_levels(prob: BitsProblem, alpha: FloatArray, gamma: FloatArray) -> IntA
 
 #: Relative distance from a switch ratio beyond which the ratio alone decides the level.
 _SWITCH_RTOL = 1e-6
+
+
+def _count_below(ratios: FloatArray, ratio: FloatArray) -> IntArray:
+    """``np.searchsorted(ratios, ratio)`` for ratios that are not NaN (NaN gives 0 here).
+
+    Bit widths lie in 1..32, so there are at most 31 switch ratios: one comparison per ratio
+    is several times faster than the binary search at N = 1e6.
+    """
+    count = np.zeros(ratio.shape, dtype=np.int8)
+    for r in ratios:
+        count += ratio > r
+    return count.astype(np.intp)
 
 
 def _table_argmin(prob: BitsProblem, alpha: FloatArray, gamma: FloatArray) -> IntArray:
