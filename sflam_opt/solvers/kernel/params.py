@@ -85,6 +85,11 @@ class KernelParams:
         """``log(N0 / g_n)``, shape (N,) (computed once per scenario, used at every step)."""
         return np.log(self.n0 / self.gain)
 
+    @cached_property
+    def compute_j_total(self) -> float:
+        """``compute_j.sum()``: the round's compute energy, J (computed once per scenario)."""
+        return self.compute_j.sum()
+
 
 def kernel_params(scenario: Scenario, ref: Reference) -> KernelParams:
     """The constants of ``scenario`` with the J weights of ``ref`` (``costs.reference``)."""

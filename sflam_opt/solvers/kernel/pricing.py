@@ -137,7 +137,10 @@ class BitsProblem:
 
     def rounds(self, bits: IntArray) -> FloatArray:
         """``K(b)`` for rows of bit values (M, N), from the per-level table (inf if unreachable)."""
-        idx = self.level_index(bits)
+        return self._rounds_at(self.level_index(bits))
+
+    def _rounds_at(self, idx: IntArray) -> FloatArray:
+        """:meth:`rounds` from level indices (M, N)."""
         margin = self.room - (self._qr[None, :] * self.pen_l[idx]).sum(axis=1)
         with np.errstate(divide="ignore"):
             return np.where(margin > 0, self.k_coef / np.where(margin > 0, margin, 1.0), np.inf)
@@ -158,10 +161,11 @@ class BitsProblem:
         starts the search there. With ``unit_rounds`` K is set to 1, so that ``objective`` is
         ``V* = w_T T + w_E E`` even where the target is unreachable.
         """
-        w = payload_bits(self.scenario, bits)
+        idx = self.level_index(bits)
+        w = self.w_l[idx]  # payload_bits(bits): the same doubles, gathered from the level table
         if unit_rounds:
             return solve_rows(self.prm, w, np.ones(bits.shape[0]), self.rtol)
-        k = self.rounds(bits)
+        k = self._rounds_at(idx)
         wm = None
         if warm is None and point is not None:
             wm = self._warm_from_point(point, bits.shape[0])

@@ -563,10 +563,10 @@ def _joint_finish(prm, rw, t_min, rtol, jc, st, tm, conv) -> tuple[Split, NDArra
     # The last evaluation is the converged one for every converged row (rows stop moving
     # once converged); value and slope follow from it as in _finish.
     t, x, t_max = st.t, tm.x, jc.t_max
-    energy = prm.compute_j.sum() + (rw.shannon * (tm.em1x / x)).sum(axis=1)
+    energy = prm.compute_j_total + (rw.shannon * (tm.em1x / x)).sum(axis=1)
     value = prm.w_t * t + prm.w_e * energy
     slope = prm.w_t + prm.w_e * tm.d
-    v_inf = prm.w_e * (prm.compute_j.sum() + rw.shannon.sum(axis=1))
+    v_inf = prm.w_e * (prm.compute_j_total + rw.shannon.sum(axis=1))
     t_low = np.fmax(t_min, jc.t_lb)  # a lower end of the interval (t_lb if T_min is unknown)
     gap = np.where(
         slope >= 0,
@@ -575,7 +575,7 @@ def _joint_finish(prm, rw, t_min, rtol, jc, st, tm, conv) -> tuple[Split, NDArra
     )
     cert = (gap <= rtol * value) | (value <= (1.0 + rtol) * (v_inf + prm.w_t * t_low))
     ok = conv & ~st.failed & cert & np.isfinite(value)
-    pinned = ok & ~st.stop & np.all(x < tm.xf, axis=1)
+    pinned = ok & ~st.stop & (False if x is tm.xf else np.all(x < tm.xf, axis=1))
     if pinned.any():
         # Every device at its cap with the band used up: T is T_min, where the price is not
         # unique (any price above the cap prices clears the band). Report T_min's split with
@@ -639,7 +639,7 @@ class _Bracket:
         self.t_lb = rw.t_lb
         self.capped = np.zeros(m, dtype=bool)
         self.best = cur.copy()
-        self.v_inf = prm.w_e * (prm.compute_j.sum() + rw.shannon.sum(axis=1))
+        self.v_inf = prm.w_e * (prm.compute_j_total + rw.shannon.sum(axis=1))
         self.v_floor = self.v_inf + prm.w_t * t_min
         self.log_wt = np.log(prm.w_t) if prm.w_t > 0 else -np.inf
         nan = np.full(m, np.nan)

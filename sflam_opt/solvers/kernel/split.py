@@ -228,7 +228,7 @@ def finish_split(prm, rw, t, u, kappa, log_a, r_p, xf, x, s) -> Split:
     hx = h_from_expm1(x, em1)
     with np.errstate(invalid="ignore"):
         phx = np.where(x > 0, em1 / x, 1.0)
-    energy = prm.compute_j.sum() + np.sum(rw.shannon * phx, axis=1)
+    energy = prm.compute_j_total + np.sum(rw.shannon * phx, axis=1)
     value = prm.w_t * t + prm.w_e * energy
     bw = kappa / x
     lam = np.exp(s)
