@@ -350,7 +350,12 @@ def _free_terms_chunked(
     names = ("u", "inv_u", "xf", "em1", "res", "dh")
     out = {k: st.buffer(k) for k in names}
     u_b, iu_b, xf_b, em1_b, res_b, dh_b = (out[k] for k in names)
-    sums: list[list[FloatArray]] = [[] for _ in range(9)]
+    if "terms" not in st.work:
+        widest = max(c.stop - c.start for c in chunks.slices)
+        st.work["terms"] = np.empty((8, st.y.shape[0], widest))
+    stack = st.work["terms"]  # the eight summands of a block, summed by one reduction
+    sums: list[FloatArray] = []
+    res_max: list[FloatArray] = []
     s_col = st.s[:, None]
     t_col = st.t[:, None]
     for c in chunks.slices:
@@ -371,21 +376,25 @@ def _free_terms_chunked(
         np.divide(hf, den, out=den)
         dh = np.multiply(xf, xf, out=dh_b[:, c])
         dh /= den  # xf^2 / (hf / (em1 + 1)): d log h / d log x
-        bw = np.multiply(jc.wl2[:, c], inv_u, out=log_a)
+        # bw, bw/u, bw/u^2, w, w/u, w res, w/u^2, w res/u with w = bw/dh (see _step_sums)
+        blk = stack[:, :, : u.shape[1]]
+        bw = np.multiply(jc.wl2[:, c], inv_u, out=blk[0])
         bw /= xf
-        bu = bw * inv_u
-        w = np.divide(bw, dh, out=hf)
-        wu = w * inv_u
-        blocks = (bw, bu, bu * inv_u, w, wu, w * res, wu * inv_u, wu * res)
-        for acc, val in zip(sums, blocks, strict=False):
-            acc.append(val.sum(axis=1))
-        sums[8].append(np.abs(res).max(axis=1))
-    tot, pu, puu, *step = (chunks.total(p) for p in sums[:8])
+        np.multiply(bw, inv_u, out=blk[1])
+        np.multiply(blk[1], inv_u, out=blk[2])
+        w = np.divide(bw, dh, out=blk[3])
+        wu = np.multiply(w, inv_u, out=blk[4])
+        np.multiply(w, res, out=blk[5])
+        np.multiply(wu, inv_u, out=blk[6])
+        np.multiply(wu, res, out=blk[7])
+        sums.append(blk.sum(axis=-1))  # row by row: the same pairwise sums as each alone
+        res_max.append(np.maximum(res.max(axis=1), -res.min(axis=1)))  # max |res|
+    tot, pu, puu, *step = chunks.total(sums)
     lam = np.exp(st.s)
     d = -lam * pu
     f = np.log(tot) - jc.log_b
     g = np.log(-d) - jc.log_ratio
-    err = np.maximum(np.max(np.stack(sums[8], axis=1), axis=1), np.abs(f))
+    err = np.maximum(np.max(np.stack(res_max, axis=1), axis=1), np.abs(f))
     xf, em1 = out["xf"], out["em1"]
     return _JointTerms(
         out["u"], out["inv_u"], xf, xf, em1, out["res"], out["dh"], lam, tot, d, d,
