@@ -239,7 +239,7 @@ def lagrangian_bits(
         nonlocal log_a
         if table is not None:
             p = table.choose(np.exp(log_mu), theta)
-            return p, float(table.bw[np.arange(u.size), p].sum()), x0
+            return p, table.total(p), x0
         # Device optimum of w_E e + mu B without caps: h(x) = mu / (w_E a).
         if log_a is None:
             log_a = np.log(prm.n0 * u / prm.gain)
@@ -317,22 +317,47 @@ def _bandwidth_price(prob: BitsProblem, state: Incumbent) -> float:
 
 
 class _CapTable:
-    """Least bandwidth per (device, level) at a round time, for the latency-only step."""
+    """Least bandwidth per (level, device) at a round time, for the latency-only step.
+
+    Stored level by level, shape (L, N): at N = 1e6 each level is one contiguous pass, and
+    :meth:`choose` never forms an (N, L) table.
+    """
 
     def __init__(self, prob: BitsProblem, u: FloatArray) -> None:
         nl = prob.levels.size
-        self.bw = np.empty((u.size, nl))
-        # One level at a time (contiguous (N,) columns), each warm-started from the level
-        # below's roots: the cold start of the whole (N, L) table took ~12 Newton sweeps.
+        self.prob = prob
+        self.bw = np.empty((nl, u.size))
+        # One level at a time, each warm-started from the level below's roots: the cold start
+        # of the whole table took ~12 Newton sweeps.
         x = None
         for k in range(nl):
             x = phi_inverse(_cap_ratio(prob, u, k), x)
             with np.errstate(divide="ignore"):
-                self.bw[:, k] = np.where(x > 0, prob.w_l[k] * LN2 / (u * x), np.inf)
-        self.pen = prob.pen_nl
+                self.bw[k] = np.where(x > 0, prob.w_l[k] * LN2 / (u * x), np.inf)
 
     def choose(self, mu: float, theta: float) -> IntArray:
-        return np.argmin(mu * self.bw + theta * self.pen, axis=1)
+        """Per device ``argmin_l mu B_nl + theta q rho_n pen_l`` (first on ties, as np.argmin)."""
+        prob = self.prob
+        best = pick = None
+        nan = False
+        for k in range(self.bw.shape[0]):
+            cost = mu * self.bw[k] + theta * (prob._qr * prob.pen_l[k])
+            nan = nan or bool(np.isnan(cost.sum()))  # costs lie in [0, inf] or are NaN
+            if best is None:
+                best, pick = cost, np.zeros(cost.size, dtype=np.intp)
+                continue
+            take = cost < best
+            np.copyto(best, cost, where=take)
+            pick[take] = k
+        if nan:  # np.argmin picks a row's first NaN: redo those rows as it would
+            table = mu * self.bw.T + theta * prob.pen_nl
+            rows = np.flatnonzero(np.isnan(table).any(axis=1))
+            pick[rows] = np.argmin(table[rows], axis=1)
+        return pick
+
+    def total(self, pick: IntArray) -> float:
+        """Sum over the devices of the bandwidth at levels ``pick``, Hz."""
+        return float(self.bw[pick, np.arange(pick.size)].sum())
 
 
 def _choose(
