@@ -56,13 +56,16 @@ def h_from_expm1(x: FloatArray, em1: FloatArray) -> FloatArray:
     """:func:`h` given ``em1 = expm1(x)`` already computed (saves the costly exponential)."""
     out = x * em1 - (em1 - x)
     small = x < _SERIES_X
+    if np.all(small):  # e.g. every device of a very long round: no gather and scatter
+        return _h_series(x)
     if np.any(small):
-        xs = x[small]
-        # (k - 1)/k! x^k for k = 2..7
-        out[small] = (xs * xs) * (
-            0.5 + xs * (1 / 3 + xs * (1 / 8 + xs * (1 / 30 + xs * (1 / 144 + xs / 840))))
-        )
+        out[small] = _h_series(x[small])
     return out
+
+
+def _h_series(x: FloatArray) -> FloatArray:
+    """``h(x)`` by its Taylor series, exact to 1e-14 for ``x < 0.02``: (k - 1)/k! x^k, k = 2..7."""
+    return (x * x) * (0.5 + x * (1 / 3 + x * (1 / 8 + x * (1 / 30 + x * (1 / 144 + x / 840)))))
 
 
 def phi(x: ArrayLike) -> FloatArray:
