@@ -102,7 +102,7 @@ class _JointConsts:
 
     t_lb: FloatArray
     t_max: FloatArray
-    log_n0g: FloatArray
+    n0g: FloatArray  # N0 / g_n (N,)
     wl2: FloatArray
     log_b: float
     log_ratio: float
@@ -237,7 +237,7 @@ def _joint_consts(prm: KernelParams, rw: RowConstants, rtol: float) -> _JointCon
     return _JointConsts(
         t_lb=rw.t_lb,
         t_max=np.full(m, np.inf if prm.deadline_s is None else prm.deadline_s),
-        log_n0g=prm.log_n0g,
+        n0g=prm.n0g,
         wl2=rw.w * LN2,
         log_b=np.log(prm.bandwidth_hz),
         log_ratio=np.log(prm.w_t / prm.w_e),
@@ -309,11 +309,11 @@ def _joint_terms(
             return tm
     u = st.t[:, None] - prm.fixed_s
     inv_u = 1.0 / u
-    log_a = np.log(u) + jc.log_n0g
+    a = u * jc.n0g
     xf = np.exp(st.y)
     em1 = np.expm1(xf)
     hf = h_from_expm1(xf, em1)
-    res = np.log(hf) + log_a - st.s[:, None]
+    res = np.log(hf * a) - st.s[:, None]  # log h(x_free) + log a - s
     dh = xf * xf / (hf / (em1 + 1.0))  # d log h / d log x
     r_p = rw.pmax_over_s * u
     power = None
@@ -327,7 +327,7 @@ def _joint_terms(
     if clamped.any():
         pc = clamped & power if power is not None else clamped
         x = _cap_x(rw, st, r_p, clamped, pc, power, xf)
-        em1x, sums = _capped_sums(inv_u, log_a, x, kappa, lam, dh, clamped, pc)
+        em1x, sums = _capped_sums(inv_u, a, x, kappa, lam, dh, clamped, pc)
     else:
         x, em1x = xf, em1
         sums = _free_sums(inv_u, x, kappa, lam, dh)
@@ -362,15 +362,14 @@ def _free_terms_chunked(
         # Written straight into the buffers' blocks (out=): the same operations, no copies.
         u = np.subtract(t_col, prm.fixed_s[c], out=u_b[:, c])
         inv_u = np.divide(1.0, u, out=iu_b[:, c])
-        log_a = np.log(u)
-        log_a += jc.log_n0g[c]
+        a = np.multiply(u, jc.n0g[c])
         xf = np.exp(st.y[:, c], out=xf_b[:, c])
         em1 = np.expm1(xf, out=em1_b[:, c])
         if np.any(em1 > rw.pmax_over_s[:, c] * u * xf):
             return None
         hf = h_from_expm1(xf, em1)
-        res = np.log(hf, out=res_b[:, c])
-        res += log_a
+        a *= hf
+        res = np.log(a, out=res_b[:, c])
         res -= s_col
         den = em1 + 1.0
         np.divide(hf, den, out=den)
@@ -427,7 +426,7 @@ def _free_sums(inv_u, x, kappa, lam, dh) -> tuple[FloatArray, ...]:
     return tot, d, d, d_t, f_t, bw / dh
 
 
-def _capped_sums(inv_u, log_a, x, kappa, lam, dh, clamped, pc) -> tuple[FloatArray, tuple]:
+def _capped_sums(inv_u, a, x, kappa, lam, dh, clamped, pc) -> tuple[FloatArray, tuple]:
     """``expm1(x)`` and ``(tot, d, d_s, d_t, f_t, w)`` of :class:`_JointTerms` with caps."""
     bw = kappa / x
     tot = bw.sum(axis=1)
@@ -439,7 +438,7 @@ def _capped_sums(inv_u, log_a, x, kappa, lam, dh, clamped, pc) -> tuple[FloatArr
     em1x = np.expm1(x)
     hx = h_from_expm1(x, em1x)
     eps = np.where(pc, em1x / hx, 0.0)
-    lam_n = np.exp(log_a) * hx
+    lam_n = a * hx
     lam_c = lam[:, None]
     cterm = lam_c * (1.0 + eps) - lam_n * eps
     deps = -(em1x + 1.0) * (em1x - x) / (hx * hx) * x * eps * inv_u
