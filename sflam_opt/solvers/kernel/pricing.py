@@ -391,7 +391,7 @@ def _choose(
 def best_levels(prob: BitsProblem, alpha: FloatArray, gamma: FloatArray) -> IntArray:
     """``argmin_l alpha_n W_l + gamma_n pen_l`` per device (index into the levels), shape (N,).
 
-    The same index as ``np.argmin`` over the (N, L) table (first on ties), in O(N log L): the
+    The same index as ``np.argmin`` over the (N, L) table (first on ties), without the table: the
     cost is convex in l, so its argmin moves up one level as ``gamma / alpha`` passes each of
     ``level_ratios``. Where that ratio lies clear of every switch ratio (relative margin
     :data:`_SWITCH_RTOL`, far above the table's rounding) its place among them is the answer;
