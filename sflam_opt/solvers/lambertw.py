@@ -54,10 +54,10 @@ def h(x: ArrayLike) -> FloatArray:
 
 def h_from_expm1(x: FloatArray, em1: FloatArray) -> FloatArray:
     """:func:`h` given ``em1 = expm1(x)`` already computed (saves the costly exponential)."""
-    out = x * em1 - (em1 - x)
     small = x < _SERIES_X
     if np.all(small):  # e.g. every device of a very long round: no gather and scatter
         return _h_series(x)
+    out = x * em1 - (em1 - x)
     if np.any(small):
         out[small] = _h_series(x[small])
     return out
