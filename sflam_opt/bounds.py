@@ -96,10 +96,18 @@ def margin(scenario: Scenario, bits: ArrayLike) -> float | FloatArray:
     return c.epsilon - c.phi0 - phi_q(scenario, bits)
 
 
-def rounds_needed(scenario: Scenario, bits: ArrayLike) -> float | FloatArray:
-    """Real-valued rounds ``K(b)`` to reach eps; ``inf`` where the target is unreachable."""
+def rounds_needed(
+    scenario: Scenario, bits: ArrayLike, *, phi_q_value: ArrayLike | None = None
+) -> float | FloatArray:
+    """Real-valued rounds ``K(b)`` to reach eps; ``inf`` where the target is unreachable.
+
+    ``phi_q_value``: ``phi_q(scenario, bits)`` if already computed (``bits`` is then unused).
+    """
     c, t = scenario.convergence, scenario.training
-    m = np.asarray(margin(scenario, bits), dtype=np.float64)
+    if phi_q_value is None:
+        m = np.asarray(margin(scenario, bits), dtype=np.float64)
+    else:
+        m = np.asarray(c.epsilon - c.phi0 - phi_q_value, dtype=np.float64)
     with np.errstate(divide="ignore"):
         k = np.where(
             m > 0, c.a / (t.learning_rate * t.local_iters * np.where(m > 0, m, 1.0)), np.inf

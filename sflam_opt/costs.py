@@ -295,7 +295,8 @@ def evaluate(scenario: Scenario, allocation: Allocation, tol: float = TOLERANCE)
         If the allocation has the wrong number of devices or ids that differ from the scenario's.
     """
     bd = breakdown(scenario, allocation)
-    k = float(rounds_needed(scenario, allocation.bits))
+    pq = phi_q(scenario, allocation.bits)  # once: ~5 ms a call at N = 1e6
+    k = float(rounds_needed(scenario, allocation.bits, phi_q_value=pq))
     t_round = float(bd.latency_s.max())
     e_round = float(bd.energy_j.sum())
     ref = reference(scenario)
@@ -308,16 +309,25 @@ def evaluate(scenario: Scenario, allocation: Allocation, tol: float = TOLERANCE)
         round_energy_j=e_round,
         total_latency_s=k * t_round,
         total_energy_j=k * e_round,
-        phi_q=float(phi_q(scenario, allocation.bits)),
+        phi_q=float(pq),
         breakdown=bd,
-        violations=violations(scenario, allocation, bd, tol),
+        violations=violations(scenario, allocation, bd, tol, phi_q_value=pq),
     )
 
 
 def violations(
-    scenario: Scenario, allocation: Allocation, bd: Breakdown | None = None, tol: float = TOLERANCE
+    scenario: Scenario,
+    allocation: Allocation,
+    bd: Breakdown | None = None,
+    tol: float = TOLERANCE,
+    *,
+    phi_q_value: float | None = None,
 ) -> list[str]:
-    """Human-readable list of violated constraints (empty when feasible)."""
+    """Human-readable list of violated constraints (empty when feasible).
+
+    ``bd`` and ``phi_q_value`` are ``breakdown(scenario, allocation)`` and
+    ``phi_q(scenario, allocation.bits)`` if already computed.
+    """
     bd = bd if bd is not None else breakdown(scenario, allocation)
     out: list[str] = []
     ids = scenario.devices.ids
@@ -369,7 +379,8 @@ def violations(
                 f"device_energy_j = {c.device_energy_j:g} J (devices {devs(hot)})"
             )
     eps = scenario.convergence.epsilon
-    need = scenario.convergence.phi0 + phi_q(scenario, allocation.bits)
+    pq = phi_q(scenario, allocation.bits) if phi_q_value is None else phi_q_value
+    need = scenario.convergence.phi0 + pq
     if not eps > need:
         out.append(
             f"convergence: epsilon = {eps:g} <= phi0 + Phi_q(bits) = {need:.6g}; "

@@ -78,6 +78,8 @@ def _value_texts(values: Any) -> list[str]:
         for i in np.flatnonzero(~np.isfinite(arr)).tolist():
             texts[i] = "null"
         return texts
+    if isinstance(values, np.ndarray) and values.dtype.kind in "iu":
+        return list(map(int.__repr__, values.tolist()))
     plain = _plain(values)
     if all(type(v) is int for v in plain):
         return list(map(int.__repr__, plain))

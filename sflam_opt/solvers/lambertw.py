@@ -54,15 +54,18 @@ def h(x: ArrayLike) -> FloatArray:
 
 def h_from_expm1(x: FloatArray, em1: FloatArray) -> FloatArray:
     """:func:`h` given ``em1 = expm1(x)`` already computed (saves the costly exponential)."""
-    out = x * em1 - (em1 - x)
     small = x < _SERIES_X
+    if np.all(small):  # e.g. every device of a very long round: no gather and scatter
+        return _h_series(x)
+    out = x * em1 - (em1 - x)
     if np.any(small):
-        xs = x[small]
-        # (k - 1)/k! x^k for k = 2..7
-        out[small] = (xs * xs) * (
-            0.5 + xs * (1 / 3 + xs * (1 / 8 + xs * (1 / 30 + xs * (1 / 144 + xs / 840))))
-        )
+        out[small] = _h_series(x[small])
     return out
+
+
+def _h_series(x: FloatArray) -> FloatArray:
+    """``h(x)`` by its Taylor series, exact to 1e-14 for ``x < 0.02``: (k - 1)/k! x^k, k = 2..7."""
+    return (x * x) * (0.5 + x * (1 / 3 + x * (1 / 8 + x * (1 / 30 + x * (1 / 144 + x / 840)))))
 
 
 def phi(x: ArrayLike) -> FloatArray:
@@ -113,15 +116,19 @@ def phi_inverse(r: ArrayLike, x0: ArrayLike | None = None) -> FloatArray:
             xn = xw - (xw - np.log1p(rxw)) / (1.0 - rr / (1.0 + rxw))
         good = np.isfinite(xn) & (xw > (rr - 1.0) / rr) & (xn < x)
         x = np.where(good, xn, x)
+    # The Newton loop on three scratch arrays (at N = 1e6 fresh temporaries cost page faults).
+    x = np.asarray(x)  # a 0-d result of a scalar r becomes an array that out= can write to
+    rx, f, fp = np.empty_like(x), np.empty_like(x), np.empty_like(x)
     for _ in range(_MAX_ITER):
-        rx = rr * x
-        f = x - np.log1p(rx)
-        fp = 1.0 - rr / (1.0 + rx)
+        np.multiply(rr, x, out=rx)
+        np.subtract(x, np.log1p(rx, out=f), out=f)  # F(x) = x - log(1 + r x)
+        np.subtract(1.0, np.divide(rr, np.add(1.0, rx, out=fp), out=fp), out=fp)  # F'(x)
         with np.errstate(invalid="ignore", divide="ignore"):
-            step = np.where(fp > 0, f / fp, 0.0)
-        step = np.maximum(step, 0.0)  # monotone from the right; rounding must not cross
-        x = x - step
-        if not np.any(step > _STEP_TOL * x):
+            step = np.divide(f, fp, out=f)
+        step[~(fp > 0)] = 0.0
+        np.maximum(step, 0.0, out=step)  # monotone from the right; rounding must not cross
+        np.subtract(x, step, out=x)
+        if not np.any(step > np.multiply(x, _STEP_TOL, out=rx)):
             break
     out = np.where(ok, x, 0.0)
     return np.where(np.isposinf(r), np.inf, out)
@@ -157,20 +164,23 @@ def h_inverse(y: ArrayLike, x0: ArrayLike | None = None) -> FloatArray:
         x = np.where(ok & np.isfinite(x) & (x > 0), x, np.sqrt(2.0 * yy))
         x = np.broadcast_to(x, yy.shape).copy()
     log_y = np.log(yy)
-    t = np.log(x)
+    t = np.asarray(np.log(x))  # an array (also for a scalar y), updated in place below
+    # The Newton loop on scratch arrays (at N = 1e6 fresh temporaries cost page faults).
+    em1, step, d = np.empty_like(t), np.empty_like(t), np.empty_like(t)
     for _ in range(_MAX_ITER):
-        em1 = np.expm1(x)
+        np.expm1(x, out=em1)
         hx = h_from_expm1(x, em1)
-        f = np.log(hx) - log_y
-        # d log h / d log x = x^2 e^x / h(x)
-        d = x * x / (hx / (em1 + 1.0))  # divide first: no overflow up to x = 700
-        step = f / d
+        np.subtract(np.log(hx, out=step), log_y, out=step)  # f = log h(x) - log y
+        # d log h / d log x = x^2 e^x / h(x); divide first: no overflow up to x = 700
+        np.divide(hx, np.add(em1, 1.0, out=em1), out=em1)
+        np.divide(np.multiply(x, x, out=d), em1, out=d)
+        np.divide(step, d, out=step)
         # Cap big steps: far from the root the convex map can overshoot a lot in t.
-        step = np.clip(step, -10.0, 10.0)
+        np.clip(step, -10.0, 10.0, out=step)
         # Roots beyond x = 700 would need y > e^700; stay where expm1 is finite.
-        t = np.minimum(t - step, _LOG_X_MAX)
+        np.minimum(np.subtract(t, step, out=t), _LOG_X_MAX, out=t)
         x = np.exp(t)
-        if not np.any(np.abs(step) > _STEP_TOL):
+        if not np.any(np.abs(step, out=d) > _STEP_TOL):
             break
     out = np.where(ok, x, 0.0)
     return np.where(np.isposinf(y), np.inf, out)

@@ -81,9 +81,14 @@ class KernelParams:
     w_e: float
 
     @cached_property
-    def log_n0g(self) -> FloatArray:
-        """``log(N0 / g_n)``, shape (N,) (computed once per scenario, used at every step)."""
-        return np.log(self.n0 / self.gain)
+    def n0g(self) -> FloatArray:
+        """``N0 / g_n``, shape (N,): ``a_n = N0 u_n / g_n`` is ``u_n`` times this."""
+        return self.n0 / self.gain
+
+    @cached_property
+    def compute_j_total(self) -> float:
+        """``compute_j.sum()``: the round's compute energy, J (computed once per scenario)."""
+        return self.compute_j.sum()
 
 
 def kernel_params(scenario: Scenario, ref: Reference) -> KernelParams:
@@ -145,7 +150,7 @@ def row_constants(prm: KernelParams, w: FloatArray) -> RowConstants:
     """The round-time independent constants of payload rows ``w`` (M, N)."""
     s = shannon_energy(prm, w)
     if prm.budget_j is None:
-        r_e = x_e = np.full(w.shape, np.inf)
+        r_e = x_e = np.broadcast_to(np.inf, w.shape)  # read-only: no (M, N) array to fill
     else:
         r_e = prm.budget_j / s
         x_e = phi_inverse(r_e)

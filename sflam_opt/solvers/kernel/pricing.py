@@ -137,7 +137,10 @@ class BitsProblem:
 
     def rounds(self, bits: IntArray) -> FloatArray:
         """``K(b)`` for rows of bit values (M, N), from the per-level table (inf if unreachable)."""
-        idx = self.level_index(bits)
+        return self._rounds_at(self.level_index(bits))
+
+    def _rounds_at(self, idx: IntArray) -> FloatArray:
+        """:meth:`rounds` from level indices (M, N)."""
         margin = self.room - (self._qr[None, :] * self.pen_l[idx]).sum(axis=1)
         with np.errstate(divide="ignore"):
             return np.where(margin > 0, self.k_coef / np.where(margin > 0, margin, 1.0), np.inf)
@@ -158,10 +161,11 @@ class BitsProblem:
         starts the search there. With ``unit_rounds`` K is set to 1, so that ``objective`` is
         ``V* = w_T T + w_E E`` even where the target is unreachable.
         """
-        w = payload_bits(self.scenario, bits)
+        idx = self.level_index(bits)
+        w = self.w_l[idx]  # payload_bits(bits): the same doubles, gathered from the level table
         if unit_rounds:
             return solve_rows(self.prm, w, np.ones(bits.shape[0]), self.rtol)
-        k = self.rounds(bits)
+        k = self._rounds_at(idx)
         wm = None
         if warm is None and point is not None:
             wm = self._warm_from_point(point, bits.shape[0])
@@ -235,7 +239,7 @@ def lagrangian_bits(
         nonlocal log_a
         if table is not None:
             p = table.choose(np.exp(log_mu), theta)
-            return p, float(table.bw[np.arange(u.size), p].sum()), x0
+            return p, table.total(p), x0
         # Device optimum of w_E e + mu B without caps: h(x) = mu / (w_E a).
         if log_a is None:
             log_a = np.log(prm.n0 * u / prm.gain)
@@ -313,22 +317,47 @@ def _bandwidth_price(prob: BitsProblem, state: Incumbent) -> float:
 
 
 class _CapTable:
-    """Least bandwidth per (device, level) at a round time, for the latency-only step."""
+    """Least bandwidth per (level, device) at a round time, for the latency-only step.
+
+    Stored level by level, shape (L, N): at N = 1e6 each level is one contiguous pass, and
+    :meth:`choose` never forms an (N, L) table.
+    """
 
     def __init__(self, prob: BitsProblem, u: FloatArray) -> None:
         nl = prob.levels.size
-        self.bw = np.empty((u.size, nl))
-        # One level at a time (contiguous (N,) columns), each warm-started from the level
-        # below's roots: the cold start of the whole (N, L) table took ~12 Newton sweeps.
+        self.prob = prob
+        self.bw = np.empty((nl, u.size))
+        # One level at a time, each warm-started from the level below's roots: the cold start
+        # of the whole table took ~12 Newton sweeps.
         x = None
         for k in range(nl):
             x = phi_inverse(_cap_ratio(prob, u, k), x)
             with np.errstate(divide="ignore"):
-                self.bw[:, k] = np.where(x > 0, prob.w_l[k] * LN2 / (u * x), np.inf)
-        self.pen = prob.pen_nl
+                self.bw[k] = np.where(x > 0, prob.w_l[k] * LN2 / (u * x), np.inf)
 
     def choose(self, mu: float, theta: float) -> IntArray:
-        return np.argmin(mu * self.bw + theta * self.pen, axis=1)
+        """Per device ``argmin_l mu B_nl + theta q rho_n pen_l`` (first on ties, as np.argmin)."""
+        prob = self.prob
+        best = pick = None
+        nan = False
+        for k in range(self.bw.shape[0]):
+            cost = mu * self.bw[k] + theta * (prob._qr * prob.pen_l[k])
+            nan = nan or bool(np.isnan(cost.sum()))  # costs lie in [0, inf] or are NaN
+            if best is None:
+                best, pick = cost, np.zeros(cost.size, dtype=np.intp)
+                continue
+            take = cost < best
+            np.copyto(best, cost, where=take)
+            pick[take] = k
+        if nan:  # np.argmin picks a row's first NaN: redo those rows as it would
+            table = mu * self.bw.T + theta * prob.pen_nl
+            rows = np.flatnonzero(np.isnan(table).any(axis=1))
+            pick[rows] = np.argmin(table[rows], axis=1)
+        return pick
+
+    def total(self, pick: IntArray) -> float:
+        """Sum over the devices of the bandwidth at levels ``pick``, Hz."""
+        return float(self.bw[pick, np.arange(pick.size)].sum())
 
 
 def _choose(
@@ -362,18 +391,61 @@ def _choose(
 def best_levels(prob: BitsProblem, alpha: FloatArray, gamma: FloatArray) -> IntArray:
     """``argmin_l alpha_n W_l + gamma_n pen_l`` per device (index into the levels), shape (N,).
 
-    The same index as ``np.argmin`` over the (N, L) table (first on ties), in O(N log L): the
-    cost is convex in l, so the ratio ``gamma / alpha`` located among ``level_ratios`` gives the
-    minimum to within one level, and the table's three entries around it decide it exactly.
-    Devices with a non-finite or non-positive ``alpha`` use the table row.
+    The same index as ``np.argmin`` over the (N, L) table (first on ties), without the table: the
+    cost is convex in l, so its argmin moves up one level as ``gamma / alpha`` passes each of
+    ``level_ratios``. Where that ratio lies clear of every switch ratio (relative margin
+    :data:`_SWITCH_RTOL`, far above the table's rounding) its place among them is the answer;
+    the few devices near a switch, or with a non-finite or non-positive ``alpha``, are decided
+    by the table's entries (:func:`_best_levels_table`).
     """
-    w_l, pen_l, nl = prob.w_l, prob.pen_l, prob.levels.size
+    nl = prob.levels.size
     ratios = prob.level_ratios
     usable = nl > 1 and bool(np.all(np.isfinite(ratios)) and np.all(np.diff(ratios) > 0))
     if not usable:
-        return np.argmin(alpha[:, None] * w_l[None, :] + gamma[:, None] * pen_l[None, :], axis=1)
+        return _table_argmin(prob, alpha, gamma)
     with np.errstate(divide="ignore", invalid="ignore"):
-        mid = np.searchsorted(ratios, gamma / alpha)
+        ratio = gamma / alpha
+    pick = _count_below(ratios, ratio)  # switch ratios below each device's: 0 .. L - 1
+    margin = _SWITCH_RTOL * ratio
+    with np.errstate(invalid="ignore"):
+        clear = ratio - np.take(np.concatenate(([-np.inf], ratios)), pick) > margin
+        clear &= np.take(np.concatenate((ratios, [np.inf])), pick) - ratio > margin
+        clear &= alpha > 0.0
+        clear &= ratio >= 0.0
+    idx = np.flatnonzero(~clear)
+    if idx.size:
+        pick[idx] = _best_levels_table(prob, alpha[idx], gamma[idx])
+    return pick
+
+
+#: Relative distance from a switch ratio beyond which the ratio alone decides the level.
+_SWITCH_RTOL = 1e-6
+
+
+def _count_below(ratios: FloatArray, ratio: FloatArray) -> IntArray:
+    """``np.searchsorted(ratios, ratio)`` for ratios that are not NaN (NaN gives 0 here).
+
+    Bit widths lie in 1..32, so there are at most 31 switch ratios: one comparison per ratio
+    is several times faster than the binary search at N = 1e6.
+    """
+    count = np.zeros(ratio.shape, dtype=np.int8)
+    for r in ratios:
+        count += ratio > r
+    return count.astype(np.intp)
+
+
+def _table_argmin(prob: BitsProblem, alpha: FloatArray, gamma: FloatArray) -> IntArray:
+    """``np.argmin`` over the (N, L) table of ``alpha W_l + gamma pen_l``."""
+    table = alpha[:, None] * prob.w_l[None, :] + gamma[:, None] * prob.pen_l[None, :]
+    return np.argmin(table, axis=1)
+
+
+def _best_levels_table(prob: BitsProblem, alpha: FloatArray, gamma: FloatArray) -> IntArray:
+    """:func:`best_levels` from the table's entries around the ratio's place (and whole rows
+    for non-finite or non-positive ``alpha``)."""
+    w_l, pen_l, nl = prob.w_l, prob.pen_l, prob.levels.size
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mid = np.searchsorted(prob.level_ratios, gamma / alpha)
     mid = np.minimum(mid, nl - 1)
     lo = np.maximum(mid - 1, 0)
     hi = np.minimum(mid + 1, nl - 1)
@@ -387,8 +459,7 @@ def best_levels(prob: BitsProblem, alpha: FloatArray, gamma: FloatArray) -> IntA
     odd = ~(np.isfinite(alpha) & np.isfinite(gamma) & (alpha > 0) & (gamma >= 0))
     if odd.any():
         idx = np.flatnonzero(odd)
-        table = alpha[idx, None] * w_l[None, :] + gamma[idx, None] * pen_l[None, :]
-        pick[idx] = np.argmin(table, axis=1)
+        pick[idx] = _table_argmin(prob, alpha[idx], gamma[idx])
     return pick
 
 

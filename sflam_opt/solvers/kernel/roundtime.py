@@ -102,7 +102,7 @@ class _JointConsts:
 
     t_lb: FloatArray
     t_max: FloatArray
-    log_n0g: FloatArray
+    n0g: FloatArray  # N0 / g_n (N,)
     wl2: FloatArray
     log_b: float
     log_ratio: float
@@ -165,12 +165,12 @@ class _JointTerms:
     d_s: FloatArray  # d of ``d`` by s (M,)
     d_t: FloatArray  # d of ``d`` by T (M,)
     f_t: FloatArray  # d log sum B / dT at fixed x_free (M,)
-    w: FloatArray | None  # elimination weights, 0 at capped devices (M, N); None: chunked
+    w: FloatArray | None  # B_n / dh_n, 0 at capped devices (M, N); None: chunked
     f: FloatArray  # log sum B - log B (M,)
     g: FloatArray  # log(-d) - log(w_T / w_E) (M,)
     err: FloatArray  # split residual (M,)
-    bw: FloatArray | None = None  # bandwidths (M, N), kept by the chunked evaluation
-    chunks: Chunks | None = None  # set by the chunked evaluation: w is computed per block
+    step_sums: tuple[FloatArray, ...] | None = None  # _step_sums, summed by the chunked pass
+    chunks: Chunks | None = None  # set by the chunked evaluation
 
 
 def joint_search(
@@ -237,7 +237,7 @@ def _joint_consts(prm: KernelParams, rw: RowConstants, rtol: float) -> _JointCon
     return _JointConsts(
         t_lb=rw.t_lb,
         t_max=np.full(m, np.inf if prm.deadline_s is None else prm.deadline_s),
-        log_n0g=prm.log_n0g,
+        n0g=prm.n0g,
         wl2=rw.w * LN2,
         log_b=np.log(prm.bandwidth_hz),
         log_ratio=np.log(prm.w_t / prm.w_e),
@@ -309,11 +309,11 @@ def _joint_terms(
             return tm
     u = st.t[:, None] - prm.fixed_s
     inv_u = 1.0 / u
-    log_a = np.log(u) + jc.log_n0g
+    a = u * jc.n0g
     xf = np.exp(st.y)
     em1 = np.expm1(xf)
     hf = h_from_expm1(xf, em1)
-    res = np.log(hf) + log_a - st.s[:, None]
+    res = np.log(hf * a) - st.s[:, None]  # log h(x_free) + log a - s
     dh = xf * xf / (hf / (em1 + 1.0))  # d log h / d log x
     r_p = rw.pmax_over_s * u
     power = None
@@ -327,7 +327,7 @@ def _joint_terms(
     if clamped.any():
         pc = clamped & power if power is not None else clamped
         x = _cap_x(rw, st, r_p, clamped, pc, power, xf)
-        em1x, sums = _capped_sums(inv_u, log_a, x, kappa, lam, dh, clamped, pc)
+        em1x, sums = _capped_sums(inv_u, a, x, kappa, lam, dh, clamped, pc)
     else:
         x, em1x = xf, em1
         sums = _free_sums(inv_u, x, kappa, lam, dh)
@@ -343,50 +343,61 @@ def _free_terms_chunked(
 ) -> _JointTerms | None:
     """:func:`_joint_terms` block by block when no device is capped (None if one is).
 
-    The same element-wise steps as the whole-array evaluation and :func:`_free_sums`, and sums
-    combined along numpy's tree (:class:`Chunks`), so the result is bit-identical to it.
+    The same element-wise steps as the whole-array evaluation, :func:`_free_sums` and
+    :func:`_step_sums` (whose sums are taken here, while each block is in cache), and sums
+    combined along numpy's tree (:class:`Chunks`), so the result is bit-identical to them.
     """
-    names = ("u", "inv_u", "xf", "em1", "res", "dh", "bw")
+    names = ("u", "inv_u", "xf", "em1", "res", "dh")
     out = {k: st.buffer(k) for k in names}
-    u_b, iu_b, xf_b, em1_b, res_b, dh_b, bw_b = (out[k] for k in names)
-    sums: list[list[FloatArray]] = [[], [], [], []]
+    u_b, iu_b, xf_b, em1_b, res_b, dh_b = (out[k] for k in names)
+    if "terms" not in st.work:
+        widest = max(c.stop - c.start for c in chunks.slices)
+        st.work["terms"] = np.empty((8, st.y.shape[0], widest))
+    stack = st.work["terms"]  # the eight summands of a block, summed by one reduction
+    sums: list[FloatArray] = []
+    res_max: list[FloatArray] = []
     s_col = st.s[:, None]
     t_col = st.t[:, None]
     for c in chunks.slices:
         # Written straight into the buffers' blocks (out=): the same operations, no copies.
         u = np.subtract(t_col, prm.fixed_s[c], out=u_b[:, c])
         inv_u = np.divide(1.0, u, out=iu_b[:, c])
-        log_a = np.log(u)
-        log_a += jc.log_n0g[c]
+        a = np.multiply(u, jc.n0g[c])
         xf = np.exp(st.y[:, c], out=xf_b[:, c])
         em1 = np.expm1(xf, out=em1_b[:, c])
         if np.any(em1 > rw.pmax_over_s[:, c] * u * xf):
             return None
         hf = h_from_expm1(xf, em1)
-        res = np.log(hf, out=res_b[:, c])
-        res += log_a
+        a *= hf
+        res = np.log(a, out=res_b[:, c])
         res -= s_col
         den = em1 + 1.0
         np.divide(hf, den, out=den)
         dh = np.multiply(xf, xf, out=dh_b[:, c])
         dh /= den  # xf^2 / (hf / (em1 + 1)): d log h / d log x
-        bw = np.multiply(jc.wl2[:, c], inv_u, out=bw_b[:, c])
+        # bw, bw/u, bw/u^2, w, w/u, w res, w/u^2, w res/u with w = bw/dh (see _step_sums)
+        blk = stack[:, :, : u.shape[1]]
+        bw = np.multiply(jc.wl2[:, c], inv_u, out=blk[0])
         bw /= xf
-        bu = bw * inv_u
-        sums[0].append(bw.sum(axis=1))
-        sums[1].append(bu.sum(axis=1))
-        sums[2].append((bu * inv_u).sum(axis=1))
-        sums[3].append(np.abs(res).max(axis=1))
-    tot, pu, puu = (chunks.total(p) for p in sums[:3])
+        np.multiply(bw, inv_u, out=blk[1])
+        np.multiply(blk[1], inv_u, out=blk[2])
+        w = np.divide(bw, dh, out=blk[3])
+        wu = np.multiply(w, inv_u, out=blk[4])
+        np.multiply(w, res, out=blk[5])
+        np.multiply(wu, inv_u, out=blk[6])
+        np.multiply(wu, res, out=blk[7])
+        sums.append(blk.sum(axis=-1))  # row by row: the same pairwise sums as each alone
+        res_max.append(np.maximum(res.max(axis=1), -res.min(axis=1)))  # max |res|
+    tot, pu, puu, *step = chunks.total(sums)
     lam = np.exp(st.s)
     d = -lam * pu
     f = np.log(tot) - jc.log_b
     g = np.log(-d) - jc.log_ratio
-    err = np.maximum(np.max(np.stack(sums[3], axis=1), axis=1), np.abs(f))
+    err = np.maximum(np.max(np.stack(res_max, axis=1), axis=1), np.abs(f))
     xf, em1 = out["xf"], out["em1"]
     return _JointTerms(
         out["u"], out["inv_u"], xf, xf, em1, out["res"], out["dh"], lam, tot, d, d,
-        2.0 * lam * puu, -pu / tot, None, f, g, err, bw=out["bw"], chunks=chunks,
+        2.0 * lam * puu, -pu / tot, None, f, g, err, tuple(x / tot for x in step), chunks,
     )  # fmt: skip
 
 
@@ -412,11 +423,10 @@ def _free_sums(inv_u, x, kappa, lam, dh) -> tuple[FloatArray, ...]:
     d = -lam * pu
     d_t = 2.0 * lam * (bu * inv_u).sum(axis=1)
     f_t = -pu / tot
-    w = bw / (tot[:, None] * dh)
-    return tot, d, d, d_t, f_t, w
+    return tot, d, d, d_t, f_t, bw / dh
 
 
-def _capped_sums(inv_u, log_a, x, kappa, lam, dh, clamped, pc) -> tuple[FloatArray, tuple]:
+def _capped_sums(inv_u, a, x, kappa, lam, dh, clamped, pc) -> tuple[FloatArray, tuple]:
     """``expm1(x)`` and ``(tot, d, d_s, d_t, f_t, w)`` of :class:`_JointTerms` with caps."""
     bw = kappa / x
     tot = bw.sum(axis=1)
@@ -428,7 +438,7 @@ def _capped_sums(inv_u, log_a, x, kappa, lam, dh, clamped, pc) -> tuple[FloatArr
     em1x = np.expm1(x)
     hx = h_from_expm1(x, em1x)
     eps = np.where(pc, em1x / hx, 0.0)
-    lam_n = np.exp(log_a) * hx
+    lam_n = a * hx
     lam_c = lam[:, None]
     cterm = lam_c * (1.0 + eps) - lam_n * eps
     deps = -(em1x + 1.0) * (em1x - x) / (hx * hx) * x * eps * inv_u
@@ -440,7 +450,7 @@ def _capped_sums(inv_u, log_a, x, kappa, lam, dh, clamped, pc) -> tuple[FloatArr
     d_t = 2.0 * lam * (buu * inv_u).sum(axis=1)
     d_t += np.where(clamped, buc * term_t, 0.0).sum(axis=1)
     f_t = -(bu.sum(axis=1) + np.where(clamped, buc * eps, 0.0).sum(axis=1)) / tot
-    w = np.where(clamped, 0.0, bw / (tot[:, None] * dh))
+    w = np.where(clamped, 0.0, bw / dh)
     return em1x, (tot, d, d_s, d_t, f_t, w)
 
 
@@ -473,26 +483,17 @@ def _joint_step(
 
 
 def _step_sums(tm: _JointTerms) -> tuple[FloatArray, ...]:
-    """Sums over the devices of ``w``, ``w/u``, ``w res``, ``w/u^2``, ``w res/u``, each (M,)."""
-    if tm.chunks is None:
-        w, inv_u, res = tm.w, tm.inv_u, tm.res
-        wu = w * inv_u
-        return (
-            w.sum(axis=1),
-            wu.sum(axis=1),
-            (w * res).sum(axis=1),
-            (wu * inv_u).sum(axis=1),
-            (wu * res).sum(axis=1),
-        )
-    parts: list[list[FloatArray]] = [[], [], [], [], []]
-    tot = tm.tot[:, None]
-    for c in tm.chunks.slices:
-        inv_u, res = tm.inv_u[:, c], tm.res[:, c]
-        w = tm.bw[:, c] / (tot * tm.dh[:, c])
-        wu = w * inv_u
-        for acc, val in zip(parts, (w, wu, w * res, wu * inv_u, wu * res), strict=True):
-            acc.append(val.sum(axis=1))
-    return tuple(tm.chunks.total(p) for p in parts)
+    """Sums over the devices of ``w``, ``w/u``, ``w res``, ``w/u^2``, ``w res/u``, each (M,).
+
+    The elimination weights are ``w_n = B_n / (dh_n sum B)``; the sums are taken of
+    ``B_n / dh_n`` (:attr:`_JointTerms.w`) and divided by ``sum B`` once.
+    """
+    if tm.step_sums is not None:
+        return tm.step_sums
+    w, inv_u, res = tm.w, tm.inv_u, tm.res
+    wu = w * inv_u
+    raw = (w, wu, w * res, wu * inv_u, wu * res)
+    return tuple(val.sum(axis=1) / tm.tot for val in raw)
 
 
 def _newton_dy(
@@ -512,8 +513,9 @@ def _newton_dy(
             np.subtract(ds_col, part, out=part)
             part -= tm.res[:, c]
             part /= tm.dh[:, c]
-    np.maximum(dy, -4.0, out=dy)
-    np.minimum(dy, 4.0, out=dy)
+            np.clip(part, -4.0, 4.0, out=part)
+        return dy
+    np.clip(dy, -4.0, 4.0, out=dy)
     return dy
 
 
@@ -569,10 +571,10 @@ def _joint_finish(prm, rw, t_min, rtol, jc, st, tm, conv) -> tuple[Split, NDArra
     # The last evaluation is the converged one for every converged row (rows stop moving
     # once converged); value and slope follow from it as in _finish.
     t, x, t_max = st.t, tm.x, jc.t_max
-    energy = prm.compute_j.sum() + (rw.shannon * (tm.em1x / x)).sum(axis=1)
+    energy = prm.compute_j_total + (rw.shannon * (tm.em1x / x)).sum(axis=1)
     value = prm.w_t * t + prm.w_e * energy
     slope = prm.w_t + prm.w_e * tm.d
-    v_inf = prm.w_e * (prm.compute_j.sum() + rw.shannon.sum(axis=1))
+    v_inf = prm.w_e * (prm.compute_j_total + rw.shannon.sum(axis=1))
     t_low = np.fmax(t_min, jc.t_lb)  # a lower end of the interval (t_lb if T_min is unknown)
     gap = np.where(
         slope >= 0,
@@ -581,7 +583,7 @@ def _joint_finish(prm, rw, t_min, rtol, jc, st, tm, conv) -> tuple[Split, NDArra
     )
     cert = (gap <= rtol * value) | (value <= (1.0 + rtol) * (v_inf + prm.w_t * t_low))
     ok = conv & ~st.failed & cert & np.isfinite(value)
-    pinned = ok & ~st.stop & np.all(x < tm.xf, axis=1)
+    pinned = ok & ~st.stop & (False if x is tm.xf else np.all(x < tm.xf, axis=1))
     if pinned.any():
         # Every device at its cap with the band used up: T is T_min, where the price is not
         # unique (any price above the cap prices clears the band). Report T_min's split with
@@ -645,7 +647,7 @@ class _Bracket:
         self.t_lb = rw.t_lb
         self.capped = np.zeros(m, dtype=bool)
         self.best = cur.copy()
-        self.v_inf = prm.w_e * (prm.compute_j.sum() + rw.shannon.sum(axis=1))
+        self.v_inf = prm.w_e * (prm.compute_j_total + rw.shannon.sum(axis=1))
         self.v_floor = self.v_inf + prm.w_t * t_min
         self.log_wt = np.log(prm.w_t) if prm.w_t > 0 else -np.inf
         nan = np.full(m, np.nan)

@@ -174,10 +174,12 @@ def split_at(
     x = xf
     xcap = None
     done = np.zeros(m, dtype=bool)
+    # Scratch arrays of the loop (at N = 1e6 fresh temporaries cost page faults); xf is our own.
+    em1, res, d, bw, tmp = (np.empty((m, n)) for _ in range(5))
     for _ in range(_SPLIT_MAX_NEWTON):
-        em1 = np.expm1(xf)
+        np.expm1(xf, out=em1)
         with np.errstate(invalid="ignore", divide="ignore"):
-            clamped = em1 > r * xf  # phi(x_free) > r: the cap binds
+            clamped = em1 > np.multiply(r, xf, out=tmp)  # phi(x_free) > r: the cap binds
         x = xf
         if clamped.any():
             # r is fixed within a call: each device's cap x is computed once.
@@ -188,21 +190,28 @@ def split_at(
                 xcap[new] = phi_inverse(r[new], xf[new])
             x = np.where(clamped, xcap, xf)
         hf = h_from_expm1(xf, em1)
-        res = np.log(hf) + log_a - s[:, None]
-        d = xf * xf / (hf / (em1 + 1.0))  # d log h / d log x (no overflow up to x = 700)
-        bw = kappa / x
+        np.log(hf, out=res)
+        res += log_a
+        res -= s[:, None]
+        # d log h / d log x = xf^2 / (hf / (em1 + 1)) (no overflow up to x = 700)
+        np.divide(hf, np.add(em1, 1.0, out=tmp), out=tmp)
+        np.divide(np.multiply(xf, xf, out=d), tmp, out=d)
+        np.divide(kappa, x, out=bw)
         tot = bw.sum(axis=1)
         f = np.log(tot) - log_b
-        wt = np.where(clamped, 0.0, bw / (tot[:, None] * d))
+        wt = np.divide(bw, np.multiply(tot[:, None], d, out=tmp), out=tmp)
+        wt[clamped] = 0.0
         den = wt.sum(axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
-            ds = (f + np.sum(wt * res, axis=1)) / den
-        done = (np.max(np.abs(res), axis=1) <= SPLIT_TOL) & (np.abs(f) <= SPLIT_TOL)
+            ds = (f + np.sum(np.multiply(wt, res, out=wt), axis=1)) / den
+        res_max = np.maximum(res.max(axis=1), -res.min(axis=1))  # max |res|
+        done = (res_max <= SPLIT_TOL) & (np.abs(f) <= SPLIT_TOL)
         if done.all():
             break
         ds = np.clip(np.where(np.isfinite(ds), ds, 0.0), -4.0, 4.0)
-        dt = np.clip((ds[:, None] - res) / d, -4.0, 4.0)
-        xf = xf * np.exp(dt)
+        dt = np.subtract(ds[:, None], res, out=tmp)
+        np.clip(np.divide(dt, d, out=dt), -4.0, 4.0, out=dt)
+        xf *= np.exp(dt, out=dt)  # (x, which may be xf, is only read again after a break)
         s = s + ds
     bad = ~done | ~np.isfinite(s)
     if bad.any():
@@ -228,7 +237,7 @@ def finish_split(prm, rw, t, u, kappa, log_a, r_p, xf, x, s) -> Split:
     hx = h_from_expm1(x, em1)
     with np.errstate(invalid="ignore"):
         phx = np.where(x > 0, em1 / x, 1.0)
-    energy = prm.compute_j.sum() + np.sum(rw.shannon * phx, axis=1)
+    energy = prm.compute_j_total + np.sum(rw.shannon * phx, axis=1)
     value = prm.w_t * t + prm.w_e * energy
     bw = kappa / x
     lam = np.exp(s)
