@@ -49,6 +49,18 @@ def run_config(nodes: int, rounds: int, pairs: list[str]) -> dict:
     return cfg
 
 
+def run_app(cfg: dict, nodes: int, seed: int = 0, mod: bool = False) -> tuple:
+    """Run the ServerApp over ``nodes`` in-process nodes: ``(Result, SflamStrategy)``.
+
+    ``seed`` seeds the node ids and Flower's node sampling; the same arguments give the same run.
+    """
+    app = (client_app_mod if mod else client_app).app
+    grid = InProcessGrid(app, nodes, run_config=cfg, seed=seed)
+    context = Context(run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config=cfg)
+    random.seed(seed)  # Flower samples the nodes with the global random module
+    return server_app.run(grid, context)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("nodes", type=int)
@@ -66,12 +78,8 @@ def main() -> None:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
-    app = (client_app_mod if args.mod else client_app).app
-    grid = InProcessGrid(app, args.nodes, run_config=cfg, seed=args.seed)
-    context = Context(run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config=cfg)
-    random.seed(args.seed)  # Flower samples the nodes with the global random module
     start, cpu0 = time.perf_counter(), time.process_time()
-    _, strategy = server_app.run(grid, context)
+    _, strategy = run_app(cfg, args.nodes, args.seed, args.mod)
     rows = server_app.LAST_RUN["history"]
     print("\n".join(server_app.table(rows, int(cfg["fit-rounds"]))))
     if strategy.estimator is not None:  # what the online calibration measured in its fit rounds
