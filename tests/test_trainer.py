@@ -25,6 +25,7 @@ from sflam_opt.errors import (
 from sflam_opt.scenario import Scenario
 from sflam_opt.solvers import solve
 from sflam_opt.training import TrainConfig, train
+from sflam_opt.training.online import WARMUP_BITS
 from sflam_opt.training.trainer import (
     CHECKPOINT_NAME,
     CURVES_NAME,
@@ -475,7 +476,7 @@ def test_online_calibration_fits_on_the_fit_rounds_then_solves_with_the_constant
     fit, after = res.metrics[:5], res.metrics[5:]
     # Fit rounds: 8-bit warm-up, the probe of every participant, no constants in force yet.
     for row in fit:
-        assert row["bound"] is None and row["allocation"]["bits"] == [8] * 4
+        assert row["bound"] is None and row["allocation"]["bits"] == [WARMUP_BITS] * 4
         probe = row["calibration"]
         assert probe["probe_bits"] == 2 and len(probe["probe_sq_diff"]) == 4
         assert all(v > 0 for v in probe["probe_sq_diff"])

@@ -47,8 +47,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Uplink width of the fit rounds (docs/formulation.md §4.3, "Warm-up at 8 bits").
-WARMUP_BITS = 8
+#: Uplink width of the fit rounds (docs/formulation.md §4.3, "Warm-up at 4 bits").
+WARMUP_BITS = 4
 #: Share of the rounds used to fit, by default.
 FIT_SHARE = 0.2
 
@@ -169,7 +169,9 @@ class OnlineCalibration:
             if "calibration" not in row:  # the first row after the fit
                 break
             r = int(row["round"])
-            self.record(r, row["train_loss"], row["grad_sq_norm"], row["calibration"]["probe_sq_diff"])
+            self.record(
+                r, row["train_loss"], row["grad_sq_norm"], row["calibration"]["probe_sq_diff"]
+            )
             if self.due(r) and self.fit() is not None:
                 break
 
