@@ -550,6 +550,62 @@ def test_online_calibration_resumes_bit_for_bit_before_and_after_the_fit(tmp_pat
         assert _same_weights(resumed, full)
 
 
+def _unsupported_before(monkeypatch, first: int) -> None:
+    """Make the estimator refuse fits on fewer than ``first`` rounds (a rising trajectory)."""
+    from sflam_opt.estimator import ConvergenceEstimator
+
+    real = ConvergenceEstimator.support
+
+    def support(self, rounds=None):
+        r = self._check_rounds(rounds)
+        return "the squared gradient norm has not fallen" if r < first else real(self, r)
+
+    monkeypatch.setattr(ConvergenceEstimator, "support", support)
+
+
+def test_online_calibration_waits_for_a_fit_the_rounds_support(monkeypatch, tmp_path, caplog):
+    from sflam_opt import ConvergenceEstimator
+    from sflam_opt.bounds import effective_step
+
+    _unsupported_before(monkeypatch, 7)
+    cfg = dict(calibration="online", fit_rounds=5, **{**SMALL, "rounds": 9})
+    res = train(TrainConfig(out=str(tmp_path / "full"), **cfg))
+    # Rounds 1..7: the warm-up and the probe go on until the fit after round 7 (rounds 1..7).
+    fit, after = res.metrics[:7], res.metrics[7:]
+    assert all(r["bound"] is None and r["allocation"]["bits"] == [WARMUP_BITS] * 4 for r in fit)
+    assert all("calibration" in r for r in fit) and not any("calibration" in r for r in after)
+    est = ConvergenceEstimator(step=effective_step(0.15, 0.5), local_iters=2)
+    for row in fit:
+        p = row["calibration"]["probe_sq_diff"]
+        est.add_round(row["train_loss"], row["grad_sq_norm"], p, [2] * len(p))
+    want = est.fit(target_rounds=9).as_convergence()
+    cal = res.summary["calibration"]
+    assert cal["fit_rounds"] == 7 and {k: cal[k] for k in want} == pytest.approx(want, rel=1e-12)
+    assert all(r["bound"] is not None for r in after)
+    # Resuming inside the longer warm-up and after the late fit gives the same run.
+    for cut in (6, 8):
+
+        def stop(row, cut=cut):
+            if row["round"] == cut:
+                raise KeyboardInterrupt
+
+        out = str(tmp_path / f"cut{cut}")
+        with pytest.raises(KeyboardInterrupt):
+            train(TrainConfig(out=out, **cfg), progress=stop)
+        resumed = train(TrainConfig(out=out, resume=True, **cfg))
+        assert resumed.metrics == res.metrics
+        assert resumed.summary["calibration"] == cal
+
+
+def test_online_calibration_that_never_fits_warns_and_keeps_the_warm_up(monkeypatch, caplog):
+    _unsupported_before(monkeypatch, 100)
+    res = train(TrainConfig(calibration="online", fit_rounds=5, **{**SMALL, "rounds": 6}))
+    assert all(r["bound"] is None and "calibration" in r for r in res.metrics)
+    cal = res.summary["calibration"]
+    assert cal["fit_rounds"] == 6 and "has not fallen" in cal["unsupported"]
+    assert "online calibration: no round supported a fit" in caplog.text
+
+
 def test_fading_keeps_gains_in_the_valid_range():
     # Devices at both ends of formulation §11's [-200, 0] dB: some fades would carry them past
     # it, which the Allocator refuses mid-training; the faded gains stay inside.
