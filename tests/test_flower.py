@@ -36,6 +36,7 @@ from sflam_opt.integrations.flower import (  # noqa: E402
     update_scenario,
 )
 from sflam_opt.integrations.flower.client import read_update  # noqa: E402
+from sflam_opt.integrations.flower.strategy import WARMUP_BITS  # noqa: E402
 from sflam_opt.integrations.flower.testing import InProcessGrid  # noqa: E402
 
 SHAPES = [(6, 40), (6,), (3, 6)]
@@ -397,7 +398,7 @@ def _run_example(client_module: str, cfg: dict, nodes: int):
 
 @pytest.mark.slow
 def test_the_example_app_learns_in_process():
-    # The scenario's constants from round 1 (the default, online, sends 8 bits in its fit rounds).
+    # The scenario's constants from round 1 (the default, online, sends 4 bits in its fit rounds).
     cfg = _example_config(calibration="scenario")
     _, result, strategy = _run_example("client_app", cfg, int(cfg["num-devices"]))
     acc = [result.evaluate_metrics_serverapp[r]["accuracy"] for r in range(4)]
@@ -494,7 +495,7 @@ def test_online_calibration_fits_on_the_fit_rounds_and_resolves_with_the_constan
     assert [r.calibration for r in strat.history] == ["fit"] * 5 + ["online"] * 2
     start = dataclasses.asdict(scn.convergence)
     for rec in strat.history[:5]:
-        assert rec.convergence == start and rec.allocation.bits.tolist() == [8, 8, 8]
+        assert rec.convergence == start and rec.allocation.bits.tolist() == [WARMUP_BITS] * 3
     # The constants in force after round 5: the estimator fed rounds 1..5's reply metrics.
     fitted = fitted_from_replies(grid, scn, fit_rounds=5, target_rounds=7)
     for rec in strat.history[5:]:
@@ -510,7 +511,7 @@ def test_online_calibration_fits_on_the_fit_rounds_and_resolves_with_the_constan
 
 @pytest.mark.slow
 def test_the_example_clients_calibrate_online_then_solve_with_the_fitted_constants():
-    """Both client styles: fit rounds at 8 bits until the replies support a fit, then rounds
+    """Both client styles: 4-bit fit rounds until the replies support a fit, then rounds
     solved with the constants fitted on those rounds' replies; the two styles send the same
     frames and calibration metrics."""
     from sflam_opt import UnsupportedFitError
@@ -526,7 +527,7 @@ def test_the_example_clients_calibrate_online_then_solve_with_the_fitted_constan
         # fit: the warm-up goes on and the strategy fits after the first round k that can, on
         # rounds 1..k only (docs/formulation.md §4.3).
         assert 5 < fit < 11 and phases == ["fit"] * fit + ["online"] * (11 - fit)
-        assert all(set(r.allocation.bits.tolist()) == {8} for r in strategy.history[:fit])
+        assert all(set(r.allocation.bits.tolist()) == {WARMUP_BITS} for r in strategy.history[:fit])
         with pytest.raises(UnsupportedFitError):
             fitted_from_replies(grid, strategy.scenario, fit_rounds=fit - 1, target_rounds=11)
         fitted = fitted_from_replies(grid, strategy.scenario, fit_rounds=fit, target_rounds=11)

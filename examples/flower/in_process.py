@@ -6,8 +6,9 @@ SuperLink, no ray. Prints the same per-round table as deploy.sh.
 NODES nodes with partition-id 0..NODES-1 and a scenario of NODES devices, as deploy.sh runs them;
 KEY=VALUE pairs (TOML values) override the run config; --mod uses the mod-style ClientApp; --seed
 seeds the node ids and Flower's node sampling (default 0). The run config's calibration is
-"online" unless given (calibration="scenario"): rounds 1..fit-rounds are its fit rounds, so
-ROUNDS > fit-rounds shows rounds solved with the fitted constants.
+"online" unless given (calibration="scenario"): rounds 1..fit-rounds are its fit rounds (more
+while the measured gradient norm has not fallen yet), so a longer run shows rounds solved with
+the fitted constants.
 """
 
 from __future__ import annotations

@@ -62,8 +62,9 @@ __all__ = ["SflamRound", "SflamStrategy"]
 
 logger = logging.getLogger(__name__)
 
-#: Update width of the online calibration's fit rounds (docs/formulation.md §4.3).
-WARMUP_BITS = 8
+#: Update width of the online calibration's fit rounds (docs/formulation.md §4.3, "Warm-up at 4
+#: bits", the trainer's width by the same argument).
+WARMUP_BITS = 4
 
 
 @dataclass
