@@ -161,12 +161,21 @@ def flower_row(label: str, nodes: int, rounds: int, seed: int) -> dict[str, Any]
     sampling). ``G`` is the running mean of the rounds' ``calib-grad-sq`` (weighted over the
     replies); the bound of round ``k`` uses the constants in force and that round's bits.
     """
+    import torch
+
     from sflam_opt import bound
     from sflam_opt.integrations.flower.validation import expected_frame_nbytes
 
     ip = _in_process()
     cfg = ip.run_config(nodes, rounds, [f"seed={seed}"])
-    result, strategy = ip.run_app(cfg, nodes, seed)
+    # One torch thread, whatever the process set before: the same floats in a pool worker and
+    # in a process that trained before (the thread count changes the sums' order).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result, strategy = ip.run_app(cfg, nodes, seed)
+    finally:
+        torch.set_num_threads(threads)
     hist = strategy.history
     metrics = result.train_metrics_clientapp
     g = np.array([float(metrics[h.server_round]["calib-grad-sq"]) for h in hist])
