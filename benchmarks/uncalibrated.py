@@ -19,9 +19,10 @@ The runs are independent and seeded: they are spread over ``profile.train_worker
 (the train section's setting) and give the same rows as one process does.
 
 Seeds. Design seeds, :data:`DESIGN_SEEDS`: the committed runs of ``docs/theory/runs`` (seeds 0, 1,
-2 and 100), synthetic trajectories (``tests/test_estimator.py``), and seeds 11 and 12, the
+2 and 100), synthetic trajectories (``tests/test_estimator.py``), seeds 11 and 12, the
 evaluation seeds of an earlier version of this section whose results were looked at to revise the
-rule (docs/formulation.md §4.3). The evaluation uses :data:`EVAL_SEEDS`, never used to design or
+rule and the warm-up width (docs/formulation.md §4.3), and, for the Flower row, the example's seeds
+0, 11 and 12. The evaluation uses :data:`EVAL_SEEDS`, never used to design or
 tune the estimator or the trainer's defaults.
 """
 
