@@ -250,5 +250,11 @@ register(
     "benchmarks.uncalibrated",
     "Online bound on configurations never calibrated: G/bound after the fit, accuracy, bytes.",
     quick=False,
-    measures=(*TRAINING, "benchmarks/uncalibrated.py"),
+    measures=(
+        *TRAINING,
+        "benchmarks/uncalibrated.py",
+        "sflam_opt/integrations",
+        "examples/flower/in_process.py",
+        "examples/flower/sflam_flower",
+    ),
 )

@@ -20,7 +20,7 @@ from sflam_opt.errors import (
     SolverArgumentError,
     TrainingConfigError,
 )
-from sflam_opt.estimator import ConvergenceConstants, ConvergenceEstimator
+from sflam_opt.estimator import ConvergenceConstants, ConvergenceEstimator, UnsupportedFitError
 from sflam_opt.scenario import Scenario
 from sflam_opt.solvers import SolveResult, available_solvers, solve
 
@@ -41,6 +41,7 @@ __all__ = [
     "SolveResult",
     "SolverArgumentError",
     "TrainingConfigError",
+    "UnsupportedFitError",
     "available_solvers",
     "bound",
     "breakdown",

@@ -29,9 +29,15 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from sflam_opt.errors import SolverArgumentError
+from sflam_opt.errors import SflamRuntimeError, SolverArgumentError
 
-__all__ = ["MIN_FIT_ROUNDS", "ConvergenceConstants", "ConvergenceEstimator", "upper_confidence"]
+__all__ = [
+    "MIN_FIT_ROUNDS",
+    "ConvergenceConstants",
+    "ConvergenceEstimator",
+    "UnsupportedFitError",
+    "upper_confidence",
+]
 
 #: Fewest rounds a fit uses: the second half must hold two rounds for a spread, plus one more.
 MIN_FIT_ROUNDS = 5
@@ -50,6 +56,14 @@ def upper_confidence(samples: ArrayLike, confidence: float) -> float:
         raise SolverArgumentError(f"samples: need at least 2 values for a spread, got {n}")
     sd = float(np.std(x, ddof=1))
     return float(np.mean(x) + student_t.ppf(confidence, n - 1) * sd / math.sqrt(n))
+
+
+class UnsupportedFitError(SflamRuntimeError):
+    """The measured rounds cannot support a fit (docs/formulation.md §4.3, "When the data cannot
+    support a fit"): the squared gradient norm has not come down to a floor yet.
+
+    Keep a safe bit width and fit again after more rounds (with past rounds only).
+    """
 
 
 @dataclass(frozen=True)
@@ -188,6 +202,42 @@ class ConvergenceEstimator:
         for row in zip(loss, grad_sq_norm, quant_error, quant_bits, strict=True):
             self.add_round(*row)
 
+    def support(self, rounds: int | None = None) -> str | None:
+        """Why rounds ``1..rounds`` cannot support a fit, or ``None`` when they can.
+
+        The rule's premise is that the squared gradient norm ``g`` has fallen towards its floor:
+        its mean over the first half of the rounds must exceed its mean over the second half, and
+        some of it must lie above ``Phi0`` (so that ``A > 0`` and the target is above the floor;
+        docs/formulation.md §4.3). A rising or flat trajectory has not measured the transient
+        that ``A`` prices.
+
+        Raises
+        ------
+        SolverArgumentError
+            Fewer than :data:`MIN_FIT_ROUNDS` rounds, or more than are recorded.
+        """
+        r = self._check_rounds(rounds)
+        g = np.asarray(self.grad_sq_norm[:r])
+        early, late = g[: r // 2], g[r // 2 :]
+        phi0 = upper_confidence(late, self.confidence)
+        if float(np.mean(early)) > float(np.mean(late)) and bool((g > phi0).any()):
+            return None
+        return (
+            f"the squared gradient norm has not fallen over rounds 1..{r}: its mean over rounds "
+            f"1..{r // 2} is {np.mean(early):.4g} against {np.mean(late):.4g} over rounds "
+            f"{r // 2 + 1}..{r}, and {np.max(g):.4g} at most against the floor's upper value "
+            f"{phi0:.4g}; keep a safe bit width and fit again after more rounds"
+        )
+
+    def _check_rounds(self, rounds: int | None) -> int:
+        r = self.rounds if rounds is None else int(rounds)
+        if not MIN_FIT_ROUNDS <= r <= self.rounds:
+            raise SolverArgumentError(
+                f"rounds: cannot fit on {r} rounds with {self.rounds} recorded; the fit needs "
+                f"at least {MIN_FIT_ROUNDS} measured rounds"
+            )
+        return r
+
     def fit(
         self, rounds: int | None = None, *, target_rounds: int, q: float | None = None
     ) -> ConvergenceConstants:
@@ -207,21 +257,22 @@ class ConvergenceEstimator:
         ------
         SolverArgumentError
             Fewer than :data:`MIN_FIT_ROUNDS` rounds, or fewer than 2 quantization samples.
+        UnsupportedFitError
+            The rounds cannot support a fit (:meth:`support` says why): fit again later.
         """
-        r = self.rounds if rounds is None else int(rounds)
-        if not MIN_FIT_ROUNDS <= r <= self.rounds:
-            raise SolverArgumentError(
-                f"rounds: cannot fit on {r} rounds with {self.rounds} recorded; the fit needs "
-                f"at least {MIN_FIT_ROUNDS} measured rounds"
-            )
+        r = self._check_rounds(rounds)
         if not (isinstance(target_rounds, int | np.integer) and target_rounds >= 1):
             raise SolverArgumentError(
                 f"target_rounds: invalid value {target_rounds!r}; give a whole number >= 1"
             )
+        reason = self.support(r)
+        if reason is not None:
+            raise UnsupportedFitError(f"calibration: {reason}")
         g = np.asarray(self.grad_sq_norm[:r])
         loss = np.asarray(self.loss[:r])
         late = slice(r // 2, r)
         phi0 = upper_confidence(g[late], self.confidence)
+        # > 0 (support): some round is above phi0, so A > 0 and eps > phi0.
         excess = float(np.clip(g - phi0, 0.0, None).sum())
         start = float(loss[0])
         late_loss = upper_confidence(loss[late], self.confidence)
@@ -229,8 +280,8 @@ class ConvergenceEstimator:
         # measurements resolve. A run that has not visibly learned gets a large, safe A.
         resolution = float(np.std(loss[late], ddof=1) / math.sqrt(loss[late].size))
         decrease = max(start - late_loss, resolution, 1e-12 * max(start, 1.0))
-        # g never above the floor: no transient measured; A stays positive (a scenario needs A > 0).
-        a = self.step * self.local_iters * max(excess * start / decrease, 1e-9 * phi0, 1e-12)
+        # S + F_hi / e with e = decrease / S: the mass spent plus what the rest of the gap costs.
+        a = self.step * self.local_iters * excess * (decrease + late_loss) / decrease
         q = self._fit_q(r) if q is None else float(q)
         epsilon = phi0 + a / (self.step * self.local_iters * int(target_rounds))
         details = {

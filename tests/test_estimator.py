@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from sflam_opt import ConvergenceEstimator, SolverArgumentError
+from sflam_opt import ConvergenceEstimator, SolverArgumentError, UnsupportedFitError
 
 STEP, TAU = 0.3, 10
 
@@ -80,7 +80,45 @@ def test_refit_uses_only_earlier_rounds():
     est.add_round(50.0, 1e6, quant_error=[1e3], quant_bits=[2])
     after = est.fit(8, target_rounds=30)
     assert after == before
-    assert est.fit(target_rounds=30).phi0 > before.phi0  # the new round does count when asked
+    # The new round does count when asked: a spike as the last round says g has not settled.
+    assert est.support() is not None
+    with pytest.raises(UnsupportedFitError):
+        est.fit(target_rounds=30)
+
+
+def rising_then_falling(rounds: int, *, peak: int, seed: int, noise: float = 0.1):
+    """A run that leaves a flat start first: g grows for ``peak`` rounds, then decays to 1."""
+    rng = np.random.default_rng(seed)
+    k = np.arange(1, rounds + 1)
+    g = np.where(k <= peak, 0.25 * 2.0 ** (k - 1), 1.0 + 3.0 * np.exp(-(k - peak) / 4.0))
+    g = g * np.exp(noise * rng.standard_normal(rounds))
+    loss = 2.3 * np.exp(-k / 8.0) + 0.1
+    return loss, g
+
+
+def test_rising_gradient_norm_is_no_fit_then_a_later_fit_holds():
+    # The Flower example's measured fit rounds (fit_rounds = 5): g rose, then fell once.
+    est = fed([2.22, 1.86, 1.28, 0.893, 0.585], [0.257, 0.594, 1.17, 1.87, 1.08])
+    assert "has not fallen" in est.support()
+    with pytest.raises(UnsupportedFitError, match="^calibration: the squared gradient norm"):
+        est.fit(target_rounds=20)
+    for seed in range(5):
+        loss, g = rising_then_falling(60, peak=5, seed=seed)
+        est = fed(loss, g, seed=seed)
+        assert est.support(5) is not None and est.support(6) is not None, seed
+        # Refit after every round with past rounds only, as the trainer and strategy do.
+        r = next(r for r in range(5, 60) if est.support(r) is None)
+        c = est.fit(r, target_rounds=60)
+        assert c.a > 0 and c.epsilon > c.phi0 + c.q / (2**16 - 1) ** 2  # reachable
+        k = np.arange(1, 61)
+        running = np.cumsum(g) / k
+        assert (running[r:] <= c.a / (STEP * TAU * k[r:]) + c.phi0).all(), (seed, r)
+
+
+def test_flat_gradient_norm_is_no_fit():
+    loss = 2.3 * np.exp(-np.arange(12) / 6.0)
+    est = fed(loss, np.full(12, 2.0))
+    assert est.support() is not None
 
 
 def test_quantization_term_scales_with_the_measured_width():

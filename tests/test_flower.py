@@ -36,6 +36,7 @@ from sflam_opt.integrations.flower import (  # noqa: E402
     update_scenario,
 )
 from sflam_opt.integrations.flower.client import read_update  # noqa: E402
+from sflam_opt.integrations.flower.strategy import WARMUP_BITS  # noqa: E402
 from sflam_opt.integrations.flower.testing import InProcessGrid  # noqa: E402
 
 SHAPES = [(6, 40), (6,), (3, 6)]
@@ -397,7 +398,7 @@ def _run_example(client_module: str, cfg: dict, nodes: int):
 
 @pytest.mark.slow
 def test_the_example_app_learns_in_process():
-    # The scenario's constants from round 1 (the default, online, sends 8 bits in its fit rounds).
+    # The scenario's constants from round 1 (the default, online, sends 4 bits in its fit rounds).
     cfg = _example_config(calibration="scenario")
     _, result, strategy = _run_example("client_app", cfg, int(cfg["num-devices"]))
     acc = [result.evaluate_metrics_serverapp[r]["accuracy"] for r in range(4)]
@@ -494,7 +495,7 @@ def test_online_calibration_fits_on_the_fit_rounds_and_resolves_with_the_constan
     assert [r.calibration for r in strat.history] == ["fit"] * 5 + ["online"] * 2
     start = dataclasses.asdict(scn.convergence)
     for rec in strat.history[:5]:
-        assert rec.convergence == start and rec.allocation.bits.tolist() == [8, 8, 8]
+        assert rec.convergence == start and rec.allocation.bits.tolist() == [WARMUP_BITS] * 3
     # The constants in force after round 5: the estimator fed rounds 1..5's reply metrics.
     fitted = fitted_from_replies(grid, scn, fit_rounds=5, target_rounds=7)
     for rec in strat.history[5:]:
@@ -510,24 +511,33 @@ def test_online_calibration_fits_on_the_fit_rounds_and_resolves_with_the_constan
 
 @pytest.mark.slow
 def test_the_example_clients_calibrate_online_then_solve_with_the_fitted_constants():
-    """Both client styles: 5 fit rounds at 8 bits, then rounds solved with the constants fitted
-    on those rounds' replies; the two styles send the same frames and calibration metrics."""
+    """Both client styles: 4-bit fit rounds until the replies support a fit, then rounds
+    solved with the constants fitted on those rounds' replies; the two styles send the same
+    frames and calibration metrics."""
+    from sflam_opt import UnsupportedFitError
     from sflam_opt.integrations.flower import CALIBRATION_KEYS
 
-    cfg = _example_config(**{"num-server-rounds": 7, "fit-rounds": 5, "num-devices": 4})
+    cfg = _example_config(**{"num-server-rounds": 11, "fit-rounds": 5, "num-devices": 4})
     sent = {}
     for module in ("client_app", "client_app_mod"):
         grid, result, strategy = _run_example(module, cfg, 4)
-        assert [r.calibration for r in strategy.history] == ["fit"] * 5 + ["online"] * 2
-        assert all(set(r.allocation.bits.tolist()) == {8} for r in strategy.history[:5])
-        fitted = fitted_from_replies(grid, strategy.scenario, fit_rounds=5, target_rounds=7)
-        for rec in strategy.history[5:]:
+        phases = [r.calibration for r in strategy.history]
+        fit = phases.count("fit")
+        # This MLP's gradient norm rises over its first rounds, so rounds 1..5 cannot support a
+        # fit: the warm-up goes on and the strategy fits after the first round k that can, on
+        # rounds 1..k only (docs/formulation.md §4.3).
+        assert 5 < fit < 11 and phases == ["fit"] * fit + ["online"] * (11 - fit)
+        assert all(set(r.allocation.bits.tolist()) == {WARMUP_BITS} for r in strategy.history[:fit])
+        with pytest.raises(UnsupportedFitError):
+            fitted_from_replies(grid, strategy.scenario, fit_rounds=fit - 1, target_rounds=11)
+        fitted = fitted_from_replies(grid, strategy.scenario, fit_rounds=fit, target_rounds=11)
+        for rec in strategy.history[fit:]:
             assert rec.convergence == pytest.approx(fitted, rel=1e-12)
             assert rec.aggregated == rec.device_ids
         assert strategy.allocator.scenario.convergence.epsilon == pytest.approx(fitted["epsilon"])
         replies = {
             (rnd, str(d.reply.metadata.src_node_id)): d.reply.content
-            for rnd in range(1, 8)
+            for rnd in range(1, 12)
             for d in deliveries(grid, MessageType.TRAIN, rnd)
         }
         for content in replies.values():
@@ -540,8 +550,8 @@ def test_the_example_clients_calibrate_online_then_solve_with_the_fitted_constan
             for key, content in replies.items()
         }
         rows = _example("server_app").LAST_RUN["history"]
-        assert [r["calibration"] for r in rows] == ["fit"] * 5 + ["online"] * 2
-        assert result.evaluate_metrics_serverapp[7]["accuracy"] > 0.7
+        assert [r["calibration"] for r in rows] == phases
+        assert result.evaluate_metrics_serverapp[11]["accuracy"] > 0.7
     assert sent["client_app"] == sent["client_app_mod"]
 
 

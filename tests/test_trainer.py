@@ -25,6 +25,7 @@ from sflam_opt.errors import (
 from sflam_opt.scenario import Scenario
 from sflam_opt.solvers import solve
 from sflam_opt.training import TrainConfig, train
+from sflam_opt.training.online import WARMUP_BITS
 from sflam_opt.training.trainer import (
     CHECKPOINT_NAME,
     CURVES_NAME,
@@ -466,25 +467,30 @@ def test_resume_with_fading_is_bit_for_bit(tmp_path):
 
 
 # ------------------------------------------------------------------------------ online calibration
-def test_online_calibration_fits_on_the_fit_rounds_then_solves_with_the_constants(caplog):
+def _refit(rows, target_rounds: int) -> dict[str, float]:
+    """The constants an estimator fits on the fit-round ``rows`` (SMALL: lr 0.15, momentum 0.5)."""
     from sflam_opt import ConvergenceEstimator
     from sflam_opt.bounds import effective_step
 
+    est = ConvergenceEstimator(step=effective_step(0.15, 0.5), local_iters=2)
+    for row in rows:
+        p = row["calibration"]["probe_sq_diff"]
+        est.add_round(row["train_loss"], row["grad_sq_norm"], p, [2] * len(p))
+    return est.fit(target_rounds=target_rounds).as_convergence()
+
+
+def test_online_calibration_fits_on_the_fit_rounds_then_solves_with_the_constants(caplog):
     config = TrainConfig(calibration="online", fit_rounds=5, **{**SMALL, "rounds": 7})
     res = train(config)
     fit, after = res.metrics[:5], res.metrics[5:]
     # Fit rounds: 8-bit warm-up, the probe of every participant, no constants in force yet.
     for row in fit:
-        assert row["bound"] is None and row["allocation"]["bits"] == [8] * 4
+        assert row["bound"] is None and row["allocation"]["bits"] == [WARMUP_BITS] * 4
         probe = row["calibration"]
         assert probe["probe_bits"] == 2 and len(probe["probe_sq_diff"]) == 4
         assert all(v > 0 for v in probe["probe_sq_diff"])
     # The constants are those of the estimator fed rounds 1..5 only.
-    est = ConvergenceEstimator(step=effective_step(0.15, 0.5), local_iters=2)
-    for row in fit:
-        p = row["calibration"]["probe_sq_diff"]
-        est.add_round(row["train_loss"], row["grad_sq_norm"], p, [2] * len(p))
-    want = est.fit(target_rounds=7).as_convergence()
+    want = _refit(fit, target_rounds=7)
     cal = res.summary["calibration"]
     assert cal["source"] == "online" and cal["fit_rounds"] == 5
     assert {k: cal[k] for k in want} == pytest.approx(want, rel=1e-12)
@@ -535,18 +541,63 @@ def test_online_calibration_resumes_bit_for_bit_before_and_after_the_fit(tmp_pat
     cfg = dict(calibration="online", fit_rounds=5, **{**SMALL, "rounds": 7})
     full = train(TrainConfig(out=str(tmp_path / "full"), **cfg))
     for cut in (3, 6):  # inside the fit rounds, and after the fit
-
-        def stop(row, cut=cut):
-            if row["round"] == cut:
-                raise KeyboardInterrupt
-
-        out = str(tmp_path / f"cut{cut}")
-        with pytest.raises(KeyboardInterrupt):
-            train(TrainConfig(out=out, **cfg), progress=stop)
-        resumed = train(TrainConfig(out=out, resume=True, **cfg))
+        resumed = _interrupted_and_resumed(cfg, cut, str(tmp_path / f"cut{cut}"))
         assert resumed.metrics == full.metrics
         assert resumed.summary["calibration"] == full.summary["calibration"]
         assert _same_weights(resumed, full)
+
+
+def _interrupted_and_resumed(cfg: dict, cut: int, out: str):
+    """The run of ``cfg`` stopped after round ``cut`` into ``out``, then resumed."""
+
+    def stop(row):
+        if row["round"] == cut:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(TrainConfig(out=out, **cfg), progress=stop)
+    return train(TrainConfig(out=out, resume=True, **cfg))
+
+
+def _unsupported_before(monkeypatch, first: int) -> None:
+    """Make the estimator refuse fits on fewer than ``first`` rounds (a rising trajectory)."""
+    from sflam_opt.estimator import ConvergenceEstimator
+
+    real = ConvergenceEstimator.support
+
+    def support(self, rounds=None):
+        r = self._check_rounds(rounds)
+        return "the squared gradient norm has not fallen" if r < first else real(self, r)
+
+    monkeypatch.setattr(ConvergenceEstimator, "support", support)
+
+
+def test_online_calibration_waits_for_a_fit_the_rounds_support(monkeypatch, tmp_path, caplog):
+    _unsupported_before(monkeypatch, 7)
+    cfg = dict(calibration="online", fit_rounds=5, **{**SMALL, "rounds": 9})
+    res = train(TrainConfig(out=str(tmp_path / "full"), **cfg))
+    # Rounds 1..7: the warm-up and the probe go on until the fit after round 7 (rounds 1..7).
+    fit, after = res.metrics[:7], res.metrics[7:]
+    assert all(r["bound"] is None and r["allocation"]["bits"] == [WARMUP_BITS] * 4 for r in fit)
+    assert all("calibration" in r for r in fit) and not any("calibration" in r for r in after)
+    want = _refit(fit, target_rounds=9)
+    cal = res.summary["calibration"]
+    assert cal["fit_rounds"] == 7 and {k: cal[k] for k in want} == pytest.approx(want, rel=1e-12)
+    assert all(r["bound"] is not None for r in after)
+    # Resuming inside the longer warm-up and after the late fit gives the same run.
+    for cut in (6, 8):
+        resumed = _interrupted_and_resumed(cfg, cut, str(tmp_path / f"cut{cut}"))
+        assert resumed.metrics == res.metrics
+        assert resumed.summary["calibration"] == cal
+
+
+def test_online_calibration_that_never_fits_warns_and_keeps_the_warm_up(monkeypatch, caplog):
+    _unsupported_before(monkeypatch, 100)
+    res = train(TrainConfig(calibration="online", fit_rounds=5, **{**SMALL, "rounds": 6}))
+    assert all(r["bound"] is None and "calibration" in r for r in res.metrics)
+    cal = res.summary["calibration"]
+    assert cal["fit_rounds"] == 6 and "has not fallen" in cal["unsupported"]
+    assert "online calibration: no round supported a fit" in caplog.text
 
 
 def test_fading_keeps_gains_in_the_valid_range():

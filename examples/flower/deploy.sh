@@ -8,7 +8,7 @@
 # NODES >= 2 SuperNodes (the app trains at least 2 per round), SuperNode i with partition-id=i;
 # the app's scenario has NODES devices. KEY=VALUE pairs override the app's run config
 # (examples/flower/pyproject.toml), e.g. fraction-train=1.0. The app calibrates its bound online
-# (calibration="online"): rounds 1..fit-rounds (default 10) send 8-bit updates and measure the
+# (calibration="online"): rounds 1..fit-rounds (default 5) send 4-bit updates and measure the
 # constants, later rounds are solved with them; with ROUNDS <= fit-rounds (CI's 2) every round is
 # a fit round and the table ends with a note saying so. 'calibration="scenario"' uses the
 # scenario's constants from round 1. The connections are insecure

@@ -6,8 +6,9 @@ SuperLink, no ray. Prints the same per-round table as deploy.sh.
 NODES nodes with partition-id 0..NODES-1 and a scenario of NODES devices, as deploy.sh runs them;
 KEY=VALUE pairs (TOML values) override the run config; --mod uses the mod-style ClientApp; --seed
 seeds the node ids and Flower's node sampling (default 0). The run config's calibration is
-"online" unless given (calibration="scenario"): rounds 1..fit-rounds are its fit rounds, so
-ROUNDS > fit-rounds shows rounds solved with the fitted constants.
+"online" unless given (calibration="scenario"): rounds 1..fit-rounds are its fit rounds (more
+while the measured gradient norm has not fallen yet), so a longer run shows rounds solved with
+the fitted constants.
 """
 
 from __future__ import annotations
@@ -49,6 +50,18 @@ def run_config(nodes: int, rounds: int, pairs: list[str]) -> dict:
     return cfg
 
 
+def run_app(cfg: dict, nodes: int, seed: int = 0, mod: bool = False) -> tuple:
+    """Run the ServerApp over ``nodes`` in-process nodes: ``(Result, SflamStrategy)``.
+
+    ``seed`` seeds the node ids and Flower's node sampling; the same arguments give the same run.
+    """
+    app = (client_app_mod if mod else client_app).app
+    grid = InProcessGrid(app, nodes, run_config=cfg, seed=seed)
+    context = Context(run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config=cfg)
+    random.seed(seed)  # Flower samples the nodes with the global random module
+    return server_app.run(grid, context)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("nodes", type=int)
@@ -66,12 +79,8 @@ def main() -> None:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
-    app = (client_app_mod if args.mod else client_app).app
-    grid = InProcessGrid(app, args.nodes, run_config=cfg, seed=args.seed)
-    context = Context(run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config=cfg)
-    random.seed(args.seed)  # Flower samples the nodes with the global random module
     start, cpu0 = time.perf_counter(), time.process_time()
-    _, strategy = server_app.run(grid, context)
+    _, strategy = run_app(cfg, args.nodes, args.seed, args.mod)
     rows = server_app.LAST_RUN["history"]
     print("\n".join(server_app.table(rows, int(cfg["fit-rounds"]))))
     if strategy.estimator is not None:  # what the online calibration measured in its fit rounds

@@ -9,7 +9,9 @@
 - ``online``: docs/formulation.md §4.3. The first ``R`` rounds (the fit rounds) run at
   :data:`WARMUP_BITS` while the server probes the quantization error; at the end of round ``R`` a
   :class:`~sflam_opt.ConvergenceEstimator` fits ``A``, ``Phi0``, ``q``, ``eps`` on rounds 1..R
-  and the bits are solved with them for the rest of the run.
+  and the bits are solved with them for the rest of the run. When rounds 1..R cannot support a
+  fit (the squared gradient norm has not fallen yet), the warm-up goes on and the fit is tried
+  again at the end of every later round ``k`` on rounds 1..k.
 - ``auto`` (default): ``stored`` when a calibration matches, else ``online`` when the run is long
   enough to fit and then predict, else ``scenario``.
 """
@@ -23,7 +25,12 @@ from typing import Any
 
 from sflam_opt.bounds import effective_step
 from sflam_opt.errors import SolverArgumentError, TrainingConfigError, TrainingRuntimeError
-from sflam_opt.estimator import MIN_FIT_ROUNDS, ConvergenceConstants, ConvergenceEstimator
+from sflam_opt.estimator import (
+    MIN_FIT_ROUNDS,
+    ConvergenceConstants,
+    ConvergenceEstimator,
+    UnsupportedFitError,
+)
 from sflam_opt.scenario import Scenario
 from sflam_opt.training.calibration_store import Calibration, calibrate_command, find_calibration
 from sflam_opt.training.config import CALIBRATIONS, TrainConfig
@@ -40,8 +47,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Uplink width of the fit rounds (docs/formulation.md §4.3, "Warm-up at 8 bits").
-WARMUP_BITS = 8
+#: Uplink width of the fit rounds (docs/formulation.md §4.3, "Warm-up at 4 bits").
+WARMUP_BITS = 4
 #: Share of the rounds used to fit, by default.
 FIT_SHARE = 0.2
 
@@ -113,10 +120,16 @@ class OnlineCalibration:
             step=effective_step(config.lr, config.momentum), local_iters=config.local_iters
         )
         self.constants: ConvergenceConstants | None = None
+        #: Why the last fit attempt found no support (None: fitted, or not tried yet).
+        self.unsupported: str | None = None
 
     def probing(self, round_index: int) -> int:
         """Probe width of round ``round_index`` (0: no probe, the constants are fitted)."""
-        return self.probe_bits if self.splits and round_index <= self.rounds else 0
+        return self.probe_bits if self.splits and self.constants is None else 0
+
+    def due(self, round_index: int) -> bool:
+        """Whether to try the fit at the end of round ``round_index``."""
+        return self.constants is None and round_index >= self.rounds
 
     def record(
         self, round_index: int, loss: float, grad_sq_norm: float, probe: Sequence[float]
@@ -130,24 +143,37 @@ class OnlineCalibration:
             raise TrainingRuntimeError(f"calibration: {exc}") from None
         return {"phase": "fit", "probe_bits": self.probe_bits, "probe_sq_diff": list(probe)}
 
-    def fit(self) -> ConvergenceConstants:
-        """Fit on the recorded rounds (all of them fit rounds) and keep the result."""
+    def fit(self) -> ConvergenceConstants | None:
+        """Fit on every recorded round (all of them fit rounds) and keep the result.
+
+        ``None`` when they cannot support a fit yet (:meth:`ConvergenceEstimator.support`): the
+        warm-up goes on and :attr:`unsupported` says why.
+        """
         try:
             self.constants = self.estimator.fit(
-                self.rounds, target_rounds=self.target_rounds, q=None if self.splits else 0.0
+                target_rounds=self.target_rounds, q=None if self.splits else 0.0
             )
+        except UnsupportedFitError as exc:
+            self.unsupported = str(exc)
+            logger.info("round %d: no fit yet: %s", self.estimator.rounds, exc)
+            return None
         except SolverArgumentError as exc:
             raise TrainingRuntimeError(f"calibration: {exc}") from None
-        logger.info("online calibration after %d rounds: %s", self.rounds, self.constants)
+        self.unsupported = None
+        logger.info("online calibration after %d rounds: %s", self.estimator.rounds, self.constants)
         return self.constants
 
     def replay(self, metrics: Sequence[Mapping[str, Any]]) -> None:
         """Rebuild the estimator from the rows of a resumed run (refitting if it was done)."""
-        for row in metrics[: self.rounds]:
-            probe = (row.get("calibration") or {}).get("probe_sq_diff", [])
-            self.record(int(row["round"]), row["train_loss"], row["grad_sq_norm"], probe)
-        if len(metrics) >= self.rounds:
-            self.fit()
+        for row in metrics:
+            if "calibration" not in row:  # the first row after the fit
+                break
+            r = int(row["round"])
+            self.record(
+                r, row["train_loss"], row["grad_sq_norm"], row["calibration"]["probe_sq_diff"]
+            )
+            if self.due(r) and self.fit() is not None:
+                break
 
 
 def summary_entry(
@@ -157,7 +183,7 @@ def summary_entry(
     c = scenario.convergence
     entry: dict[str, Any] = {
         "source": choice.source,
-        "fit_rounds": online.rounds if online is not None else 0,
+        "fit_rounds": 0 if online is None else online.estimator.rounds,
         "a": c.a,
         "phi0": c.phi0,
         "q": c.q,
@@ -167,4 +193,6 @@ def summary_entry(
         entry["name"] = choice.stored.label
     if online is not None and online.constants is not None:
         entry["details"] = dict(online.constants.details)
+    elif online is not None:  # every round was a fit round: the scenario's constants stand
+        entry["unsupported"] = online.unsupported
     return entry

@@ -639,7 +639,7 @@ def train(
         for r in range(len(metrics) + 1, config.rounds + 1):
             row, bits = _train_round(run, r)
             metrics.append(row)
-            if run.online is not None and r == run.online.rounds:
+            if run.online is not None and run.online.due(r):
                 _apply_fit(run)
             if out is not None:
                 fixed["wall_time_s"] = prior_wall + time.perf_counter() - started
@@ -797,6 +797,8 @@ def _apply_fit(run: _Run) -> None:
     """Fit the online constants and apply them (and, unless the bits are given, their bits)."""
     assert run.online is not None
     constants = run.online.fit()
+    if constants is None:  # not supported yet: the warm-up goes on, the next round tries again
+        return
     scenario = run.schedule.scenario.replace(convergence=constants.as_convergence())
     info = dict(run.schedule.info)
     alloc = run.allocation
@@ -864,6 +866,12 @@ def _finish(
             spec.num_classes,
         )
     _warn_above_bound(metrics)
+    if run.online is not None and run.online.constants is None:
+        logger.warning(
+            "online calibration: no round supported a fit, so every round was a warm-up round "
+            "(bounds null); %s",
+            run.online.unsupported,
+        )
     if out is not None:
         atomic_write_json(out / SUMMARY_NAME, summary)
         from sflam_opt.training.plots import plot_curves

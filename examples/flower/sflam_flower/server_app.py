@@ -13,6 +13,7 @@ from flwr.serverapp.strategy import Result
 from sflam_flower import task
 from sflam_opt.estimator import MIN_FIT_ROUNDS
 from sflam_opt.integrations.flower import SflamStrategy, update_scenario
+from sflam_opt.integrations.flower.strategy import WARMUP_BITS
 
 app = ServerApp()
 #: The last run's per-round table, for tests and notebooks that run the app in-process.
@@ -38,8 +39,9 @@ def check_calibration(cfg: dict[str, Any]) -> None:
 def calibration_kwargs(cfg: dict[str, Any]) -> dict[str, Any]:
     """SflamStrategy arguments from the run config's ``calibration`` and ``fit-rounds`` keys.
 
-    "online" (the default): the first ``fit-rounds`` rounds send 8-bit updates and measure the
-    bound's constants, later rounds are solved with them. "scenario": the scenario's constants
+    "online" (the default): the first ``fit-rounds`` rounds (more while the measured gradient norm
+    has not fallen yet) send 4-bit updates and measure the bound's constants, later rounds are
+    solved with them. "scenario": the scenario's constants
     from the first round. "offline", this key's old name for "scenario", is still accepted, with
     a warning. Anything else is refused (:func:`check_calibration`).
     """
@@ -57,16 +59,17 @@ def calibration_kwargs(cfg: dict[str, Any]) -> dict[str, Any]:
 def all_fit_note(rounds: int, fit_rounds: int) -> str:
     """Why a short online run never solves with fitted constants."""
     return (
-        f"note: all {rounds} rounds are fit rounds of the online calibration (8-bit updates, "
-        f"constants measured, not used yet); rounds solved with the fitted constants start at "
-        f"round {fit_rounds + 1}: give num-server-rounds >= {fit_rounds + 1} to see them"
+        f"note: all {rounds} rounds are fit rounds of the online calibration ({WARMUP_BITS}-bit "
+        "updates, constants measured, not used yet); rounds solved with the fitted constants start "
+        f"at round {fit_rounds + 1} at the earliest: give num-server-rounds >= {fit_rounds + 1} to "
+        "see them"
     )
 
 
 def table(rows: list[dict[str, Any]], fit_rounds: int) -> list[str]:
     """The per-round table printed by the app, deploy.sh, sim.sh and in_process.py.
 
-    ``calib`` is the round's calibration phase ("fit": 8 bits while the constants are measured,
+    ``calib`` is the round's calibration phase ("fit": 4 bits while the constants are measured,
     "online": solved with the fitted constants, "scenario": the scenario's; a ``*`` marks a round
     whose solve failed, which then used the equal allocation); ``eps`` and ``q`` are the
     constants in force (none in a fit round).

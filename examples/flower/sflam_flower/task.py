@@ -25,7 +25,7 @@ DEFAULTS: dict[str, Any] = {
     "bandwidth-hz": 1e6,
     "seed": 0,
     "calibration": "online",
-    "fit-rounds": 10,
+    "fit-rounds": 5,
 }
 
 

@@ -51,7 +51,7 @@ from sflam_opt.allocator import Allocator
 from sflam_opt.costs import breakdown, equal_allocation
 from sflam_opt.device_arrays import gain_values
 from sflam_opt.errors import DataError, ScenarioError
-from sflam_opt.estimator import MIN_FIT_ROUNDS, ConvergenceEstimator
+from sflam_opt.estimator import MIN_FIT_ROUNDS, ConvergenceEstimator, UnsupportedFitError
 from sflam_opt.integrations.flower.client import QUERY_CHANNEL, read_channel, sendable_bits
 from sflam_opt.integrations.flower.validation import DeviceBindings, check_train_reply
 from sflam_opt.scenario import Scenario
@@ -62,8 +62,9 @@ __all__ = ["SflamRound", "SflamStrategy"]
 
 logger = logging.getLogger(__name__)
 
-#: Update width of the online calibration's fit rounds (docs/formulation.md §4.3).
-WARMUP_BITS = 8
+#: Update width of the online calibration's fit rounds (docs/formulation.md §4.3, "Warm-up at 4
+#: bits", the trainer's width by the same argument).
+WARMUP_BITS = 4
 
 
 @dataclass
@@ -179,7 +180,9 @@ class SflamStrategy(FedAvg):
         replies' :data:`~sflam_opt.integrations.flower.client.CALIBRATION_KEYS` metrics (from
         :func:`~sflam_opt.integrations.flower.client.calibration_metrics`) feed a
         :class:`~sflam_opt.ConvergenceEstimator`, and later rounds are solved with its constants
-        (docs/formulation.md §4.3); ``"scenario"`` keeps the scenario's.
+        (docs/formulation.md §4.3); while the measured rounds cannot support a fit
+        (:class:`~sflam_opt.UnsupportedFitError`) the warm-up goes on and the fit is tried
+        again after every round. ``"scenario"`` keeps the scenario's.
     fit_rounds : int
         Rounds the online calibration fits on (at least 5).
     **fedavg_kwargs
@@ -239,6 +242,8 @@ class SflamStrategy(FedAvg):
         self.fit_rounds = fit_rounds
         self.target_rounds: int | None = None
         self.estimator: ConvergenceEstimator | None = None
+        #: The online fit is done (its constants are the allocator's).
+        self.calibrated = False
         if calibration == "online":
             t = self.scenario.training
             self.estimator = ConvergenceEstimator(step=t.learning_rate, local_iters=t.local_iters)
@@ -253,7 +258,7 @@ class SflamStrategy(FedAvg):
         rec.convergence = dataclasses.asdict(self.allocator.scenario.convergence)
         if self.estimator is None:
             return
-        fitting = self.estimator.rounds < self.fit_rounds
+        fitting = not self.calibrated
         rec.calibration = "fit" if fitting else "online"
         if fitting and rec.allocation is not None:
             a = rec.allocation
@@ -266,7 +271,7 @@ class SflamStrategy(FedAvg):
     def _calibration_update(self, server_round: int, contents: list[RecordDict]) -> None:
         """Feed a fit round's reply metrics to the estimator; fit after the last fit round."""
         assert self.estimator is not None
-        if self.estimator.rounds >= self.fit_rounds:
+        if self.calibrated:
             return
         rows = [c.metric_records.get("metrics", {}) for c in contents]
         rows = [m for m in rows if "calib-loss" in m and "calib-grad-sq" in m]
@@ -281,9 +286,14 @@ class SflamStrategy(FedAvg):
             [float(m["calib-quant-err"]) for m in quant],
             [int(m["calib-quant-bits"]) for m in quant],
         )
-        if self.estimator.rounds == self.fit_rounds:
+        if self.estimator.rounds >= self.fit_rounds:
             target = self.target_rounds or self.fit_rounds + 1
-            constants = self.estimator.fit(target_rounds=target)
+            try:
+                constants = self.estimator.fit(target_rounds=target)
+            except UnsupportedFitError as exc:  # warm-up goes on; fit again after the next round
+                logger.info("round %d: no fit yet: %s", server_round, exc)
+                return
+            self.calibrated = True
             self.allocator.recalibrate(constants)
             logger.info("round %d: online calibration fitted %s", server_round, constants)
 
