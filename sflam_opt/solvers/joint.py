@@ -20,7 +20,9 @@ is the exponential-cone program
 with ``c_n = S_n / sum S``. The power and energy caps are the bound ``y_n >= y_lo_n = 1 / x_max,n``
 (``phi(x_max,n) = min(Pmax_n u_n, Emax - compute_n) / S_n``), which keeps every cone off its
 boundary (``y -> 0``); the band constraint bounds ``y`` above. Devices the band price shows to be
-held at their caps are taken out of the cone (``_Search._solve``; §6.7 says why). The program is DPP, compiled once per number of slots; the round
+held at their caps are taken out of the cone, and devices of low spectral efficiency enter with
+their energy linearized in ``x`` and are re-solved to a fixed point (``_Search._solve``; §6.7
+says why). The program is DPP, compiled once per number of slots; the round
 time is a bounded 1-D search over ``log T`` (``V(T) = w_T T + w_E E*(T)`` is convex, §6.4), each
 step re-solving parameters only. At the fastest feasible round ``T_min`` every device is at its
 caps and the point is known in closed form, so the search never solves a cone program with a
@@ -443,7 +445,10 @@ class _Search:
 
         Devices of low spectral efficiency held at their caps are taken out of the cone
         (:meth:`_pin_guess`, §6.7); if the solve's band price shows one of them wants more band
-        than its cap leaves it, it is put back and the block re-solved.
+        than its cap leaves it, it is put back and the block re-solved. Devices with ``x`` below
+        :data:`X_LINEAR` at the reference enter linearized (:meth:`JointBlock.set`), and the
+        block is re-solved from its own solution until their ``x`` moves by at most
+        :data:`LINEAR_RTOL`. Every solve but the last is recorded in :attr:`solves` here.
         """
         rnd = self.rnd
         u = t - rnd.c
