@@ -43,7 +43,8 @@ the start (or an escape's point), not a block-descent result, and the message sa
   inaccurate answer / that failed, or per failed bits block; ``recentred``: one line per
   first-backend failure that a continuation step in the round time replaced (the solve then
   succeeded with the first backend, §6.7); ``blocks_built``: cone programs canonicalized by this
-  call (0 when a same-size program was cached);
+  call (0 when a same-size program was cached), ``cone_compile_s`` the time that took (s; not in
+  ``cone_solve_s``);
 - ``dinkelbach_steps``: Dinkelbach steps of the first bits block;
 - ``stall_escapes``, ``stall_gaps`` (relative J each closed), ``stall_gap`` (combined),
   ``bits_escapes`` and ``bits_escape_gaps`` (per kind, ``priced`` and ``neighbour``): the escapes.
@@ -335,6 +336,7 @@ class _Descent:
         self.timings = Counter[str]()
         self.backends: Counter[str] = Counter()
         self.solve_s: list[float] = []
+        self.compile_s = 0.0
         self.fallbacks: list[str] = []
         self.failures: list[str] = []
         self.accepted = Counter[str]()
@@ -359,6 +361,7 @@ class _Descent:
         self.recentred += [f"{label} continuous: {r}" for r in sol.recentred]
         for out in sol.solves:
             self.solve_s.append(out.solve_s)
+            self.compile_s += out.compile_s
             if out.ok:
                 self.backends[str(out.backend)] += 1
                 if out.fell_back or out.status != "optimal":
@@ -502,6 +505,7 @@ class _Descent:
                 "median": float(np.median(solve_s)) if solve_s.size else 0.0,
                 "max": float(solve_s.max()) if solve_s.size else 0.0,
             },
+            "cone_compile_s": self.compile_s,
             "final_step": self.final_step,
         }
 

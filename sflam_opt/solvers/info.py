@@ -113,7 +113,11 @@ _BCD = (
     InfoKey("outer_iterations", "int: outer block-descent iterations run"),
     InfoKey("final_step", "str: the block that produced the final J ('start' if none did)"),
     InfoKey("cone_solves", "int: cone programs solved by the joint continuous block"),
-    InfoKey("cone_solve_s", "dict: 'median' and 'max' wall time of one cone solve, s"),
+    InfoKey(
+        "cone_solve_s",
+        "dict: 'median' and 'max' wall time of one cone solve, s (without cone_compile_s)",
+    ),
+    InfoKey("cone_compile_s", "float: CVXPY's one-time canonicalization of the cone problems, s"),
     InfoKey("recentred", "int: first-backend failures replaced by a continuation step"),
 )
 

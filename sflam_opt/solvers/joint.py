@@ -21,7 +21,7 @@ with ``c_n = S_n / sum S``. The power and energy caps are the bound ``y_n >= y_l
 (``phi(x_max,n) = min(Pmax_n u_n, Emax - compute_n) / S_n``), which keeps every cone off its
 boundary (``y -> 0``); the band constraint bounds ``y`` above. Devices the band price shows to be
 held at their caps are taken out of the cone, and devices of low spectral efficiency enter with
-their energy linearized in ``x`` and are re-solved to a fixed point (``_Search._solve``; §6.7
+their energy expanded to second order in ``x`` and are re-solved to a fixed point (``_Search._solve``; §6.7
 says why). The program is DPP, compiled once per number of slots; the round
 time is a bounded 1-D search over ``log T`` (``V(T) = w_T T + w_E E*(T)`` is convex, §6.4), each
 step re-solving parameters only. At the fastest feasible round ``T_min`` every device is at its
@@ -63,13 +63,14 @@ _AT_TMIN = 1e-9
 #: Relative slack of the check that a device held at its caps wants no more band.
 PIN_RTOL = 1e-9
 #: Devices whose reference spectral efficiency is below this enter the cone with their energy
-#: linearized in ``x`` (``JointBlock.set``; §6.7 says why). The fixed-point iteration on the
-#: reference contracts by about ``x / 3`` per solve.
-X_LINEAR = 0.05
-#: The linearization's reference is converged when no linearized device's ``x`` moves by more
-#: than this (relative): the energy error is then of order ``cost x 1e-8``, far below the tolerance.
-LINEAR_RTOL = 1e-4
-#: Cone solves per round time at most (pins put back and linearization references updated).
+#: expanded to second order in ``x`` (``JointBlock.set``; §6.7 says why), re-solved from their own
+#: solution until it stops moving (Newton-like, quadratic convergence). ``phi' >= x phi''`` holds
+#: up to ``x = 1``.
+X_LINEAR = 0.5
+#: The expansion's reference is converged when no expanded device's ``x`` moves by more than this
+#: (relative): the expansion's slope error is then of order ``(x0 1e-3)^2``.
+LINEAR_RTOL = 1e-3
+#: Cone solves per round time at most (pins put back and expansion references updated).
 MAX_ROUNDS = 8
 
 
@@ -88,6 +89,18 @@ def h(x: FloatArray) -> FloatArray:
     x = np.asarray(x, dtype=np.float64)
     with np.errstate(over="ignore", invalid="ignore"):
         return (x - 1.0) * np.expm1(x) + x
+
+
+def phi_d2(x: FloatArray) -> FloatArray:
+    """``phi''(x) = sum_{k>=2} k (k-1) x^(k-2) / (k+1)!`` for ``0 <= x <= 1`` (the series; the
+    closed form ``(e^x (x^2 - 2x + 2) - 2) / x^3`` cancels as ``x -> 0``), elementwise."""
+    x = np.minimum(np.asarray(x, dtype=np.float64), 1.0)
+    out, term = np.zeros(x.shape), np.ones(x.shape)  # term = x^(k-2)
+    fact = 6.0  # (k+1)! at k = 2
+    for k in range(2, 22):
+        out += k * (k - 1) * term / fact
+        term, fact = term * x, fact * (k + 2)
+    return out
 
 
 #: Below this ``r``, :func:`h_inv` uses the series of ``h`` at 0 instead of the root search.
@@ -169,7 +182,9 @@ class JointBlock(_DPPBlock):
     def __init__(self, n: int) -> None:
         r = cp.Variable(n, name="r")
         w = cp.Variable(n, name="w")
-        names = ("x0", "k_y0", "cost_s", "cost_y0", "r_lo", "slope")
+        v = cp.Variable(n, name="v")
+        q = cp.Variable(n, name="q")
+        names = ("x0", "k_y0", "cost_s", "cost_y0", "r_lo", "slope", "curv", "on")
         p = {name: cp.Parameter(n, nonneg=True, name=name) for name in names}
         #: The band constraint; its dual is the band price (:meth:`band_price`).
         self.band = p["k_y0"] @ r <= 1
@@ -177,11 +192,15 @@ class JointBlock(_DPPBlock):
             cp.constraints.ExpCone(p["x0"] - cp.multiply(p["x0"], r), r, w),
             self.band,
             r >= p["r_lo"],
+            # v r >= on^2 and q r >= on^2 (1 - r)^2 (rotated second-order cones): for devices of
+            # low spectral efficiency (on = 1) v >= 1 / r and q >= (1 - r)^2 / r, their energy
+            # to second order in x = x0 / r; for the others (on = 0) v, q >= 0, and their
+            # positive weights put them at 0.
+            cp.SOC(v + r, cp.vstack([2.0 * p["on"], v - r]), axis=0),
+            cp.SOC(q + r, cp.vstack([2.0 * (p["on"] - cp.multiply(p["on"], r)), q - r]), axis=0),
         ]
-        # Devices of low spectral efficiency (``linear`` in :meth:`set`) enter through the
-        # hyperbola ``slope / r`` (their energy linearized in x = x0 / r); zero for the others.
         obj = cp.Minimize(
-            p["cost_s"] @ w - p["cost_y0"] @ r + cp.sum(cp.multiply(p["slope"], cp.inv_pos(r)))
+            p["cost_s"] @ w - p["cost_y0"] @ r + p["slope"] @ v + p["curv"] @ q
         )
         super().__init__(obj, cons, {"r": r, "w": w}, p)
 
@@ -211,9 +230,10 @@ class JointBlock(_DPPBlock):
         implied by the band constraint and ``y_lo``; they are accepted for the callers' sake.)
 
         Devices where ``linear`` (bool, shape (N,)) is true get the energy
-        ``cost (phi(x0) + phi'(x0) (x - x0))``, the tangent of ``phi`` in ``x = 1 / y`` at the
-        reference: the term ``cost h(x0) / x0 / r`` (``phi' = h / x^2``); their exponential cone
-        is reduced to ``r <= w`` at zero cost. The optimum of that program is the block's
+        ``cost (phi(x0) + phi'(x0) (x - x0) + phi''(x0) / 2 x0 (x - x0)^2 / x)``, ``phi`` to
+        second order in ``x = 1 / y`` at the reference: the terms ``cost h(x0) / x0 * v`` and
+        ``cost phi''(x0) / 2 x0^2 * q`` with ``v >= 1 / r``, ``q >= (1 - r)^2 / r``
+        (``phi' = h / x^2``); their exponential cone is reduced to ``r <= w`` at zero cost. The optimum of that program is the block's
         optimum when ``y = ref`` for those devices (``_Search._solve`` iterates to that point).
         """
         self._layout(k.shape[0])
@@ -224,20 +244,29 @@ class JointBlock(_DPPBlock):
         lin = np.zeros(y0.shape, bool) if linear is None else self._spread(np.asarray(linear))
         with np.errstate(over="ignore"):
             s = np.where(lin, y0, y0 * np.exp(x0))
+        # phi to second order at x0 in x = x0 / r: phi(x0) + phi'(x0) (x - x0) plus
+        # phi''(x0) / 2 times x0 (x - x0)^2 / x = x0^2 (1 - r)^2 / r (the same to second order,
+        # and ~1 / r rather than 1 / r^2 as r -> 0).
         slope = np.where(lin, cost_s * h(x0) / x0, 0.0)
-        # The reduced cone r <= w of a linearized device costs slope (w - r): zero at w = r,
+        curv = np.where(lin, cost_s * 0.5 * phi_d2(x0) * x0**2, 0.0)
+        # The reduced cone r <= w of an expanded device costs slope (w - r): zero at w = r,
         # and priced on the device's own scale so that w stays bounded.
         c_cone = np.where(lin, slope / y0, cost_s)
+        # Devices off the expansion get v = q = 0, held there by a weight on their own scale.
+        slope = np.where(lin, slope, cost_s)
+        curv = np.where(lin, curv, cost_s)
         # The objective's largest coefficient is made 1 (:meth:`band_price` undoes it): the
-        # linearized devices leave out their Shannon-limit constant, and what remains can be
+        # expanded devices leave out their Shannon-limit constant, and what remains can be
         # orders of magnitude below 1.
-        self.scale = float(max(np.max(c_cone * s), np.max(slope)))
+        self.scale = float(max(np.max(c_cone * s), np.max(slope), np.max(curv)))
         p = self.params
         p["x0"].value = np.where(lin, 0.0, x0)
         p["k_y0"].value = k_s * y0
         p["cost_s"].value = c_cone * s / self.scale
         p["cost_y0"].value = c_cone * y0 / self.scale
         p["slope"].value = slope / self.scale
+        p["curv"].value = curv / self.scale
+        p["on"].value = lin.astype(np.float64)
         p["r_lo"].value = self._spread(y_lo) / y0
 
     def y(self, values: dict[str, FloatArray], ref: FloatArray) -> FloatArray:
@@ -446,7 +475,7 @@ class _Search:
         Devices of low spectral efficiency held at their caps are taken out of the cone
         (:meth:`_pin_guess`, §6.7); if the solve's band price shows one of them wants more band
         than its cap leaves it, it is put back and the block re-solved. Devices with ``x`` below
-        :data:`X_LINEAR` at the reference enter linearized (:meth:`JointBlock.set`), and the
+        :data:`X_LINEAR` at the reference enter expanded to second order (:meth:`JointBlock.set`), and the
         block is re-solved from its own solution until their ``x`` moves by at most
         :data:`LINEAR_RTOL`. Every solve but the last is recorded in :attr:`solves` here.
         """
@@ -504,7 +533,7 @@ class _Search:
         linear: np.ndarray,
     ) -> tuple[BlockSolve, FloatArray, float, FloatArray]:
         """The cone over the ``free`` devices, the others at ``y_lo`` (their band set aside);
-        the energy of ``linear`` devices linearized at ``ref`` (:meth:`JointBlock.set`).
+        the energy of ``linear`` devices expanded at ``ref`` (:meth:`JointBlock.set`).
 
         Returns the outcome, ``y`` of every device, the band price in the full problem's
         units (the block's budget is the band left, ``1 - sum_pinned k y_lo``) and the
