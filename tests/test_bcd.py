@@ -323,12 +323,14 @@ def test_recorded_hard_faded_draw_needs_no_fallback():
         "bits_band",
         "bits_efficiency",
         "bits_power",
+        "bits_priced",
     )
 
 
 def test_pure_block_descent_reaches_the_optimum_on_named_scenarios():
     """escape=False: the joint continuous block and the bits blocks alone, within 0.1 % of fast."""
-    for name in ("default10", "latency_only", "energy_cap", "few_levels", "two_device"):
+    names = ("default10", "latency_only", "energy_cap", "few_levels", "two_device", "deadline")
+    for name in names:
         scn = rs.named()[name]
         pure = solve(scn, "bcd", escape=False, warm_start=False)
         best = solve(scn, "fast")

@@ -107,7 +107,7 @@ _BCD = (
     InfoKey(
         "accepted",
         "dict: improving moves per block (continuous, bits, bits_band, bits_efficiency, "
-        "bits_power, escape)",
+        "bits_power, bits_priced, escape)",
     ),
     InfoKey("dinkelbach_steps", "int: Dinkelbach steps of the bits block, all iterations"),
     InfoKey("outer_iterations", "int: outer block-descent iterations run"),

@@ -294,6 +294,9 @@ class JointSolution:
         Every cone solve of the round-time search, in order (the final one at each round time).
     recentred : list of str
         First-backend failures that a continuation step in ``T`` replaced (see ``_Search``).
+    price_j : float
+        The band's price at ``round_s``: upload energy (J) one more unit of band fraction saves
+        (nan when the optimum is ``T_min``, where every device is at its caps).
     message : str
     """
 
@@ -306,6 +309,7 @@ class JointSolution:
     message: str = ""
     built: bool = False
     recentred: list[str] = field(default_factory=list)
+    price_j: float = np.nan
 
 
 class _Round:
@@ -419,6 +423,8 @@ class _Search:
         #: First-backend attempts discarded for a continuation step (see :meth:`value`).
         self.recentred: list[str] = []
         self.best: tuple[float, float, FloatArray] | None = None  # (V, T, y)
+        #: Band price at the best round time (J of upload energy per unit band fraction).
+        self.best_price = np.nan
         #: Band price of the last solve (full-problem units, see :meth:`_solve_free`).
         self.price = np.nan
         self.t_min = rnd.t_min()
@@ -443,9 +449,10 @@ class _Search:
             return near[1]
         return self.y_ref if self.y_ref is not None else y_lo
 
-    def _keep(self, v: float, t: float, y: FloatArray) -> None:
+    def _keep(self, v: float, t: float, y: FloatArray, price: float = np.nan) -> None:
         if self.best is None or v < self.best[0]:
             self.best = (v, t, y)
+            self.best_price = price * float(self.rnd.shannon_j.sum())
 
     def value(self, t: float) -> float:
         """``V(t)`` by one cone solve (inf when it fails).
@@ -510,7 +517,7 @@ class _Search:
         bw, _ = rnd.allocation(t, y)
         x = rnd.payload_nats / (bw * u)
         v = rnd.value(t, np.minimum(phi(x), phi_hi))
-        self._keep(v, t, y)
+        self._keep(v, t, y, price)
         return out, v
 
     def _pin_guess(self, k: FloatArray, x_max: FloatArray) -> np.ndarray:
@@ -650,5 +657,14 @@ def solve_joint(
     failed = [s for s in search.solves if not s.ok]
     msg = f"{len(failed)} of {len(search.solves)} cone solves failed" if failed else ""
     return JointSolution(
-        "optimal", v, t, bw, pw, search.solves, msg, search.built, search.recentred
+        "optimal",
+        v,
+        t,
+        bw,
+        pw,
+        search.solves,
+        msg,
+        search.built,
+        search.recentred,
+        search.best_price,
     )
