@@ -57,7 +57,8 @@ def pure50(small50):
 def test_pure_block_descent_is_within_a_tenth_of_a_percent_of_exact(small50, pure50):
     """escape=False, warm_start=False: no step of fast's, yet J reaches exact's on most instances.
 
-    Measured when written: 42 of 45 within 0.1 %, worst 0.21 %.
+    Measured when written: 42 of 45 within 0.1 %, worst 0.21 %; with the priced bits block
+    (bits_priced) 45 of 45, worst 0.09 %.
     """
     gaps = []
     for (_scn, _res, ex, _base), pure in zip(small50, pure50, strict=True):
@@ -68,8 +69,7 @@ def test_pure_block_descent_is_within_a_tenth_of_a_percent_of_exact(small50, pur
         gaps.append((pure.objective - ex.objective) / ex.objective)
     gaps = np.array(gaps)
     assert gaps.size >= 40 and gaps.min() >= -1e-9
-    assert np.mean(gaps <= 1e-3) >= 0.9, np.sort(gaps)[-5:]
-    assert gaps.max() <= 5e-3
+    assert gaps.max() <= 1e-3, np.sort(gaps)[-5:]
 
 
 def test_every_allocation_is_feasible_and_constraints_are_honoured(small50):
@@ -323,12 +323,14 @@ def test_recorded_hard_faded_draw_needs_no_fallback():
         "bits_band",
         "bits_efficiency",
         "bits_power",
+        "bits_priced",
     )
 
 
 def test_pure_block_descent_reaches_the_optimum_on_named_scenarios():
     """escape=False: the joint continuous block and the bits blocks alone, within 0.1 % of fast."""
-    for name in ("default10", "latency_only", "energy_cap", "few_levels", "two_device"):
+    names = ("default10", "latency_only", "energy_cap", "few_levels", "two_device", "deadline")
+    for name in names:
         scn = rs.named()[name]
         pure = solve(scn, "bcd", escape=False, warm_start=False)
         best = solve(scn, "fast")

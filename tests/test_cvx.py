@@ -96,10 +96,13 @@ def _unformatted(blk):
     return out
 
 
-@pytest.mark.parametrize("kind", ["bandwidth", "upload"])
+@pytest.mark.parametrize("kind", ["bandwidth", "upload", "joint"])
 @pytest.mark.parametrize("order", [[0, 1, 2], [0, 2, 1]])
 def test_linear_reordering_gives_cvxpys_matrix(kind, order):
+    """Exponential cones (every block) and second-order cones (the joint block's expansion)."""
     from cvxpy.reductions.solvers.conic_solvers.clarabel_conif import CLARABEL
+
+    import sflam_opt.solvers.joint  # noqa: F401 - registers the joint block
 
     blk = cvx._BUILDERS[kind](6)
     prog = _unformatted(blk)
@@ -114,7 +117,7 @@ def test_unknown_cone_types_use_cvxpys_reordering():
     import cvxpy as cp
 
     x = cp.Variable(3)
-    con = cp.SOC(x[0], x[1:])
+    con = cp.PowCone3D(x[0], x[1], x[2], 0.5)
     assert cone_format.row_permutation([con], [0, 1, 2]) is None
 
 

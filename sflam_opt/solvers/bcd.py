@@ -35,7 +35,8 @@ the start (or an escape's point), not a block-descent result, and the message sa
   ``"continuous at diagnosed bits"``); ``warm_start_candidates``: J of each baseline tried (None
   when infeasible);
 - ``outer_iterations``: outer iterations run; ``accepted``: improving moves per block
-  (``continuous``, ``bits``, ``bits_band``, ``bits_efficiency``, ``bits_power``, ``escape``);
+  (``continuous``, ``bits``, ``bits_band``, ``bits_efficiency``, ``bits_power``,
+  ``bits_priced``, ``escape``);
   ``final_step``: the block that produced the final J (``"start"`` if none improved it);
 - ``backends``: ``{"continuous": {backend: cone solves}, "bits": "HiGHS" | "numpy"}``;
   ``cone_solves``: cone programs solved; ``cone_solve_s``: their median and max wall time (s);
@@ -43,7 +44,8 @@ the start (or an escape's point), not a block-descent result, and the message sa
   inaccurate answer / that failed, or per failed bits block; ``recentred``: one line per
   first-backend failure that a continuation step in the round time replaced (the solve then
   succeeded with the first backend, §6.7); ``blocks_built``: cone programs canonicalized by this
-  call (0 when a same-size program was cached);
+  call (0 when a same-size program was cached), ``cone_compile_s`` the time that took (s; not in
+  ``cone_solve_s``);
 - ``dinkelbach_steps``: Dinkelbach steps of the first bits block;
 - ``stall_escapes``, ``stall_gaps`` (relative J each closed), ``stall_gap`` (combined),
   ``bits_escapes`` and ``bits_escape_gaps`` (per kind, ``priced`` and ``neighbour``): the escapes.
@@ -335,6 +337,9 @@ class _Descent:
         self.timings = Counter[str]()
         self.backends: Counter[str] = Counter()
         self.solve_s: list[float] = []
+        self.compile_s = 0.0
+        #: (bits, round time, band price) of the last continuous optimum (for bits_priced).
+        self.priced_at: tuple[IntArray, float, float] | None = None
         self.fallbacks: list[str] = []
         self.failures: list[str] = []
         self.accepted = Counter[str]()
@@ -359,6 +364,7 @@ class _Descent:
         self.recentred += [f"{label} continuous: {r}" for r in sol.recentred]
         for out in sol.solves:
             self.solve_s.append(out.solve_s)
+            self.compile_s += out.compile_s
             if out.ok:
                 self.backends[str(out.backend)] += 1
                 if out.fell_back or out.status != "optimal":
@@ -368,6 +374,7 @@ class _Descent:
         if sol.status != "optimal":
             return None, sol.message
         self.continuous_ok += 1
+        self.priced_at = (np.array(bits, copy=True), sol.round_s, sol.price_j)
         return self.model.score(bits, sol.bandwidth_hz, sol.power_w), sol.message
 
     def take(self, cand: _Point | None, block: str) -> None:
@@ -435,6 +442,22 @@ class _Descent:
             if out is not None and not np.array_equal(out[0], cur.bits):
                 self.take(model.score(*out), name)
 
+    def priced_step(self, it: int) -> None:
+        """Bits at the current round time with the band priced by the continuous block
+        (:func:`~sflam_opt.solvers.bcd_bits.bits_at_band_price`), then the continuous block at
+        those bits; kept if J falls."""
+        from sflam_opt.solvers.bcd_bits import bits_at_band_price
+
+        cur, at = self.cur, self.priced_at
+        assert cur is not None
+        if at is None or not np.array_equal(at[0], cur.bits):
+            return
+        t0 = time.perf_counter()
+        bits = bits_at_band_price(self.model.scenario, self.model.ref, cur.bits, at[1], at[2])
+        self.timings["bits_block"] += time.perf_counter() - t0
+        if bits is not None and not np.array_equal(bits, cur.bits):
+            self.take(self.continuous(bits, f"iter {it} priced")[0], "bits_priced")
+
     def iterate(self, it: int, fresh: bool) -> bool:
         """One outer iteration; True when J moved by more than ``tol`` (or an escape moved it).
 
@@ -448,6 +471,8 @@ class _Descent:
         self.bits_step(it)
         if (j_before - self.cur.objective) < self.tol * j_before:
             self.slot_bits_steps()
+        if (j_before - self.cur.objective) < self.tol * j_before:
+            self.priced_step(it)
         if (j_before - self.cur.objective) >= self.tol * j_before:
             return True
         if not self.escape:
@@ -502,6 +527,7 @@ class _Descent:
                 "median": float(np.median(solve_s)) if solve_s.size else 0.0,
                 "max": float(solve_s.max()) if solve_s.size else 0.0,
             },
+            "cone_compile_s": self.compile_s,
             "final_step": self.final_step,
         }
 

@@ -36,7 +36,12 @@ from sflam_opt.costs import Reference, compute_energy_j, fixed_time_s, payload_b
 from sflam_opt.numeric import LN2, FloatArray, IntArray
 from sflam_opt.scenario import Scenario
 
-__all__ = ["bits_at_fixed_band", "bits_at_fixed_efficiency", "bits_at_fixed_power"]
+__all__ = [
+    "bits_at_band_price",
+    "bits_at_fixed_band",
+    "bits_at_fixed_efficiency",
+    "bits_at_fixed_power",
+]
 
 #: Time cap (s) of one knapsack MILP: at N = 10,000 it has 150,000 binaries. A capped solve
 #: returns HiGHS's best feasible point, which bcd still keeps only if J falls.
@@ -142,7 +147,7 @@ def bits_at_fixed_band(
     allowed = _caps(scenario, tab, energy)
     start = np.searchsorted(tab.levels, bits)
     allowed[np.arange(start.size), start] = True  # the current point is feasible (to round-off)
-    idx = _dinkelbach(tab, energy, allowed, start, lambda cost: np.argmin(cost, axis=1))
+    idx = _dinkelbach(tab, energy, allowed, start, _row_argmin)
     rows = np.arange(idx.size)
     power = energy[rows, idx] / tab.slot_s
     return tab.levels[idx], bandwidth_hz.copy(), np.minimum(power, scenario.devices.max_power_w)
@@ -262,3 +267,55 @@ def bits_at_fixed_power(
     idx = _knapsack(scenario, tab, bits, band, energy)
     bw = band[np.arange(idx.size), idx]
     return tab.levels[idx], bw, power_w.copy()
+
+
+def bits_at_band_price(
+    scenario: Scenario,
+    ref: Reference,
+    bits: IntArray,
+    round_s: float,
+    price_j: float,
+) -> IntArray | None:
+    """Exact bits at fixed round time with the band priced at ``price_j`` instead of fixed.
+
+    ``price_j`` is the continuous block's band multiplier (J of upload energy per unit band
+    fraction). Each level's bandwidth and power are then its own best response,
+    ``S h(x) = price k`` (§6.2, the same ``x`` for every level of a device; clipped to the
+    level's caps), and each Dinkelbach step minimizes upload energy plus the band's charge
+    ``price (beta - 1 / N)``, a per-device argmin. It makes the trade the blocks at fixed band,
+    efficiency or power cannot: several devices take more bits at once and everyone's share of
+    the band shifts. The caller re-solves the continuous block at the new bits (the band is
+    only priced here, not shared).
+
+    Returns
+    -------
+    ndarray of int, shape (N,), or None
+        The bits, or None when there is no positive slot or price.
+    """
+    from sflam_opt.solvers.joint import h_inv, phi, phi_inv  # the cone block's own functions
+
+    tab = _Table.build(scenario, ref, round_s)
+    if np.any(tab.slot_s <= 0) or not price_j > 0 or not np.isfinite(price_j):
+        return None
+    n = tab.slot_s.size
+    nats = tab.payload * LN2
+    gain, n0 = scenario.gain[:, None], scenario.noise_w_per_hz
+    shannon = n0 * nats / gain
+    per_x = nats / (float(scenario.system.bandwidth_hz) * tab.slot_s[:, None])  # beta = per_x / x
+    x_free = h_inv(price_j * gain / (n0 * float(scenario.system.bandwidth_hz) * tab.slot_s[:, None]))
+    room = scenario.devices.max_power_w[:, None] * tab.slot_s[:, None] / shannon
+    cap = scenario.constraints.device_energy_j
+    if cap is not None:
+        room = np.minimum(room, (cap - tab.compute_j[:, None]) / shannon)
+    x = np.minimum(x_free, phi_inv(room))
+    allowed = x > 0
+    safe = np.where(allowed, x, 1.0)
+    charge = shannon * phi(safe) + price_j * (per_x / safe - 1.0 / n)
+    start = np.searchsorted(tab.levels, bits)
+    allowed[np.arange(n), start] = True
+    idx = _dinkelbach(tab, np.where(allowed, charge, 0.0), allowed, start, _row_argmin)
+    return tab.levels[idx]
+
+
+def _row_argmin(cost: FloatArray) -> IntArray:
+    return np.argmin(cost, axis=1)

@@ -10,7 +10,7 @@ variables and parameters each): gigabytes per block at a few thousand devices, w
 ``bcd`` unusable at N = 10,000 on a 24 GB machine.
 
 The reordering is a signed permutation of the rows of the constraint block (zero-cone rows are
-negated, nonnegative rows kept, exponential-cone rows interleaved), so it can be applied to the
+negated, nonnegative rows kept, exponential-cone and second-order-cone rows interleaved), so it can be applied to the
 row indices of ``A`` directly, in time and memory linear in its nonzeros. The classes below are
 CVXPY custom solvers (the documented ``problem.solve(solver=instance)`` extension point) that do
 exactly that and otherwise behave as Clarabel, ECOS and SCS. Problems with other cone types fall
@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
-from cvxpy.constraints import ExpCone, NonNeg, Zero
+from cvxpy.constraints import SOC, ExpCone, NonNeg, Zero
 from cvxpy.reductions.solvers.conic_solvers.clarabel_conif import CLARABEL
 from cvxpy.reductions.solvers.conic_solvers.ecos_conif import ECOS
 from cvxpy.reductions.solvers.conic_solvers.scs_conif import SCS
@@ -89,6 +89,18 @@ def row_permutation(
             entry = np.tile(np.arange(k, dtype=np.int64), 3)
             order = np.asarray(exp_cone_order, dtype=np.int64)
             targets.append(offset + 3 * entry + order[which])
+            signs.append(np.ones(size, dtype=np.int64))
+        elif kind is SOC:
+            # Cone i is t_i followed by column i of X (X flattened column by column).
+            t, x = con.args
+            k = int(t.size)
+            dim = x.shape[0] if x.shape else 1
+            if con.axis != 0 or int(x.size) != k * dim:
+                return None
+            size = k * (dim + 1)
+            within = np.arange(k * dim, dtype=np.int64)
+            cone, part = np.divmod(within, dim)
+            targets.append(offset + np.concatenate([(dim + 1) * np.arange(k), (dim + 1) * cone + 1 + part]))
             signs.append(np.ones(size, dtype=np.int64))
         else:
             return None

@@ -107,13 +107,17 @@ _BCD = (
     InfoKey(
         "accepted",
         "dict: improving moves per block (continuous, bits, bits_band, bits_efficiency, "
-        "bits_power, escape)",
+        "bits_power, bits_priced, escape)",
     ),
     InfoKey("dinkelbach_steps", "int: Dinkelbach steps of the bits block, all iterations"),
     InfoKey("outer_iterations", "int: outer block-descent iterations run"),
     InfoKey("final_step", "str: the block that produced the final J ('start' if none did)"),
     InfoKey("cone_solves", "int: cone programs solved by the joint continuous block"),
-    InfoKey("cone_solve_s", "dict: 'median' and 'max' wall time of one cone solve, s"),
+    InfoKey(
+        "cone_solve_s",
+        "dict: 'median' and 'max' wall time of one cone solve, s (without cone_compile_s)",
+    ),
+    InfoKey("cone_compile_s", "float: CVXPY's one-time canonicalization of the cone problems, s"),
     InfoKey("recentred", "int: first-backend failures replaced by a continuation step"),
 )
 

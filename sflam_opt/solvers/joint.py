@@ -20,7 +20,9 @@ is the exponential-cone program
 with ``c_n = S_n / sum S``. The power and energy caps are the bound ``y_n >= y_lo_n = 1 / x_max,n``
 (``phi(x_max,n) = min(Pmax_n u_n, Emax - compute_n) / S_n``), which keeps every cone off its
 boundary (``y -> 0``); the band constraint bounds ``y`` above. Devices the band price shows to be
-held at their caps are taken out of the cone (``_Search._solve``; §6.7 says why). The program is DPP, compiled once per number of slots; the round
+held at their caps are taken out of the cone, and devices of low spectral efficiency enter with
+their energy expanded to second order in ``x`` and are re-solved to a fixed point (``_Search._solve``; §6.7
+says why). The program is DPP, compiled once per number of slots; the round
 time is a bounded 1-D search over ``log T`` (``V(T) = w_T T + w_E E*(T)`` is convex, §6.4), each
 step re-solving parameters only. At the fastest feasible round ``T_min`` every device is at its
 caps and the point is known in closed form, so the search never solves a cone program with a
@@ -60,6 +62,16 @@ INFIMUM_RTOL = 1e-6
 _AT_TMIN = 1e-9
 #: Relative slack of the check that a device held at its caps wants no more band.
 PIN_RTOL = 1e-9
+#: Devices whose reference spectral efficiency is below this enter the cone with their energy
+#: expanded to second order in ``x`` (``JointBlock.set``; §6.7 says why), re-solved from their own
+#: solution until it stops moving (Newton-like, quadratic convergence). ``phi' >= x phi''`` holds
+#: up to ``x = 1``.
+X_LINEAR = 0.5
+#: The expansion's reference is converged when no expanded device's ``x`` moves by more than this
+#: (relative): the expansion's slope error is then of order ``(x0 1e-3)^2``.
+LINEAR_RTOL = 1e-3
+#: Cone solves per round time at most (pins put back and expansion references updated).
+MAX_ROUNDS = 8
 
 
 def phi(x: FloatArray) -> FloatArray:
@@ -77,6 +89,18 @@ def h(x: FloatArray) -> FloatArray:
     x = np.asarray(x, dtype=np.float64)
     with np.errstate(over="ignore", invalid="ignore"):
         return (x - 1.0) * np.expm1(x) + x
+
+
+def phi_d2(x: FloatArray) -> FloatArray:
+    """``phi''(x) = sum_{k>=2} k (k-1) x^(k-2) / (k+1)!`` for ``0 <= x <= 1`` (the series; the
+    closed form ``(e^x (x^2 - 2x + 2) - 2) / x^3`` cancels as ``x -> 0``), elementwise."""
+    x = np.minimum(np.asarray(x, dtype=np.float64), 1.0)
+    out, term = np.zeros(x.shape), np.ones(x.shape)  # term = x^(k-2)
+    fact = 6.0  # (k+1)! at k = 2
+    for k in range(2, 22):
+        out += k * (k - 1) * term / fact
+        term, fact = term * x, fact * (k + 2)
+    return out
 
 
 #: Below this ``r``, :func:`h_inv` uses the series of ``h`` at 0 instead of the root search.
@@ -147,6 +171,8 @@ class JointBlock(_DPPBlock):
     """
 
     kind = "joint"
+    #: The factor the objective was divided by in the last :meth:`set`.
+    scale = 1.0
 
     def solver_options(self, solver: str) -> dict[str, Any]:
         """Clarabel with its default tolerances (the scaled form needs no tuning); the
@@ -156,7 +182,9 @@ class JointBlock(_DPPBlock):
     def __init__(self, n: int) -> None:
         r = cp.Variable(n, name="r")
         w = cp.Variable(n, name="w")
-        names = ("x0", "k_y0", "cost_s", "cost_y0", "r_lo")
+        v = cp.Variable(n, name="v")
+        q = cp.Variable(n, name="q")
+        names = ("x0", "k_y0", "cost_s", "cost_y0", "r_lo", "slope", "curv", "on")
         p = {name: cp.Parameter(n, nonneg=True, name=name) for name in names}
         #: The band constraint; its dual is the band price (:meth:`band_price`).
         self.band = p["k_y0"] @ r <= 1
@@ -164,8 +192,16 @@ class JointBlock(_DPPBlock):
             cp.constraints.ExpCone(p["x0"] - cp.multiply(p["x0"], r), r, w),
             self.band,
             r >= p["r_lo"],
+            # v r >= on^2 and q r >= on^2 (1 - r)^2 (rotated second-order cones): for devices of
+            # low spectral efficiency (on = 1) v >= 1 / r and q >= (1 - r)^2 / r, their energy
+            # to second order in x = x0 / r; for the others (on = 0) v, q >= 0, and their
+            # positive weights put them at 0.
+            cp.SOC(v + r, cp.vstack([2.0 * p["on"], v - r]), axis=0),
+            cp.SOC(q + r, cp.vstack([2.0 * (p["on"] - cp.multiply(p["on"], r)), q - r]), axis=0),
         ]
-        obj = cp.Minimize(p["cost_s"] @ w - p["cost_y0"] @ r)
+        obj = cp.Minimize(
+            p["cost_s"] @ w - p["cost_y0"] @ r + p["slope"] @ v + p["curv"] @ q
+        )
         super().__init__(obj, cons, {"r": r, "w": w}, p)
 
     def band_price(self) -> float:
@@ -175,7 +211,7 @@ class JointBlock(_DPPBlock):
         dual = self.band.dual_value
         if dual is None:
             return float("nan")
-        return float(np.asarray(dual).reshape(()))
+        return float(np.asarray(dual).reshape(())) * self.scale
 
     def set(  # noqa: PLR0913 - one value per parameter family
         self,
@@ -185,25 +221,52 @@ class JointBlock(_DPPBlock):
         y_hi: FloatArray,
         ref: FloatArray,
         phi_hi: FloatArray,
+        linear: np.ndarray | None = None,
     ) -> None:
         """Load the values for the next solve, per device (spread over slots, see ``_set``).
 
         A device of ``c`` copies splits its payload: each copy has ``k / c`` and ``cost / c``;
         ``y`` itself, and so ``y0`` and ``y_lo``, are intensive. (``y_hi`` and ``phi_hi`` are
         implied by the band constraint and ``y_lo``; they are accepted for the callers' sake.)
+
+        Devices where ``linear`` (bool, shape (N,)) is true get the energy
+        ``cost (phi(x0) + phi'(x0) (x - x0) + phi''(x0) / 2 x0 (x - x0)^2 / x)``, ``phi`` to
+        second order in ``x = 1 / y`` at the reference: the terms ``cost h(x0) / x0 * v`` and
+        ``cost phi''(x0) / 2 x0^2 * q`` with ``v >= 1 / r``, ``q >= (1 - r)^2 / r``
+        (``phi' = h / x^2``); their exponential cone is reduced to ``r <= w`` at zero cost. The optimum of that program is the block's
+        optimum when ``y = ref`` for those devices (``_Search._solve`` iterates to that point).
         """
         self._layout(k.shape[0])
         copies = self._slot_copies()
         k_s, cost_s = self._spread(k / copies), self._spread(cost / copies)
         y0 = self._spread(ref)
         x0 = 1.0 / y0
+        lin = np.zeros(y0.shape, bool) if linear is None else self._spread(np.asarray(linear))
         with np.errstate(over="ignore"):
-            s = y0 * np.exp(x0)
+            s = np.where(lin, y0, y0 * np.exp(x0))
+        # phi to second order at x0 in x = x0 / r: phi(x0) + phi'(x0) (x - x0) plus
+        # phi''(x0) / 2 times x0 (x - x0)^2 / x = x0^2 (1 - r)^2 / r (the same to second order,
+        # and ~1 / r rather than 1 / r^2 as r -> 0).
+        slope = np.where(lin, cost_s * h(x0) / x0, 0.0)
+        curv = np.where(lin, cost_s * 0.5 * phi_d2(x0) * x0**2, 0.0)
+        # The reduced cone r <= w of an expanded device costs slope (w - r): zero at w = r,
+        # and priced on the device's own scale so that w stays bounded.
+        c_cone = np.where(lin, slope / y0, cost_s)
+        # Devices off the expansion get v = q = 0, held there by a weight on their own scale.
+        slope = np.where(lin, slope, cost_s)
+        curv = np.where(lin, curv, cost_s)
+        # The objective's largest coefficient is made 1 (:meth:`band_price` undoes it): the
+        # expanded devices leave out their Shannon-limit constant, and what remains can be
+        # orders of magnitude below 1.
+        self.scale = float(max(np.max(c_cone * s), np.max(slope), np.max(curv)))
         p = self.params
-        p["x0"].value = x0
+        p["x0"].value = np.where(lin, 0.0, x0)
         p["k_y0"].value = k_s * y0
-        p["cost_s"].value = cost_s * s
-        p["cost_y0"].value = cost_s * y0
+        p["cost_s"].value = c_cone * s / self.scale
+        p["cost_y0"].value = c_cone * y0 / self.scale
+        p["slope"].value = slope / self.scale
+        p["curv"].value = curv / self.scale
+        p["on"].value = lin.astype(np.float64)
         p["r_lo"].value = self._spread(y_lo) / y0
 
     def y(self, values: dict[str, FloatArray], ref: FloatArray) -> FloatArray:
@@ -231,6 +294,9 @@ class JointSolution:
         Every cone solve of the round-time search, in order (the final one at each round time).
     recentred : list of str
         First-backend failures that a continuation step in ``T`` replaced (see ``_Search``).
+    price_j : float
+        The band's price at ``round_s``: upload energy (J) one more unit of band fraction saves
+        (nan when the optimum is ``T_min``, where every device is at its caps).
     message : str
     """
 
@@ -243,6 +309,7 @@ class JointSolution:
     message: str = ""
     built: bool = False
     recentred: list[str] = field(default_factory=list)
+    price_j: float = np.nan
 
 
 class _Round:
@@ -356,6 +423,8 @@ class _Search:
         #: First-backend attempts discarded for a continuation step (see :meth:`value`).
         self.recentred: list[str] = []
         self.best: tuple[float, float, FloatArray] | None = None  # (V, T, y)
+        #: Band price at the best round time (J of upload energy per unit band fraction).
+        self.best_price = np.nan
         #: Band price of the last solve (full-problem units, see :meth:`_solve_free`).
         self.price = np.nan
         self.t_min = rnd.t_min()
@@ -380,9 +449,10 @@ class _Search:
             return near[1]
         return self.y_ref if self.y_ref is not None else y_lo
 
-    def _keep(self, v: float, t: float, y: FloatArray) -> None:
+    def _keep(self, v: float, t: float, y: FloatArray, price: float = np.nan) -> None:
         if self.best is None or v < self.best[0]:
             self.best = (v, t, y)
+            self.best_price = price * float(self.rnd.shannon_j.sum())
 
     def value(self, t: float) -> float:
         """``V(t)`` by one cone solve (inf when it fails).
@@ -411,7 +481,10 @@ class _Search:
 
         Devices of low spectral efficiency held at their caps are taken out of the cone
         (:meth:`_pin_guess`, §6.7); if the solve's band price shows one of them wants more band
-        than its cap leaves it, it is put back and the block re-solved.
+        than its cap leaves it, it is put back and the block re-solved. Devices with ``x`` below
+        :data:`X_LINEAR` at the reference enter expanded to second order (:meth:`JointBlock.set`), and the
+        block is re-solved from its own solution until their ``x`` moves by at most
+        :data:`LINEAR_RTOL`. Every solve but the last is recorded in :attr:`solves` here.
         """
         rnd = self.rnd
         u = t - rnd.c
@@ -424,23 +497,27 @@ class _Search:
             self.price = rnd.price(t)
             ref = np.clip(rnd.split(t, self.price), y_lo, y_hi)
         pin = self._pin_guess(k, x_max)
-        spent = 0.0
-        while True:
-            out, y, price = self._solve_free(~pin, k, y_lo, ref, phi_hi, order)
-            out.solve_s += spent
+        for rounds in range(1, MAX_ROUNDS + 1):
+            linear = ~pin & (1.0 / ref < X_LINEAR)
+            out, y, price, ref = self._solve_free(~pin, k, y_lo, ref, phi_hi, order, linear)
             if not out.ok:
                 return out, np.inf
             wrong = pin & (rnd.cost * h(x_max) > price * k * (1.0 + PIN_RTOL))
-            if not np.any(wrong):
+            moved = float(np.max(np.abs(ref[linear] / y[linear] - 1.0), initial=0.0))
+            if not np.any(wrong) and moved <= LINEAR_RTOL:
                 break
-            spent, pin = out.solve_s, pin & ~wrong
+            if rounds < MAX_ROUNDS:
+                self.solves.append(out)  # an intermediate solve; value() records the last
+            pin, ref = pin & ~wrong, y
+        else:
+            logger.debug("joint block at T=%g: %d rounds, x moved %.2g", t, MAX_ROUNDS, moved)
         self.price = price
         self.y_ref = y
         self.solved.append((t, y))
         bw, _ = rnd.allocation(t, y)
         x = rnd.payload_nats / (bw * u)
         v = rnd.value(t, np.minimum(phi(x), phi_hi))
-        self._keep(v, t, y)
+        self._keep(v, t, y, price)
         return out, v
 
     def _pin_guess(self, k: FloatArray, x_max: FloatArray) -> np.ndarray:
@@ -460,23 +537,32 @@ class _Search:
         ref: FloatArray,
         phi_hi: FloatArray,
         order: tuple[str, ...],
-    ) -> tuple[BlockSolve, FloatArray, float]:
-        """The cone over the ``free`` devices, the others at ``y_lo`` (their band set aside).
+        linear: np.ndarray,
+    ) -> tuple[BlockSolve, FloatArray, float, FloatArray]:
+        """The cone over the ``free`` devices, the others at ``y_lo`` (their band set aside);
+        the energy of ``linear`` devices expanded at ``ref`` (:meth:`JointBlock.set`).
 
-        Returns the outcome, ``y`` of every device and the band price in the full problem's
-        units (the block's budget is the band left, ``1 - sum_pinned k y_lo``).
+        Returns the outcome, ``y`` of every device, the band price in the full problem's
+        units (the block's budget is the band left, ``1 - sum_pinned k y_lo``) and the
+        reference used (``ref`` clipped to the bounds and onto the band).
         """
         left = 1.0 - float(np.sum(k[~free] * y_lo[~free]))
-        kf = k[free] / left
-        ref_f = np.clip(ref[free], y_lo[free], 1.0 / kf)
+        kf, lo = k[free] / left, y_lo[free]
+        ref_f = np.clip(ref[free], lo, 1.0 / kf)
+        over = float(np.sum(kf * (ref_f - lo)))
+        if np.sum(kf * ref_f) > 1.0 and over > 0.0:
+            # A reference from a longer round needs more band than there is: shrink it toward
+            # the caps onto the band constraint, where the optimum lies (§6.3).
+            ref_f = lo + (ref_f - lo) * ((1.0 - float(np.sum(kf * lo))) / over)
         block = self.block
-        block.set(kf, self.rnd.cost[free], y_lo[free], 1.0 / kf, ref_f, phi_hi[free])  # type: ignore[attr-defined]
+        block.set(kf, self.rnd.cost[free], lo, 1.0 / kf, ref_f, phi_hi[free], linear[free])  # type: ignore[attr-defined]
         out = block.solve(order)
-        y = y_lo.copy()
+        y, used = y_lo.copy(), ref.copy()
+        used[free] = ref_f
         if not out.ok:
-            return out, y, np.nan
-        y[free] = np.clip(block.y(out.values, ref_f), y_lo[free], 1.0 / kf)  # type: ignore[attr-defined]
-        return out, y, block.band_price() / left  # type: ignore[attr-defined]
+            return out, y, np.nan, used
+        y[free] = np.clip(block.y(out.values, ref_f), lo, 1.0 / kf)  # type: ignore[attr-defined]
+        return out, y, block.band_price() / left, used  # type: ignore[attr-defined]
 
 
 def _upper_time(search: _Search, v_min: float) -> float:
@@ -571,5 +657,14 @@ def solve_joint(
     failed = [s for s in search.solves if not s.ok]
     msg = f"{len(failed)} of {len(search.solves)} cone solves failed" if failed else ""
     return JointSolution(
-        "optimal", v, t, bw, pw, search.solves, msg, search.built, search.recentred
+        "optimal",
+        v,
+        t,
+        bw,
+        pw,
+        search.solves,
+        msg,
+        search.built,
+        search.recentred,
+        search.best_price,
     )
