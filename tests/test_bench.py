@@ -660,7 +660,7 @@ def test_fast_profile_section_accounts_for_the_solve(
 def test_faded_table_runs_alone_and_reports(tmp_path: Path) -> None:
     from benchmarks import solve_faded
 
-    ctx = _ctx(tmp_path, TINY)
+    ctx = _ctx(tmp_path, TINY.replace(train_workers=2))
     doc = solve_faded.run(ctx)
     rows = read_csv(tmp_path / "figures" / "solve_faded.csv")
     # OTHER_SIZES: N = 8, two draws, each by fast, bcd and bcd-pure.
@@ -676,6 +676,14 @@ def test_faded_table_runs_alone_and_reports(tmp_path: Path) -> None:
     assert summary["bcd-pure"]["draws"] == 2
     md = report.render(tmp_path)
     assert "## Solvers under faded channels" in md and "### Faded channels" in md
+    assert doc["workers"] == 2
+    # The pool changes where the draws run, not what they give.
+    alone = solve_faded.faded(_ctx(tmp_path / "one", TINY.replace(train_workers=1)))
+    pooled = [(r["n_devices"], r["draw_seed"], r["solver"], r["status"]) for r in rows]
+    one = read_csv(tmp_path / "one" / "figures" / "solve_faded.csv")
+    assert [(r["n_devices"], r["draw_seed"], r["solver"], r["status"]) for r in one] == pooled
+    assert [r["objective"] for r in one] == [r["objective"] for r in rows]
+    assert alone["workers"] == 1
 
 
 # ------------------------------------------------------------------------------- uncalibrated
