@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import FIGURES, read_csv, read_json, utc_now
-from benchmarks.markdown import duration, table
+from benchmarks.markdown import duration, made_by, table
 from benchmarks.sections import SECTIONS
 from sflam_opt.io import atomic_write_text
 
@@ -106,6 +106,25 @@ def _expected(present: Mapping[str, Any]) -> list[str]:
     return [name for name, sec in SECTIONS.items() if sec.quick or not quick]
 
 
+def _unlinked_data(figures: Path, name: str, doc: Mapping[str, Any], text: str) -> list[str]:
+    """A ``Made by`` line for the section's data files that its report text does not link.
+
+    A section's files are ``<name>.json`` and ``<name>_*`` (its CSVs); every data file is then
+    reachable from the report even where a section's own text names only its table.
+    """
+    if not figures.is_dir():
+        return []
+    mine = sorted(
+        p.name
+        for p in figures.iterdir()
+        if p.suffix in (".json", ".csv") and (p.stem == name or p.stem.startswith(f"{name}_"))
+    )
+    missing = [f for f in mine if f"({FIGURES}/{f})" not in text]
+    if not missing:
+        return []
+    return [made_by(doc["meta"].get("command", f"{COMMAND} {name}"), missing), ""]
+
+
 def render(out_dir: Path) -> str:
     """The markdown of ``results.md`` for the data files under ``out_dir/figures``."""
     figures = Path(out_dir) / FIGURES
@@ -138,8 +157,10 @@ def render(out_dir: Path) -> str:
             "needs (accuracies, bytes, J and simulated costs do not depend on it).",
             "",
         ]
-    for name, d in present.items():
-        lines += SECTIONS[name].load().report(figures, d)
+    parts = {name: SECTIONS[name].load().report(figures, d) for name, d in present.items()}
+    linked = "\n".join(line for part in parts.values() for line in part)
+    for name, part in parts.items():
+        lines += part + _unlinked_data(figures, name, present[name], linked)
     errors = recorded_errors(sorted(figures.glob("*.csv"))) if figures.is_dir() else []
     if errors:
         lines += ["## Recorded errors", ""] + [f"- {e}" for e in errors] + [""]

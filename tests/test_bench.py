@@ -713,3 +713,21 @@ def test_uncalibrated_section_runs_at_tiny_size_on_evaluation_seeds_only(tmp_pat
     assert "## Bound on configurations never calibrated" in text and "seeds [21]" in text
     # The pool gives the rows of one process (every run is seeded).
     assert uncalibrated.rows_of(uncalibrated.PLANS["quick"], ctx.progress, workers=1) == doc["rows"]
+
+
+def test_report_links_every_data_file_of_a_section(tmp_path: Path) -> None:
+    from benchmarks.report import _unlinked_data
+
+    figures = tmp_path / "figures"
+    figures.mkdir()
+    for name in ("scale.json", "scale_rows.csv", "scaled.json", "scale.png"):
+        (figures / name).write_text("{}")
+    doc = {"meta": {"command": "python -m benchmarks scale --out docs"}}
+    lines = _unlinked_data(figures, "scale", doc, "see [`scale.json`](figures/scale.json)")
+    assert len(lines) == 2 and "`python -m benchmarks scale --out docs`" in lines[0]
+    # Only the section's own unlinked data: not another stem, not a figure, not what is linked.
+    assert "(figures/scale_rows.csv)" in lines[0]
+    assert "scaled.json" not in lines[0] and "scale.png" not in lines[0]
+    assert "(figures/scale.json)" not in lines[0]
+    linked = "[a](figures/scale.json) [b](figures/scale_rows.csv)"
+    assert _unlinked_data(figures, "scale", doc, linked) == []
