@@ -251,13 +251,17 @@ def _versus_ladder(figures: Path, doc: Mapping[str, Any], s: Mapping[str, Any]) 
     if row is None:
         return []
     made = read_json(figures / "solve.json")["meta"]["machine"].get("git_commit", "?")
+    here = doc["meta"]["machine"].get("git_commit", "?")
+    commits = (
+        f"both at commit {here}"
+        if made == here
+        else f"the two were also measured at different commits ({made} and {here})"
+    )
     return [
         f"`{s['solver']}` at N = {s['n']:,} takes {num(row['median_s'], 3)} s in the solver "
         f"speed ladder but {num(s['fresh_median_s'], 3)} s as a fresh solve here because they "
         "time different problems: the ladder re-solves one fixed default scenario of N devices "
         "without fading (warm, its compiled problems cached by size), while each round here is a "
         f"new scenario of about {round(s['participants_median']):,} participants under fresh fading "
-        "(a size the cache may not hold; some faded rounds need fallback solvers); the two were "
-        f"also measured at different commits ({made} and "
-        f"{doc['meta']['machine'].get('git_commit', '?')})."
+        f"(a size the cache may not hold); {commits}."
     ]

@@ -523,11 +523,17 @@ def _speed_headlines(rows: list[dict[str, Any]], doc: Mapping[str, Any]) -> list
     if common:
         n = max(common)
         b, f = by[("bcd", n)], by[("fast", n)]
+        pure = by.get(("bcd-pure", n))
+        tail = (
+            f"; pure block descent (`bcd-pure`, no escape to `fast`'s step) ends at J "
+            f"{num(pure['objective'], 6)} in {num(pure['median_s'], 3)} s"
+            if pure and pure.get("objective")
+            else ""
+        )
         out.append(
             f"At N = {num(n)}, `fast` is {num(b['median_s'] / f['median_s'], 3)}x faster "
             f"than `bcd` as shipped ({num(f['median_s'], 3)} s against {num(b['median_s'], 3)} s, "
-            f"warm, same scenario and load) with J {num(f['objective'], 6)} against {num(b['objective'], 6)}; `bcd` "
-            "gets there through its stall escape, the exact continuous step `fast` also uses "
-            "(see `bcd-pure` for block descent alone)."
+            f"warm, same scenario and load) with J {num(f['objective'], 6)} against "
+            f"{num(b['objective'], 6)}{tail}."
         )
     return out
