@@ -302,7 +302,9 @@ def bits_at_band_price(
     gain, n0 = scenario.gain[:, None], scenario.noise_w_per_hz
     shannon = n0 * nats / gain
     per_x = nats / (float(scenario.system.bandwidth_hz) * tab.slot_s[:, None])  # beta = per_x / x
-    x_free = h_inv(price_j * gain / (n0 * float(scenario.system.bandwidth_hz) * tab.slot_s[:, None]))
+    x_free = h_inv(
+        price_j * gain / (n0 * float(scenario.system.bandwidth_hz) * tab.slot_s[:, None])
+    )
     room = scenario.devices.max_power_w[:, None] * tab.slot_s[:, None] / shannon
     cap = scenario.constraints.device_energy_j
     if cap is not None:

@@ -100,7 +100,9 @@ def row_permutation(
             size = k * (dim + 1)
             within = np.arange(k * dim, dtype=np.int64)
             cone, part = np.divmod(within, dim)
-            targets.append(offset + np.concatenate([(dim + 1) * np.arange(k), (dim + 1) * cone + 1 + part]))
+            targets.append(
+                offset + np.concatenate([(dim + 1) * np.arange(k), (dim + 1) * cone + 1 + part])
+            )
             signs.append(np.ones(size, dtype=np.int64))
         else:
             return None

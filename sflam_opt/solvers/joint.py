@@ -166,8 +166,9 @@ class JointBlock(_DPPBlock):
     hold ``exp(x0)`` (1e6 for a strong device) against 1.
 
     Parameters (set with :meth:`set`), shape (N,): ``k`` band fraction per unit of ``y``,
-    ``cost`` >= 0, ``y_lo`` / ``y_hi`` the bounds of ``y``, ``ref`` the reference ``y0``,
-    ``phi_hi`` the largest ``phi(1/y)`` the caps allow.
+    ``cost`` >= 0, ``y_lo`` the lower bound of ``y`` (the caps), ``ref`` the reference ``y0``.
+    The upper bound of ``y`` and the caps' largest ``phi(1/y)`` are implied by the band
+    constraint and ``y_lo``.
     """
 
     kind = "joint"
@@ -199,9 +200,7 @@ class JointBlock(_DPPBlock):
             cp.SOC(v + r, cp.vstack([2.0 * p["on"], v - r]), axis=0),
             cp.SOC(q + r, cp.vstack([2.0 * (p["on"] - cp.multiply(p["on"], r)), q - r]), axis=0),
         ]
-        obj = cp.Minimize(
-            p["cost_s"] @ w - p["cost_y0"] @ r + p["slope"] @ v + p["curv"] @ q
-        )
+        obj = cp.Minimize(p["cost_s"] @ w - p["cost_y0"] @ r + p["slope"] @ v + p["curv"] @ q)
         super().__init__(obj, cons, {"r": r, "w": w}, p)
 
     def band_price(self) -> float:
@@ -213,21 +212,18 @@ class JointBlock(_DPPBlock):
             return float("nan")
         return float(np.asarray(dual).reshape(())) * self.scale
 
-    def set(  # noqa: PLR0913 - one value per parameter family
+    def set(
         self,
         k: FloatArray,
         cost: FloatArray,
         y_lo: FloatArray,
-        y_hi: FloatArray,
         ref: FloatArray,
-        phi_hi: FloatArray,
         linear: np.ndarray | None = None,
     ) -> None:
         """Load the values for the next solve, per device (spread over slots, see ``_set``).
 
         A device of ``c`` copies splits its payload: each copy has ``k / c`` and ``cost / c``;
-        ``y`` itself, and so ``y0`` and ``y_lo``, are intensive. (``y_hi`` and ``phi_hi`` are
-        implied by the band constraint and ``y_lo``; they are accepted for the callers' sake.)
+        ``y`` itself, and so ``y0`` and ``y_lo``, are intensive.
 
         Devices where ``linear`` (bool, shape (N,)) is true get the energy
         ``cost (phi(x0) + phi'(x0) (x - x0) + phi''(x0) / 2 x0 (x - x0)^2 / x)``, ``phi`` to
@@ -499,7 +495,7 @@ class _Search:
         pin = self._pin_guess(k, x_max)
         for rounds in range(1, MAX_ROUNDS + 1):
             linear = ~pin & (1.0 / ref < X_LINEAR)
-            out, y, price, ref = self._solve_free(~pin, k, y_lo, ref, phi_hi, order, linear)
+            out, y, price, ref = self._solve_free(~pin, k, y_lo, ref, order, linear)
             if not out.ok:
                 return out, np.inf
             wrong = pin & (rnd.cost * h(x_max) > price * k * (1.0 + PIN_RTOL))
@@ -535,7 +531,6 @@ class _Search:
         k: FloatArray,
         y_lo: FloatArray,
         ref: FloatArray,
-        phi_hi: FloatArray,
         order: tuple[str, ...],
         linear: np.ndarray,
     ) -> tuple[BlockSolve, FloatArray, float, FloatArray]:
@@ -555,7 +550,7 @@ class _Search:
             # the caps onto the band constraint, where the optimum lies (§6.3).
             ref_f = lo + (ref_f - lo) * ((1.0 - float(np.sum(kf * lo))) / over)
         block = self.block
-        block.set(kf, self.rnd.cost[free], lo, 1.0 / kf, ref_f, phi_hi[free], linear[free])  # type: ignore[attr-defined]
+        block.set(kf, self.rnd.cost[free], lo, ref_f, linear[free])  # type: ignore[attr-defined]
         out = block.solve(order)
         y, used = y_lo.copy(), ref.copy()
         used[free] = ref_f
