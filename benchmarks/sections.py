@@ -239,6 +239,7 @@ register(
         "sflam_opt/io.py",
         "sflam_opt/jsonio.py",
         "sflam_opt/allocation.py",
+        "sflam_opt/allocation_json.py",
         "sflam_opt/allocation_npz.py",
         "sflam_opt/console.py",
         "sflam_opt/sweep.py",

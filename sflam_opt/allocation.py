@@ -5,21 +5,19 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from sflam_opt.errors import AllocationError
 from sflam_opt.io import atomic_write_text
-from sflam_opt.jsonio import ColumnRows, JsonReadError, read_json_streamed
+from sflam_opt.jsonio import ColumnRows
 from sflam_opt.scenario import Scenario
-from sflam_opt.validation import is_real
 
 __all__ = ["Allocation", "check_block_lists", "scenario_sha256"]
 
@@ -187,11 +185,9 @@ class Allocation:
     @classmethod
     def from_dict(cls, data: Any, source: str = "<allocation>") -> Allocation:
         """Build from :meth:`to_dict` output (also accepts a ``sflam-opt solve --json`` object)."""
-        if not isinstance(data, dict) or not isinstance(data.get("devices"), list):
-            raise AllocationError(f"{source}: {_NOT_AN_ALLOCATION}")
-        rows = _RowColumns(source)
-        rows.add(0, data["devices"])
-        return rows.allocation(data)
+        from sflam_opt.allocation_json import from_document
+
+        return from_document(data, source)
 
     @classmethod
     def from_json(cls, text: str, source: str = "<allocation>") -> Allocation:
@@ -225,8 +221,10 @@ class Allocation:
                 from sflam_opt.allocation_npz import load_npz
 
                 return load_npz(p)
+            from sflam_opt.allocation_json import load_json
+
             with open(p, encoding="utf-8") as text:
-                return _load_json(text, str(p))
+                return load_json(text, str(p))
         except FileNotFoundError:
             raise AllocationError(
                 f"{p}: no such allocation file (write one with "
@@ -254,149 +252,6 @@ class Allocation:
                 "resource-block allocations are written as JSON only; give a .json file name"
             )
         return {} if self.scenario_sha256 is None else {"scenario_sha256": self.scenario_sha256}
-
-
-_NOT_AN_ALLOCATION = (
-    'expected a JSON object with a "devices" list (as written by `sflam-opt solve --out`)'
-)
-
-
-def _load_json(text: IO[str], source: str) -> Allocation:
-    rows = _RowColumns(source)
-    try:
-        doc, count = read_json_streamed(text, "devices", rows.add)
-    except JsonReadError as exc:
-        if exc.reason == "expected a JSON object" and not exc.truncated:
-            raise AllocationError(f"{source}: {_NOT_AN_ALLOCATION}") from None
-        where = (
-            ""
-            if exc.row is None
-            else f" devices[{exc.row}]" + (f".{exc.field}" if exc.field else "")
-        )
-        if exc.truncated:
-            raise AllocationError(
-                f"{source}: the file ends early, inside{where or ' the document'} (line "
-                f"{exc.line}); it is truncated: write it again with `sflam-opt solve --out`"
-            ) from None
-        raise AllocationError(
-            f"{source}:{where}{':' if where else ''} invalid JSON at line {exc.line}: {exc.reason}"
-        ) from None
-    if count is None:
-        raise AllocationError(f"{source}: {_NOT_AN_ALLOCATION}")
-    return rows.allocation(doc)
-
-
-class _RowColumns:
-    """Checks allocation rows a chunk at a time and keeps them as columns.
-
-    A chunk is checked with numpy; only a chunk that fails is walked row by row, to name the
-    first bad row and field in the message.
-    """
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.ids: list[Any] = []
-        self.cols: dict[str, list[NDArray[Any]]] = {k: [] for k in _RANGES}
-        self.blocks: list[Any] = []
-        self.powers: list[Any] = []
-
-    def add(self, first: int, rows: list[Any]) -> None:
-        try:
-            cols = _checked_columns(rows)
-        except (KeyError, TypeError, ValueError, OverflowError):
-            cols = None
-        if cols is None:  # name the first bad row and field
-            for k, row in enumerate(rows):
-                _check_row(row, f"{self.source}: devices[{first + k}]")
-            cols = {
-                "bits": np.array([int(r["bits"]) for r in rows], dtype=np.int64),
-                "bandwidth_hz": np.array([float(r["bandwidth_hz"]) for r in rows]),
-                "power_w": np.array([float(r["power_w"]) for r in rows]),
-            }
-        for key, col in cols.items():
-            self.cols[key].append(col)
-        self.ids.extend([r.get("id", first + k) for k, r in enumerate(rows)])
-        self.blocks.extend([r.get("blocks") for r in rows])
-        self.powers.extend([r.get("block_power_w") for r in rows])
-
-    def allocation(self, doc: dict[str, Any]) -> Allocation:
-        source, n = self.source, len(self.ids)
-        if not n:
-            raise AllocationError(f'{source}: "devices" is empty')
-        digest = doc.get("scenario_sha256")
-        if digest is not None and not isinstance(digest, str):
-            raise AllocationError(f"{source}: scenario_sha256: expected a hex string")
-        bits, bw, pw = (np.concatenate(self.cols[k]) for k in _RANGES)
-        has = [
-            b is not None or p is not None for b, p in zip(self.blocks, self.powers, strict=True)
-        ]
-        if not any(has):
-            return Allocation(bits, bw, pw, tuple(self.ids), scenario_sha256=digest)
-        if not all(has):
-            k = has.index(False)
-            raise AllocationError(
-                f'{source}: devices[{k}]: missing "blocks" and "block_power_w" '
-                "(give them for every device or for none)"
-            )
-        try:
-            blk, bpw = check_block_lists(self.blocks, self.powers, n)
-        except AllocationError as exc:
-            raise AllocationError(f"{source}: {exc}") from None
-        return Allocation(bits, bw, pw, tuple(self.ids), blk, bpw, scenario_sha256=digest)
-
-
-def _checked_columns(rows: list[Any]) -> dict[str, NDArray[Any]] | None:
-    """The rows' bits, bandwidth_hz and power_w as arrays, or None if any value fails a check."""
-    if not all(type(r) is dict for r in rows):
-        return None
-    out: dict[str, NDArray[Any]] = {}
-    for key, (lo, hi) in _RANGES.items():
-        col = [r[key] for r in rows]
-        if not all(map(_is_real_type, set(map(type, col)))):
-            return None  # strings, None, lists, and bools (a subclass of int)
-        arr = np.array(col, dtype=np.float64)
-        if not np.all(np.isfinite(arr) & (arr >= lo) & (arr <= hi)):
-            return None
-        if key == "bits":
-            if not np.array_equal(arr, np.round(arr)):
-                return None
-            arr = arr.astype(np.int64)
-        out[key] = arr
-    return out
-
-
-def _is_real_type(kind: type) -> bool:
-    return issubclass(kind, int | float | np.integer | np.floating) and not issubclass(
-        kind, bool | np.bool_
-    )
-
-
-def _check_row(row: Any, where: str) -> None:
-    """Raise the one-line error for the first bad value of one row (a dict from JSON)."""
-    if not isinstance(row, dict):
-        raise AllocationError(f"{where}: expected an object")
-    for key in _RANGES:
-        if key not in row:
-            raise AllocationError(f"{where}: missing key {key!r}")
-        v = row[key]
-        if not is_real(v):
-            raise AllocationError(f"{where}.{key}: expected a finite number, got {_short(v)}")
-        lo, hi = _RANGES[key]
-        # Compared before float(): an integer of hundreds of digits must not overflow.
-        if isinstance(v, float) and not math.isfinite(v) or not lo <= v <= hi:
-            raise AllocationError(
-                f"{where}.{key}: {_short(v)} is outside the valid range [{lo:g}, {hi:g}]"
-            )
-    if isinstance(row["bits"], float) and not row["bits"].is_integer():
-        raise AllocationError(f"{where}.bits: expected a whole number, got {row['bits']!r}")
-
-
-def _short(v: Any) -> str:
-    """``repr(v)``, cut short for numbers of many digits and long strings."""
-    text = repr(v)
-    if len(text) <= 30:
-        return text
-    return f"{text[:8]}... ({len(text)} {'digits' if isinstance(v, int) else 'characters'})"
 
 
 def check_block_lists(

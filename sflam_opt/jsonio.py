@@ -7,8 +7,10 @@ of numbers are encoded by the C encoder (``json`` uses its pure-Python encoder w
 ``indent`` is set) and indented by string replacement.
 
 The long list may also be a :class:`ColumnRows`: rows held as columns (numpy arrays). It is
-written column by column (one ``repr`` per value, no dict per row), which is what a million
-devices need; the text is the same as for the equivalent list of dicts.
+written column by column (numbers of a whole column encoded at once by orjson, no dict per
+row), which is what a million devices need. The layout is the same as for the equivalent list of
+dicts and every number reads back to the same value; only the spelling of some floats differs
+(orjson writes ``1e-9`` and ``0.00001`` where ``repr`` writes ``1e-09`` and ``1e-05``).
 """
 
 from __future__ import annotations
@@ -21,8 +23,15 @@ from dataclasses import dataclass
 from typing import IO, Any, NoReturn
 
 import numpy as np
+import orjson
 
-__all__ = ["ColumnRows", "JsonReadError", "finite", "iter_json", "read_json_streamed"]
+__all__ = [
+    "ColumnRows",
+    "JsonReadError",
+    "finite",
+    "iter_json",
+    "read_json_streamed",
+]
 
 _CHUNK = 20_000
 _SENTINEL = "\x00sflam-rows\x00"
@@ -69,17 +78,16 @@ def _plain(values: Any) -> list[Any]:
 
 
 def _value_texts(values: Any) -> list[str]:
-    """The JSON text of each value of a column (``null`` for inf and NaN)."""
-    if isinstance(values, np.ndarray) and values.dtype.kind == "f":
-        arr = np.ascontiguousarray(values, dtype=np.float64)
-        if arr.size and np.all(arr.view(np.int64) == arr.view(np.int64)[0]):
-            return _value_texts(arr[:1].tolist()) * arr.size  # e.g. everyone's round time
-        texts = list(map(float.__repr__, arr.tolist()))
-        for i in np.flatnonzero(~np.isfinite(arr)).tolist():
-            texts[i] = "null"
-        return texts
-    if isinstance(values, np.ndarray) and values.dtype.kind in "iu":
-        return list(map(int.__repr__, values.tolist()))
+    """The JSON text of each value of a column (``null`` for inf and NaN).
+
+    Numeric arrays go through orjson: its shortest round-trip float text reads back to the same
+    float as ``repr``'s, and it is ~14x faster (0.03 s against 0.43 s a million floats).
+    """
+    if isinstance(values, np.ndarray) and values.dtype.kind in "fiu" and values.size:
+        arr = np.ascontiguousarray(
+            values, dtype=np.float64 if values.dtype.kind == "f" else np.int64
+        )
+        return orjson.dumps(arr, option=orjson.OPT_SERIALIZE_NUMPY).decode()[1:-1].split(",")
     plain = _plain(values)
     if all(type(v) is int for v in plain):
         return list(map(int.__repr__, plain))
@@ -269,14 +277,34 @@ class _Stream:
         return c
 
 
-def _decode_rows(stream: _Stream, stop: int) -> list[Any] | None:
-    """The rows in ``stream.buf[stream.pos:stop]`` decoded at once, or None if it is not a
-    whole number of rows (a row's ``}`` inside a string or nested object, or bad JSON)."""
+def _decode_rows(stream: _Stream, stop: int) -> tuple[list[Any], int] | None:
+    """The rows in ``stream.buf[stream.pos:stop]`` decoded at once and where they end, or None
+    if it is not a whole number of rows (a row's ``}`` inside a string or nested object, or bad
+    JSON).
+
+    When the list itself ends before ``stop`` (the document's other keys follow it), the rows up
+    to its ``]`` are returned, with the position of that ``]``.
+    """
+    text = "[" + stream.buf[stream.pos : stop] + "]"
+    end = stop
     try:
-        rows = json.loads("[" + stream.buf[stream.pos : stop] + "]")
+        # orjson: ~3x json's speed. It refuses NaN literals and integers beyond 64 bits, which
+        # json accepts; such a chunk is then read row by row with json, as a bad one is.
+        rows = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        # A "]" at the top level of the chunk closes the list: the array decoded up to it is
+        # complete and the error is the text after it.
+        head = text[: exc.pos].rstrip()
+        if not head.endswith("]") or len(head) >= len(text) - 1:
+            return None
+        try:
+            rows = orjson.loads(head)
+        except orjson.JSONDecodeError:
+            return None
+        end = stream.pos + len(head) - 2  # at the list's "]" (text has one "[" more)
     except ValueError:
         return None
-    return rows if all(type(r) is dict for r in rows) else None
+    return (rows, end) if all(type(r) is dict for r in rows) else None
 
 
 def _stream_rows(stream: _Stream, on_rows: Callable[[int, list[Any]], None]) -> int:
@@ -291,13 +319,13 @@ def _stream_rows(stream: _Stream, on_rows: Callable[[int, list[Any]], None]) -> 
         cut = stream.buf.rfind("}", stream.pos) + 1
         rows = None
         if cut > stream.pos and stream.dropped + stream.pos > careful_until:
-            rows = _decode_rows(stream, cut)
-            if rows is None:
+            decoded = _decode_rows(stream, cut)
+            if decoded is None:
                 # One row at a time up to the cut: finds the bad row without decoding the chunk
                 # again for every row.
                 careful_until = stream.dropped + cut
             else:
-                stream.pos = cut
+                rows, stream.pos = decoded
         if rows is None:
             start = stream.pos
             if stream.peek() != "{":
