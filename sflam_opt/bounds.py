@@ -90,10 +90,15 @@ def _penalty_by_lookup(bits: ArrayLike) -> FloatArray:
     return table[b]
 
 
-def margin(scenario: Scenario, bits: ArrayLike) -> float | FloatArray:
-    """``eps - Phi0 - Phi_q(b)``; positive exactly when the target is reachable with ``bits``."""
+def margin(
+    scenario: Scenario, bits: ArrayLike, *, phi_q_value: ArrayLike | None = None
+) -> float | FloatArray:
+    """``eps - Phi0 - Phi_q(b)``; positive exactly when the target is reachable with ``bits``.
+
+    ``phi_q_value``: ``phi_q(scenario, bits)`` if already computed (``bits`` is then unused).
+    """
     c = scenario.convergence
-    return c.epsilon - c.phi0 - phi_q(scenario, bits)
+    return c.epsilon - c.phi0 - (phi_q(scenario, bits) if phi_q_value is None else phi_q_value)
 
 
 def rounds_needed(
@@ -104,10 +109,7 @@ def rounds_needed(
     ``phi_q_value``: ``phi_q(scenario, bits)`` if already computed (``bits`` is then unused).
     """
     c, t = scenario.convergence, scenario.training
-    if phi_q_value is None:
-        m = np.asarray(margin(scenario, bits), dtype=np.float64)
-    else:
-        m = np.asarray(c.epsilon - c.phi0 - phi_q_value, dtype=np.float64)
+    m = np.asarray(margin(scenario, bits, phi_q_value=phi_q_value), dtype=np.float64)
     with np.errstate(divide="ignore"):
         k = np.where(
             m > 0, c.a / (t.learning_rate * t.local_iters * np.where(m > 0, m, 1.0)), np.inf

@@ -33,6 +33,7 @@ from sflam_opt.errors import SflamRuntimeError, SolverArgumentError
 
 __all__ = [
     "MIN_FIT_ROUNDS",
+    "WARMUP_BITS",
     "ConvergenceConstants",
     "ConvergenceEstimator",
     "UnsupportedFitError",
@@ -41,6 +42,9 @@ __all__ = [
 
 #: Fewest rounds a fit uses: the second half must hold two rounds for a spread, plus one more.
 MIN_FIT_ROUNDS = 5
+#: Uplink width of the fit rounds, for the trainer and every host loop (docs/formulation.md §4.3,
+#: "Warm-up at 4 bits").
+WARMUP_BITS = 4
 
 
 def upper_confidence(samples: ArrayLike, confidence: float) -> float:

@@ -27,6 +27,7 @@ from sflam_opt.bounds import effective_step
 from sflam_opt.errors import SolverArgumentError, TrainingConfigError, TrainingRuntimeError
 from sflam_opt.estimator import (
     MIN_FIT_ROUNDS,
+    WARMUP_BITS,
     ConvergenceConstants,
     ConvergenceEstimator,
     UnsupportedFitError,
@@ -47,8 +48,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Uplink width of the fit rounds (docs/formulation.md §4.3, "Warm-up at 4 bits").
-WARMUP_BITS = 4
 #: Share of the rounds used to fit, by default.
 FIT_SHARE = 0.2
 

@@ -11,9 +11,8 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import Result
 
 from sflam_flower import task
-from sflam_opt.estimator import MIN_FIT_ROUNDS
+from sflam_opt.estimator import MIN_FIT_ROUNDS, WARMUP_BITS
 from sflam_opt.integrations.flower import SflamStrategy, update_scenario
-from sflam_opt.integrations.flower.strategy import WARMUP_BITS
 
 app = ServerApp()
 #: The last run's per-round table, for tests and notebooks that run the app in-process.

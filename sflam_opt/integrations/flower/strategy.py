@@ -51,7 +51,12 @@ from sflam_opt.allocator import Allocator
 from sflam_opt.costs import breakdown, equal_allocation
 from sflam_opt.device_arrays import gain_values
 from sflam_opt.errors import DataError, ScenarioError
-from sflam_opt.estimator import MIN_FIT_ROUNDS, ConvergenceEstimator, UnsupportedFitError
+from sflam_opt.estimator import (
+    MIN_FIT_ROUNDS,
+    WARMUP_BITS,
+    ConvergenceEstimator,
+    UnsupportedFitError,
+)
 from sflam_opt.integrations.flower.client import QUERY_CHANNEL, read_channel, sendable_bits
 from sflam_opt.integrations.flower.validation import DeviceBindings, check_train_reply
 from sflam_opt.scenario import Scenario
@@ -61,10 +66,6 @@ from sflam_opt.validation import check_real
 __all__ = ["SflamRound", "SflamStrategy"]
 
 logger = logging.getLogger(__name__)
-
-#: Update width of the online calibration's fit rounds (docs/formulation.md §4.3, "Warm-up at 4
-#: bits", the trainer's width by the same argument).
-WARMUP_BITS = 4
 
 
 @dataclass
