@@ -15,12 +15,14 @@ import io
 import json
 import logging
 import math
+import multiprocessing
 import os
 import platform
 import subprocess
 import time
 import tracemalloc
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,6 +33,7 @@ from sflam_opt.io import atomic_write_json, atomic_write_text
 from sflam_opt.training.config import TrainConfig
 
 __all__ = [
+    "run_spawned",
     "PROFILES",
     "BenchContext",
     "Profile",
@@ -564,3 +567,35 @@ class BenchContext:
             "machine": {**machine_info(), "load_avg_1m_at_start": self.load_at_start},
             **extra,
         }
+
+
+def run_spawned(
+    fn: Callable[..., T],
+    jobs: Sequence[tuple[Any, ...]],
+    workers: int,
+    done: Callable[[int], Any],
+    order: Sequence[int] | None = None,
+) -> list[T]:
+    """``fn(*jobs[i])`` for every job, over ``workers`` spawned processes; results in job order.
+
+    Spawned, not forked: each worker is a fresh interpreter (no forked torch state), so a job
+    measures what one process would. ``order`` is the submission order (longest first, so the
+    pool does not end waiting on one job); ``done(i)`` is called as job ``i`` finishes. One
+    worker runs the jobs in this process.
+    """
+    order = range(len(jobs)) if order is None else order
+    results: dict[int, T] = {}
+    if workers <= 1:
+        for i in order:
+            results[i] = fn(*jobs[i])
+            done(i)
+    else:
+        with ProcessPoolExecutor(
+            max_workers=workers, mp_context=multiprocessing.get_context("spawn")
+        ) as pool:
+            futures = {pool.submit(fn, *jobs[i]): i for i in order}
+            for fut in as_completed(futures):
+                i = futures[fut]
+                results[i] = fut.result()
+                done(i)
+    return [results[i] for i in range(len(jobs))]

@@ -15,16 +15,14 @@ iterations, and the worst ratio of a run's slowest cone solve to its median one.
 
 from __future__ import annotations
 
-import multiprocessing
 import time
 from collections.abc import Mapping
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from benchmarks.common import BenchContext, median, read_csv, utc_now
+from benchmarks.common import BenchContext, median, read_csv, run_spawned, utc_now
 from benchmarks.markdown import num, pct, table
 from sflam_opt.scenario import Scenario
 
@@ -175,22 +173,16 @@ def faded(ctx: BenchContext) -> dict[str, Any]:
     tasks = [(n, seed) for n, draws in sizes for seed in range(EVAL_SEED0, EVAL_SEED0 + draws)]
     # Largest N first, so the pool does not end waiting on one slow draw.
     order = sorted(range(len(tasks)), key=lambda i: -tasks[i][0])
-    done: dict[int, list[dict[str, Any]]] = {}
     workers = max(1, ctx.profile.train_workers)
     label = "faded: N={} draw {}"
-    if workers == 1:
-        for i in order:
-            done[i] = draw_rows(*tasks[i], ctx.profile.seed)
-            ctx.progress(label.format(*tasks[i]), 1.0 / len(tasks))
-    else:
-        mp = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=mp) as pool:
-            futures = {pool.submit(draw_rows, *tasks[i], ctx.profile.seed): i for i in order}
-            for fut in as_completed(futures):
-                i = futures[fut]
-                done[i] = fut.result()
-                ctx.progress(label.format(*tasks[i]), 1.0 / len(tasks))
-    rows = [r for i in range(len(tasks)) for r in done[i]]
+    done = run_spawned(
+        draw_rows,
+        [(*task, ctx.profile.seed) for task in tasks],
+        workers,
+        lambda i: ctx.progress(label.format(*tasks[i]), 1.0 / len(tasks)),
+        order,
+    )
+    rows = [r for draw in done for r in draw]
     summary = _summary(rows)
     ctx.csv("solve_faded", rows, FADED_COLUMNS)
     ctx.csv("solve_faded_summary", summary, SUMMARY_COLUMNS)

@@ -29,16 +29,14 @@ tune the estimator or the trainer's defaults.
 from __future__ import annotations
 
 import importlib.util
-import multiprocessing
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from benchmarks.common import BenchContext, utc_now
+from benchmarks.common import BenchContext, run_spawned, utc_now
 
 __all__ = ["CONFIGS", "DESIGN_SEEDS", "EVAL_SEEDS", "draw", "headlines", "report", "run", "rows_of"]
 
@@ -216,27 +214,17 @@ def _job(job: Mapping[str, Any]) -> dict[str, Any]:
 def _run_jobs(jobs: list[dict[str, Any]], workers: int, progress: Any) -> list[dict[str, Any]]:
     """Every job's result, in order; over ``workers`` processes when more than one."""
     total = len(jobs)
-    if workers <= 1:
-        out = []
-        for job in jobs:
-            progress(f"uncalibrated: {job['label']}", 1.0 / total)
-            out.append(_job(job))
-        return out
-    results: dict[int, dict[str, Any]] = {}
-    # spawn: a fresh interpreter per worker (no forked torch state); one torch thread setting
-    # per run as in one process, so the rows are the same.
-    ctx = multiprocessing.get_context("spawn")
     # The ViT-S/32 runs first, the longest by far, so that the pool does not end waiting on one.
     order = sorted(
         range(total), key=lambda i: jobs[i].get("overrides", {}).get("model") != "vit-s32"
     )
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        futures = {pool.submit(_job, jobs[i]): i for i in order}
-        for fut in as_completed(futures):
-            i = futures[fut]
-            results[i] = fut.result()
-            progress(f"uncalibrated: {jobs[i]['label']}", 1.0 / total)
-    return [results[i] for i in range(total)]
+    return run_spawned(
+        _job,
+        [(job,) for job in jobs],
+        workers,
+        lambda i: progress(f"uncalibrated: {jobs[i]['label']}", 1.0 / total),
+        order,
+    )
 
 
 def rows_of(plan: tuple[Any, ...], progress: Any, workers: int = 1) -> list[dict[str, Any]]:

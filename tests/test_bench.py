@@ -731,3 +731,16 @@ def test_report_links_every_data_file_of_a_section(tmp_path: Path) -> None:
     assert "(figures/scale.json)" not in lines[0]
     linked = "[a](figures/scale.json) [b](figures/scale_rows.csv)"
     assert _unlinked_data(figures, "scale", doc, linked) == []
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_run_spawned_returns_results_in_job_order(workers: int) -> None:
+    from benchmarks.common import run_spawned
+
+    finished: list[int] = []
+    jobs = [(2, 3), (3, 2), (5, 1)]
+    got = run_spawned(pow, jobs, workers, finished.append, order=[2, 0, 1])
+    assert got == [8, 9, 5]
+    assert sorted(finished) == [0, 1, 2]
+    if workers == 1:
+        assert finished == [2, 0, 1]  # in this process, in the order given
