@@ -101,7 +101,7 @@ def read_device_columns(text: str) -> tuple[str, DeviceColumns] | None:
     if ids is None or loc is None or cpu is None or pmax is None or samples is None:
         return None
     id_list = ids.split("\n")
-    if any(len(i) > 30 for i in id_list):  # huge ids: leave them to the general parser
+    if max(map(len, id_list)) > 30:  # huge ids: leave them to the general parser
         return None
     arrays = [_floats(v) for v in (loc, cpu, pmax, samples)]
     if any(a is None for a in arrays):
