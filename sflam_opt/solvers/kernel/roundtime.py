@@ -70,12 +70,18 @@ def search_time(
     """
     t_min = np.array(t_min, dtype=np.float64)
     unknown = np.isnan(t_min)
+    m = rw.w.shape[0]
     if prm.w_e == 0.0 or prm.w_t == 0.0:
+        if prm.w_t == 0.0 and warm is not None:
+            # V falls for ever: the search only moves T up from the start, which needs T_min
+            # only to be feasible (sum Bmin <= B); rows that are keep T_min unknown.
+            unknown &= ~_feasible_at(prm, rw, warm[0])
         if unknown.any():
-            t_min[unknown] = min_round_time(prm, rw.take(np.flatnonzero(unknown)))
+            idx = np.flatnonzero(unknown)
+            rows = rw if idx.size == m else rw.take(idx)
+            t_min[idx] = min_round_time(prm, rows, None if warm is None else warm[0][idx])
         sp, capped = search_time_bracketed(prm, rw, t_min, rtol, warm)
         return sp, capped, t_min
-    m = rw.w.shape[0]
     with np.errstate(all="ignore"):
         sp, ok = joint_search(prm, rw, t_min, rtol, warm)
     if not ok.all() and (unknown & ~ok).any():
@@ -94,6 +100,20 @@ def search_time(
         sp_b, _ = search_time_bracketed(prm, rw.take(idx), t_min[idx], rtol, wr)
         sp.put(idx, sp_b)
     return sp, np.zeros(m, dtype=bool), t_min
+
+
+def _feasible_at(prm: KernelParams, rw: RowConstants, t: FloatArray) -> NDArray[np.bool_]:
+    """Rows whose least bandwidths at round times ``t`` (M,) surely fit the band (``t >= T_min``).
+
+    The caps' x, ``phi^{-1}(r)``, exceeds ``log r`` (``phi(log r) = (r - 1)/log r < r``), so
+    bandwidths at ``x = log r`` bound the least ones from above: one logarithm per device instead
+    of :func:`phi_inverse`, and far above ``T_min`` (the use here) just as conclusive.
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        u = t[:, None] - prm.fixed_s
+        x_lo = np.log(np.minimum(rw.pmax_over_s * np.maximum(u, 0.0), rw.r_e))
+        tot = (rw.w * LN2 / (u * np.where(x_lo > 0, x_lo, 0.0))).sum(axis=1)
+    return np.isfinite(t) & (t > rw.t_lb) & (tot <= prm.bandwidth_hz)
 
 
 @dataclass(frozen=True)
@@ -618,16 +638,19 @@ def search_time_bracketed(
     """
     m = rw.w.shape[0]
     t_max = np.full(m, np.inf if prm.deadline_s is None else prm.deadline_s)
+    if prm.w_e == 0.0:
+        # J = K w_T T: the fastest feasible round is optimal.
+        return split_at_min(prm, rw, t_min), np.zeros(m, dtype=bool)
     if warm is None:
         cur = split_at_min(prm, rw, t_min)
     else:
-        t0 = np.clip(warm[0], t_min, t_max)
+        # fmax: T_min may be unknown (NaN) where the warm start is known to be feasible.
+        t0 = np.minimum(np.fmax(warm[0], t_min), t_max)
         t0 = np.where(np.isfinite(t0), t0, t_min)
         cur = split_at(prm, rw, t0, warm[1], warm[2])
-    if prm.w_e == 0.0:
-        # J = K w_T T: the fastest feasible round is optimal.
-        return (cur if warm is None else split_at_min(prm, rw, t_min)), np.zeros(m, dtype=bool)
     br = _Bracket(prm, rw, t_min, t_max, rtol, cur)
+    if prm.w_t == 0.0 and prm.deadline_s is None:
+        br.jump()
     br.enclose()
     br.narrow()
     return br.result(), br.capped
@@ -648,7 +671,8 @@ class _Bracket:
         self.capped = np.zeros(m, dtype=bool)
         self.best = cur.copy()
         self.v_inf = prm.w_e * (prm.compute_j_total + rw.shannon.sum(axis=1))
-        self.v_floor = self.v_inf + prm.w_t * t_min
+        # T_min may be unknown (NaN, latency weight 0): t_lb is a lower end too.
+        self.v_floor = self.v_inf + prm.w_t * np.fmax(t_min, rw.t_lb)
         self.log_wt = np.log(prm.w_t) if prm.w_t > 0 else -np.inf
         nan = np.full(m, np.nan)
         self.lo_v, self.hi_v, self.lo_g, self.hi_g = nan.copy(), nan.copy(), nan.copy(), nan.copy()
@@ -700,12 +724,106 @@ class _Bracket:
         last.put(idx, sp)
         return sp, self.absorb(idx, sp)
 
+    def grid(self, idx: IntArray) -> FloatArray:
+        """The round times :meth:`enclose` visits from ``last`` when ``V'`` is never finite-signed
+        (latency weight 0: G = inf and every step is one e-fold), shape (len(idx), K), K <= 760.
+
+        The same floating-point operations as :meth:`enclose`, so the times are identical.
+        """
+        t_lb = self.t_lb[idx]
+        with np.errstate(divide="ignore"):
+            v_min = np.log(np.fmax(self.t_min[idx], t_lb) - t_lb)
+        v_max = np.log(self.t_max[idx] - t_lb)
+        cols = [self.last.t[idx]]
+        with np.errstate(over="ignore"):
+            while np.all(np.isfinite(cols[-1])) and len(cols) < 760:
+                v1 = np.log(cols[-1] - t_lb)
+                cols.append(t_lb + np.exp(np.clip(v1 + 1.0, v_min, v_max)))
+        return np.stack(cols, axis=1)
+
+    def jump(self) -> None:
+        """Latency weight 0 without a deadline: :meth:`enclose`'s answer with few evaluations.
+
+        There every enclose step grows ``T - t_lb`` by e until ``V`` is within
+        :data:`ZERO_LATENCY_WEIGHT_RTOL` of its infimum. ``V`` falls with ``T``, so that stop is
+        the first grid time (:meth:`grid`) that passes, found here by predicting it from
+        ``V - V_inf ~ 1/T`` and checking that it passes and the time before it does not. Rows
+        this does not settle in a few evaluations are left at their latest failing grid time,
+        from which :meth:`enclose` goes on as before.
+        """
+        idx = np.flatnonzero(~self.done)
+        if not idx.size:
+            return
+        grid = self.grid(idx)
+        rows = np.arange(idx.size)
+        kmax = grid.shape[1] - 1
+        lo = np.zeros(idx.size, dtype=np.intp)  # latest known failing grid index
+        hi = np.full(idx.size, kmax + 1)  # earliest known passing grid index
+        d_thr = ZERO_LATENCY_WEIGHT_RTOL * self.v_inf[idx]
+        pts = {"t": self.last.t[idx].copy(), "d": self.last.value[idx] - self.v_inf[idx]}
+        pts["t0"], pts["d0"] = np.full(idx.size, np.nan), np.full(idx.size, np.nan)
+        lam, xf = self.last.log_lam[idx].copy(), self.last.x_free[idx].copy()
+        lo_sp = self.last.take(idx)
+        hi_sp = self.last.take(idx)
+        bad = np.zeros(idx.size, dtype=bool)
+        for _ in range(12):
+            act = np.flatnonzero(~bad & (hi > lo + 1))
+            if not act.size:
+                break
+            k = self._predict(grid[act], pts, act, d_thr[act], lo[act], hi[act])
+            t = grid[act, k]
+            ratio = t / pts["t"][act]
+            with np.errstate(all="ignore"):  # a poor start only costs Newton steps
+                sp = split_at(
+                    self.prm,
+                    self.rw.take(idx[act]),
+                    t,
+                    lam[act] - np.log(ratio),  # lambda ~ 1/T and x ~ 1/T for long rounds
+                    np.minimum(xf[act] / ratio[:, None], 700.0),
+                )
+            ok = np.isfinite(sp.value) & (sp.slope < 0)
+            bad[act[~ok]] = True
+            pas = ok & self._passes(idx[act], sp)
+            fail = ok & ~pas
+            hi[act[pas]], lo[act[fail]] = k[pas], k[fail]
+            hi_sp.put(act[pas], sp.take(np.flatnonzero(pas)))
+            lo_sp.put(act[fail], sp.take(np.flatnonzero(fail)))
+            pts["t0"][act[ok]], pts["d0"][act[ok]] = pts["t"][act[ok]], pts["d"][act[ok]]
+            pts["t"][act[ok]] = t[ok]
+            pts["d"][act[ok]] = sp.value[ok] - self.v_inf[idx[act[ok]]]
+            lam[act[ok]], xf[act[ok]] = sp.log_lam[ok], sp.x_free[ok]
+        found = ~bad & (hi == lo + 1)
+        # Found rows end at their first passing time; the others resume at their last failing one.
+        last = lo_sp
+        last.put(rows[found], hi_sp.take(rows[found]))
+        self.last.put(idx, last)
+        self.last_g[idx] = self.absorb(idx, last)
+
+    def _passes(self, idx: IntArray, sp: Split) -> NDArray[np.bool_]:
+        """Where :meth:`absorb` would stop a falling ``V`` (slope < 0) at ``sp``."""
+        near = sp.value <= (1.0 + ZERO_LATENCY_WEIGHT_RTOL) * self.v_inf[idx]
+        return near | (sp.value <= (1.0 + self.rtol) * self.v_floor[idx])
+
+    @staticmethod
+    def _predict(grid, pts, act, d_thr, lo, hi) -> IntArray:
+        """Grid index where ``V - V_inf`` should reach ``d_thr``, strictly inside (lo, hi)."""
+        t, d = pts["t"][act], pts["d"][act]
+        t0, d0 = pts["t0"][act], pts["d0"][act]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            p = np.log(d0 / d) / np.log(t / t0)  # V - V_inf ~ T^-p from the last two points
+        p = np.where(np.isfinite(p), np.clip(p, 0.5, 2.0), 1.0)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            target = t * np.exp(np.log(d / d_thr) / p)
+        k = np.sum(grid < np.where(np.isfinite(target), target, np.inf)[:, None], axis=1)
+        return np.clip(k, lo + 1, hi - 1)
+
     def enclose(self) -> None:
         """Phase 1: bracket the root (rows with one end known) by overshooting secant steps."""
         t_lb = self.t_lb
         nan = np.full(self.done.shape, np.nan)
         prev_v, prev_g = nan.copy(), nan.copy()
-        v_min = np.log(self.t_min - t_lb)
+        with np.errstate(divide="ignore"):
+            v_min = np.log(np.fmax(self.t_min, t_lb) - t_lb)  # -inf where T_min is unknown
         v_max = np.log(self.t_max - t_lb)
         for _ in range(200):
             need = ~self.done & (np.isnan(self.lo_v) | np.isnan(self.hi_v))
