@@ -170,6 +170,7 @@ class BitsProblem:
         wm = None
         if warm is None and point is not None:
             wm = self._warm_from_point(point, bits.shape[0])
+        at_min = None
         if warm is not None:
             m = bits.shape[0]
             wm = (
@@ -177,7 +178,9 @@ class BitsProblem:
                 np.repeat(warm.log_price, m),
                 np.repeat(warm.x_free, m, axis=0),
             )
-        return solve_rows(self.prm, w, k, self.rtol, wm, lazy_t_min=True)
+            t, t_min = float(warm.round_latency_s[0]), float(warm.min_round_latency_s[0])
+            at_min = np.full(m, t <= t_min * (1.0 + 1e-12))  # False where T_min is unknown
+        return solve_rows(self.prm, w, k, self.rtol, wm, lazy_t_min=True, start_at_min=at_min)
 
     def _warm_from_point(
         self, point: tuple[float, float], m: int

@@ -88,7 +88,9 @@ def search_time(
         # Without T_min the search cannot stop at it: compute it and search those rows again.
         idx = np.flatnonzero(unknown & ~ok)
         wr = None if warm is None else tuple(a[idx] for a in warm)
-        t_min[idx] = min_round_time(prm, rw.take(idx), None if wr is None else wr[0])
+        # Start from the warm round time, else where the joint search stopped (near T_min when
+        # it handed the row back for sitting at every cap).
+        t_min[idx] = min_round_time(prm, rw.take(idx), sp.t[idx] if wr is None else wr[0])
         with np.errstate(all="ignore"):
             sp_j, ok_j = joint_search(prm, rw.take(idx), t_min[idx], rtol, wr)
         sp.put(idx, sp_j)
@@ -145,6 +147,7 @@ class _JointState:
     hi_ok: NDArray[np.bool_] = field(init=False)  # optimum known to lie below the deadline
     ends: list[tuple[IntArray, Split]] = field(default_factory=list)  # optimum at an end
     xcap: FloatArray | None = None  # each device's cap x (warm start of phi_inverse)
+    all_capped: NDArray[np.bool_] | bool = False  # every device capped at the last iterate
     work: dict[str, FloatArray] = field(default_factory=dict)  # buffers reused every step
 
     def buffer(self, name: str) -> FloatArray:
@@ -227,9 +230,12 @@ def joint_search(
     jc = _joint_consts(prm, rw, rtol)
     st = _joint_start(prm, rw, t_min, warm, jc)
     _start_at_lower_end(prm, rw, t_min, jc, st)
+    if st.stop.all():  # every row optimal at T_min (e.g. a large latency weight)
+        return _ends_only(st.ends), np.ones(st.t.shape[0], dtype=bool)
     st.v = np.log(st.t - jc.t_lb)
     v_lo = np.log(t_min - jc.t_lb)  # NaN where T_min is unknown
     check_lo = bool(np.isfinite(v_lo).any())
+    unknown_lo = bool(np.isnan(t_min).any())
     v_hi = np.log(jc.t_max - jc.t_lb)
     for _ in range(_JOINT_MAX_ITER):
         tm = _joint_terms(prm, rw, jc, st)
@@ -239,10 +245,18 @@ def joint_search(
             break
         dv, ds, dy = _joint_step(tm, st, jc)
         bad = ~fin & ~np.isfinite(dv + ds + tm.err)  # dy is finite where these are
+        if unknown_lo and tm.x is not tm.xf:
+            # Every device capped twice running, T_min unknown: the row is heading for T_min,
+            # where it would be handed back anyway (see the docstring); hand it back now.
+            capped = np.isnan(t_min) & np.all(tm.x < tm.xf, axis=1)
+            bad |= ~fin & capped & st.all_capped
+            st.all_capped = capped
         if bad.any():
             st.failed |= bad
             st.stop |= bad
             fin |= bad
+            if fin.all():  # nothing moves: the next evaluation would repeat this one
+                break
         v_new = st.v + dv
         if check_lo:
             v_new = _guard_lower_end(prm, rw, t_min, st, fin, v_new, v_lo)
@@ -250,6 +264,17 @@ def joint_search(
             v_new = _guard_upper_end(prm, rw, jc, st, tm, fin, v_new, v_hi)
         _joint_move(st, jc, fin, v_new, ds, dy)
     return _joint_finish(prm, rw, t_min, rtol, jc, st, tm, conv)
+
+
+def _ends_only(ends: list[tuple[IntArray, Split]]) -> Split:
+    """The splits of rows that all stopped at an interval end, in row order."""
+    order = np.concatenate([idx for idx, _ in ends])
+    parts = [part for _, part in ends]
+    if len(parts) == 1 and np.array_equal(order, np.arange(order.size)):
+        return parts[0]
+    fields = Split.__dataclass_fields__
+    merged = Split(*(np.concatenate([getattr(p, f) for p in parts]) for f in fields))
+    return merged.take(np.argsort(order))
 
 
 def _joint_consts(prm: KernelParams, rw: RowConstants, rtol: float) -> _JointConsts:
