@@ -53,6 +53,10 @@ class Incumbent:
         return float(self.sol.objective[0])
 
 
+#: Batches of bit vectors with more (row x device) entries than this are solved row by row.
+ROW_BATCH = 2_000_000
+
+
 class BitsProblem:
     """Scenario constants in the shapes a bits search needs, and batched continuous solves.
 
@@ -162,6 +166,15 @@ class BitsProblem:
         starts the search there. With ``unit_rounds`` K is set to 1, so that ``objective`` is
         ``V* = w_T T + w_E E`` even where the target is unreachable.
         """
+        m, n = bits.shape
+        if m > 1 and m * n > ROW_BATCH:
+            # One row at a time: a row's (N,) arrays stay near the cache, while a batch's
+            # (M, N) temporaries page-fault (at N = 1e6 four rows cost 4x one row each).
+            parts = [
+                self.solve_rows(bits[k : k + 1], warm, unit_rounds=unit_rounds, point=point)
+                for k in range(m)
+            ]
+            return RowSolutions.stack(parts)
         idx = self.level_index(bits)
         w = self.w_l[idx]  # payload_bits(bits): the same doubles, gathered from the level table
         if unit_rounds:

@@ -78,6 +78,12 @@ class RowSolutions:
         """Row ``k`` as a one-row batch."""
         return RowSolutions(*(getattr(self, f)[k : k + 1] for f in self.__dataclass_fields__))
 
+    @staticmethod
+    def stack(parts: list[RowSolutions]) -> RowSolutions:
+        """The batches ``parts`` as one batch, rows in order."""
+        fields = RowSolutions.__dataclass_fields__
+        return RowSolutions(*(np.concatenate([getattr(p, f) for p in parts]) for f in fields))
+
 
 def solve_rows(
     prm: KernelParams,
