@@ -306,5 +306,5 @@ def split_at_min(prm: KernelParams, rw: RowConstants, t_min: FloatArray) -> Spli
     x = phi_inverse(np.minimum(r_p, rw.r_e))
     s = np.max(log_a + np.log(h(x)), axis=1)
     # x_free >= x: the price clears the market only with every device held at its cap.
-    xf = np.maximum(h_inverse(np.exp(np.minimum(s[:, None] - log_a, 700.0)), x), x)
+    xf = np.maximum(h_inverse(np.exp(np.minimum(s[:, None] - log_a, 700.0))), x)
     return finish_split(prm, rw, t_min, u, kappa, log_a, r_p, xf, x, s)
