@@ -774,7 +774,8 @@ class _Bracket:
         the first grid time (:meth:`grid`) that passes, found here by predicting it from
         ``V - V_inf ~ 1/T`` and checking that it passes and the time before it does not. Rows
         this does not settle in a few evaluations are left at their latest failing grid time,
-        from which :meth:`enclose` goes on as before.
+        from which :meth:`enclose` goes on as before. The first prediction is the long-round
+        limit (:meth:`_long_round_time`), later ones interpolate the evaluated points.
         """
         idx = np.flatnonzero(~self.done)
         if not idx.size:
@@ -787,6 +788,10 @@ class _Bracket:
         d_thr = ZERO_LATENCY_WEIGHT_RTOL * self.v_inf[idx]
         pts = {"t": self.last.t[idx].copy(), "d": self.last.value[idx] - self.v_inf[idx]}
         pts["t0"], pts["d0"] = np.full(idx.size, np.nan), np.full(idx.size, np.nan)
+        pts["tw"] = pts["t"].copy()  # round time of the warm start (lam, xf)
+        t_star = self._long_round_time(idx, d_thr)
+        seed = np.isfinite(t_star) & (t_star > pts["t"])
+        pts["t"][seed], pts["d"][seed] = t_star[seed], d_thr[seed]
         lam, xf = self.last.log_lam[idx].copy(), self.last.x_free[idx].copy()
         lo_sp = self.last.take(idx)
         hi_sp = self.last.take(idx)
@@ -797,11 +802,12 @@ class _Bracket:
                 break
             k = self._predict(grid[act], pts, act, d_thr[act], lo[act], hi[act])
             t = grid[act, k]
-            ratio = t / pts["t"][act]
+            ratio = t / pts["tw"][act]
+            rw = self.rw if act.size == self.done.size else self.rw.take(idx[act])
             with np.errstate(all="ignore"):  # a poor start only costs Newton steps
                 sp = split_at(
                     self.prm,
-                    self.rw.take(idx[act]),
+                    rw,
                     t,
                     lam[act] - np.log(ratio),  # lambda ~ 1/T and x ~ 1/T for long rounds
                     np.minimum(xf[act] / ratio[:, None], 700.0),
@@ -814,7 +820,7 @@ class _Bracket:
             hi_sp.put(act[pas], sp.take(np.flatnonzero(pas)))
             lo_sp.put(act[fail], sp.take(np.flatnonzero(fail)))
             pts["t0"][act[ok]], pts["d0"][act[ok]] = pts["t"][act[ok]], pts["d"][act[ok]]
-            pts["t"][act[ok]] = t[ok]
+            pts["t"][act[ok]] = pts["tw"][act[ok]] = t[ok]
             pts["d"][act[ok]] = sp.value[ok] - self.v_inf[idx[act[ok]]]
             lam[act[ok]], xf[act[ok]] = sp.log_lam[ok], sp.x_free[ok]
         found = ~bad & (hi == lo + 1)
@@ -823,6 +829,18 @@ class _Bracket:
         last.put(rows[found], hi_sp.take(rows[found]))
         self.last.put(idx, last)
         self.last_g[idx] = self.absorb(idx, last)
+
+    def _long_round_time(self, idx: IntArray, d_thr: FloatArray) -> FloatArray:
+        """Round time at which ``V - V_inf`` reaches ``d_thr`` in the long-round limit, (K,).
+
+        For ``T >> c_n`` every device's ``x_n`` is small, ``h(x) ~ x^2/2`` gives
+        ``x_n = A sqrt(g_n) / (B T)`` with ``A = sum_n W_n ln2 / sqrt(g_n)`` (the band used up),
+        and ``E - E_inf = sum_n S_n x_n / 2 = N0 A^2 / (2 B T)``.
+        """
+        prm = self.prm
+        a = (self.rw.w[idx] * (LN2 / np.sqrt(prm.gain))).sum(axis=1)
+        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+            return prm.w_e * prm.n0 * a * a / (2.0 * prm.bandwidth_hz * d_thr)
 
     def _passes(self, idx: IntArray, sp: Split) -> NDArray[np.bool_]:
         """Where :meth:`absorb` would stop a falling ``V`` (slope < 0) at ``sp``."""
