@@ -241,3 +241,73 @@ def test_chunked_round_time_search_is_bit_identical(monkeypatch):
         for f in ("bits", "bandwidth_hz", "power_w"):
             np.testing.assert_array_equal(getattr(r.allocation, f), getattr(ref.allocation, f))
     assert len(calls) > 10
+
+
+def test_capped_level_walks_pick_the_argmin_of_the_full_table():
+    # The capped re-scoring walks down from the cap-free level, and the latency-only step walks
+    # from a start level, instead of scoring every level: both must pick the full table's argmin
+    # (convex costs in the level). At and above T_min, with prices that cap many devices.
+    from sflam_opt.costs import reference
+    from sflam_opt.solvers.kernel import BitsProblem
+    from sflam_opt.solvers.kernel import pricing as pr
+    from sflam_opt.solvers.kernel.params import row_constants
+    from sflam_opt.solvers.kernel.split import min_round_time
+    from sflam_opt.solvers.lambertw import h_inverse
+
+    rng = np.random.default_rng(11)
+    moved = 0
+    for omega in (0.999, 0.9):
+        s = Scenario.default(devices=2000, seed=1).replace(objective={"latency_weight": omega})
+        prob = BitsProblem(s, reference(s), 1e-10)
+        prm, nl, n = prob.prm, prob.levels.size, s.n_devices
+        sol = prob.solve_rows(np.full((1, n), prob.levels[-1]))
+        rw = row_constants(prm, sol.payload_bits)
+        t_min = float(min_round_time(prm, rw)[0])
+        theta = float(sol.objective[0]) / prob.k_coef
+        idx = np.arange(n)
+        rows, lvl = np.repeat(idx, nl), np.tile(np.arange(nl), n)
+        for t, f in ((t_min, 10.0), (t_min, 100.0), (1.5 * t_min, 100.0), (3 * t_min, 1.0)):
+            u = t - prm.fixed_s
+            mu = f * prm.w_e * float(np.exp(sol.log_price[0]))
+            xf = h_inverse(mu / (prm.w_e * prm.n0 * u / prm.gain))  # the cap-free optimum
+            em1 = np.expm1(xf)
+            table = pr._capped_cost(prob, rows, u[rows], xf[rows], em1[rows], mu, theta, lvl)
+            want = np.argmin(table.reshape(n, nl), axis=1)
+            alpha = prm.w_e * prob.s_per_bit * em1 / xf + mu * np.log(2) / (u * xf)
+            top = pr.best_levels(prob, alpha, theta * prob.q_rho)
+            np.testing.assert_array_equal(pr._exact_choice(prob, idx, u, xf, mu, theta, top), want)
+            moved += int(np.sum(want != top))
+            start = rng.integers(0, nl, n)
+            got = pr._latency_only_choice(prob, u, mu, theta, start)
+            np.testing.assert_array_equal(got, pr._CapTable(prob, u).choose(mu, theta))
+    assert moved > 100  # the walk down from the cap-free level was exercised
+
+
+def test_zero_latency_weight_jump_lands_on_the_e_fold_search(monkeypatch):
+    # omega = 0 without a deadline: the jump to the first e-fold round time within 1e-6 of the
+    # infimum must give the very answer of stepping through every e-fold.
+    from sflam_opt.solvers.kernel import roundtime
+
+    cases = [Scenario.default(devices=n, seed=k) for n, k in ((300, 0), (300, 4), (2000, 1))]
+    cases = [c.replace(objective={"latency_weight": 0.0}) for c in cases]
+    fast = [solve(c, "fast") for c in cases]
+    monkeypatch.setattr(roundtime._Bracket, "jump", lambda self: None)
+    for c, ref in zip(cases, fast, strict=True):
+        r = solve(c, "fast")
+        assert "latency weight 0" in ref.message and r.message == ref.message
+        assert r.objective == ref.objective
+        assert r.info["round_latency_s"] == ref.info["round_latency_s"]
+        np.testing.assert_array_equal(r.allocation.bits, ref.allocation.bits)
+
+
+@pytest.mark.parametrize("omega", [0.0, 1e-6, 0.999, 1.0])
+def test_extreme_weights_match_exact(omega):
+    # The walks, the T_min-first start and the omega = 0 jump serve the extreme weights; on
+    # reference instances fast must still find exact's optimum there. At omega = 0 both stop
+    # at a round time within a factor 1 + 1e-6 of the infimum (not the same one: exact's own
+    # round-time search), so they agree to that factor.
+    for seed in range(3):
+        s = Scenario.default(devices=3, seed=seed).replace(objective={"latency_weight": omega})
+        ex, fa = solve(s, "exact"), solve(s, "fast")
+        assert ex.success and fa.success
+        assert fa.objective == pytest.approx(ex.objective, rel=1e-6 if omega == 0 else 1e-9)

@@ -17,6 +17,7 @@ block stalls.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -50,6 +51,10 @@ class Incumbent:
     @property
     def objective(self) -> float:
         return float(self.sol.objective[0])
+
+
+#: Batches of bit vectors with more (row x device) entries than this are solved row by row.
+ROW_BATCH = 2_000_000
 
 
 class BitsProblem:
@@ -161,6 +166,15 @@ class BitsProblem:
         starts the search there. With ``unit_rounds`` K is set to 1, so that ``objective`` is
         ``V* = w_T T + w_E E`` even where the target is unreachable.
         """
+        m, n = bits.shape
+        if m > 1 and m * n > ROW_BATCH:
+            # One row at a time: a row's (N,) arrays stay near the cache, while a batch's
+            # (M, N) temporaries page-fault (at N = 1e6 four rows cost 4x one row each).
+            parts = [
+                self.solve_rows(bits[k : k + 1], warm, unit_rounds=unit_rounds, point=point)
+                for k in range(m)
+            ]
+            return RowSolutions.stack(parts)
         idx = self.level_index(bits)
         w = self.w_l[idx]  # payload_bits(bits): the same doubles, gathered from the level table
         if unit_rounds:
@@ -169,6 +183,7 @@ class BitsProblem:
         wm = None
         if warm is None and point is not None:
             wm = self._warm_from_point(point, bits.shape[0])
+        at_min = None
         if warm is not None:
             m = bits.shape[0]
             wm = (
@@ -176,7 +191,9 @@ class BitsProblem:
                 np.repeat(warm.log_price, m),
                 np.repeat(warm.x_free, m, axis=0),
             )
-        return solve_rows(self.prm, w, k, self.rtol, wm, lazy_t_min=True)
+            t, t_min = float(warm.round_latency_s[0]), float(warm.min_round_latency_s[0])
+            at_min = np.full(m, t <= t_min * (1.0 + 1e-12))  # False where T_min is unknown
+        return solve_rows(self.prm, w, k, self.rtol, wm, lazy_t_min=True, start_at_min=at_min)
 
     def _warm_from_point(
         self, point: tuple[float, float], m: int
@@ -232,8 +249,12 @@ def lagrangian_bits(
     theta = float(sol.objective[0]) / prob.k_coef  # ratio V/m = J / Kc
     log_a: FloatArray | None = None  # log(N0 u / g), computed when a price needs it
     w_e = prm.w_e
-    table = _CapTable(prob, u) if w_e == 0.0 else None
     mu0 = _bandwidth_price(prob, state)
+    if w_e == 0.0 and not clear:
+        # One price: walk each device from its current level instead of tabling every level.
+        start = prob.level_index(state.bits)
+        return prob.levels[_latency_only_choice(prob, u, float(np.exp(np.log(mu0))), theta, start)]
+    table = _CapTable(prob, u) if w_e == 0.0 else None
 
     def at(log_mu: float, x0: FloatArray | None) -> tuple[IntArray, float, FloatArray]:
         nonlocal log_a
@@ -316,6 +337,40 @@ def _bandwidth_price(prob: BitsProblem, state: Incumbent) -> float:
     return mu + slope / dsum
 
 
+def _latency_only_choice(
+    prob: BitsProblem, u: FloatArray, mu: float, theta: float, start: IntArray
+) -> IntArray:
+    """:meth:`_CapTable.choose` without the table: per device ``argmin_l mu B_nl + theta q rho_n
+    pen_l`` (``B_nl``: least bandwidth at level l), walking from ``start`` (level indices).
+
+    ``B_nl`` is convex in the payload (the inverse of a concave rate) and the penalty convex in
+    the level, so the walk (:func:`_walk`) finds the first minimizer, scoring only the levels
+    that each device passes (a few, near its current level) instead of all of them.
+    """
+    if not (np.isfinite(mu) and np.isfinite(theta)):
+        return _CapTable(prob, u).choose(mu, theta)
+
+    def cost(sub: IntArray, lvl: IntArray) -> FloatArray:
+        us = u[sub]
+        x = phi_inverse(_cap_ratio(prob, us, lvl, sub))
+        with np.errstate(divide="ignore"):
+            bw = np.where(x > 0, prob.w_l[lvl] * LN2 / (us * x), np.inf)
+        return mu * bw + theta * prob.pen_at(sub, lvl)
+
+    nl, n = prob.levels.size, u.size
+    if n > _SAMPLE * nl:
+        # A step can move every device many levels at once (e.g. from the max-bits start):
+        # start the walk at the median best level of a sample of devices, scored on every level.
+        sample = np.linspace(0, n - 1, _SAMPLE).astype(np.intp)
+        table = cost(np.repeat(sample, nl), np.tile(np.arange(nl), _SAMPLE)).reshape(_SAMPLE, nl)
+        start = np.full(n, int(np.median(np.argmin(table, axis=1))), dtype=np.intp)
+    return _walk(cost, start, nl)
+
+
+#: Devices sampled to start the level walk of a latency-only step.
+_SAMPLE = 101
+
+
 class _CapTable:
     """Least bandwidth per (level, device) at a round time, for the latency-only step.
 
@@ -378,7 +433,7 @@ def _choose(
     x = xf
     if hit.any():
         idx = np.flatnonzero(hit)
-        pick[idx] = _exact_choice(prob, idx, u[idx], xf[idx], mu, theta)
+        pick[idx] = _exact_choice(prob, idx, u[idx], xf[idx], mu, theta, pick[idx])
         r = _cap_ratio(prob, u, pick)
         x = np.array(xf, dtype=np.float64)
         capped = em1 > r * xf
@@ -483,23 +538,92 @@ def _cap_ratio(
 
 
 def _exact_choice(
-    prob: BitsProblem, idx: IntArray, u: FloatArray, xf: FloatArray, mu: float, theta: float
+    prob: BitsProblem,
+    idx: IntArray,
+    u: FloatArray,
+    xf: FloatArray,
+    mu: float,
+    theta: float,
+    top: IntArray,
 ) -> IntArray:
-    """Best level of devices ``idx`` with their caps honoured (full rows of the table)."""
+    """Best level of devices ``idx`` with their caps honoured, at most ``top`` (their cap-free
+    best level).
+
+    A device's capped cost is convex in the level (the least ``w_E e + mu B`` over a convex set
+    of (B, W), plus a convex penalty) and exceeds the cap-free cost by an amount that does not
+    fall with W (the cap tightens), so its best level is at most the cap-free one: a walk down
+    from ``top`` (:func:`_walk`) finds it, scoring only the levels it passes.
+    """
+    em1f = np.expm1(xf)
+
+    def cost(sub: IntArray, lvl: IntArray) -> FloatArray:
+        return _capped_cost(prob, idx[sub], u[sub], xf[sub], em1f[sub], mu, theta, lvl)
+
+    return _walk(cost, top, prob.levels.size, up=False)
+
+
+def _capped_cost(
+    prob: BitsProblem,
+    rows: IntArray,
+    u: FloatArray,
+    xf: FloatArray,
+    em1f: FloatArray,
+    mu: float,
+    theta: float,
+    lvl: IntArray,
+) -> FloatArray:
+    """``w_E e + mu B + theta q rho pen`` of devices ``rows`` at level indices ``lvl``, shape (K,).
+
+    The spectral variable is the free one, ``xf``, or the level's cap where that binds; inf
+    where the level cannot meet the cap.
+    """
     prm = prob.prm
-    nl = prob.levels.size
-    rows = np.broadcast_to(idx[:, None], (idx.size, nl))
-    lvl = np.broadcast_to(np.arange(nl)[None, :], (idx.size, nl))
-    r = _cap_ratio(prob, u[:, None], lvl, rows)
-    x = np.broadcast_to(xf[:, None], r.shape).copy()
+    r = _cap_ratio(prob, u, lvl, rows)
+    x = np.array(xf, dtype=np.float64)
     with np.errstate(over="ignore", invalid="ignore"):
-        clamped = np.expm1(x) > r * x
+        clamped = em1f > r * x
     x[clamped] = phi_inverse(r[clamped])
     with np.errstate(divide="ignore", invalid="ignore"):
-        energy = prob.s_at(idx[:, None], np.arange(nl)[None, :]) * np.expm1(x) / x
-        bw = prob.w_l[None, :] * LN2 / (u[:, None] * x)
-        cost = (
-            prm.w_e * energy + mu * bw + theta * prob.pen_at(idx[:, None], np.arange(nl)[None, :])
-        )
-    cost = np.where((r > 1.0) & np.isfinite(cost), cost, np.inf)
-    return np.argmin(cost, axis=1)
+        energy = prob.s_at(rows, lvl) * np.expm1(x) / x
+        bw = prob.w_l[lvl] * LN2 / (u * x)
+        cost = prm.w_e * energy + mu * bw + theta * prob.pen_at(rows, lvl)
+    return np.where((r > 1.0) & np.isfinite(cost), cost, np.inf)
+
+
+def _walk(
+    cost: Callable[[IntArray, IntArray], FloatArray],
+    start: IntArray,
+    nl: int,
+    *,
+    up: bool = True,
+) -> IntArray:
+    """Per device the first minimizer of a cost convex in the level, walking from ``start``.
+
+    ``cost(sub, lvl)`` scores devices ``sub`` (indices into ``start``) at level indices ``lvl``.
+    Each device steps down while the cost does not rise (so ties go to the lower level, as
+    ``np.argmin`` picks the first) and, if it did not move down, up while the cost falls; only the
+    devices still moving are scored at each step.
+    """
+    pick = np.array(start, dtype=np.intp)
+    best = cost(np.arange(pick.size), pick)
+    moved = np.zeros(pick.size, dtype=bool)
+    act = np.flatnonzero(pick > 0)
+    while act.size:
+        lvl = pick[act] - 1
+        c = cost(act, lvl)
+        go = c <= best[act]
+        act, lvl = act[go], lvl[go]
+        pick[act], best[act] = lvl, c[go]
+        moved[act] = True
+        act = act[lvl > 0]
+    if not up:
+        return pick
+    act = np.flatnonzero(~moved & (pick < nl - 1))
+    while act.size:
+        lvl = pick[act] + 1
+        c = cost(act, lvl)
+        go = c < best[act]
+        act, lvl = act[go], lvl[go]
+        pick[act], best[act] = lvl, c[go]
+        act = act[lvl < nl - 1]
+    return pick

@@ -70,19 +70,27 @@ def search_time(
     """
     t_min = np.array(t_min, dtype=np.float64)
     unknown = np.isnan(t_min)
+    m = rw.w.shape[0]
     if prm.w_e == 0.0 or prm.w_t == 0.0:
+        if prm.w_t == 0.0 and warm is not None:
+            # V falls for ever: the search only moves T up from the start, which needs T_min
+            # only to be feasible (sum Bmin <= B); rows that are keep T_min unknown.
+            unknown &= ~_feasible_at(prm, rw, warm[0])
         if unknown.any():
-            t_min[unknown] = min_round_time(prm, rw.take(np.flatnonzero(unknown)))
+            idx = np.flatnonzero(unknown)
+            rows = rw if idx.size == m else rw.take(idx)
+            t_min[idx] = min_round_time(prm, rows, None if warm is None else warm[0][idx])
         sp, capped = search_time_bracketed(prm, rw, t_min, rtol, warm)
         return sp, capped, t_min
-    m = rw.w.shape[0]
     with np.errstate(all="ignore"):
         sp, ok = joint_search(prm, rw, t_min, rtol, warm)
     if not ok.all() and (unknown & ~ok).any():
         # Without T_min the search cannot stop at it: compute it and search those rows again.
         idx = np.flatnonzero(unknown & ~ok)
         wr = None if warm is None else tuple(a[idx] for a in warm)
-        t_min[idx] = min_round_time(prm, rw.take(idx), None if wr is None else wr[0])
+        # Start from the warm round time, else where the joint search stopped (near T_min when
+        # it handed the row back for sitting at every cap).
+        t_min[idx] = min_round_time(prm, rw.take(idx), sp.t[idx] if wr is None else wr[0])
         with np.errstate(all="ignore"):
             sp_j, ok_j = joint_search(prm, rw.take(idx), t_min[idx], rtol, wr)
         sp.put(idx, sp_j)
@@ -94,6 +102,20 @@ def search_time(
         sp_b, _ = search_time_bracketed(prm, rw.take(idx), t_min[idx], rtol, wr)
         sp.put(idx, sp_b)
     return sp, np.zeros(m, dtype=bool), t_min
+
+
+def _feasible_at(prm: KernelParams, rw: RowConstants, t: FloatArray) -> NDArray[np.bool_]:
+    """Rows whose least bandwidths at round times ``t`` (M,) surely fit the band (``t >= T_min``).
+
+    The caps' x, ``phi^{-1}(r)``, exceeds ``log r`` (``phi(log r) = (r - 1)/log r < r``), so
+    bandwidths at ``x = log r`` bound the least ones from above: one logarithm per device instead
+    of :func:`phi_inverse`, and far above ``T_min`` (the use here) just as conclusive.
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        u = t[:, None] - prm.fixed_s
+        x_lo = np.log(np.minimum(rw.pmax_over_s * np.maximum(u, 0.0), rw.r_e))
+        tot = (rw.w * LN2 / (u * np.where(x_lo > 0, x_lo, 0.0))).sum(axis=1)
+    return np.isfinite(t) & (t > rw.t_lb) & (tot <= prm.bandwidth_hz)
 
 
 @dataclass(frozen=True)
@@ -125,6 +147,7 @@ class _JointState:
     hi_ok: NDArray[np.bool_] = field(init=False)  # optimum known to lie below the deadline
     ends: list[tuple[IntArray, Split]] = field(default_factory=list)  # optimum at an end
     xcap: FloatArray | None = None  # each device's cap x (warm start of phi_inverse)
+    all_capped: NDArray[np.bool_] | bool = False  # every device capped at the last iterate
     work: dict[str, FloatArray] = field(default_factory=dict)  # buffers reused every step
 
     def buffer(self, name: str) -> FloatArray:
@@ -207,9 +230,12 @@ def joint_search(
     jc = _joint_consts(prm, rw, rtol)
     st = _joint_start(prm, rw, t_min, warm, jc)
     _start_at_lower_end(prm, rw, t_min, jc, st)
+    if st.stop.all():  # every row optimal at T_min (e.g. a large latency weight)
+        return _ends_only(st.ends), np.ones(st.t.shape[0], dtype=bool)
     st.v = np.log(st.t - jc.t_lb)
     v_lo = np.log(t_min - jc.t_lb)  # NaN where T_min is unknown
     check_lo = bool(np.isfinite(v_lo).any())
+    unknown_lo = bool(np.isnan(t_min).any())
     v_hi = np.log(jc.t_max - jc.t_lb)
     for _ in range(_JOINT_MAX_ITER):
         tm = _joint_terms(prm, rw, jc, st)
@@ -219,10 +245,18 @@ def joint_search(
             break
         dv, ds, dy = _joint_step(tm, st, jc)
         bad = ~fin & ~np.isfinite(dv + ds + tm.err)  # dy is finite where these are
+        if unknown_lo and tm.x is not tm.xf:
+            # Every device capped twice running, T_min unknown: the row is heading for T_min,
+            # where it would be handed back anyway (see the docstring); hand it back now.
+            capped = np.isnan(t_min) & np.all(tm.x < tm.xf, axis=1)
+            bad |= ~fin & capped & st.all_capped
+            st.all_capped = capped
         if bad.any():
             st.failed |= bad
             st.stop |= bad
             fin |= bad
+            if fin.all():  # nothing moves: the next evaluation would repeat this one
+                break
         v_new = st.v + dv
         if check_lo:
             v_new = _guard_lower_end(prm, rw, t_min, st, fin, v_new, v_lo)
@@ -230,6 +264,17 @@ def joint_search(
             v_new = _guard_upper_end(prm, rw, jc, st, tm, fin, v_new, v_hi)
         _joint_move(st, jc, fin, v_new, ds, dy)
     return _joint_finish(prm, rw, t_min, rtol, jc, st, tm, conv)
+
+
+def _ends_only(ends: list[tuple[IntArray, Split]]) -> Split:
+    """The splits of rows that all stopped at an interval end, in row order."""
+    order = np.concatenate([idx for idx, _ in ends])
+    parts = [part for _, part in ends]
+    if len(parts) == 1 and np.array_equal(order, np.arange(order.size)):
+        return parts[0]
+    fields = Split.__dataclass_fields__
+    merged = Split(*(np.concatenate([getattr(p, f) for p in parts]) for f in fields))
+    return merged.take(np.argsort(order))
 
 
 def _joint_consts(prm: KernelParams, rw: RowConstants, rtol: float) -> _JointConsts:
@@ -618,16 +663,19 @@ def search_time_bracketed(
     """
     m = rw.w.shape[0]
     t_max = np.full(m, np.inf if prm.deadline_s is None else prm.deadline_s)
+    if prm.w_e == 0.0:
+        # J = K w_T T: the fastest feasible round is optimal.
+        return split_at_min(prm, rw, t_min), np.zeros(m, dtype=bool)
     if warm is None:
         cur = split_at_min(prm, rw, t_min)
     else:
-        t0 = np.clip(warm[0], t_min, t_max)
+        # fmax: T_min may be unknown (NaN) where the warm start is known to be feasible.
+        t0 = np.minimum(np.fmax(warm[0], t_min), t_max)
         t0 = np.where(np.isfinite(t0), t0, t_min)
         cur = split_at(prm, rw, t0, warm[1], warm[2])
-    if prm.w_e == 0.0:
-        # J = K w_T T: the fastest feasible round is optimal.
-        return (cur if warm is None else split_at_min(prm, rw, t_min)), np.zeros(m, dtype=bool)
     br = _Bracket(prm, rw, t_min, t_max, rtol, cur)
+    if prm.w_t == 0.0 and prm.deadline_s is None:
+        br.jump()
     br.enclose()
     br.narrow()
     return br.result(), br.capped
@@ -648,7 +696,8 @@ class _Bracket:
         self.capped = np.zeros(m, dtype=bool)
         self.best = cur.copy()
         self.v_inf = prm.w_e * (prm.compute_j_total + rw.shannon.sum(axis=1))
-        self.v_floor = self.v_inf + prm.w_t * t_min
+        # T_min may be unknown (NaN, latency weight 0): t_lb is a lower end too.
+        self.v_floor = self.v_inf + prm.w_t * np.fmax(t_min, rw.t_lb)
         self.log_wt = np.log(prm.w_t) if prm.w_t > 0 else -np.inf
         nan = np.full(m, np.nan)
         self.lo_v, self.hi_v, self.lo_g, self.hi_g = nan.copy(), nan.copy(), nan.copy(), nan.copy()
@@ -700,12 +749,124 @@ class _Bracket:
         last.put(idx, sp)
         return sp, self.absorb(idx, sp)
 
+    def grid(self, idx: IntArray) -> FloatArray:
+        """The round times :meth:`enclose` visits from ``last`` when ``V'`` is never finite-signed
+        (latency weight 0: G = inf and every step is one e-fold), shape (len(idx), K), K <= 760.
+
+        The same floating-point operations as :meth:`enclose`, so the times are identical.
+        """
+        t_lb = self.t_lb[idx]
+        with np.errstate(divide="ignore"):
+            v_min = np.log(np.fmax(self.t_min[idx], t_lb) - t_lb)
+        v_max = np.log(self.t_max[idx] - t_lb)
+        cols = [self.last.t[idx]]
+        with np.errstate(over="ignore"):
+            while np.all(np.isfinite(cols[-1])) and len(cols) < 760:
+                v1 = np.log(cols[-1] - t_lb)
+                cols.append(t_lb + np.exp(np.clip(v1 + 1.0, v_min, v_max)))
+        return np.stack(cols, axis=1)
+
+    def jump(self) -> None:
+        """Latency weight 0 without a deadline: :meth:`enclose`'s answer with few evaluations.
+
+        There every enclose step grows ``T - t_lb`` by e until ``V`` is within
+        :data:`ZERO_LATENCY_WEIGHT_RTOL` of its infimum. ``V`` falls with ``T``, so that stop is
+        the first grid time (:meth:`grid`) that passes, found here by predicting it from
+        ``V - V_inf ~ 1/T`` and checking that it passes and the time before it does not. Rows
+        this does not settle in a few evaluations are left at their latest failing grid time,
+        from which :meth:`enclose` goes on as before. The first prediction is the long-round
+        limit (:meth:`_long_round_time`), later ones interpolate the evaluated points.
+        """
+        idx = np.flatnonzero(~self.done)
+        if not idx.size:
+            return
+        grid = self.grid(idx)
+        rows = np.arange(idx.size)
+        kmax = grid.shape[1] - 1
+        lo = np.zeros(idx.size, dtype=np.intp)  # latest known failing grid index
+        hi = np.full(idx.size, kmax + 1)  # earliest known passing grid index
+        d_thr = ZERO_LATENCY_WEIGHT_RTOL * self.v_inf[idx]
+        pts = {"t": self.last.t[idx].copy(), "d": self.last.value[idx] - self.v_inf[idx]}
+        pts["t0"], pts["d0"] = np.full(idx.size, np.nan), np.full(idx.size, np.nan)
+        pts["tw"] = pts["t"].copy()  # round time of the warm start (lam, xf)
+        t_star = self._long_round_time(idx, d_thr)
+        seed = np.isfinite(t_star) & (t_star > pts["t"])
+        pts["t"][seed], pts["d"][seed] = t_star[seed], d_thr[seed]
+        lam, xf = self.last.log_lam[idx].copy(), self.last.x_free[idx].copy()
+        lo_sp = self.last.take(idx)
+        hi_sp = self.last.take(idx)
+        bad = np.zeros(idx.size, dtype=bool)
+        for _ in range(12):
+            act = np.flatnonzero(~bad & (hi > lo + 1))
+            if not act.size:
+                break
+            k = self._predict(grid[act], pts, act, d_thr[act], lo[act], hi[act])
+            t = grid[act, k]
+            ratio = t / pts["tw"][act]
+            rw = self.rw if act.size == self.done.size else self.rw.take(idx[act])
+            with np.errstate(all="ignore"):  # a poor start only costs Newton steps
+                sp = split_at(
+                    self.prm,
+                    rw,
+                    t,
+                    lam[act] - np.log(ratio),  # lambda ~ 1/T and x ~ 1/T for long rounds
+                    np.minimum(xf[act] / ratio[:, None], 700.0),
+                )
+            ok = np.isfinite(sp.value) & (sp.slope < 0)
+            bad[act[~ok]] = True
+            pas = ok & self._passes(idx[act], sp)
+            fail = ok & ~pas
+            hi[act[pas]], lo[act[fail]] = k[pas], k[fail]
+            hi_sp.put(act[pas], sp.take(np.flatnonzero(pas)))
+            lo_sp.put(act[fail], sp.take(np.flatnonzero(fail)))
+            pts["t0"][act[ok]], pts["d0"][act[ok]] = pts["t"][act[ok]], pts["d"][act[ok]]
+            pts["t"][act[ok]] = pts["tw"][act[ok]] = t[ok]
+            pts["d"][act[ok]] = sp.value[ok] - self.v_inf[idx[act[ok]]]
+            lam[act[ok]], xf[act[ok]] = sp.log_lam[ok], sp.x_free[ok]
+        found = ~bad & (hi == lo + 1)
+        # Found rows end at their first passing time; the others resume at their last failing one.
+        last = lo_sp
+        last.put(rows[found], hi_sp.take(rows[found]))
+        self.last.put(idx, last)
+        self.last_g[idx] = self.absorb(idx, last)
+
+    def _long_round_time(self, idx: IntArray, d_thr: FloatArray) -> FloatArray:
+        """Round time at which ``V - V_inf`` reaches ``d_thr`` in the long-round limit, (K,).
+
+        For ``T >> c_n`` every device's ``x_n`` is small, ``h(x) ~ x^2/2`` gives
+        ``x_n = A sqrt(g_n) / (B T)`` with ``A = sum_n W_n ln2 / sqrt(g_n)`` (the band used up),
+        and ``E - E_inf = sum_n S_n x_n / 2 = N0 A^2 / (2 B T)``.
+        """
+        prm = self.prm
+        a = (self.rw.w[idx] * (LN2 / np.sqrt(prm.gain))).sum(axis=1)
+        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+            return prm.w_e * prm.n0 * a * a / (2.0 * prm.bandwidth_hz * d_thr)
+
+    def _passes(self, idx: IntArray, sp: Split) -> NDArray[np.bool_]:
+        """Where :meth:`absorb` would stop a falling ``V`` (slope < 0) at ``sp``."""
+        near = sp.value <= (1.0 + ZERO_LATENCY_WEIGHT_RTOL) * self.v_inf[idx]
+        return near | (sp.value <= (1.0 + self.rtol) * self.v_floor[idx])
+
+    @staticmethod
+    def _predict(grid, pts, act, d_thr, lo, hi) -> IntArray:
+        """Grid index where ``V - V_inf`` should reach ``d_thr``, strictly inside (lo, hi)."""
+        t, d = pts["t"][act], pts["d"][act]
+        t0, d0 = pts["t0"][act], pts["d0"][act]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            p = np.log(d0 / d) / np.log(t / t0)  # V - V_inf ~ T^-p from the last two points
+        p = np.where(np.isfinite(p), np.clip(p, 0.5, 2.0), 1.0)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            target = t * np.exp(np.log(d / d_thr) / p)
+        k = np.sum(grid < np.where(np.isfinite(target), target, np.inf)[:, None], axis=1)
+        return np.clip(k, lo + 1, hi - 1)
+
     def enclose(self) -> None:
         """Phase 1: bracket the root (rows with one end known) by overshooting secant steps."""
         t_lb = self.t_lb
         nan = np.full(self.done.shape, np.nan)
         prev_v, prev_g = nan.copy(), nan.copy()
-        v_min = np.log(self.t_min - t_lb)
+        with np.errstate(divide="ignore"):
+            v_min = np.log(np.fmax(self.t_min, t_lb) - t_lb)  # -inf where T_min is unknown
         v_max = np.log(self.t_max - t_lb)
         for _ in range(200):
             need = ~self.done & (np.isnan(self.lo_v) | np.isnan(self.hi_v))

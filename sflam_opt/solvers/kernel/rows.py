@@ -78,6 +78,12 @@ class RowSolutions:
         """Row ``k`` as a one-row batch."""
         return RowSolutions(*(getattr(self, f)[k : k + 1] for f in self.__dataclass_fields__))
 
+    @staticmethod
+    def stack(parts: list[RowSolutions]) -> RowSolutions:
+        """The batches ``parts`` as one batch, rows in order."""
+        fields = RowSolutions.__dataclass_fields__
+        return RowSolutions(*(np.concatenate([getattr(p, f) for p in parts]) for f in fields))
+
 
 def solve_rows(
     prm: KernelParams,
@@ -87,13 +93,17 @@ def solve_rows(
     warm: tuple[FloatArray, FloatArray, FloatArray] | None = None,
     *,
     lazy_t_min: bool = False,
+    start_at_min: NDArray[np.bool_] | None = None,
 ) -> RowSolutions:
     """Continuous optimum per row of payloads ``w`` (M, N) with rounds ``K`` (M,).
 
     ``warm = (T, log lambda, x_free)`` of nearby solutions starts the round-time search there.
     With ``lazy_t_min`` (and no deadline) the fastest round ``T_min`` is only computed for rows
     whose optimum the joint search does not certify without it; the others report
-    ``min_round_latency_s = NaN`` (their optimum lies strictly above ``T_min``).
+    ``min_round_latency_s = NaN`` (their optimum lies strictly above ``T_min``), except rows
+    flagged in ``start_at_min`` (M,) (their warm start sat at its own ``T_min``, as at a large
+    latency weight): those compute ``T_min`` first and start the search there, where one split
+    usually certifies the optimum.
     """
     m, n = w.shape
     status = np.zeros(m, dtype=np.int64)
@@ -107,6 +117,13 @@ def solve_rows(
     if ok_e.size:
         if lazy:
             t_min[ok_e] = np.nan
+            sel = ok_e if start_at_min is None or warm is None else ok_e[start_at_min[ok_e]]
+            if sel.size and warm is not None and start_at_min is not None:
+                rows_e = rw if sel.size == m else rw.take(sel)
+                t_min[sel] = min_round_time(prm, rows_e, warm[0][sel])
+                t0 = np.array(warm[0], dtype=np.float64)
+                t0[sel] = t_min[sel]
+                warm = (t0, warm[1], warm[2])
         else:
             t0 = None if warm is None else warm[0][ok_e]
             t_min[ok_e] = min_round_time(prm, rw.take(ok_e), t0)

@@ -243,9 +243,13 @@ def finish_split(prm, rw, t, u, kappa, log_a, r_p, xf, x, s) -> Split:
     lam = np.exp(s)
     lam_n = np.exp(log_a) * hx
     clamped = x < xf
-    power = r_p <= rw.r_e
-    dbmin = -(bw / u) * dlog_bmin_dlogu(x, em1, hx, power)
-    de_dt = np.sum(-lam_n * bw / u + np.where(clamped, (lam[:, None] - lam_n) * dbmin, 0.0), axis=1)
+    if clamped.any():
+        power = r_p <= rw.r_e
+        dbmin = -(bw / u) * dlog_bmin_dlogu(x, em1, hx, power)
+        cap_term = np.where(clamped, (lam[:, None] - lam_n) * dbmin, 0.0)
+        de_dt = np.sum(-lam_n * bw / u + cap_term, axis=1)
+    else:  # no capped device (e.g. long rounds): the same sum without the zero terms
+        de_dt = np.sum(-lam_n * bw / u, axis=1)
     slope = prm.w_t + prm.w_e * de_dt
     return Split(t, u, x, xf, s, energy, value, slope)
 
@@ -302,5 +306,5 @@ def split_at_min(prm: KernelParams, rw: RowConstants, t_min: FloatArray) -> Spli
     x = phi_inverse(np.minimum(r_p, rw.r_e))
     s = np.max(log_a + np.log(h(x)), axis=1)
     # x_free >= x: the price clears the market only with every device held at its cap.
-    xf = np.maximum(h_inverse(np.exp(np.minimum(s[:, None] - log_a, 700.0)), x), x)
+    xf = np.maximum(h_inverse(np.exp(np.minimum(s[:, None] - log_a, 700.0))), x)
     return finish_split(prm, rw, t_min, u, kappa, log_a, r_p, xf, x, s)
