@@ -35,9 +35,13 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.check import same_code
 from benchmarks.common import BenchContext, read_csv, read_json, utc_now
 from benchmarks.markdown import load_note, made_by, num
+from benchmarks.sections import SOLVERS
 from sflam_opt import Allocator, Scenario, solve
+
+ROOT = Path(__file__).resolve().parents[1]
 
 __all__ = ["draw", "headlines", "measure", "report", "rounds", "run", "table"]
 
@@ -252,11 +256,14 @@ def _versus_ladder(figures: Path, doc: Mapping[str, Any], s: Mapping[str, Any]) 
         return []
     made = read_json(figures / "solve.json")["meta"]["machine"].get("git_commit", "?")
     here = doc["meta"]["machine"].get("git_commit", "?")
-    commits = (
-        f"both at commit {here}"
-        if made == here
-        else f"the two were also measured at different commits ({made} and {here})"
-    )
+    same = None if made == here else same_code(ROOT, made, here, SOLVERS)
+    commits = {
+        None: f"the two were also measured at different commits ({made} and {here})",
+        True: f"commits {made} and {here}, at which they were measured, hold the same solver code",
+        False: f"the two were also measured on different solver code (commits {made} and {here})",
+    }[same]
+    if made == here:
+        commits = f"both at commit {here}"
     return [
         f"`{s['solver']}` at N = {s['n']:,} takes {num(row['median_s'], 3)} s in the solver "
         f"speed ladder but {num(s['fresh_median_s'], 3)} s as a fresh solve here because they "

@@ -23,7 +23,7 @@ from benchmarks.common import FIGURES, read_json
 from benchmarks.sections import REPORTS, SECTIONS, Report, Section
 from sflam_opt.errors import DataError
 
-__all__ = ["Finding", "check", "format_findings", "repo_root"]
+__all__ = ["Finding", "check", "format_findings", "repo_root", "same_code"]
 
 #: How many changed paths a stale line names before "and N more".
 SHOWN_PATHS = 8
@@ -85,6 +85,15 @@ def _stale(root: Path, subject: str, commit: str, measures: Sequence[str]) -> li
             f"since: {shown}{more}",
         )
     ]
+
+
+def same_code(root: Path, a: str, b: str, measures: Sequence[str]) -> bool | None:
+    """Whether commits ``a`` and ``b`` hold the same files under ``measures``; None if unknown
+    (no git, or a commit this checkout lacks)."""
+    try:
+        return not _git(root, "diff", "--name-only", f"{a}..{b}", "--", *measures).split()
+    except (DataError, OSError):
+        return None
 
 
 def _undeclared(root: Path, subject: str, measures: Sequence[str]) -> list[Finding]:

@@ -744,3 +744,32 @@ def test_run_spawned_returns_results_in_job_order(workers: int) -> None:
     assert sorted(finished) == [0, 1, 2]
     if workers == 1:
         assert finished == [2, 0, 1]  # in this process, in the order given
+
+
+def test_same_code_compares_only_the_measured_paths(tmp_path: Path) -> None:
+    import subprocess
+
+    from benchmarks.check import same_code
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(tmp_path), *args], capture_output=True, text=True, check=True
+        ).stdout.strip()
+
+    git("init", "-q")
+    git("config", "user.email", "t@example.com")
+    git("config", "user.name", "t")
+    (tmp_path / "code.py").write_text("a = 1\n")
+    (tmp_path / "data.json").write_text("{}\n")
+    git("add", ".")
+    git("commit", "-qm", "one")
+    first = git("rev-parse", "--short", "HEAD")
+    (tmp_path / "data.json").write_text('{"x": 1}\n')
+    git("commit", "-qam", "data only")
+    data = git("rev-parse", "--short", "HEAD")
+    (tmp_path / "code.py").write_text("a = 2\n")
+    git("commit", "-qam", "code")
+    code = git("rev-parse", "--short", "HEAD")
+    assert same_code(tmp_path, first, data, ["code.py"]) is True
+    assert same_code(tmp_path, first, code, ["code.py"]) is False
+    assert same_code(tmp_path, first, "0" * 12, ["code.py"]) is None
