@@ -256,14 +256,16 @@ def _versus_ladder(figures: Path, doc: Mapping[str, Any], s: Mapping[str, Any]) 
         return []
     made = read_json(figures / "solve.json")["meta"]["machine"].get("git_commit", "?")
     here = doc["meta"]["machine"].get("git_commit", "?")
-    same = None if made == here else same_code(ROOT, made, here, SOLVERS)
-    commits = {
-        None: f"the two were also measured at different commits ({made} and {here})",
-        True: f"commits {made} and {here}, at which they were measured, hold the same solver code",
-        False: f"the two were also measured on different solver code (commits {made} and {here})",
-    }[same]
     if made == here:
         commits = f"both at commit {here}"
+    elif (same := same_code(ROOT, made, here, SOLVERS)) is None:
+        commits = f"the two were also measured at different commits ({made} and {here})"
+    elif same:
+        commits = (
+            f"commits {made} and {here}, at which they were measured, hold the same solver code"
+        )
+    else:
+        commits = f"the two were also measured on different solver code (commits {made} and {here})"
     return [
         f"`{s['solver']}` at N = {s['n']:,} takes {num(row['median_s'], 3)} s in the solver "
         f"speed ladder but {num(s['fresh_median_s'], 3)} s as a fresh solve here because they "

@@ -25,13 +25,7 @@ from typing import IO, Any, NoReturn
 import numpy as np
 import orjson
 
-__all__ = [
-    "ColumnRows",
-    "JsonReadError",
-    "finite",
-    "iter_json",
-    "read_json_streamed",
-]
+__all__ = ["ColumnRows", "JsonReadError", "finite", "iter_json", "read_json_streamed"]
 
 _CHUNK = 20_000
 _SENTINEL = "\x00sflam-rows\x00"
@@ -302,8 +296,6 @@ def _decode_rows(stream: _Stream, stop: int) -> tuple[list[Any], int] | None:
         except orjson.JSONDecodeError:
             return None
         end = stream.pos + len(head) - 2  # at the list's "]" (text has one "[" more)
-    except ValueError:
-        return None
     return (rows, end) if all(type(r) is dict for r in rows) else None
 
 
