@@ -306,6 +306,43 @@ def test_low_efficiency_device_at_its_cap_needs_no_fallback():
     assert res.objective <= exact.objective * (1 + 1e-3)
 
 
+def test_joint_block_without_expanded_devices_has_no_unused_cones():
+    # With no device expanded to second order, the block is the exponential-cone program alone:
+    # the expansion's v = q = 0 on their cones' boundary stalled Clarabel (design draw 1101).
+    import cvxpy as cp
+
+    from sflam_opt.solvers.joint import JointBlock
+
+    blk = JointBlock(4)
+    k, cost = np.full(4, 0.2), np.array([0.1, 0.2, 0.3, 0.4])
+    y_lo, ref = np.full(4, 0.5), np.full(4, 1.0)
+    blk.set(k, cost, y_lo, ref)
+    plain = blk.problem("CLARABEL")
+    assert not any(isinstance(c, cp.constraints.SOC) for c in plain.constraints)
+    plain.solve(solver="CLARABEL")
+    assert plain.status == "optimal"
+    y_plain = blk.y({"r": blk.variables["r"].value}, ref)
+    blk.set(k, cost, y_lo, ref, np.array([False, False, False, True]))
+    full = blk.problem("CLARABEL")
+    assert full is not plain
+    assert any(isinstance(c, cp.constraints.SOC) for c in full.constraints)
+    # Back to no expansion: the same compiled program again.
+    blk.set(k, cost, y_lo, ref)
+    assert blk.problem("CLARABEL") is plain
+    # Equal costs per unit band and no binding caps: the band is split in proportion to cost.
+    assert np.isclose(float(np.sum(k * y_plain)), 1.0, rtol=1e-6)
+
+
+def test_faded_draw_without_expanded_devices_needs_no_fallback():
+    # Design draw 1101 at N = 1,000: 13 of its cone solves stalled Clarabel (InsufficientProgress,
+    # AlmostSolved) while the unused expansion cones were in the program; without them, none.
+    scn = rs.faded(1000, 1101)
+    res = solve(scn, "bcd")
+    assert res.status == "converged", res.message
+    assert res.info["fallbacks"] == [] and res.info["failures"] == []
+    assert res.objective <= solve(scn, "fast").objective * (1 + 1e-3)
+
+
 def test_recorded_hard_faded_draw_needs_no_fallback():
     # A faded draw (design seed 1, N = 100) on which the unscaled cone program failed Clarabel
     # on most solves: every cone solve must now be Clarabel's, first time. (Not every draw is

@@ -182,9 +182,9 @@ class _DPPBlock:
         self._constraints = constraints
         self.variables = variables
         self.params = params
-        self._problems: dict[str, cp.Problem] = {}
-        #: Backends whose problem has been canonicalized (solved once).
-        self._compiled: set[str] = set()
+        self._problems: dict[Any, cp.Problem] = {}
+        #: Problems (:meth:`_key`) that have been canonicalized (solved once).
+        self._compiled: set[Any] = set()
         #: Devices the problem was built for; :meth:`set` may give fewer (see :meth:`_set`).
         self.size = int(next(iter(variables.values())).shape[0])
         #: Slot -> device of the last :meth:`set`, and copies per device (see :meth:`_set`).
@@ -192,12 +192,21 @@ class _DPPBlock:
         self._copies: FloatArray | None = None
         self._n = self.size
 
+    def _key(self, solver: str) -> Any:
+        """Which of the block's problems ``solver`` uses now (one per backend by default)."""
+        return solver
+
+    def _build(self) -> cp.Problem:
+        """A new :class:`cvxpy.Problem` of the block (for :meth:`problem`)."""
+        return cp.Problem(self._objective, self._constraints)
+
     def problem(self, solver: str) -> cp.Problem:
         """The :class:`cvxpy.Problem` used with ``solver`` (created on first use)."""
-        prob = self._problems.get(solver)
+        key = self._key(solver)
+        prob = self._problems.get(key)
         if prob is None:
-            prob = cp.Problem(self._objective, self._constraints)
-            self._problems[solver] = prob
+            prob = self._build()
+            self._problems[key] = prob
         return prob
 
     def is_dpp(self) -> bool:
@@ -276,7 +285,7 @@ class _DPPBlock:
         compile_s = 0.0
         for solver in order:
             prob = self.problem(solver)
-            first = solver not in self._compiled
+            first = self._key(solver) not in self._compiled
             try:
                 with warnings.catch_warnings():
                     # Inaccurate solves are reported in ``attempts``; no stray warnings.
@@ -320,7 +329,7 @@ class _DPPBlock:
         later solves, whose parameter update counts as solve time)."""
         if not first:
             return 0.0
-        self._compiled.add(solver)
+        self._compiled.add(self._key(solver))
         return float(getattr(prob, "compilation_time", None) or 0.0)
 
 

@@ -202,6 +202,19 @@ class JointBlock(_DPPBlock):
         ]
         obj = cp.Minimize(p["cost_s"] @ w - p["cost_y0"] @ r + p["slope"] @ v + p["curv"] @ q)
         super().__init__(obj, cons, {"r": r, "w": w}, p)
+        #: The block without the expansion (no v, q and their cones), solved when no device is
+        #: expanded, the usual case. There the full block's v = q = 0 sit on the boundary of
+        #: their cones at the optimum, and Clarabel stopped short of its tolerances
+        #: (InsufficientProgress, AlmostSolved) on faded draws that this program solves.
+        self._plain = (cp.Minimize(p["cost_s"] @ w - p["cost_y0"] @ r), cons[:3])
+        #: Whether the last :meth:`set` expanded any device (selects the program).
+        self.expanded = False
+
+    def _key(self, solver: str) -> tuple[str, bool]:
+        return (solver, self.expanded)
+
+    def _build(self) -> cp.Problem:
+        return super()._build() if self.expanded else cp.Problem(*self._plain)
 
     def band_price(self) -> float:
         """The band constraint's multiplier after the last solve: the objective's fall per unit
@@ -264,6 +277,7 @@ class JointBlock(_DPPBlock):
         p["curv"].value = curv / self.scale
         p["on"].value = lin.astype(np.float64)
         p["r_lo"].value = self._spread(y_lo) / y0
+        self.expanded = bool(lin.any())
 
     def y(self, values: dict[str, FloatArray], ref: FloatArray) -> FloatArray:
         """``y`` per device of a solution (``ref`` as given to :meth:`set`)."""
