@@ -36,12 +36,10 @@ from typing import Any
 import numpy as np
 
 from benchmarks.check import same_code
-from benchmarks.common import BenchContext, read_csv, read_json, utc_now
+from benchmarks.common import REPO, BenchContext, read_csv, read_json, utc_now
 from benchmarks.markdown import load_note, made_by, num
 from benchmarks.sections import SOLVERS
 from sflam_opt import Allocator, Scenario, solve
-
-ROOT = Path(__file__).resolve().parents[1]
 
 __all__ = ["draw", "headlines", "measure", "report", "rounds", "run", "table"]
 
@@ -258,7 +256,7 @@ def _versus_ladder(figures: Path, doc: Mapping[str, Any], s: Mapping[str, Any]) 
     here = doc["meta"]["machine"].get("git_commit", "?")
     if made == here:
         commits = f"both at commit {here}"
-    elif (same := same_code(ROOT, made, here, SOLVERS)) is None:
+    elif (same := same_code(REPO, made, here, SOLVERS)) is None:
         commits = f"the two were also measured at different commits ({made} and {here})"
     elif same:
         commits = (

@@ -71,7 +71,7 @@ def _stale(root: Path, subject: str, commit: str, measures: Sequence[str]) -> li
         _git(root, "rev-parse", "--verify", "--quiet", f"{commit}^{{commit}}")
     except DataError:
         return [Finding("unknown commit", subject, f"{commit} is not in this repository; rerun")]
-    changed = _git(root, "diff", "--name-only", f"{commit}..HEAD", "--", *measures).split()
+    changed = _changed(root, commit, "HEAD", measures)
     if not changed:
         return []
     ago = int(_git(root, "rev-list", "--count", f"{commit}..HEAD"))
@@ -87,11 +87,16 @@ def _stale(root: Path, subject: str, commit: str, measures: Sequence[str]) -> li
     ]
 
 
+def _changed(root: Path, a: str, b: str, measures: Sequence[str]) -> list[str]:
+    """Files under ``measures`` that differ between commits ``a`` and ``b``."""
+    return _git(root, "diff", "--name-only", f"{a}..{b}", "--", *measures).split()
+
+
 def same_code(root: Path, a: str, b: str, measures: Sequence[str]) -> bool | None:
     """Whether commits ``a`` and ``b`` hold the same files under ``measures``; None if unknown
     (no git, or a commit this checkout lacks)."""
     try:
-        return not _git(root, "diff", "--name-only", f"{a}..{b}", "--", *measures).split()
+        return not _changed(root, a, b, measures)
     except (DataError, OSError):
         return None
 

@@ -35,6 +35,7 @@ from sflam_opt.training.config import TrainConfig
 __all__ = [
     "run_spawned",
     "PROFILES",
+    "REPO",
     "BenchContext",
     "Profile",
     "checkout_env",
@@ -56,6 +57,8 @@ T = TypeVar("T")
 
 #: Sub-directory of the output directory holding figures, CSV and JSON.
 FIGURES = "figures"
+#: The repository root (the checkout these benchmarks run from).
+REPO = Path(__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True)
@@ -268,10 +271,9 @@ def _version(module: str) -> str | None:
 
 
 def _git_commit() -> str | None:
-    root = Path(__file__).resolve().parents[1]
     try:
         out = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
             capture_output=True,
             text=True,
             timeout=5,
@@ -288,8 +290,7 @@ def checkout_env() -> dict[str, str]:
     Child processes started with it (``python -m benchmarks.<module>``) import the same
     ``benchmarks`` and ``sflam_opt`` as the parent, whatever directory they start in.
     """
-    root = str(Path(__file__).resolve().parents[1])
-    path = os.pathsep.join(x for x in (root, os.environ.get("PYTHONPATH")) if x)
+    path = os.pathsep.join(x for x in (str(REPO), os.environ.get("PYTHONPATH")) if x)
     return {**os.environ, "PYTHONPATH": path}
 
 
