@@ -22,7 +22,8 @@ with ``c_n = S_n / sum S``. The power and energy caps are the bound ``y_n >= y_l
 boundary (``y -> 0``); the band constraint bounds ``y`` above. Devices the band price shows to be
 held at their caps are taken out of the cone, and devices of low spectral efficiency enter with
 their energy expanded to second order in ``x`` and are re-solved to a fixed point (``_Search._solve``; §6.7
-says why). The program is DPP, compiled once per number of slots; the round
+says why). The program is DPP, compiled once per number of slots (twice: with and without
+the expansion's cones, §6.7); the round
 time is a bounded 1-D search over ``log T`` (``V(T) = w_T T + w_E E*(T)`` is convex, §6.4), each
 step re-solving parameters only. At the fastest feasible round ``T_min`` every device is at its
 caps and the point is known in closed form, so the search never solves a cone program with a
@@ -189,24 +190,29 @@ class JointBlock(_DPPBlock):
         p = {name: cp.Parameter(n, nonneg=True, name=name) for name in names}
         #: The band constraint; its dual is the band price (:meth:`band_price`).
         self.band = p["k_y0"] @ r <= 1
-        cons: list[cp.Constraint] = [
+        # The exponential cones, the band and the caps: the whole block when no device is
+        # expanded.
+        core: list[cp.Constraint] = [
             cp.constraints.ExpCone(p["x0"] - cp.multiply(p["x0"], r), r, w),
             self.band,
             r >= p["r_lo"],
-            # v r >= on^2 and q r >= on^2 (1 - r)^2 (rotated second-order cones): for devices of
-            # low spectral efficiency (on = 1) v >= 1 / r and q >= (1 - r)^2 / r, their energy
-            # to second order in x = x0 / r; for the others (on = 0) v, q >= 0, and their
-            # positive weights put them at 0.
+        ]
+        # v r >= on^2 and q r >= on^2 (1 - r)^2 (rotated second-order cones): for devices of low
+        # spectral efficiency (on = 1) v >= 1 / r and q >= (1 - r)^2 / r, their energy to second
+        # order in x = x0 / r; for the others (on = 0) v, q >= 0, and their positive weights put
+        # them at 0.
+        expansion: list[cp.Constraint] = [
             cp.SOC(v + r, cp.vstack([2.0 * p["on"], v - r]), axis=0),
             cp.SOC(q + r, cp.vstack([2.0 * (p["on"] - cp.multiply(p["on"], r)), q - r]), axis=0),
         ]
-        obj = cp.Minimize(p["cost_s"] @ w - p["cost_y0"] @ r + p["slope"] @ v + p["curv"] @ q)
-        super().__init__(obj, cons, {"r": r, "w": w}, p)
+        energy = p["cost_s"] @ w - p["cost_y0"] @ r
+        obj = cp.Minimize(energy + p["slope"] @ v + p["curv"] @ q)
+        super().__init__(obj, core + expansion, {"r": r, "w": w}, p)
         #: The block without the expansion (no v, q and their cones), solved when no device is
         #: expanded, the usual case. There the full block's v = q = 0 sit on the boundary of
         #: their cones at the optimum, and Clarabel stopped short of its tolerances
         #: (InsufficientProgress, AlmostSolved) on faded draws that this program solves.
-        self._plain = (cp.Minimize(p["cost_s"] @ w - p["cost_y0"] @ r), cons[:3])
+        self._plain = (cp.Minimize(energy), core)
         #: Whether the last :meth:`set` expanded any device (selects the program).
         self.expanded = False
 
