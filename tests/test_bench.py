@@ -773,3 +773,28 @@ def test_same_code_compares_only_the_measured_paths(tmp_path: Path) -> None:
     assert same_code(tmp_path, first, data, ["code.py"]) is True
     assert same_code(tmp_path, first, code, ["code.py"]) is False
     assert same_code(tmp_path, first, "0" * 12, ["code.py"]) is None
+
+
+def test_design_runs_reads_only_default_configuration_runs(tmp_path: Path) -> None:
+    import json
+    import math
+
+    from scipy.stats import t as student_t
+
+    from benchmarks.design_runs import design_figures
+
+    g = np.concatenate([np.linspace(20.0, 10.0, 8), [10.0, 12.0] * 4, np.full(64, 2.0)])
+    g[-8:] = 3.0
+    run = {"config": {"protocol": "sfl", "alpha": 0.5, "seed": 0}, "metrics": []}
+    run["metrics"] = [{"grad_sq_norm": float(v)} for v in g]
+    (tmp_path / "sfl_a0.5_s0.json").write_text(json.dumps(run))
+    other = {**run, "config": {**run["config"], "devices": 10}}
+    other["metrics"] = [{"grad_sq_norm": 100.0} for _ in g]
+    (tmp_path / "sfl_a0.5_s0_devices10.json").write_text(json.dumps(other))
+    f = design_figures(tmp_path)
+    assert f["runs"] == 1 and f["fit_rounds"] == 16
+    late = np.array([10.0, 12.0] * 4)  # rounds R/2..R (8..15)
+    margin = student_t.ppf(0.95, 7) * late.std(ddof=1) / math.sqrt(8)
+    assert math.isclose(f["margin_share_min"], margin / 11.0, rel_tol=1e-12)
+    assert math.isclose(f["online_phi0_max"], 11.0 + margin, rel_tol=1e-12)
+    assert f["last8_mean_min"] == f["last8_mean_max"] == 3.0
