@@ -329,7 +329,7 @@ def test_joint_block_without_expanded_devices_has_no_unused_cones():
     # Back to no expansion: the same compiled program again.
     blk.set(k, cost, y_lo, ref)
     assert blk.problem("CLARABEL") is plain
-    # Equal costs per unit band and no binding caps: the band is split in proportion to cost.
+    # The caps leave 60 % of the band free, and more band always saves energy: it is used up.
     assert np.isclose(float(np.sum(k * y_plain)), 1.0, rtol=1e-6)
 
 
